@@ -1,0 +1,110 @@
+package conf
+
+// Config is the whole of posthorn.toml. Every field has a default (see
+// default.toml); Load fills in defaults first and then applies the file, so a
+// file only needs to say what differs.
+type Config struct {
+	// Hostname is the name this MTA gives itself in the SMTP greeting, in
+	// EHLO and in Received headers.
+	Hostname string `toml:"hostname"`
+
+	Log     Log      `toml:"log"`
+	SMTP    SMTP     `toml:"smtp"`
+	TLS     TLS      `toml:"tls"`
+	Auth    Auth     `toml:"auth"`
+	Queue   Queue    `toml:"queue"`
+	Local   Local    `toml:"local"`
+	Domains []Domain `toml:"domain"`
+	Metrics Metrics  `toml:"metrics"`
+	Control Control  `toml:"control"`
+}
+
+// Log configures structured logging (log/slog).
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// SMTP configures the three inbound listeners and their limits.
+type SMTP struct {
+	// MX is the port-25 style listener: STARTTLS offered, no AUTH needed,
+	// relaying only for client networks.
+	MX string `toml:"mx_address"`
+	// Submission is the port-587 style listener: STARTTLS, AUTH required.
+	Submission string `toml:"submission_address"`
+	// Submissions is the port-465 style listener: implicit TLS, AUTH
+	// required. Empty disables it.
+	Submissions string `toml:"submissions_address"`
+
+	MaxMessageSize   Size     `toml:"max_message_size"`
+	MaxRecipients    int      `toml:"max_recipients"`
+	MaxLineLength    int      `toml:"max_line_length"`
+	MaxSessionsPerIP int      `toml:"max_sessions_per_ip"`
+	MaxSessions      int      `toml:"max_sessions"`
+	CommandTimeout   Duration `toml:"command_timeout"`
+	DataTimeout      Duration `toml:"data_timeout"`
+	// ClientNetworks may relay without AUTH (CIDR list), like Postfix's
+	// mynetworks. Empty means nobody relays without AUTH.
+	ClientNetworks []string `toml:"client_networks"`
+}
+
+// TLS names the server certificate. When both files are empty, a
+// self-signed certificate is made on first start and kept in
+// SelfSignedDir.
+type TLS struct {
+	CertFile      string `toml:"cert_file"`
+	KeyFile       string `toml:"key_file"`
+	SelfSignedDir string `toml:"self_signed_dir"`
+}
+
+// Auth configures SMTP AUTH (PLAIN, LOGIN; only after TLS).
+type Auth struct {
+	// PasswordFile holds "user@domain:$argon2id$..." lines made by
+	// `posthorn passwd`. Every user in it is also a local mailbox.
+	PasswordFile string `toml:"password_file"`
+}
+
+// Queue configures the spool and the retry schedule.
+type Queue struct {
+	Dir            string   `toml:"dir"`
+	MinBackoff     Duration `toml:"min_backoff"`
+	MaxBackoff     Duration `toml:"max_backoff"`
+	MaxLifetime    Duration `toml:"max_lifetime"`
+	BounceLifetime Duration `toml:"bounce_lifetime"`
+	Workers        int      `toml:"workers"`
+}
+
+// Local configures delivery to mailboxes of local domains.
+type Local struct {
+	// MaildirRoot holds one Maildir per mailbox at ROOT/DOMAIN/LOCALPART.
+	MaildirRoot string `toml:"maildir_root"`
+	// LMTP, when set, delivers local mail to an LMTP server instead of
+	// Maildir: "tcp:HOST:PORT" or "unix:/path".
+	LMTP string `toml:"lmtp"`
+	// RecipientDelimiter separates an address extension (user+tag@);
+	// empty disables extensions.
+	RecipientDelimiter string `toml:"recipient_delimiter"`
+}
+
+// Domain is one local domain.
+type Domain struct {
+	Name      string   `toml:"name"`
+	Mailboxes []string `toml:"mailboxes"` // local parts
+	// CatchAll, when set, is the local part that receives mail for
+	// unknown local parts of this domain.
+	CatchAll string `toml:"catch_all"`
+	// Aliases maps a local part to one or more addresses (local or remote).
+	Aliases map[string][]string `toml:"aliases"`
+	// LMTP overrides Local.LMTP for this domain.
+	LMTP string `toml:"lmtp"`
+}
+
+// Metrics configures the Prometheus endpoint. Empty address disables it.
+type Metrics struct {
+	Address string `toml:"address"`
+}
+
+// Control configures the local control socket used by `posthorn queue`.
+type Control struct {
+	Socket string `toml:"socket"`
+}
