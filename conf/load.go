@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"os"
@@ -96,8 +97,15 @@ func parseTOML(filename string, data []byte) (map[string]any, Errors) {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			e.Line = pe.Position.Line
+			if st := pe.Position.Start; st > 0 && st <= len(data) {
+				// The parser's line is off by one when the error is at a
+				// newline; count ourselves.
+				e.Line = 1 + bytes.Count(data[:st], []byte("\n"))
+			}
+			e.Key = pe.LastKey
 			e.Msg = "syntax error: " + pe.Message
 		}
+		e.Msg = strings.ReplaceAll(e.Msg, "\n", " ")
 		return nil, Errors{e}
 	}
 	return raw, nil

@@ -66,20 +66,21 @@ func (d *Duration) UnmarshalText(text []byte) error {
 }
 
 // ParseDuration parses a Go duration string that may also use the unit "d"
-// (24 hours), e.g. "5d" or "1d12h30m".
+// (24 hours), e.g. "5d" or "1d12h30m". Spaces between parts are ignored.
 func ParseDuration(s string) (time.Duration, error) {
 	orig := s
 	bad := func(why string) error {
-		return fmt.Errorf("invalid duration %q: %s (examples: \"90s\", \"5m\", \"2h\", \"5d\")", orig, why)
+		return fmt.Errorf("invalid duration %q: %s", orig, why)
 	}
-	s = strings.TrimSpace(s)
+	// Spaces between the parts are allowed: "1d 12h".
+	s = strings.Join(strings.Fields(s), "")
 	neg := false
 	if s != "" && (s[0] == '-' || s[0] == '+') {
 		neg = s[0] == '-'
 		s = s[1:]
 	}
 	if s == "" {
-		return 0, bad("empty")
+		return 0, bad(`empty (write a duration like "90s", "5m", "2h" or "5d")`)
 	}
 	if s == "0" {
 		return 0, nil
@@ -92,7 +93,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		}
 		num := s[:i]
 		if num == "" || num == "." {
-			return 0, bad("expected a number")
+			return 0, bad(`expected a number (write a duration like "90s", "5m", "2h" or "5d")`)
 		}
 		j := i
 		for j < len(s) && !(s[j] >= '0' && s[j] <= '9' || s[j] == '.') {
@@ -103,7 +104,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		var part time.Duration
 		switch unit {
 		case "":
-			return 0, bad("missing unit")
+			return 0, bad(`missing unit after ` + num + ` (use ms, s, m, h or d)`)
 		case "d":
 			f, err := strconv.ParseFloat(num, 64)
 			if err != nil {
@@ -205,7 +206,7 @@ func (s *Size) UnmarshalTOML(v any) error {
 // whole byte.
 func ParseSize(str string) (int64, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("invalid size %q: %s (examples: \"1048576\", \"512KB\", \"50MiB\", \"1GB\")", str, why)
+		return fmt.Errorf("invalid size %q: %s", str, why)
 	}
 	s := strings.TrimSpace(str)
 	i := 0
@@ -217,7 +218,7 @@ func ParseSize(str string) (int64, error) {
 		if strings.HasPrefix(s, "-") {
 			return 0, bad("must not be negative")
 		}
-		return 0, bad("expected a number")
+		return 0, bad(`expected a number (write a size like "1048576", "512KB", "50MiB" or "1GB")`)
 	}
 	mult := int64(-1)
 	if unit == "" {

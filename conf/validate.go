@@ -27,6 +27,8 @@ func (v *validator) config(c *Config) {
 		v.errorf("hostname", "must not be empty")
 	} else if err := checkDomainName(c.Hostname); err != nil {
 		v.errorf("hostname", "%v", err)
+	} else {
+		c.Hostname = strings.TrimSuffix(c.Hostname, ".")
 	}
 
 	switch c.Log.Level {
@@ -50,8 +52,8 @@ func (v *validator) config(c *Config) {
 	for i, n := range s.ClientNetworks {
 		key := indexKey("smtp.client_networks", i)
 		if _, _, err := net.ParseCIDR(n); err != nil {
-			if _, err := netip.ParseAddr(n); err == nil {
-				v.errorf(key, "%q is an address, not a network: write %q for a single host", n, n+"/"+strconv.Itoa(map[bool]int{true: 32, false: 128}[strings.Contains(n, ".")]))
+			if a, err := netip.ParseAddr(n); err == nil {
+				v.errorf(key, "%q is an address, not a network: write %q for a single host", n, netip.PrefixFrom(a, a.BitLen()).String())
 			} else {
 				v.errorf(key, "invalid CIDR network %q (like \"192.0.2.0/24\" or \"2001:db8::/32\")", n)
 			}
