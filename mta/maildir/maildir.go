@@ -78,7 +78,11 @@ func Deliver(dir string, uniq string, msg io.Reader, prepend []byte) (path strin
 		}
 	}()
 
-	bw := bufio.NewWriterSize(f, bufSize)
+	bufs := bufPool.Get().(*buffers)
+	defer bufPool.Put(bufs)
+	bw := bufs.w
+	bw.Reset(f)
+	defer bw.Reset(nil)
 	lw := &lfWriter{w: bw}
 	if len(prepend) > 0 {
 		if _, err := lw.Write(prepend); err != nil {
@@ -86,8 +90,7 @@ func Deliver(dir string, uniq string, msg io.Reader, prepend []byte) (path strin
 		}
 	}
 	if msg != nil {
-		buf := make([]byte, bufSize)
-		if _, err := io.CopyBuffer(lw, onlyReader{msg}, buf); err != nil {
+		if _, err := io.CopyBuffer(lw, onlyReader{msg}, bufs.copy); err != nil {
 			return "", err
 		}
 	}
@@ -119,6 +122,10 @@ func Deliver(dir string, uniq string, msg io.Reader, prepend []byte) (path strin
 // Exists reports whether a message delivered with uniq is in dir/new or
 // dir/cur (where readers rename files and add ":2,FLAGS" suffixes). A missing
 // Maildir is not an error: the message is simply not there.
+//
+// Since host names contain dots, a uniq must not be a dot-separated prefix
+// of another uniq used in the same Maildir ("Q1" and "Q1.R0"); "Q1.R1" and
+// "Q1.R10" are told apart.
 func Exists(dir, uniq string) (bool, error) {
 	if !validUniq(uniq) {
 		return false, fmt.Errorf("%w: %q", ErrInvalidUniq, uniq)
@@ -266,6 +273,15 @@ func sanitizeHost(h string) string {
 	}
 	return b.String()
 }
+
+type buffers struct {
+	copy []byte
+	w    *bufio.Writer
+}
+
+var bufPool = sync.Pool{New: func() any {
+	return &buffers{copy: make([]byte, bufSize), w: bufio.NewWriterSize(nil, bufSize)}
+}}
 
 // onlyReader hides WriterTo/ReaderFrom fast paths so that all data goes
 // through the LF conversion.
