@@ -1,7 +1,6 @@
 package conf
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -118,8 +117,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		case "ns", "us", "µs", "μs", "ms", "s", "m", "h":
 			p, err := time.ParseDuration(num + unit)
 			if err != nil {
-				var ne *strconv.NumError
-				if errors.As(err, &ne) || strings.Contains(err.Error(), "overflow") {
+				if _, ferr := strconv.ParseFloat(num, 64); ferr == nil {
 					return 0, bad("too large")
 				}
 				return 0, bad("bad number " + strconv.Quote(num))
