@@ -36,15 +36,19 @@ type SMTP struct {
 	// required. Empty disables it.
 	Submissions string `toml:"submissions_address"`
 
-	MaxMessageSize   Size     `toml:"max_message_size"`
-	MaxRecipients    int      `toml:"max_recipients"`
-	MaxLineLength    int      `toml:"max_line_length"`
-	MaxSessionsPerIP int      `toml:"max_sessions_per_ip"`
-	MaxSessions      int      `toml:"max_sessions"`
-	CommandTimeout   Duration `toml:"command_timeout"`
-	DataTimeout      Duration `toml:"data_timeout"`
+	// Listener addresses are HOST:PORT; "" disables a listener and port 0
+	// picks a free port. At least one listener is set.
+
+	MaxMessageSize   Size     `toml:"max_message_size"`    // largest message accepted (SIZE), > 0
+	MaxRecipients    int      `toml:"max_recipients"`      // RCPTs per transaction, >= 1
+	MaxLineLength    int      `toml:"max_line_length"`     // longest DATA line in bytes, >= 1
+	MaxSessionsPerIP int      `toml:"max_sessions_per_ip"` // concurrent sessions per client IP, >= 1
+	MaxSessions      int      `toml:"max_sessions"`        // concurrent sessions in total, >= 1
+	CommandTimeout   Duration `toml:"command_timeout"`     // idle time allowed between commands, > 0
+	DataTimeout      Duration `toml:"data_timeout"`        // time allowed for the whole DATA phase, > 0
 	// ClientNetworks may relay without AUTH (CIDR list), like Postfix's
-	// mynetworks. Empty means nobody relays without AUTH.
+	// mynetworks. Empty means nobody relays without AUTH. Every entry has
+	// been checked with net.ParseCIDR.
 	ClientNetworks []string `toml:"client_networks"`
 }
 
@@ -66,12 +70,12 @@ type Auth struct {
 
 // Queue configures the spool and the retry schedule.
 type Queue struct {
-	Dir            string   `toml:"dir"`
-	MinBackoff     Duration `toml:"min_backoff"`
-	MaxBackoff     Duration `toml:"max_backoff"`
-	MaxLifetime    Duration `toml:"max_lifetime"`
-	BounceLifetime Duration `toml:"bounce_lifetime"`
-	Workers        int      `toml:"workers"`
+	Dir            string   `toml:"dir"`             // spool directory, absolute after Load
+	MinBackoff     Duration `toml:"min_backoff"`     // first retry delay, > 0, <= MaxBackoff
+	MaxBackoff     Duration `toml:"max_backoff"`     // longest retry delay
+	MaxLifetime    Duration `toml:"max_lifetime"`    // deferred mail bounces after this
+	BounceLifetime Duration `toml:"bounce_lifetime"` // the same for our own bounces
+	Workers        int      `toml:"workers"`         // concurrent deliveries, >= 1
 }
 
 // Local configures delivery to mailboxes of local domains.
@@ -88,12 +92,15 @@ type Local struct {
 
 // Domain is one local domain.
 type Domain struct {
+	// Name is lower-cased by Parse; names are unique.
 	Name      string   `toml:"name"`
 	Mailboxes []string `toml:"mailboxes"` // local parts
 	// CatchAll, when set, is the local part that receives mail for
 	// unknown local parts of this domain.
 	CatchAll string `toml:"catch_all"`
 	// Aliases maps a local part to one or more addresses (local or remote).
+	// A target without "@" is a local part of this domain. Parse
+	// lower-cases the keys.
 	Aliases map[string][]string `toml:"aliases"`
 	// LMTP overrides Local.LMTP for this domain.
 	LMTP string `toml:"lmtp"`
