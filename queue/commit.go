@@ -1,102 +1,144 @@
 package queue
 
 import (
+	"fmt"
+	"io"
 	"os"
-	"sync"
+	"path/filepath"
 )
 
-// dirSyncer makes directory entries in one directory durable. With group
-// commit, one goroutine runs fsync on the directory; every caller that
-// asked while the previous fsync was running is served by the next single
-// fsync. A caller's request is sent only after its rename or unlink
-// returned, and the goroutine collects requests before it starts an fsync,
-// so every fsync covers the changes of all callers it answers.
-type dirSyncer struct {
-	dir   *os.File
-	group bool
-
-	reqs chan chan error
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+// syncDir makes the renames and unlinks done so far in the msg directory
+// durable. With group commit (the default) the request goes to the
+// committer goroutine, which serves every request that arrived while its
+// previous fsync ran with one fsync of the directory.
+func (q *Queue) syncDir() error {
+	if q.opts.noGroupCommit {
+		q.dirSyncs.Add(1)
+		return q.dirF.Sync()
+	}
+	done := make(chan error, 1)
+	q.syncCh <- done
+	return <-done
 }
 
-func newDirSyncer(dir string, group bool) (*dirSyncer, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	s := &dirSyncer{dir: f, group: group, reqs: make(chan chan error),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	if group {
-		go s.run()
-	} else {
-		close(s.done)
-	}
-	return s, nil
-}
-
-// sync returns once every change made to the directory before the call is
-// durable.
-func (s *dirSyncer) sync() error {
-	if !s.group {
-		select {
-		case <-s.stop:
-			return ErrClosed
-		default:
-		}
-		return s.dir.Sync()
-	}
-	ch := make(chan error, 1)
-	select {
-	case s.reqs <- ch:
-		return <-ch
-	case <-s.stop:
-		return ErrClosed
-	}
-}
-
-func (s *dirSyncer) run() {
-	defer close(s.done)
+// committer batches directory fsyncs. Every request is answered by an
+// fsync that started after the request was made, so the caller's rename
+// is covered.
+func (q *Queue) committer() {
+	defer q.wg.Done()
 	var batch []chan error
 	for {
+		batch = batch[:0]
 		select {
-		case ch := <-s.reqs:
-			batch = append(batch[:0], ch)
-		case <-s.stop:
+		case d := <-q.syncCh:
+			batch = append(batch, d)
+		case <-q.stop:
 			return
 		}
 	drain:
 		for {
 			select {
-			case ch := <-s.reqs:
-				batch = append(batch, ch)
+			case d := <-q.syncCh:
+				batch = append(batch, d)
 			default:
 				break drain
 			}
 		}
-		err := s.dir.Sync()
-		for _, ch := range batch {
-			ch <- err
+		q.dirSyncs.Add(1)
+		err := q.dirF.Sync()
+		for _, d := range batch {
+			d <- err
 		}
 	}
 }
 
-func (s *dirSyncer) close() error {
-	s.once.Do(func() { close(s.stop) })
-	<-s.done
-	return s.dir.Close()
+// appendRecord appends one journal record at m.validLen and fsyncs the
+// file; if the journal has grown large it rewrites the file instead (see
+// compact). m.io must be held.
+func (q *Queue) appendRecord(m *msg, rec []byte) error {
+	if n := m.recBytes + int64(len(rec)); n > q.opts.compactMin && n > 8*int64(len(rec)) && rec[8] == recEnvelope {
+		return q.compact(m, rec)
+	}
+	f, err := os.OpenFile(m.path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	_, err = f.WriteAt(rec, m.validLen)
+	if err == nil {
+		err = q.fsync(f)
+	}
+	if err != nil {
+		// Leave no partial record behind for the next append to follow.
+		f.Truncate(m.validLen)
+		f.Close()
+		return fmt.Errorf("queue: writing %s: %w", m.id, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("queue: writing %s: %w", m.id, err)
+	}
+	m.validLen += int64(len(rec))
+	m.recBytes += int64(len(rec))
+	return nil
 }
 
-// syncDir fsyncs a directory by name.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
+// compact replaces the message file by one holding the body and only the
+// record rec: written to a temp file, fsynced, renamed over the old file,
+// directory fsynced. Open readers keep the old file, whose body is the same.
+func (q *Queue) compact(m *msg, rec []byte) error {
+	tmp := filepath.Join(q.msgDir, tmpPrefix+m.id+"-compact")
+	err := func() error {
+		src, err := os.Open(m.path)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer dst.Close()
+		if _, err := dst.Write(encodeHeader(m.bodyLen, m.bodyCRC)); err != nil {
+			return err
+		}
+		if _, err := src.Seek(headerSize, 0); err != nil {
+			return err
+		}
+		// CopyN on two files lets the kernel copy (copy_file_range).
+		if _, err := io.CopyN(dst, src, m.bodyLen); err != nil {
+			return err
+		}
+		if _, err := dst.Write(rec); err != nil {
+			return err
+		}
+		if err := q.fsync(dst); err != nil {
+			return err
+		}
+		if err := dst.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, m.path); err != nil {
+			return err
+		}
+		return q.syncDir()
+	}()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("queue: rewriting %s: %w", m.id, err)
+	}
+	m.validLen = headerSize + m.bodyLen + int64(len(rec))
+	m.recBytes = int64(len(rec))
+	return nil
+}
+
+// syncPath fsyncs a file or directory by name.
+func syncPath(p string) error {
+	f, err := os.Open(p)
 	if err != nil {
 		return err
 	}
 	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err2 := f.Close(); err == nil {
+		err = err2
 	}
 	return err
 }

@@ -1,10 +1,9 @@
 package queue
 
 import (
-	"container/heap"
-	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"maps"
@@ -12,102 +11,110 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Options configure a Queue. Zero values take the documented defaults.
-type Options struct {
-	Dir         string
-	MinBackoff  time.Duration    // first retry delay, default 5m
-	MaxBackoff  time.Duration    // cap, default 4000s
-	MaxLifetime time.Duration    // default 5d
-	Now         func() time.Time // injectable clock; default time.Now
-	Jitter      func() float64   // [0,1); default math/rand
-	Logger      *slog.Logger     // default slog.Default()
+// ErrNotFound is returned for a queue ID that is not (or no longer) in the
+// queue.
+var ErrNotFound = errors.New("queue: no such message")
 
-	// noGroupCommit makes every caller fsync the spool directory itself
-	// (for benchmarks and tests comparing with group commit).
+// ErrClosed is returned by calls on a closed queue.
+var ErrClosed = errors.New("queue: closed")
+
+// Options configure a Queue. Only Dir is required.
+type Options struct {
+	// Dir is the spool directory; it is created if missing.
+	Dir string
+	// MinBackoff is the delay before the first retry (default 5m).
+	MinBackoff time.Duration
+	// MaxBackoff caps the retry delay before jitter (default 4000s).
+	MaxBackoff time.Duration
+	// MaxLifetime is how long a message may stay queued (default 5 days).
+	MaxLifetime time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Jitter returns a number in [0,1) (default math/rand); see Backoff.
+	Jitter func() float64
+	// Logger gets recovery, quarantine and I/O error reports (default
+	// slog.Default()).
+	Logger *slog.Logger
+
+	// noGroupCommit makes every Enqueue fsync the directory itself
+	// (benchmarks compare both).
 	noGroupCommit bool
+	// compactMin overrides the journal size that triggers a rewrite.
+	compactMin int64
 }
 
 const (
 	defaultMinBackoff  = 5 * time.Minute
 	defaultMaxBackoff  = 4000 * time.Second
 	defaultMaxLifetime = 5 * 24 * time.Hour
+	defaultCompactMin  = 256 << 10
 
-	// compactAfter is the number of journal records after which a journal
-	// is rewritten as one snapshot.
-	compactAfter = 64
-	// maxLeaseWait bounds one sleep in Lease, so that a stepped clock is
-	// noticed eventually; wake-ups are otherwise event- and timer-driven.
-	maxLeaseWait = 30 * time.Second
+	msgDirName  = "msg"
+	quarDirName = "quarantine"
+	lockName    = "lock"
+	tmpPrefix   = ".tmp-"
 )
 
-var (
-	// ErrNotFound is returned for IDs that are not (or no longer) queued.
-	ErrNotFound = errors.New("queue: message not found")
-	// ErrClosed is returned by operations on a closed Queue.
-	ErrClosed = errors.New("queue: closed")
-)
-
-// Result is the outcome of one delivery attempt for one recipient.
-type Result struct {
-	Index       int       // into Envelope.Recipients
-	State       RcptState // Delivered, Failed, or Pending (= deferred)
-	Status      string
-	Diagnostic  string
-	RemoteMTA   string
-	DelayWarned bool
-}
-
-// Stats counts what is in the queue. Active = pending recipients with no
-// attempt yet of non-held messages; Deferred = pending recipients with at
-// least one attempt of non-held messages; Held = pending recipients of held
-// messages.
-type Stats struct {
-	Messages, Active, Deferred, Held, Leased int
-}
-
-// Queue is a durable spool of messages. All methods are safe for
-// concurrent use.
+// Queue is the durable spool. All methods are safe for concurrent use.
 type Queue struct {
-	opts   Options
-	log    *slog.Logger
-	msgDir string
-	tmpDir string
-	qDir   string
-	ids    idClock
-	syncer *dirSyncer
+	opts              Options
+	log               *slog.Logger
+	dir, msgDir, qDir string
+	dirF              *os.File // msgDir, kept open for fsync
+	lockF             *os.File
 
-	mu       sync.Mutex
-	msgs     map[string]*entry
-	reserved map[string]bool // IDs with an Enqueue in progress
-	sched    schedHeap       // leasable messages by due time
-	wake     chan struct{}   // closed and replaced whenever sched changes
+	mu       sync.Mutex // guards everything below and every msg's in-memory state
+	msgs     map[string]*msg
+	inflight map[string]bool // IDs being enqueued
+	due      dueHeap
+	changed  chan struct{} // closed and replaced when leasable work may have appeared
 	closed   bool
+	ops      sync.WaitGroup // calls that may write; Close waits for them
+
+	idMu       sync.Mutex
+	lastMicros int64
+
+	syncCh chan chan error
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	fileSyncs, dirSyncs atomic.Int64 // for tests and benchmarks
 }
 
-// entry is one message in memory. env is the authoritative current state
-// and is replaced (never mutated) under Queue.mu.
-type entry struct {
-	wmu sync.Mutex // serialises journal writes for this message
+// msg is the in-memory state of one queued message.
+type msg struct {
+	id      string
+	path    string
+	bodyLen int64
+	bodyCRC uint32
 
-	env     *Envelope
-	nrec    int  // records in the journal file
-	leased  bool // handed out by Lease, not yet Reported/Released
-	deleted bool // Delete was called while leased; remove at lease end
-	gone    bool // files removed; no longer in Queue.msgs
-	due     time.Time
-	hidx    int // index in sched, -1 if not there
+	io sync.Mutex // serialises writes to the file; taken before Queue.mu
+
+	// guarded by io:
+	validLen int64 // end of the last intact record
+	recBytes int64 // bytes of journal records
+
+	// guarded by Queue.mu:
+	env       *Envelope // never handed out; replaced, not mutated, by writers
+	leased    bool
+	deleted   bool // Delete while leased: remove when the lease ends
+	gone      bool // removed from the queue
+	recovered bool
+	heapIdx   int
+	dueAt     time.Time
 }
 
-// Open opens (creating if needed) the spool at opts.Dir and recovers every
-// message on disk. Entries that cannot be read are moved to Dir/quarantine.
+// Open opens (creating if needed) the spool in opts.Dir and recovers every
+// message in it; see the package documentation for what recovery does.
+// A spool can be open in only one process at a time.
 func Open(opts Options) (*Queue, error) {
 	if opts.Dir == "" {
-		return nil, errors.New("queue: no directory")
+		return nil, errors.New("queue: no directory given")
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = defaultMinBackoff
@@ -130,37 +137,54 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.compactMin <= 0 {
+		opts.compactMin = defaultCompactMin
+	}
 	q := &Queue{
 		opts:     opts,
 		log:      opts.Logger,
-		msgDir:   filepath.Join(opts.Dir, "msg"),
-		tmpDir:   filepath.Join(opts.Dir, "tmp"),
-		qDir:     filepath.Join(opts.Dir, "quarantine"),
-		msgs:     map[string]*entry{},
-		reserved: map[string]bool{},
-		wake:     make(chan struct{}),
+		dir:      opts.Dir,
+		msgDir:   filepath.Join(opts.Dir, msgDirName),
+		qDir:     filepath.Join(opts.Dir, quarDirName),
+		msgs:     map[string]*msg{},
+		inflight: map[string]bool{},
+		changed:  make(chan struct{}),
+		syncCh:   make(chan chan error, 1024),
+		stop:     make(chan struct{}),
 	}
-	for _, d := range []string{opts.Dir, q.msgDir, q.tmpDir, q.qDir} {
+	for _, d := range []string{q.dir, q.msgDir, q.qDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("queue: %w", err)
 		}
 	}
-	if err := syncDir(opts.Dir); err != nil {
+	var err error
+	if q.lockF, err = lockDir(filepath.Join(q.dir, lockName)); err != nil {
+		return nil, err
+	}
+	if q.dirF, err = os.Open(q.msgDir); err != nil {
+		q.lockF.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	if err := q.recover(); err != nil {
+		q.dirF.Close()
+		q.lockF.Close()
 		return nil, err
 	}
-	s, err := newDirSyncer(q.msgDir, !opts.noGroupCommit)
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
+	// The directories themselves must survive a crash too.
+	for _, d := range []string{q.dir, q.msgDir, q.qDir} {
+		if err := syncPath(d); err != nil {
+			q.dirF.Close()
+			q.lockF.Close()
+			return nil, fmt.Errorf("queue: %w", err)
+		}
 	}
-	q.syncer = s
+	q.wg.Add(1)
+	go q.committer()
 	return q, nil
 }
 
-// Close stops the queue. Blocked Lease calls return ErrClosed. Close does
-// not wait for deliveries: leases simply end (they are memory-only).
+// Close waits for writes under way, then releases the spool. Blocked
+// Lease calls return ErrClosed; outstanding leases simply lapse.
 func (q *Queue) Close() error {
 	q.mu.Lock()
 	if q.closed {
@@ -168,95 +192,315 @@ func (q *Queue) Close() error {
 		return nil
 	}
 	q.closed = true
-	q.broadcast()
+	q.signal()
 	q.mu.Unlock()
-	return q.syncer.close()
+	q.ops.Wait()
+	close(q.stop)
+	q.wg.Wait()
+	err := q.dirF.Close()
+	if err2 := q.lockF.Close(); err == nil {
+		err = err2
+	}
+	return err
 }
 
-// NewID returns a fresh unique ID: 16 characters of [0-9A-Za-z] that sort
-// by creation time.
-func (q *Queue) NewID() string { return q.ids.newID() }
+// begin registers a writing call; end must follow.
+func (q *Queue) begin() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	q.ops.Add(1)
+	return nil
+}
+
+func (q *Queue) end() { q.ops.Done() }
+
+// signal wakes Lease callers; q.mu must be held.
+func (q *Queue) signal() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
 
 func (q *Queue) now() time.Time { return q.opts.Now() }
 
-func (q *Queue) envPath(id string) string  { return filepath.Join(q.msgDir, id+".env") }
-func (q *Queue) bodyPath(id string) string { return filepath.Join(q.msgDir, id+".body") }
-
-// Body returns the message bytes exactly as enqueued. Each call opens its
-// own reader; it stays readable even if the message is removed meanwhile.
-func (q *Queue) Body(id string) (io.ReadCloser, error) {
-	q.mu.Lock()
-	e := q.msgs[id]
-	q.mu.Unlock()
-	if e == nil {
-		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+// NewID returns a fresh queue ID: 16 characters of [0-9A-Za-z], the first
+// nine encoding the wall-clock time in microseconds (strictly increasing
+// within a process), so IDs sort by creation time; the last seven are
+// random. Callers that need the ID before the message is written (for a
+// Received header) reserve it here and pass it in Envelope.ID to Enqueue.
+func (q *Queue) NewID() string {
+	q.idMu.Lock()
+	us := time.Now().UnixMicro()
+	if us <= q.lastMicros {
+		us = q.lastMicros + 1
 	}
-	f, err := os.Open(q.bodyPath(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	q.lastMicros = us
+	q.idMu.Unlock()
+	var b [16]byte
+	v := uint64(us)
+	for i := 8; i >= 0; i-- {
+		b[i] = idAlphabet[v%62]
+		v /= 62
 	}
-	if err != nil {
-		return nil, fmt.Errorf("queue: %w", err)
+	r := rand.Uint64()
+	for i := 9; i < 16; i++ {
+		b[i] = idAlphabet[r%62]
+		r /= 62
 	}
-	return f, nil
+	return string(b[:])
 }
 
-// Get returns a copy of one message's envelope.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
+// crcWriter counts and checksums what passes through to the file.
+type crcWriter struct {
+	f   *os.File
+	crc uint32
+	n   int64
+}
+
+func (w *crcWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Enqueue writes a message durably and returns its queue ID.
+//
+// env.ID is kept if set (it must be a valid, unused ID, normally from
+// NewID) and assigned otherwise. Enqueue sets Received (if zero) and Size,
+// and makes every recipient Pending and due now, with no attempts; it
+// updates env in place on success. The body is streamed to disk, never
+// held in memory. Enqueue returns only once the message file and its
+// directory entry are on stable storage (see the package documentation):
+// only then may the caller acknowledge the message.
+func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
+	if env == nil || len(env.Recipients) == 0 {
+		return "", errors.New("queue: message without recipients")
+	}
+	for i, r := range env.Recipients {
+		if r == nil {
+			return "", fmt.Errorf("queue: recipient %d is nil", i)
+		}
+	}
+	if err := q.begin(); err != nil {
+		return "", err
+	}
+	defer q.end()
+
+	id := env.ID
+	if id == "" {
+		id = q.NewID()
+	} else if !validID(id) {
+		return "", fmt.Errorf("queue: invalid queue ID %q", id)
+	}
+	q.mu.Lock()
+	if q.msgs[id] != nil || q.inflight[id] {
+		q.mu.Unlock()
+		return "", fmt.Errorf("queue: queue ID %s is already in use", id)
+	}
+	q.inflight[id] = true
+	q.mu.Unlock()
+	committed := false
+	defer func() {
+		if !committed {
+			q.mu.Lock()
+			delete(q.inflight, id)
+			q.mu.Unlock()
+		}
+	}()
+
+	now := q.now()
+	e := cloneEnvelope(env)
+	e.ID = id
+	e.Recovered = false
+	if e.Received.IsZero() {
+		e.Received = now
+	}
+	for _, r := range e.Recipients {
+		*r = Recipient{Addr: r.Addr, ORcpt: r.ORcpt, Notify: r.Notify, State: Pending, NextAttempt: now}
+	}
+
+	path := filepath.Join(q.msgDir, id)
+	tmp := filepath.Join(q.msgDir, tmpPrefix+id)
+	bodyCRC, rec, err := q.writeTemp(tmp, e, body)
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("queue: writing %s: %w", id, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("queue: %w", err)
+	}
+	if err := q.syncDir(); err != nil {
+		// Not acknowledged, so it must not be delivered either.
+		os.Remove(path)
+		return "", fmt.Errorf("queue: syncing directory: %w", err)
+	}
+
+	m := &msg{id: id, path: path, bodyLen: e.Size, bodyCRC: bodyCRC, env: e, heapIdx: -1,
+		validLen: headerSize + e.Size + int64(len(rec)), recBytes: int64(len(rec))}
+	q.mu.Lock()
+	delete(q.inflight, id)
+	committed = true
+	q.msgs[id] = m
+	q.schedule(m)
+	q.mu.Unlock()
+
+	env.ID, env.Received, env.Size, env.Recovered = id, e.Received, e.Size, false
+	for i, r := range env.Recipients {
+		*r = *e.Recipients[i]
+		r.Notify = slices.Clone(r.Notify)
+	}
+	return id, nil
+}
+
+// writeTemp writes header, body and first envelope record to a new file
+// and fsyncs it. It sets e.Size.
+func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, []byte, error) {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, headerSize)); err != nil {
+		return 0, nil, err
+	}
+	w := &crcWriter{f: f}
+	bp := bufPool.Get().(*[]byte)
+	_, err = io.CopyBuffer(w, body, *bp)
+	bufPool.Put(bp)
+	if err != nil {
+		return 0, nil, err
+	}
+	e.Size = w.n
+	rec, err := encodeEnvelopeRecord(e)
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, err := f.Write(rec); err != nil {
+		return 0, nil, err
+	}
+	if _, err := f.WriteAt(encodeHeader(w.n, w.crc), 0); err != nil {
+		return 0, nil, err
+	}
+	if err := q.fsync(f); err != nil {
+		return 0, nil, err
+	}
+	return w.crc, rec, f.Close()
+}
+
+func (q *Queue) fsync(f *os.File) error {
+	q.fileSyncs.Add(1)
+	return f.Sync()
+}
+
+// BodyReader reads the content of one queued message. It is an
+// io.SectionReader (Read, ReadAt, Seek, Size) over the message file.
+type BodyReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+// Close closes the underlying file.
+func (b *BodyReader) Close() error { return b.f.Close() }
+
+// Body opens the content of a message: exactly the bytes given to Enqueue.
+// Each call returns an independent reader (a *BodyReader, which also tells
+// the Size), so concurrent and repeated reads are fine; the caller closes
+// it. A reader stays valid even if the message leaves the queue meanwhile.
+func (q *Queue) Body(id string) (io.ReadCloser, error) {
+	q.mu.Lock()
+	m := q.msgs[id]
+	if m == nil || m.gone {
+		q.mu.Unlock()
+		return nil, ErrNotFound
+	}
+	path, n := m.path, m.bodyLen
+	q.mu.Unlock()
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	} else if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	return &BodyReader{SectionReader: io.NewSectionReader(f, headerSize, n), f: f}, nil
+}
+
+// Verify reads a message's content and checks it against the checksum
+// taken when it was enqueued.
+func (q *Queue) Verify(id string) error {
+	q.mu.Lock()
+	m := q.msgs[id]
+	if m == nil || m.gone {
+		q.mu.Unlock()
+		return ErrNotFound
+	}
+	want := m.bodyCRC
+	q.mu.Unlock()
+	rc, err := q.Body(id)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, rc); err != nil {
+		return fmt.Errorf("queue: reading %s: %w", id, err)
+	}
+	if h.Sum32() != want {
+		return fmt.Errorf("queue: %s: body checksum mismatch", id)
+	}
+	return nil
+}
+
+// Get returns a copy of a message's envelope.
 func (q *Queue) Get(id string) (*Envelope, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	e := q.msgs[id]
-	if e == nil || e.deleted {
-		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	m := q.msgs[id]
+	if m == nil || m.gone || m.deleted {
+		return nil, ErrNotFound
 	}
-	return copyEnvelope(e.env), nil
+	return m.copyEnv(), nil
 }
 
-// List returns copies of all envelopes, oldest first.
+// List returns copies of all envelopes, oldest Received first.
 func (q *Queue) List() []*Envelope {
 	q.mu.Lock()
 	out := make([]*Envelope, 0, len(q.msgs))
-	for _, e := range q.msgs {
-		if !e.deleted {
-			out = append(out, copyEnvelope(e.env))
+	for _, m := range q.msgs {
+		if !m.deleted {
+			out = append(out, m.copyEnv())
 		}
 	}
 	q.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].Received.Equal(out[j].Received) {
-			return out[i].Received.Before(out[j].Received)
+	slices.SortFunc(out, func(a, b *Envelope) int {
+		if c := a.Received.Compare(b.Received); c != 0 {
+			return c
 		}
-		return out[i].ID < out[j].ID
+		return cmpString(a.ID, b.ID)
 	})
 	return out
 }
 
-// Stats counts messages and recipients.
-func (q *Queue) Stats() Stats {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var s Stats
-	for _, e := range q.msgs {
-		if e.deleted {
-			continue
-		}
-		s.Messages++
-		if e.leased {
-			s.Leased++
-		}
-		for _, r := range e.env.Recipients {
-			switch {
-			case r.State != Pending:
-			case e.env.Held:
-				s.Held++
-			case r.Attempts == 0:
-				s.Active++
-			default:
-				s.Deferred++
-			}
-		}
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	return s
+	return 0
+}
+
+// copyEnv returns a deep copy for a caller; q.mu must be held.
+func (m *msg) copyEnv() *Envelope {
+	c := cloneEnvelope(m.env)
+	c.Recovered = m.recovered
+	return c
 }
 
 // Expired reports whether env has been queued longer than MaxLifetime.
@@ -264,511 +508,65 @@ func (q *Queue) Expired(env *Envelope) bool {
 	return env.Received.Add(q.opts.MaxLifetime).Before(q.now())
 }
 
-// Lease blocks until a message that is not held and not leased has a
-// pending recipient that is due, marks it leased and returns a copy. The
-// lease lives in memory only; it ends with Report, Release or Close.
-func (q *Queue) Lease(ctx context.Context) (*Envelope, error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		q.mu.Lock()
-		if q.closed {
-			q.mu.Unlock()
-			return nil, ErrClosed
-		}
-		now := q.now()
-		wait := maxLeaseWait
-		if len(q.sched) > 0 {
-			e := q.sched[0]
-			if !e.due.After(now) {
-				heap.Pop(&q.sched)
-				e.leased = true
-				c := copyEnvelope(e.env)
-				q.mu.Unlock()
-				return c, nil
-			}
-			wait = min(e.due.Sub(now), maxLeaseWait)
-		}
-		w := q.wake
-		q.mu.Unlock()
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-		case <-w:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+// Stats are queue counts at one moment.
+type Stats struct {
+	Messages   int // messages in the queue
+	Recipients int // their recipients
+	Pending    int // recipients by state
+	Delivered  int
+	Failed     int
+	Held       int // messages on hold
+	Leased     int // messages leased to a deliverer
+	Deferred   int // pending recipients with at least one failed attempt
+	Active     int // pending recipients of leased messages
 }
 
-// Wake makes blocked Lease calls look at the schedule again (after an
-// injected clock was moved forward, say).
-func (q *Queue) Wake() {
-	q.mu.Lock()
-	q.broadcast()
-	q.mu.Unlock()
-}
-
-// broadcast wakes every Lease waiting; q.mu must be held.
-func (q *Queue) broadcast() {
-	close(q.wake)
-	q.wake = make(chan struct{})
-}
-
-// schedule puts e into or takes it out of the lease heap according to its
-// state; q.mu must be held.
-func (q *Queue) schedule(e *entry) {
-	var due time.Time
-	ok := !e.leased && !e.deleted && !e.gone && !e.env.Held
-	if ok {
-		ok = false
-		for _, r := range e.env.Recipients {
-			if r.State == Pending && (!ok || r.NextAttempt.Before(due)) {
-				due, ok = r.NextAttempt, true
-			}
-		}
-	}
-	switch {
-	case !ok && e.hidx >= 0:
-		heap.Remove(&q.sched, e.hidx)
-	case ok && e.hidx >= 0:
-		e.due = due
-		heap.Fix(&q.sched, e.hidx)
-	case ok:
-		e.due = due
-		heap.Push(&q.sched, e)
-	}
-	if ok {
-		q.broadcast()
-	}
-}
-
-// Backoff is the delay before retry number attempts (1 = the first retry):
-// MinBackoff doubled per earlier attempt, capped at MaxBackoff, then
-// spread by ±10% with Jitter.
-func (q *Queue) Backoff(attempts int) time.Duration {
-	d := q.opts.MinBackoff
-	for i := 1; i < attempts && d < q.opts.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, q.opts.MaxBackoff)
-	j := q.opts.Jitter()
-	if j < 0 || j >= 1 {
-		j = 0.5
-	}
-	return time.Duration(float64(d) * (0.9 + 0.2*j))
-}
-
-// Report records the outcome of an attempt for some recipients of a leased
-// message, durably, and ends the lease. Deferred recipients (State Pending)
-// are due again after Backoff. When no recipient is pending any more the
-// message is removed.
-func (q *Queue) Report(id string, results []Result) error {
-	q.mu.Lock()
-	e := q.msgs[id]
-	q.mu.Unlock()
-	if e == nil {
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-
-	q.mu.Lock()
-	if e.gone {
-		q.mu.Unlock()
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
-	if e.deleted {
-		q.mu.Unlock()
-		return q.remove(e)
-	}
-	now := q.now()
-	next := copyEnvelope(e.env)
-	for _, r := range results {
-		if r.Index < 0 || r.Index >= len(next.Recipients) {
-			q.mu.Unlock()
-			return fmt.Errorf("queue: %s: recipient index %d out of range", id, r.Index)
-		}
-		if err := checkState(r.State); err != nil {
-			q.mu.Unlock()
-			return fmt.Errorf("queue: %s: %v", id, err)
-		}
-		rc := next.Recipients[r.Index]
-		rc.State = r.State
-		rc.Attempts++
-		rc.LastAttempt = now
-		rc.Status, rc.Diagnostic, rc.RemoteMTA = r.Status, r.Diagnostic, r.RemoteMTA
-		rc.DelayWarned = rc.DelayWarned || r.DelayWarned
-		if r.State == Pending {
-			rc.NextAttempt = now.Add(q.Backoff(rc.Attempts))
-		} else {
-			rc.NextAttempt = time.Time{}
-		}
-	}
-	done := true
-	for _, r := range next.Recipients {
-		if r.State == Pending {
-			done = false
-		}
-	}
-	old := e.env
-	q.mu.Unlock()
-
-	if done {
-		return q.remove(e)
-	}
-	err := q.persist(e, old, next)
+// Stats counts messages and recipients.
+func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	e.leased = false
-	if err == nil {
-		e.env = next
-	}
-	q.schedule(e)
-	return err
-}
-
-// Release ends a lease without results; the message stays as it was.
-func (q *Queue) Release(id string) {
-	q.mu.Lock()
-	e := q.msgs[id]
-	if e == nil || !e.leased {
-		q.mu.Unlock()
-		return
-	}
-	e.leased = false
-	if !e.deleted {
-		q.schedule(e)
-		q.mu.Unlock()
-		return
-	}
-	q.mu.Unlock()
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	if err := q.remove(e); err != nil {
-		q.log.Error("removing deleted message", "queue_id", id, "err", err)
-	}
-}
-
-// Hold keeps a message from being leased until Unhold. Persisted.
-func (q *Queue) Hold(id string) error {
-	return q.update(id, true, func(env *Envelope, _ time.Time) { env.Held = true })
-}
-
-// Unhold undoes Hold. Persisted.
-func (q *Queue) Unhold(id string) error {
-	return q.update(id, true, func(env *Envelope, _ time.Time) { env.Held = false })
-}
-
-// Flush makes every pending recipient of message id (of all messages if
-// id is "") due now. It does not release held messages. Flush only changes
-// the schedule in memory: after a crash the old retry times apply.
-func (q *Queue) Flush(id string) error {
-	fn := func(env *Envelope, now time.Time) {
-		for _, r := range env.Recipients {
-			if r.State == Pending && r.NextAttempt.After(now) {
-				r.NextAttempt = now
+	var s Stats
+	for _, m := range q.msgs {
+		if m.deleted {
+			continue
+		}
+		s.Messages++
+		if m.env.Held {
+			s.Held++
+		}
+		if m.leased {
+			s.Leased++
+		}
+		for _, r := range m.env.Recipients {
+			s.Recipients++
+			switch r.State {
+			case Pending:
+				s.Pending++
+				if r.Attempts > 0 {
+					s.Deferred++
+				}
+				if m.leased {
+					s.Active++
+				}
+			case Delivered:
+				s.Delivered++
+			case Failed:
+				s.Failed++
 			}
 		}
 	}
-	if id != "" {
-		return q.update(id, false, fn)
-	}
-	q.mu.Lock()
-	ids := slices.Collect(maps.Keys(q.msgs))
-	q.mu.Unlock()
-	for _, id := range ids {
-		if err := q.update(id, false, fn); err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-	}
-	return nil
+	return s
 }
 
-// Requeue resets the attempt count and backoff of every pending recipient
-// of message id and makes them due now. Persisted.
-func (q *Queue) Requeue(id string) error {
-	return q.update(id, true, func(env *Envelope, now time.Time) {
-		for _, r := range env.Recipients {
-			if r.State == Pending {
-				r.Attempts = 0
-				r.NextAttempt = now
-			}
-		}
-	})
-}
-
-// SetAttr sets (value "" removes) one attribute of a message. Persisted.
-// A worker holding a lease keeps its own copy and does not see the change.
-func (q *Queue) SetAttr(id, key, value string) error {
-	if key == "" {
-		return errors.New("queue: empty attribute key")
+// cloneEnvelope deep-copies an envelope.
+func cloneEnvelope(e *Envelope) *Envelope {
+	c := *e
+	c.Recipients = make([]*Recipient, len(e.Recipients))
+	for i, r := range e.Recipients {
+		rc := *r
+		rc.Notify = slices.Clone(r.Notify)
+		c.Recipients[i] = &rc
 	}
-	return q.update(id, true, func(env *Envelope, _ time.Time) {
-		if value == "" {
-			delete(env.Attrs, key)
-			return
-		}
-		if env.Attrs == nil {
-			env.Attrs = map[string]string{}
-		}
-		env.Attrs[key] = value
-	})
-}
-
-// Delete removes a message without a bounce. A leased message disappears
-// from Get, List and Stats at once; its files go when the lease ends, and
-// the deletion is journaled so that neither a later Report nor a restart
-// brings it back.
-func (q *Queue) Delete(id string) error {
-	q.mu.Lock()
-	e := q.msgs[id]
-	q.mu.Unlock()
-	if e == nil {
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	q.mu.Lock()
-	if e.gone || e.deleted {
-		q.mu.Unlock()
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
-	leased := e.leased
-	q.mu.Unlock()
-	if !leased {
-		return q.remove(e)
-	}
-	if err := q.appendRecord(e, &patch{Deleted: true}, nil); err != nil {
-		return err
-	}
-	q.mu.Lock()
-	if e.leased {
-		e.deleted = true
-		q.schedule(e)
-		q.mu.Unlock()
-		return nil
-	}
-	q.mu.Unlock()
-	// Released while we wrote; nobody else will remove it.
-	return q.remove(e)
-}
-
-// update applies fn to a copy of the envelope, persists the difference if
-// persist is set, and installs the copy.
-func (q *Queue) update(id string, persist bool, fn func(env *Envelope, now time.Time)) error {
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return ErrClosed
-	}
-	e := q.msgs[id]
-	q.mu.Unlock()
-	if e == nil {
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	q.mu.Lock()
-	if e.gone || e.deleted {
-		q.mu.Unlock()
-		return fmt.Errorf("%s: %w", id, ErrNotFound)
-	}
-	old := e.env
-	next := copyEnvelope(old)
-	fn(next, q.now())
-	q.mu.Unlock()
-	if persist {
-		if err := q.persist(e, old, next); err != nil {
-			return err
-		}
-	}
-	q.mu.Lock()
-	e.env = next
-	q.schedule(e)
-	q.mu.Unlock()
-	return nil
-}
-
-// persist journals the difference between old and next; e.wmu must be held.
-func (q *Queue) persist(e *entry, old, next *Envelope) error {
-	p := diff(old, next)
-	if p == nil {
-		return nil
-	}
-	return q.appendRecord(e, p, next)
-}
-
-// diff is the patch that turns old into next, nil if they are the same.
-func diff(old, next *Envelope) *patch {
-	p := &patch{}
-	empty := true
-	for i, r := range next.Recipients {
-		if !rcptEqual(old.Recipients[i], r) {
-			if p.Rcpts == nil {
-				p.Rcpts = map[int]*Recipient{}
-			}
-			p.Rcpts[i] = r
-			empty = false
-		}
-	}
-	if old.Held != next.Held {
-		h := next.Held
-		p.Held, empty = &h, false
-	}
-	for k, v := range next.Attrs {
-		if ov, ok := old.Attrs[k]; !ok || ov != v {
-			if p.Attrs == nil {
-				p.Attrs = map[string]string{}
-			}
-			p.Attrs[k], empty = v, false
-		}
-	}
-	for k := range old.Attrs {
-		if _, ok := next.Attrs[k]; !ok {
-			if p.Attrs == nil {
-				p.Attrs = map[string]string{}
-			}
-			p.Attrs[k], empty = "", false
-		}
-	}
-	if empty {
-		return nil
-	}
-	return p
-}
-
-func rcptEqual(a, b *Recipient) bool {
-	return a.Addr == b.Addr && a.ORcpt == b.ORcpt && slices.Equal(a.Notify, b.Notify) &&
-		a.State == b.State && a.Attempts == b.Attempts &&
-		a.LastAttempt.Equal(b.LastAttempt) && a.NextAttempt.Equal(b.NextAttempt) &&
-		a.Status == b.Status && a.Diagnostic == b.Diagnostic && a.RemoteMTA == b.RemoteMTA &&
-		a.DelayWarned == b.DelayWarned
-}
-
-// appendRecord appends one patch to e's journal and fsyncs it. When the
-// journal grows long and snap (the state after the patch) is given, the
-// journal is compacted into one snapshot instead. e.wmu must be held.
-func (q *Queue) appendRecord(e *entry, p *patch, snap *Envelope) error {
-	if snap != nil && e.nrec+1 >= compactAfter {
-		return q.compact(e, snap)
-	}
-	rec, err := encodeRecord(kindPatch, p)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	f, err := os.OpenFile(q.envPath(e.env.ID), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	_, err = f.Write(rec)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("queue: journal %s: %w", e.env.ID, err)
-	}
-	e.nrec++
-	return nil
-}
-
-// compact replaces e's journal by a single snapshot of snap: temp file,
-// fsync, rename over the journal, fsync the directory.
-func (q *Queue) compact(e *entry, snap *Envelope) error {
-	data, err := encodeJournal(snap)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	tmp := filepath.Join(q.tmpDir, snap.ID+".env.compact")
-	if err := writeFileSync(tmp, data); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("queue: %w", err)
-	}
-	if err := os.Rename(tmp, q.envPath(snap.ID)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("queue: %w", err)
-	}
-	if err := q.syncer.sync(); err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	e.nrec = 1
-	return nil
-}
-
-// remove deletes a message's files (journal first, so that a crash in
-// between leaves an orphan body, which recovery discards) and makes the
-// removal durable. e.wmu must be held.
-func (q *Queue) remove(e *entry) error {
-	id := e.env.ID
-	q.mu.Lock()
-	e.gone = true
-	e.leased = false
-	q.schedule(e)
-	if q.msgs[id] == e {
-		delete(q.msgs, id)
-	}
-	q.mu.Unlock()
-	if err := os.Remove(q.envPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("queue: %w", err)
-	}
-	if err := os.Remove(q.bodyPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		q.log.Warn("removing message body", "queue_id", id, "err", err)
-	}
-	if err := q.syncer.sync(); err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	return nil
-}
-
-// writeFileSync creates name (which must not exist), writes data and fsyncs.
-func writeFileSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// schedHeap orders leasable entries by due time, then age, then ID.
-type schedHeap []*entry
-
-func (h schedHeap) Len() int { return len(h) }
-func (h schedHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
-	if !a.due.Equal(b.due) {
-		return a.due.Before(b.due)
-	}
-	if !a.env.Received.Equal(b.env.Received) {
-		return a.env.Received.Before(b.env.Received)
-	}
-	return a.env.ID < b.env.ID
-}
-func (h schedHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].hidx = i
-	h[j].hidx = j
-}
-func (h *schedHeap) Push(x any) {
-	e := x.(*entry)
-	e.hidx = len(*h)
-	*h = append(*h, e)
-}
-func (h *schedHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.hidx = -1
-	return e
+	c.Attrs = maps.Clone(e.Attrs)
+	return &c
 }

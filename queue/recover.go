@@ -1,184 +1,136 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// recover loads the spool: it empties tmp/, replays every journal in msg/,
-// cuts off torn journal tails, finishes removals that a crash interrupted,
-// discards bodies without a journal and quarantines whatever cannot be read.
+// recover loads every message file in the msg directory. It removes temp
+// files (never acknowledged), messages with a tombstone or without pending
+// recipients, truncates torn journal tails, and moves anything it cannot
+// read to the quarantine directory. Only a failure to read the directory
+// itself is an error.
 func (q *Queue) recover() error {
-	tmps, err := os.ReadDir(q.tmpDir)
+	entries, err := os.ReadDir(q.msgDir)
 	if err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	for _, t := range tmps {
-		// Never acknowledged: Enqueue returns only after the rename.
-		if err := os.RemoveAll(filepath.Join(q.tmpDir, t.Name())); err != nil {
-			return fmt.Errorf("queue: %w", err)
-		}
-		q.log.Info("removed leftover temporary file", "file", t.Name())
-	}
-
-	ents, err := os.ReadDir(q.msgDir)
-	if err != nil {
-		return fmt.Errorf("queue: %w", err)
-	}
-	envs := map[string]bool{}
-	bodies := map[string]bool{}
-	var strays []string
-	for _, de := range ents {
-		name := de.Name()
-		id, ext, _ := strings.Cut(name, ".")
-		switch {
-		case !de.Type().IsRegular() || !validID(id):
-			strays = append(strays, name)
-		case ext == "env":
-			envs[id] = true
-		case ext == "body":
-			bodies[id] = true
-		default:
-			strays = append(strays, name)
-		}
-	}
-	changed := false
-	for _, name := range strays {
-		q.quarantine(name, "unexpected file in spool")
-		changed = true
-	}
-	for id := range bodies {
-		if !envs[id] {
-			// The journal is renamed into place after the body and
-			// removed before it, so this message was never acknowledged
-			// or was already finished.
-			q.log.Info("removed body without envelope", "queue_id", id)
-			if err := os.Remove(q.bodyPath(id)); err != nil {
-				return fmt.Errorf("queue: %w", err)
+	var loaded, removed, quarantined int
+	for _, e := range entries {
+		name := e.Name()
+		path := filepath.Join(q.msgDir, name)
+		if strings.HasPrefix(name, tmpPrefix) {
+			if err := os.RemoveAll(path); err != nil {
+				q.log.Error("queue: could not remove temp file", "file", path, "err", err)
+			} else {
+				q.log.Info("queue: removed unfinished temp file", "file", path)
 			}
-			changed = true
-		}
-	}
-	loaded, removed := 0, 0
-	for id := range envs {
-		switch q.load(id, bodies[id]) {
-		case loadOK:
-			loaded++
-		case loadRemoved:
 			removed++
-			changed = true
-		case loadQuarantined:
-			changed = true
+			continue
 		}
+		if !e.Type().IsRegular() || !validID(name) {
+			q.quarantine(name, errors.New("not a queue file"))
+			quarantined++
+			continue
+		}
+		m, err := q.load(name)
+		if err != nil {
+			q.quarantine(name, err)
+			quarantined++
+			continue
+		}
+		if m == nil {
+			removed++
+			continue
+		}
+		q.msgs[name] = m
+		q.schedule(m)
+		loaded++
 	}
-	if changed {
-		if err := syncDir(q.msgDir); err != nil {
+	if removed+quarantined > 0 {
+		if err := q.dirF.Sync(); err != nil {
 			return fmt.Errorf("queue: %w", err)
 		}
-		if err := syncDir(q.qDir); err != nil {
-			return fmt.Errorf("queue: %w", err)
-		}
 	}
-	if loaded > 0 || removed > 0 {
-		q.log.Info("queue recovered", "messages", loaded, "finished", removed)
+	if loaded+removed+quarantined > 0 {
+		q.log.Info("queue: recovered spool", "dir", q.dir, "messages", loaded,
+			"removed", removed, "quarantined", quarantined)
 	}
 	return nil
 }
 
-type loadResult int
-
-const (
-	loadOK loadResult = iota
-	loadRemoved
-	loadQuarantined
-)
-
-func (q *Queue) load(id string, hasBody bool) loadResult {
-	envFile, bodyFile := id+".env", id+".body"
-	quarantine := func(reason string) loadResult {
-		q.quarantine(envFile, reason)
-		if hasBody {
-			q.quarantine(bodyFile, reason)
-		}
-		return loadQuarantined
-	}
-	data, err := os.ReadFile(q.envPath(id))
+// load reads one message file. It returns nil, nil for a message that is
+// finished (deleted or no pending recipient) and was removed.
+func (q *Queue) load(id string) (*msg, error) {
+	path := filepath.Join(q.msgDir, id)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return quarantine(err.Error())
+		return nil, err
 	}
-	j, err := decodeJournal(data)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
-		return quarantine(err.Error())
+		return nil, err
 	}
-	if j.env.ID != id {
-		return quarantine(fmt.Sprintf("envelope names message %q", j.env.ID))
-	}
-	if j.deleted || finished(j.env) {
-		os.Remove(q.envPath(id))
-		os.Remove(q.bodyPath(id))
-		return loadRemoved
-	}
-	if !hasBody {
-		return quarantine("message body missing")
-	}
-	st, err := os.Stat(q.bodyPath(id))
+	d, err := decodeMessage(f, fi.Size(), id)
 	if err != nil {
-		return quarantine(err.Error())
+		return nil, err
 	}
-	if st.Size() != j.env.Size {
-		return quarantine(fmt.Sprintf("body is %d bytes, envelope says %d", st.Size(), j.env.Size))
-	}
-	if j.valid < len(data) {
-		// A torn last record: cut it off so later appends are readable.
-		q.log.Warn("ignored torn journal record", "queue_id", id, "bytes", len(data)-j.valid)
-		if err := truncateSync(q.envPath(id), int64(j.valid)); err != nil {
-			return quarantine("cannot truncate torn journal: " + err.Error())
+	finished := d.deleted
+	if !finished {
+		finished = true
+		for _, r := range d.env.Recipients {
+			if r.State == Pending {
+				finished = false
+			}
 		}
 	}
-	j.env.Recovered = true
-	e := &entry{env: j.env, nrec: j.nrec, hidx: -1}
-	q.msgs[id] = e
-	q.schedule(e)
-	return loadOK
+	if finished {
+		f.Close()
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing finished message: %w", err)
+		}
+		q.log.Info("queue: removed finished message", "queue_id", id, "deleted", d.deleted)
+		return nil, nil
+	}
+	if d.torn() {
+		// The last append was cut short by a crash: drop it, so the next
+		// record follows an intact one.
+		q.log.Warn("queue: dropping torn journal record", "queue_id", id, "bytes", d.size-d.validLen)
+		if err := f.Truncate(d.validLen); err != nil {
+			return nil, fmt.Errorf("truncating torn record: %w", err)
+		}
+		if err := q.fsync(f); err != nil {
+			return nil, fmt.Errorf("truncating torn record: %w", err)
+		}
+	}
+	return &msg{
+		id: id, path: path, bodyLen: d.bodyLen, bodyCRC: d.bodyCRC,
+		validLen: d.validLen, recBytes: d.validLen - headerSize - d.bodyLen,
+		env: d.env, recovered: true, heapIdx: -1,
+	}, nil
 }
 
-func finished(env *Envelope) bool {
-	for _, r := range env.Recipients {
-		if r.State == Pending {
-			return false
-		}
-	}
-	return true
-}
-
-// quarantine moves msg/name to quarantine/, never overwriting anything there.
-func (q *Queue) quarantine(name, reason string) {
+// quarantine moves an unreadable entry of the msg directory to the
+// quarantine directory, keeping its name (plus a suffix if taken).
+func (q *Queue) quarantine(name string, why error) {
+	src := filepath.Join(q.msgDir, name)
 	dst := filepath.Join(q.qDir, name)
 	if _, err := os.Lstat(dst); err == nil {
-		dst = fmt.Sprintf("%s.%d", dst, time.Now().UnixNano())
+		dst += "." + strconv.FormatInt(time.Now().UnixNano(), 10)
 	}
-	err := os.Rename(filepath.Join(q.msgDir, name), dst)
-	if err != nil {
-		q.log.Error("cannot quarantine queue file", "file", name, "reason", reason, "err", err)
+	if err := os.Rename(src, dst); err != nil {
+		q.log.Error("queue: unreadable entry could not be quarantined; left in place and ignored",
+			"file", src, "reason", why.Error(), "err", err)
 		return
 	}
-	q.log.Warn("quarantined queue file", "file", name, "to", dst, "reason", reason)
-}
-
-func truncateSync(name string, size int64) error {
-	f, err := os.OpenFile(name, os.O_WRONLY, 0)
-	if err != nil {
-		return err
+	q.log.Error("queue: unreadable entry moved to quarantine", "file", src, "to", dst, "reason", why.Error())
+	if err := syncPath(q.qDir); err != nil {
+		q.log.Error("queue: syncing quarantine directory", "err", err)
 	}
-	err = f.Truncate(size)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

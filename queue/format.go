@@ -1,0 +1,208 @@
+package queue
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// On-disk format of one message file; see the package documentation.
+const (
+	fileMagic     = "PHQMSG01"
+	headerSize    = 32
+	recHeaderSize = 9 // u32 payload length, u32 CRC-32C, u8 type
+
+	recEnvelope byte = 'E' // payload: the envelope as JSON; the last one wins
+	recDeleted  byte = 'X' // payload: empty; the message was deleted
+
+	// maxRecord bounds one record's payload and maxJournal the whole
+	// record area, so a corrupt length field cannot make us allocate
+	// gigabytes.
+	maxRecord  = 64 << 20
+	maxJournal = 256 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encodeHeader returns the fixed 32-byte file header.
+func encodeHeader(bodyLen int64, bodyCRC uint32) []byte {
+	b := make([]byte, headerSize)
+	copy(b, fileMagic)
+	binary.LittleEndian.PutUint64(b[8:], uint64(bodyLen))
+	binary.LittleEndian.PutUint32(b[16:], bodyCRC)
+	// bytes 20..27 are reserved and zero.
+	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
+	return b
+}
+
+func decodeHeader(b []byte) (bodyLen int64, bodyCRC uint32, err error) {
+	if len(b) < headerSize {
+		return 0, 0, errors.New("file shorter than its header")
+	}
+	if string(b[:8]) != fileMagic {
+		return 0, 0, fmt.Errorf("bad magic %q", b[:8])
+	}
+	if got, want := crc32.Checksum(b[:28], castagnoli), binary.LittleEndian.Uint32(b[28:]); got != want {
+		return 0, 0, errors.New("header checksum mismatch")
+	}
+	n := binary.LittleEndian.Uint64(b[8:])
+	if n > 1<<62 {
+		return 0, 0, fmt.Errorf("absurd body length %d", n)
+	}
+	return int64(n), binary.LittleEndian.Uint32(b[16:]), nil
+}
+
+// encodeRecord frames one journal record. The checksum covers the length,
+// the type and the payload.
+func encodeRecord(typ byte, payload []byte) []byte {
+	b := make([]byte, recHeaderSize+len(payload))
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(payload)))
+	b[8] = typ
+	copy(b[recHeaderSize:], payload)
+	binary.LittleEndian.PutUint32(b[4:], recordCRC(b))
+	return b
+}
+
+func recordCRC(rec []byte) uint32 {
+	c := crc32.Update(0, castagnoli, rec[0:4])
+	return crc32.Update(c, castagnoli, rec[8:])
+}
+
+func encodeEnvelopeRecord(env *Envelope) ([]byte, error) {
+	p, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	return encodeRecord(recEnvelope, p), nil
+}
+
+// decoded is what decodeMessage found in one message file.
+type decoded struct {
+	env      *Envelope
+	bodyLen  int64
+	bodyCRC  uint32
+	deleted  bool  // a tombstone record was found
+	validLen int64 // end of the last intact record
+	size     int64 // file size
+	lastRec  int   // length of the last envelope record
+}
+
+// torn reports whether bytes follow the last intact record (a record torn
+// by a crash while it was being appended).
+func (d *decoded) torn() bool { return d.validLen < d.size }
+
+// decodeMessage parses a message file of the given size. id, if not
+// empty, must match the envelope's ID. A damaged tail after the last intact
+// record is not an error (it is the record a crash tore; see torn); a file
+// without an intact envelope record is.
+func decodeMessage(r io.ReaderAt, size int64, id string) (*decoded, error) {
+	hdr := make([]byte, headerSize)
+	if size < headerSize {
+		return nil, errors.New("file shorter than its header")
+	}
+	if _, err := r.ReadAt(hdr, 0); err != nil {
+		return nil, fmt.Errorf("reading header: %w", err)
+	}
+	bodyLen, bodyCRC, err := decodeHeader(hdr)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoded{bodyLen: bodyLen, bodyCRC: bodyCRC, size: size}
+	start := headerSize + bodyLen
+	if start > size {
+		return nil, fmt.Errorf("body missing or truncated: header says %d bytes, file has %d", bodyLen, size-headerSize)
+	}
+	if size-start > maxJournal {
+		return nil, fmt.Errorf("journal of %d bytes is too large", size-start)
+	}
+	buf := make([]byte, size-start)
+	if _, err := r.ReadAt(buf, start); err != nil && !(errors.Is(err, io.EOF) && len(buf) == 0) {
+		return nil, fmt.Errorf("reading journal: %w", err)
+	}
+	d.validLen = start
+	off := 0
+	for len(buf)-off >= recHeaderSize {
+		n := int(binary.LittleEndian.Uint32(buf[off:]))
+		if n > maxRecord || n > len(buf)-off-recHeaderSize {
+			break
+		}
+		rec := buf[off : off+recHeaderSize+n]
+		if recordCRC(rec) != binary.LittleEndian.Uint32(rec[4:]) {
+			break
+		}
+		switch rec[8] {
+		case recEnvelope:
+			env, err := parseEnvelope(rec[recHeaderSize:], id, bodyLen)
+			if err != nil {
+				return nil, fmt.Errorf("envelope record at offset %d: %w", start+int64(off), err)
+			}
+			d.env = env
+			d.lastRec = len(rec)
+		case recDeleted:
+			d.deleted = true
+		default:
+			return nil, fmt.Errorf("unknown record type %q at offset %d", rec[8], start+int64(off))
+		}
+		off += len(rec)
+		d.validLen = start + int64(off)
+	}
+	if d.env == nil {
+		return nil, errors.New("no intact envelope record")
+	}
+	return d, nil
+}
+
+// parseEnvelope decodes and checks one envelope record payload.
+func parseEnvelope(p []byte, id string, bodyLen int64) (*Envelope, error) {
+	var env Envelope
+	if err := json.Unmarshal(p, &env); err != nil {
+		return nil, err
+	}
+	if !validID(env.ID) {
+		return nil, fmt.Errorf("invalid queue ID %q", env.ID)
+	}
+	if id != "" && env.ID != id {
+		return nil, fmt.Errorf("envelope ID %q does not match file name %q", env.ID, id)
+	}
+	if env.Size != bodyLen {
+		return nil, fmt.Errorf("envelope size %d does not match body length %d", env.Size, bodyLen)
+	}
+	if len(env.Recipients) == 0 {
+		return nil, errors.New("no recipients")
+	}
+	for i, r := range env.Recipients {
+		if r == nil {
+			return nil, fmt.Errorf("recipient %d is null", i)
+		}
+		switch r.State {
+		case Pending, Delivered, Failed:
+		default:
+			return nil, fmt.Errorf("recipient %d: unknown state %q", i, r.State)
+		}
+		if r.Attempts < 0 {
+			return nil, fmt.Errorf("recipient %d: negative attempts", i)
+		}
+	}
+	env.Recovered = false
+	return &env, nil
+}
+
+// idAlphabet is in ASCII order, so IDs of fixed width sort by time.
+const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// validID: 1 to 64 characters of [A-Za-z0-9]. IDs become file names.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
