@@ -1,0 +1,124 @@
+// Package queue is Posthorn's durable spool: it stores accepted messages
+// until every recipient is delivered or has failed, hands them to
+// deliverers (leases), keeps per-recipient state and the retry schedule,
+// and recovers after a crash. A 250 may be sent once Enqueue has returned.
+//
+// # On-disk layout
+//
+//	Dir/
+//	  lock          flock'ed while a process has the spool open
+//	  msg/ID        one file per queued message (ID: 16 chars [0-9A-Za-z])
+//	  msg/.tmp-*    files being written; never acknowledged
+//	  quarantine/   entries recovery could not read, moved here untouched
+//
+// # Message file
+//
+// Envelope and body live in one file, so a message is either entirely
+// there or not at all (the file appears under its final name only by
+// rename, after it is complete and fsynced):
+//
+//	offset 0    header, 32 bytes:
+//	              "PHQMSG01"        magic and format version
+//	              u64 LE            body length N
+//	              u32 LE            CRC-32C (Castagnoli) of the body
+//	              8 bytes           reserved, zero
+//	              u32 LE            CRC-32C of the 28 bytes before it
+//	offset 32   body: exactly the N bytes given to Enqueue
+//	offset 32+N journal: records, back to back, each
+//	              u32 LE            payload length L
+//	              u32 LE            CRC-32C of the length, type and payload
+//	              u8                type
+//	              L bytes           payload
+//
+// Record types: 'E' holds the whole Envelope as JSON (the fields of
+// envelope.go; Recovered is not stored); the last intact 'E' record is the
+// message's state. 'X' (empty payload) is a tombstone: the operator
+// deleted the message. The first record is always an 'E' written by
+// Enqueue; every later state change (Report, Hold, Unhold, Requeue,
+// SetAttr) appends a complete new 'E' record. Whole snapshots keep
+// recovery trivial: there is no replay, and a failed write is repaired by
+// the next successful one. When the journal grows past 256 KiB and eight
+// times the newest record, the file is rewritten with only the newest
+// record (temp file, fsync, rename, directory fsync; the body is copied by
+// the kernel via copy_file_range where possible).
+//
+// Records are written at the end of the last intact record and fsynced
+// before the call returns; a failed write is truncated away. Since only
+// one append per message is in flight at a time, only the last record can
+// be torn by a crash: whatever follows the last intact record is ignored,
+// and truncated at recovery.
+//
+// # fsync points
+//
+//   - Enqueue: the temp file (header, body, first record) is fsynced by the
+//     calling goroutine; then it is renamed to msg/ID and the msg directory
+//     is fsynced; Enqueue returns after that directory fsync. The
+//     directory fsync is shared (group commit): a committer goroutine
+//     serves every request that arrived while its previous fsync ran with
+//     a single fsync of msg/, which always starts after the request was
+//     made. Concurrent SMTP sessions therefore pay one file fsync each and
+//     share directory fsyncs.
+//   - Report, Hold, Unhold, Requeue, SetAttr, Delete: one record appended
+//     and the file fsynced (a compaction adds a rewrite and a directory
+//     fsync through the committer).
+//   - Report that leaves no recipient pending: the file is unlinked and the
+//     directory fsynced (group commit), so a finished message never
+//     returns; no final record is written.
+//   - Delete: the tombstone is fsynced, then the file is unlinked (no
+//     directory fsync needed: recovery honours the tombstone). If the
+//     message is leased, the unlink waits until Report or Release.
+//   - Open: the spool directories, and the msg directory again after
+//     recovery removed or quarantined entries.
+//
+// Leases, Flush, and the due-time index are memory only: after a crash
+// every message is simply loaded again and due at its stored NextAttempt.
+//
+// # Retry schedule
+//
+// Each reported attempt increments the recipient's Attempts. A deferred
+// recipient (Result State Pending) is next due after
+//
+//	Backoff(n) = min(MinBackoff·2^(n−1), MaxBackoff) × (1 ± 15%)
+//
+// with defaults MinBackoff 5m and MaxBackoff 4000s, so 5m, 10m, 20m, 40m,
+// 66m40s, 66m40s, … The spread comes from Options.Jitter (j in [0,1) gives
+// the factor 0.85+0.3·j), so many messages deferred together do not retry
+// together. The next attempt is never scheduled past Received+MaxLifetime
+// (default 5 days) while that is still ahead, so the last attempt happens
+// when the lifetime ends; Expired tells the deliverer to give up then (the
+// queue itself never fails a recipient).
+//
+// # Leasing
+//
+// Lease hands out one message at a time that is not held, not leased, and
+// has a pending recipient with NextAttempt ≤ now, earliest due first. It
+// sleeps on a timer until the next due time (at most 30 s, in case the
+// clock steps) and wakes at once when Enqueue, Flush, Unhold, Requeue,
+// Report or Release make something due. A lease ends with Report or
+// Release; leases are not persisted.
+//
+// # Recovery
+//
+// Open takes the lock, then reads every entry of msg/:
+//   - .tmp-* files are removed: they were never acknowledged;
+//   - a file whose journal holds a tombstone, or in which no recipient is
+//     pending any more, is removed (its end was durable, its unlink not);
+//   - a torn last record is dropped (file truncated and fsynced);
+//   - everything else is loaded; copies of these envelopes carry
+//     Recovered = true, since a delivery may have been under way at the
+//     crash (a Maildir deliverer can look for its earlier copy).
+//
+// Bodies are not checksummed at Open (that would read the whole spool);
+// Verify checks one on demand.
+//
+// # Quarantine
+//
+// An entry recovery cannot use — a name that is not a queue ID, not a
+// regular file, a bad header or header checksum, a body shorter than the
+// header says ("missing body"), no intact envelope record, an intact
+// record whose JSON or contents are invalid (ID not matching the file
+// name, size not matching the body, no or null recipients, unknown state),
+// or an unknown record type — is moved to quarantine/ under its own name
+// (with a suffix if taken) and logged at error level. It is never deleted
+// and never makes Open fail; the other messages load normally.
+package queue
