@@ -1,0 +1,46 @@
+# Posthorn build. `make run` starts the MTA on its embedded default config;
+# `make test` runs every test.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+TESTFLAGS ?= -race -timeout 20m
+
+.PHONY: all build run test test-short lint fmt vet bench generate check-generate demo clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/posthorn ./mta/cmd/posthorn
+	ln -sf posthorn $(BIN)/sendmail
+
+run: build
+	./$(BIN)/posthorn serve
+
+test: lint
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+test-short:
+	$(GO) test -short $(PKGS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')
+
+# bench: the end-to-end load test (N messages of S KB over C sessions into
+# a real posthorn delivering to Maildir), then the package benchmarks.
+BENCH_N ?= 5000
+BENCH_S ?= 10
+BENCH_C ?= 20
+bench: build
+	$(GO) run ./testbed/cmd/bench -posthorn $(BIN)/posthorn -n $(BENCH_N) -size $(BENCH_S) -c $(BENCH_C)
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./queue/ ./mta/maildir/
+
+clean:
+	rm -rf $(BIN) var

@@ -1,0 +1,116 @@
+// Command posthorn is the one binary operators run: the daemon (serve),
+// config tools (check, config default), users (passwd), the queue commands
+// and sendmail-compatible injection. Called through a link named
+// "sendmail", it behaves as `posthorn sendmail`.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/posthorn/posthorn/conf"
+)
+
+const usage = `usage: posthorn COMMAND [options]
+
+commands:
+  serve [-c FILE]                 run the MTA (embedded default config without -c)
+  check -c FILE                   validate a config file; lists every error
+  config default                  print the embedded default config
+  passwd [-c FILE] USER@DOMAIN    set a user's password (read from stdin)
+  queue [-c FILE] list [--json]   list queued messages
+  queue [-c FILE] show ID         envelope, recipient states and headers
+  queue [-c FILE] summary [--json] recipients per state and domain, by age
+  queue [-c FILE] flush [ID]      retry now (one message, or all)
+  queue [-c FILE] hold|release|requeue|delete ID
+  sendmail [flags] [RCPT...]      queue a message from stdin (-t -f -F -i -oi)
+`
+
+func main() {
+	if filepath.Base(os.Args[0]) == "sendmail" {
+		os.Exit(sendmailMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serveMain(rest, stderr)
+	case "check":
+		return checkMain(rest, stdout, stderr)
+	case "config":
+		if len(rest) == 1 && rest[0] == "default" {
+			stdout.Write(conf.DefaultTOML())
+			return 0
+		}
+		fmt.Fprintln(stderr, "usage: posthorn config default")
+		return 2
+	case "passwd":
+		return passwdMain(rest, stdin, stdout, stderr)
+	case "queue":
+		return queueMain(rest, stdout, stderr)
+	case "sendmail":
+		return sendmailMain(rest, stdin, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "posthorn: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// loadConfig loads FILE, or the embedded default when FILE is "".
+func loadConfig(path string) (*conf.Config, error) {
+	if path == "" {
+		return conf.Parse("(default)", conf.DefaultTOML())
+	}
+	return conf.Load(path)
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("POSTHORN_CONFIG")
+	return fs.String("c", def, "config file (default: $POSTHORN_CONFIG, else the embedded default)")
+}
+
+func checkMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "", "config file to check")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cfgPath == "" && fs.NArg() == 1 {
+		*cfgPath = fs.Arg(0)
+	}
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "usage: posthorn check -c FILE")
+		return 2
+	}
+	if _, err := conf.Load(*cfgPath); err != nil {
+		var errs conf.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				fmt.Fprintln(stderr, e.Error())
+			}
+			fmt.Fprintf(stderr, "%d error(s)\n", len(errs))
+		} else {
+			fmt.Fprintln(stderr, err)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
+	return 0
+}
+
+func trimNewline(s string) string { return strings.TrimRight(s, "\r\n") }

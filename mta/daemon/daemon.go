@@ -1,0 +1,238 @@
+// Package daemon is `posthorn serve`: it opens the queue (recovering what
+// is on disk), loads TLS and users, starts the SMTP listeners, the delivery
+// workers, the control socket and the metrics endpoint, and stops them in
+// order: listeners first (no new 250s), then workers (leases released),
+// then the queue.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/auth"
+	"github.com/posthorn/posthorn/mta/control"
+	"github.com/posthorn/posthorn/mta/delivery"
+	"github.com/posthorn/posthorn/mta/metrics"
+	"github.com/posthorn/posthorn/mta/router"
+	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/mta/tlsutil"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// Daemon is a running posthorn.
+type Daemon struct {
+	cfg       *conf.Config
+	log       *slog.Logger
+	Queue     *queue.Queue
+	Router    *router.Router
+	listeners []*smtpd.Listener
+	control   *control.Server
+	metrics   *http.Server
+	metricsLn net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Options tune a daemon for tests and tools.
+type Options struct {
+	// Now replaces the clock of the queue and the workers.
+	Now func() time.Time
+	// AuthFailDelay overrides the pause after a failed AUTH.
+	AuthFailDelay time.Duration
+	// Remote is the transport for non-local recipients (nil: deferred).
+	Remote delivery.Transport
+}
+
+// acceptor reserves queue IDs and enqueues: the seam where inbound checks
+// and plugins run before the message is on disk.
+type acceptor struct{ q *queue.Queue }
+
+func (a acceptor) NewID() string { return a.q.NewID() }
+func (a acceptor) Accept(env *queue.Envelope, body io.Reader) (string, error) {
+	return a.q.Enqueue(env, body)
+}
+
+// Start brings a daemon up. On error, everything started so far is stopped.
+func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err error) {
+	d = &Daemon{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			d.Shutdown(context.Background())
+			d = nil
+		}
+	}()
+	q, err := queue.Open(queue.Options{
+		Dir:         cfg.Queue.Dir,
+		MinBackoff:  cfg.Queue.MinBackoff.D(),
+		MaxBackoff:  cfg.Queue.MaxBackoff.D(),
+		MaxLifetime: cfg.Queue.MaxLifetime.D(),
+		Now:         opt.Now,
+		Logger:      log.With("component", "queue"),
+	})
+	if err != nil {
+		return d, fmt.Errorf("queue %s: %w", cfg.Queue.Dir, err)
+	}
+	d.Queue = q
+
+	users, err := auth.Open(cfg.Auth.PasswordFile)
+	if err != nil {
+		return d, fmt.Errorf("password file: %w", err)
+	}
+	d.Router = router.New(cfg, users)
+
+	cert, err := tlsutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.SelfSignedDir, cfg.Hostname)
+	if err != nil {
+		return d, err
+	}
+	tlsConf := tlsutil.ServerConfig(cert)
+
+	for _, lc := range []struct {
+		kind smtpd.Kind
+		addr string
+	}{{smtpd.MX, cfg.SMTP.MX}, {smtpd.Submission, cfg.SMTP.Submission}, {smtpd.Submissions, cfg.SMTP.Submissions}} {
+		if lc.addr == "" {
+			continue
+		}
+		l, err := smtpd.Listen(smtpd.Config{
+			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: tlsConf,
+			Limits: cfg.SMTP, Router: d.Router, Users: users, Acceptor: acceptor{q},
+			Logger: log.With("component", "smtpd"), AuthFailDelay: opt.AuthFailDelay,
+		})
+		if err != nil {
+			return d, fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
+		}
+		d.listeners = append(d.listeners, l)
+	}
+
+	if cfg.Control.Socket != "" {
+		cs, err := control.Listen(cfg.Control.Socket, q, log.With("component", "control"))
+		if err != nil {
+			return d, err
+		}
+		cs.Submit = d.submit
+		d.control = cs
+	}
+	if cfg.Metrics.Address != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics.Address)
+		if err != nil {
+			return d, fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler())
+		d.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		d.metricsLn = ln
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	postmaster := "postmaster"
+	if len(cfg.Domains) > 0 {
+		postmaster = "postmaster@" + strings.ToLower(cfg.Domains[0].Name)
+	}
+	workers := delivery.New(q, delivery.Options{
+		Hostname:       cfg.Hostname,
+		Postmaster:     postmaster,
+		MaxLifetime:    cfg.Queue.MaxLifetime.D(),
+		BounceLifetime: cfg.Queue.BounceLifetime.D(),
+		Now:            opt.Now,
+		Logger:         log.With("component", "delivery"),
+		Router:         d.Router,
+		Local:          &delivery.LocalTransport{Router: d.Router, Hostname: cfg.Hostname, Logger: log.With("component", "local")},
+		Remote:         opt.Remote,
+	})
+	d.goRun(func() { workers.Run(ctx, cfg.Queue.Workers) })
+	d.goRun(func() { d.gauges(ctx) })
+	for _, l := range d.listeners {
+		d.goRun(func() { l.Serve() })
+		log.Info("listening", "listener", "smtp", "address", l.Addr().String())
+	}
+	if d.control != nil {
+		d.goRun(func() { d.control.Serve() })
+	}
+	if d.metrics != nil {
+		d.goRun(func() {
+			if err := d.metrics.Serve(d.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		})
+	}
+	log.Info("posthorn started", "hostname", cfg.Hostname, "queue", cfg.Queue.Dir, "workers", cfg.Queue.Workers)
+	return d, nil
+}
+
+func (d *Daemon) goRun(f func()) {
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); f() }()
+}
+
+// Addr returns the bound address of the listener of kind k, or "".
+func (d *Daemon) Addr(k smtpd.Kind) string {
+	for _, l := range d.listeners {
+		if l.Kind() == k {
+			return l.Addr().String()
+		}
+	}
+	return ""
+}
+
+// MetricsAddr is the bound metrics address, or "".
+func (d *Daemon) MetricsAddr() string {
+	if d.metricsLn == nil {
+		return ""
+	}
+	return d.metricsLn.Addr().String()
+}
+
+// Shutdown stops everything in order.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	for _, l := range d.listeners {
+		l.Close()
+	}
+	if d.control != nil {
+		d.control.Close()
+	}
+	if d.metrics != nil {
+		d.metrics.Shutdown(ctx)
+	}
+	if d.cancel != nil {
+		d.cancel()
+	}
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	if d.Queue != nil {
+		return d.Queue.Close()
+	}
+	return nil
+}
+
+// gauges keeps the queue gauges current.
+func (d *Daemon) gauges(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		st := d.Queue.Stats()
+		metrics.QueueMessages.Set(float64(st.Messages))
+		metrics.QueueRecipients.WithLabelValues("active").Set(float64(st.Active))
+		metrics.QueueRecipients.WithLabelValues("deferred").Set(float64(st.Deferred))
+		metrics.QueueRecipients.WithLabelValues("held").Set(float64(st.Held))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,286 @@
+// Package delivery runs the queue's delivery workers: it leases a message,
+// routes each due recipient (local Maildir or LMTP, or a remote transport),
+// turns outcomes into per-recipient queue results, sends RFC 3464 DSNs for
+// failures (and for successes where NOTIFY=SUCCESS asks), and reports back
+// to the queue. Temporary errors defer with the queue's backoff; a
+// recipient whose message outlived the queue lifetime fails with 4.4.7
+// (RFC 3463).
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/posthorn/posthorn/mta/dsn"
+	"github.com/posthorn/posthorn/mta/metrics"
+	"github.com/posthorn/posthorn/mta/router"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// Outcome is the result of one delivery attempt for one recipient.
+type Outcome struct {
+	State      queue.RcptState // Delivered, Failed or Pending (deferred)
+	Status     string          // enhanced status code
+	Diagnostic string          // e.g. "smtp; 550 5.1.1 no such user"
+	RemoteMTA  string
+}
+
+// Deferred is a temporary outcome.
+func Deferred(status, diag string) Outcome {
+	return Outcome{State: queue.Pending, Status: status, Diagnostic: diag}
+}
+
+// Failed is a permanent outcome.
+func Failed(status, diag string) Outcome {
+	return Outcome{State: queue.Failed, Status: status, Diagnostic: diag}
+}
+
+// Delivered is a success.
+func Delivered(status, diag string) Outcome {
+	return Outcome{State: queue.Delivered, Status: status, Diagnostic: diag}
+}
+
+// Body opens the message content; each call gives a fresh reader from the
+// start.
+type Body func() (io.ReadCloser, error)
+
+// Transport delivers a message to a group of recipients (indexes into
+// env.Recipients) and returns one outcome per index.
+type Transport interface {
+	Name() string
+	Deliver(ctx context.Context, env *queue.Envelope, idx []int, body Body) map[int]Outcome
+}
+
+// Queue is what delivery needs of the spool.
+type Queue interface {
+	Lease(ctx context.Context) (*queue.Envelope, error)
+	Report(id string, results []queue.Result) error
+	Release(id string)
+	Body(id string) (io.ReadCloser, error)
+	NewID() string
+	Enqueue(env *queue.Envelope, body io.Reader) (string, error)
+}
+
+// Options configure the workers.
+type Options struct {
+	Hostname       string
+	Postmaster     string // address that gets double bounces
+	MaxLifetime    time.Duration
+	BounceLifetime time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
+	Router         *router.Router
+	Local          Transport
+	Remote         Transport // nil: remote recipients are deferred with a clear reason
+}
+
+// Worker pool.
+type Workers struct {
+	q   Queue
+	opt Options
+	log *slog.Logger
+}
+
+// New returns the delivery workers for q.
+func New(q Queue, opt Options) *Workers {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	return &Workers{q: q, opt: opt, log: opt.Logger}
+}
+
+// Run starts n workers and returns when ctx is done and all have stopped.
+func (w *Workers) Run(ctx context.Context, n int) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				env, err := w.q.Lease(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					w.log.Error("lease failed", "err", err)
+					time.Sleep(time.Second)
+					continue
+				}
+				w.Process(ctx, env)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// Process delivers the due recipients of one leased message and reports.
+func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
+	log := w.log.With("queue_id", env.ID)
+	now := w.opt.Now()
+	var local, remote []int
+	for i, r := range env.Recipients {
+		if r.State != queue.Pending || r.NextAttempt.After(now) {
+			continue
+		}
+		if w.opt.Router.IsLocal(r.Addr) {
+			local = append(local, i)
+		} else {
+			remote = append(remote, i)
+		}
+	}
+	body := func() (io.ReadCloser, error) { return w.q.Body(env.ID) }
+	outcomes := map[int]Outcome{}
+	run := func(t Transport, idx []int) {
+		if len(idx) == 0 {
+			return
+		}
+		start := time.Now()
+		for i, o := range t.Deliver(ctx, env, idx, body) {
+			outcomes[i] = o
+		}
+		metrics.DeliveryLatency.WithLabelValues(t.Name()).Observe(time.Since(start).Seconds())
+	}
+	run(w.opt.Local, local)
+	if w.opt.Remote != nil {
+		run(w.opt.Remote, remote)
+	} else {
+		for _, i := range remote {
+			outcomes[i] = Deferred("4.3.2", "x-posthorn; no remote transport is configured")
+		}
+	}
+	if ctx.Err() != nil {
+		// Shutting down: whatever did not finish stays due.
+		w.q.Release(env.ID)
+		return
+	}
+
+	expired := w.expired(env, now)
+	var results []queue.Result
+	var failed, delivered []dsn.RecipientReport
+	for i, o := range outcomes {
+		r := env.Recipients[i]
+		if o.State == queue.Pending && expired {
+			o = Failed("4.4.7", "x-posthorn; delivery time expired; last error: "+o.Diagnostic)
+		}
+		transport := w.opt.Local.Name()
+		if !w.opt.Router.IsLocal(r.Addr) {
+			transport = "remote"
+		}
+		metrics.Deliveries.WithLabelValues(transport, resultName(o.State)).Inc()
+		if o.State != queue.Pending {
+			metrics.QueueTime.Observe(now.Sub(env.Received).Seconds())
+		}
+		log.Info("delivery", "rcpt", r.Addr, "result", resultName(o.State), "status", o.Status,
+			"diagnostic", o.Diagnostic, "attempt", r.Attempts+1, "delay", now.Sub(env.Received).Round(time.Millisecond).String())
+		rep := dsn.RecipientReport{Addr: r.Addr, ORcpt: r.ORcpt, Status: o.Status, Diagnostic: o.Diagnostic,
+			RemoteMTA: o.RemoteMTA, LastAttempt: now}
+		switch {
+		case o.State == queue.Failed && dsn.Wants(r.Notify, dsn.Failed):
+			rep.Action = dsn.Failed
+			failed = append(failed, rep)
+		case o.State == queue.Delivered && dsn.Wants(r.Notify, dsn.Delivered):
+			rep.Action = dsn.Delivered
+			delivered = append(delivered, rep)
+		}
+		results = append(results, queue.Result{Index: i, State: o.State, Status: o.Status,
+			Diagnostic: o.Diagnostic, RemoteMTA: o.RemoteMTA})
+	}
+	// DSNs are queued before the results are recorded: after a crash in
+	// between, a DSN may be sent twice but is never lost.
+	for _, reps := range [][]dsn.RecipientReport{failed, delivered} {
+		if len(reps) > 0 {
+			if err := w.notify(env, reps); err != nil {
+				log.Error("could not queue DSN; recipients stay deferred", "err", err)
+				w.q.Release(env.ID)
+				return
+			}
+		}
+	}
+	if err := w.q.Report(env.ID, results); err != nil {
+		log.Error("could not record results", "err", err)
+	}
+}
+
+func resultName(s queue.RcptState) string {
+	switch s {
+	case queue.Delivered:
+		return "delivered"
+	case queue.Failed:
+		return "failed"
+	}
+	return "deferred"
+}
+
+func (w *Workers) expired(env *queue.Envelope, now time.Time) bool {
+	life := w.opt.MaxLifetime
+	if env.From == "" && w.opt.BounceLifetime > 0 {
+		life = w.opt.BounceLifetime
+	}
+	return life > 0 && now.Sub(env.Received) > life
+}
+
+// attrDSN marks a message as a DSN; a double bounce is never bounced again.
+const attrDSN = "dsn.kind"
+
+// notify queues a DSN for reps.
+func (w *Workers) notify(env *queue.Envelope, reps []dsn.RecipientReport) error {
+	to, ok := dsn.Recipient(env)
+	kind := "bounce"
+	if !ok {
+		// A bounce that bounced: the postmaster gets it, once.
+		if env.Attrs[attrDSN] == "double" || w.opt.Postmaster == "" {
+			w.log.Warn("double bounce discarded", "queue_id", env.ID)
+			return nil
+		}
+		to, kind = w.opt.Postmaster, "double"
+	}
+	body, err := w.q.Body(env.ID)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	var buf bytes.Buffer
+	err = dsn.Build(dsn.Report{
+		ReportingMTA: w.opt.Hostname,
+		Envelope:     env,
+		Recipients:   reps,
+		Arrival:      env.Received,
+		Postmaster:   w.opt.Postmaster,
+	}, body, &buf)
+	if err != nil {
+		return fmt.Errorf("build DSN: %w", err)
+	}
+	nenv := &queue.Envelope{
+		ID:         w.q.NewID(),
+		From:       "",
+		Recipients: []*queue.Recipient{{Addr: to, Notify: []string{"NEVER"}}},
+		Attrs:      map[string]string{attrDSN: kind, "dsn.for": env.ID},
+	}
+	id, err := w.q.Enqueue(nenv, &buf)
+	if err != nil {
+		return err
+	}
+	metrics.Bounces.WithLabelValues(string(reps[0].Action)).Inc()
+	w.log.Info("DSN queued", "queue_id", env.ID, "dsn_id", id, "to", to, "action", reps[0].Action, "recipients", len(reps))
+	return nil
+}
+
+// errString keeps diagnostics on one line.
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+var errNoRoute = errors.New("no route")

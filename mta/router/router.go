@@ -1,0 +1,265 @@
+// Package router decides where a recipient address goes: a local mailbox
+// (Maildir or LMTP), an alias expansion, a catch-all, or a remote domain.
+// Addresses follow RFC 5321 §2.3.11 (local-part@domain); local parts of local
+// domains are compared case-insensitively, as Postfix does, and an optional
+// recipient delimiter (user+tag@) selects the user's mailbox.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// ErrNoSuchUser means a local domain has no mailbox, alias or catch-all for
+// the address (550 5.1.1 at RCPT).
+var ErrNoSuchUser = errors.New("no such user")
+
+// ErrAliasLoop means alias expansion did not end.
+var ErrAliasLoop = errors.New("alias loop")
+
+// Kind says how a destination is delivered.
+type Kind int
+
+const (
+	Local Kind = iota
+	Remote
+)
+
+// Destination is one address after routing.
+type Destination struct {
+	Kind Kind
+	// Addr is the address as it will be delivered (lower-cased domain).
+	Addr string
+	// Mailbox is the canonical local mailbox "user@domain" (no extension).
+	Mailbox string
+	// Maildir is the mailbox's directory, for Maildir delivery.
+	Maildir string
+	// LMTP is the LMTP target when the domain delivers over LMTP.
+	LMTP string
+}
+
+// UserSource lists the users that exist beyond the config's mailboxes (the
+// password file).
+type UserSource interface {
+	Exists(addr string) bool
+}
+
+// Router resolves addresses against the config.
+type Router struct {
+	cfg   *conf.Config
+	users UserSource
+	doms  map[string]*conf.Domain
+}
+
+// New returns a router for cfg; users may be nil.
+func New(cfg *conf.Config, users UserSource) *Router {
+	r := &Router{cfg: cfg, users: users, doms: map[string]*conf.Domain{}}
+	for i := range cfg.Domains {
+		d := &cfg.Domains[i]
+		r.doms[strings.ToLower(d.Name)] = d
+	}
+	return r
+}
+
+// Split returns the local part and the lower-cased domain of addr.
+func Split(addr string) (local, domain string) {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return addr, ""
+	}
+	return addr[:i], strings.ToLower(addr[i+1:])
+}
+
+// IsLocal reports whether addr's domain is one of ours.
+func (r *Router) IsLocal(addr string) bool {
+	_, d := Split(addr)
+	_, ok := r.doms[d]
+	return ok
+}
+
+// LocalDomain reports whether domain is one of ours.
+func (r *Router) LocalDomain(domain string) bool {
+	_, ok := r.doms[strings.ToLower(domain)]
+	return ok
+}
+
+// base strips the address extension (user+tag -> user).
+func (r *Router) base(local string) string {
+	delim := r.cfg.Local.RecipientDelimiter
+	if delim == "" {
+		return local
+	}
+	if i := strings.Index(local, delim); i > 0 {
+		return local[:i]
+	}
+	return local
+}
+
+// lookup finds what a local address is: a mailbox (returns its local part),
+// or alias targets.
+func (r *Router) lookup(local string, d *conf.Domain) (mailbox string, aliases []string, err error) {
+	l := strings.ToLower(local)
+	for _, cand := range []string{l, strings.ToLower(r.base(local))} {
+		if t, ok := d.Aliases[cand]; ok {
+			return "", t, nil
+		}
+		for _, m := range d.Mailboxes {
+			if strings.EqualFold(m, cand) {
+				return cand, nil, nil
+			}
+		}
+		if r.users != nil && r.users.Exists(cand+"@"+strings.ToLower(d.Name)) {
+			return cand, nil, nil
+		}
+	}
+	if d.CatchAll != "" {
+		c := strings.ToLower(d.CatchAll)
+		if t, ok := d.Aliases[c]; ok {
+			return "", t, nil
+		}
+		return c, nil, nil
+	}
+	return "", nil, ErrNoSuchUser
+}
+
+// Check reports whether addr may be accepted as a recipient: remote
+// addresses always pass here (relay rules are the SMTP server's), local ones
+// must exist.
+func (r *Router) Check(addr string) error {
+	local, dom := Split(addr)
+	d, ok := r.doms[dom]
+	if !ok {
+		return nil
+	}
+	_, _, err := r.lookup(local, d)
+	return err
+}
+
+// Expand resolves addr through aliases to its final destinations, without
+// duplicates.
+func (r *Router) Expand(addr string) ([]Destination, error) {
+	var out []Destination
+	seen := map[string]bool{}
+	if err := r.expand(addr, 0, seen, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+const maxAliasDepth = 20
+
+func (r *Router) expand(addr string, depth int, seen map[string]bool, out *[]Destination) error {
+	if depth > maxAliasDepth {
+		return ErrAliasLoop
+	}
+	local, dom := Split(addr)
+	d, ok := r.doms[dom]
+	if !ok {
+		key := local + "@" + dom
+		if dom == "" {
+			key = local
+		}
+		if !seen[strings.ToLower(key)] {
+			seen[strings.ToLower(key)] = true
+			*out = append(*out, Destination{Kind: Remote, Addr: key})
+		}
+		return nil
+	}
+	mailbox, aliases, err := r.lookup(local, d)
+	if err != nil {
+		return fmt.Errorf("%s: %w", addr, err)
+	}
+	if aliases != nil {
+		key := "alias:" + strings.ToLower(local) + "@" + dom
+		if seen[key] {
+			return nil // an alias reached twice: expanded once is enough
+		}
+		seen[key] = true
+		for _, t := range aliases {
+			if !strings.Contains(t, "@") {
+				t = t + "@" + dom
+			}
+			if err := r.expand(t, depth+1, seen, out); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	mb := mailbox + "@" + dom
+	if seen[mb] {
+		return nil
+	}
+	seen[mb] = true
+	lmtp := d.LMTP
+	if lmtp == "" {
+		lmtp = r.cfg.Local.LMTP
+	}
+	*out = append(*out, Destination{
+		Kind:    Local,
+		Addr:    strings.ToLower(local) + "@" + dom,
+		Mailbox: mb,
+		Maildir: filepath.Join(r.cfg.Local.MaildirRoot, dom, mailbox),
+		LMTP:    lmtp,
+	})
+	return nil
+}
+
+// Owns reports whether an authenticated user may use addr as envelope
+// sender: their own address, an extension of it, or an alias that expands
+// to them.
+func (r *Router) Owns(user, addr string) bool {
+	user = strings.ToLower(user)
+	if strings.EqualFold(addr, user) {
+		return true
+	}
+	local, dom := Split(addr)
+	if strings.EqualFold(r.base(local)+"@"+dom, user) {
+		return true
+	}
+	if _, ok := r.doms[dom]; !ok {
+		return false
+	}
+	dests, err := r.Expand(addr)
+	if err != nil {
+		return false
+	}
+	for _, d := range dests {
+		if d.Mailbox == user {
+			return true
+		}
+	}
+	return false
+}
+
+// ExpandRecipients expands every envelope recipient through aliases, drops
+// duplicates, and keeps the address the client gave as ORCPT (RFC 3461)
+// where expansion changed it. Each final address gets its own queue state.
+func (r *Router) ExpandRecipients(rcpts []*queue.Recipient) ([]*queue.Recipient, error) {
+	var out []*queue.Recipient
+	seen := map[string]bool{}
+	for _, rc := range rcpts {
+		dests, err := r.Expand(rc.Addr)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range dests {
+			key := strings.ToLower(d.Addr)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			nr := *rc
+			nr.Addr = d.Addr
+			if nr.ORcpt == "" && !strings.EqualFold(d.Addr, rc.Addr) {
+				nr.ORcpt = "rfc822;" + rc.Addr
+			}
+			out = append(out, &nr)
+		}
+	}
+	return out, nil
+}
