@@ -24,7 +24,7 @@ func TestMXDeliversToMaildirWithTLSReceived(t *testing.T) {
 	msgs := e.waitMail("example.test", "postmaster", 1, 10*time.Second)
 	m := msgs[0]
 	for _, want := range []string{"Return-Path: <sender@example.com>", "Delivered-To: postmaster@example.test",
-		"Received: from client.example.com ([127.0.0.1])", "(using TLSv1.3 with cipher", "by mx.example.test (Posthorn) with ESMTPS id",
+		"Received: from localhost ([127.0.0.1])", "(using TLSv1.3 with cipher", "by mx.example.test (Posthorn) with ESMTPS id",
 		"for <postmaster@example.test>", "Message-ID: <m1@example.com>", "\nHello.\n"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("delivered message lacks %q:\n%s", want, m)

@@ -257,7 +257,7 @@ func (s *session) received(env *queue.Envelope) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n", sanitizeHelo(s.conn.Hostname()), s.ip)
 	if isTLS {
-		fmt.Fprintf(&b, "\t(using %s with cipher %s)\r\n", tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite))
+		fmt.Fprintf(&b, "\t(using %s with cipher %s)\r\n", tlsVersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite))
 	}
 	fmt.Fprintf(&b, "\tby %s (Posthorn) with %s id %s", s.l.hostname, proto, "{ID}")
 	if len(env.Recipients) == 1 {
@@ -293,4 +293,9 @@ func (s *session) Reset() {
 func (s *session) Logout() error {
 	metrics.SMTPActive.WithLabelValues(s.l.name).Dec()
 	return nil
+}
+
+// tlsVersionName names a TLS version the way Postfix logs it ("TLSv1.3").
+func tlsVersionName(v uint16) string {
+	return strings.Replace(tls.VersionName(v), "TLS 1.", "TLSv1.", 1)
 }
