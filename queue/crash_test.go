@@ -1,0 +1,167 @@
+package queue
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const crashEnv = "POSTHORN_QUEUE_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashEnv); dir != "" {
+		crashChild(dir)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashBody is the content the crash child enqueues under id: 1 to ~200
+// KiB of bytes derived from the ID.
+func crashBody(id string) []byte {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	seed := h.Sum64()
+	r := rand.New(rand.NewPCG(seed, seed>>7))
+	b := make([]byte, 1024+int(seed%(200<<10)))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// crashChild enqueues in a loop and prints each ID once Enqueue has
+// returned, while other goroutines lease, defer and hold messages so the
+// kill also lands in journal appends. It runs until it is killed.
+func crashChild(dir string) {
+	q, err := Open(Options{Dir: dir, MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
+		Logger: quiet})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	var out sync.Mutex
+	for range 4 {
+		go func() {
+			for {
+				id := q.NewID()
+				env := &Envelope{ID: id, From: "crash@example.org",
+					Recipients: []*Recipient{{Addr: "a@x"}, {Addr: "b@x"}}}
+				if _, err := q.Enqueue(env, bytes.NewReader(crashBody(id))); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				out.Lock()
+				os.Stdout.WriteString(id + "\n") // one write: a line is printed whole or not at all
+				out.Unlock()
+			}
+		}()
+	}
+	for i := range 2 {
+		go func() {
+			for n := 0; ; n++ {
+				env, err := q.Lease(context.Background())
+				if err != nil {
+					os.Exit(4)
+				}
+				if n%7 == i {
+					q.Hold(env.ID)
+					q.SetAttr(env.ID, "crash.n", fmt.Sprint(n))
+				}
+				q.Report(env.ID, []Result{{Index: 0, State: Pending, Diagnostic: "try later"}, {Index: 1, State: Pending}})
+			}
+		}()
+	}
+	select {}
+}
+
+func TestCrashKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-executes the test binary")
+	}
+	for round := range 3 {
+		dir := t.TempDir()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string, 1<<16)
+		go func() {
+			br := bufio.NewReader(stdout)
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil { // a line without its newline was not printed whole
+					close(lines)
+					return
+				}
+				lines <- strings.TrimSuffix(l, "\n")
+			}
+		}()
+		// Let it get going, then kill it at a random moment.
+		var ids []string
+		deadline := time.After(20 * time.Second)
+		for len(ids) < 20 {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("child ended early: %s", stderr.String())
+				}
+				ids = append(ids, l)
+			case <-deadline:
+				cmd.Process.Kill()
+				t.Fatalf("child too slow: %s", stderr.String())
+			}
+		}
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		for l := range lines {
+			ids = append(ids, l)
+		}
+
+		q := open(t, dir, nil)
+		list := q.List()
+		for _, id := range ids {
+			env, err := q.Get(id)
+			if err != nil {
+				t.Fatalf("round %d: acknowledged message %s lost: %v", round, id, err)
+			}
+			if env.From != "crash@example.org" || len(env.Recipients) != 2 || !env.Recovered {
+				t.Fatalf("round %d: %s: envelope %+v", round, id, env)
+			}
+			if got := body(t, q, id); got != string(crashBody(id)) {
+				t.Fatalf("round %d: %s: body differs (%d bytes)", round, id, len(got))
+			}
+		}
+		// Messages not (yet) acknowledged may be there, but whole.
+		for _, env := range list {
+			if err := q.Verify(env.ID); err != nil || body(t, q, env.ID) != string(crashBody(env.ID)) {
+				t.Fatalf("round %d: half-written message %s recovered: %v", round, env.ID, err)
+			}
+		}
+		if ents, _ := os.ReadDir(dir + "/quarantine"); len(ents) != 0 {
+			t.Errorf("round %d: %d entries quarantined", round, len(ents))
+		}
+		t.Logf("round %d: %d acknowledged, %d recovered", round, len(ids), len(list))
+		q.Close()
+	}
+}
