@@ -272,8 +272,9 @@ func (w *crcWriter) Write(p []byte) (int, error) {
 //
 // env.ID is kept if set (it must be a valid, unused ID, normally from
 // NewID) and assigned otherwise. Enqueue sets Received (if zero) and Size,
-// and makes every recipient Pending and due now, with no attempts; it
-// updates env in place on success. The body is streamed to disk, never
+// and makes every recipient Pending and due now, with no attempts (Held
+// and Attrs are kept, so a message can be queued on hold); it updates env
+// in place on success. The body is streamed to disk, never
 // held in memory. Enqueue returns only once the message file and its
 // directory entry are on stable storage (see the package documentation):
 // only then may the caller acknowledge the message.
