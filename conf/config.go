@@ -16,6 +16,11 @@ type Config struct {
 	Local   Local    `toml:"local"`
 	Domains []Domain `toml:"domain"`
 	Metrics Metrics  `toml:"metrics"`
+
+	Outbound    Outbound    `toml:"outbound"`
+	TLSPolicies []TLSPolicy `toml:"tls_policy"`
+	Transports  []Transport `toml:"transport"`
+	Testing     Testing     `toml:"testing"`
 	Control Control  `toml:"control"`
 }
 

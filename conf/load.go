@@ -150,6 +150,13 @@ func (c *Config) resolvePaths(base string) {
 	for i := range c.Domains {
 		lmtp(&c.Domains[i].LMTP)
 	}
+	abs(&c.Outbound.CAFile)
+	for i := range c.Transports {
+		abs(&c.Transports[i].AuthPasswordFile)
+		if c.Transports[i].Kind == "lmtp" {
+			lmtp(&c.Transports[i].Host)
+		}
+	}
 }
 
 // IsLocalDomain reports whether d (compared case-insensitively, a trailing

@@ -110,6 +110,7 @@ func (v *validator) config(c *Config) {
 	v.listen("metrics.address", c.Metrics.Address)
 
 	v.domains(c)
+	v.outbound(c)
 }
 
 func (v *validator) atLeast(key string, n, least int) {
