@@ -21,7 +21,7 @@ type Config struct {
 	TLSPolicies []TLSPolicy `toml:"tls_policy"`
 	Transports  []Transport `toml:"transport"`
 	Testing     Testing     `toml:"testing"`
-	Control Control  `toml:"control"`
+	Control     Control     `toml:"control"`
 }
 
 // Log configures structured logging (log/slog).
