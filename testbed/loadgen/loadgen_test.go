@@ -1,0 +1,253 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/posthorn/posthorn/testbed/ca"
+)
+
+// sink is a go-smtp backend that records Message-IDs.
+type sink struct {
+	mu       sync.Mutex
+	ids      map[string]int
+	sizes    []int
+	sessions int
+	rejectTo string // RCPT to this address gets 550
+	failData bool
+}
+
+func (b *sink) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	b.mu.Lock()
+	b.sessions++
+	b.mu.Unlock()
+	return &sinkSession{b: b}, nil
+}
+
+type sinkSession struct {
+	b     *sink
+	rcpts int
+}
+
+func (s *sinkSession) Reset()        { s.rcpts = 0 }
+func (s *sinkSession) Logout() error { return nil }
+func (s *sinkSession) Mail(string, *smtp.MailOptions) error {
+	return nil
+}
+func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if to == s.b.rejectTo {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no"}
+	}
+	s.rcpts++
+	return nil
+}
+func (s *sinkSession) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if s.b.failData {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
+	}
+	m, err := mail.ReadMessage(strings.NewReader(string(data)))
+	if err != nil {
+		return err
+	}
+	s.b.mu.Lock()
+	s.b.ids[m.Header.Get("Message-ID")]++
+	s.b.sizes = append(s.b.sizes, len(data))
+	s.b.mu.Unlock()
+	return nil
+}
+
+func startSink(t *testing.T, cert *tls.Certificate) (*sink, string) {
+	t.Helper()
+	b := &sink{ids: map[string]int{}}
+	s := smtp.NewServer(b)
+	s.Domain = "sink.test"
+	s.AllowInsecureAuth = true
+	if cert != nil {
+		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return b, ln.Addr().String()
+}
+
+func TestRun(t *testing.T) {
+	b, addr := startSink(t, nil)
+	res, err := Run(context.Background(), Config{Addr: addr, N: 200, Concurrency: 8, SizeKB: 4,
+		To: []string{"a@sink.test", "b@sink.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res)
+	if res.Sent != 200 || res.Failed != 0 || len(res.MessageIDs) != 200 || res.Rate <= 0 {
+		t.Fatalf("%+v", res)
+	}
+	if res.P50 <= 0 || res.P50 > res.P90 || res.P90 > res.P99 || res.P99 > res.Max {
+		t.Fatalf("latencies %v %v %v %v", res.P50, res.P90, res.P99, res.Max)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.ids) != 200 || b.sessions != 8 {
+		t.Fatalf("server saw %d ids in %d sessions", len(b.ids), b.sessions)
+	}
+	for _, id := range res.MessageIDs {
+		if b.ids[id] != 1 || !strings.HasPrefix(id, "<loadgen-"+res.RunID+"-") || !strings.HasSuffix(id, "@posthorn.test>") {
+			t.Fatalf("id %s seen %d times", id, b.ids[id])
+		}
+	}
+	for _, n := range b.sizes {
+		if n < 4096 || n > 4096+600 {
+			t.Fatalf("size %d", n)
+		}
+	}
+}
+
+func TestSTARTTLS(t *testing.T) {
+	c, err := ca.New("loadgen test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := c.Issue("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, addr := startSink(t, &cert)
+	res, err := Run(context.Background(), Config{Addr: addr, N: 20, Concurrency: 2, STARTTLS: true,
+		TLSConfig: &tls.Config{RootCAs: c.Pool()}, To: []string{"a@sink.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 20 || len(b.ids) != 20 {
+		t.Fatalf("%+v", res)
+	}
+	// A server without STARTTLS fails every message.
+	_, plain := startSink(t, nil)
+	res, err = Run(context.Background(), Config{Addr: plain, N: 3, STARTTLS: true, To: []string{"a@sink.test"}})
+	if err == nil || res.Failed != 3 || !strings.Contains(err.Error(), "STARTTLS") {
+		t.Fatalf("%v %+v", err, res)
+	}
+}
+
+func TestRejections(t *testing.T) {
+	b, addr := startSink(t, nil)
+	b.rejectTo = "bad@sink.test"
+	res, err := Run(context.Background(), Config{Addr: addr, N: 10, Concurrency: 2, To: []string{"bad@sink.test", "good@sink.test"}})
+	if err != nil || res.Sent != 10 {
+		t.Fatalf("partial recipients: %v %+v", err, res)
+	}
+	res, err = Run(context.Background(), Config{Addr: addr, N: 10, Concurrency: 2, To: []string{"bad@sink.test"}})
+	if err == nil || res.Failed != 10 || res.Sent != 0 {
+		t.Fatalf("all refused: %v %+v", err, res)
+	}
+	b.mu.Lock()
+	b.rejectTo = ""
+	b.failData = true
+	b.mu.Unlock()
+	res, err = Run(context.Background(), Config{Addr: addr, N: 5, To: []string{"a@sink.test"}})
+	if err == nil || res.Failed != 5 || !strings.Contains(res.Errors[0], "451") {
+		t.Fatalf("data refused: %v %+v", err, res)
+	}
+}
+
+// TestNoPipelining runs against a minimal server that does not offer
+// PIPELINING and checks the commands come one at a time.
+func TestNoPipelining(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var got []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		c.Write([]byte("220 x\r\n"))
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if r.Buffered() > 0 {
+				got = append(got, "PIPELINED "+line)
+			}
+			line = strings.TrimSpace(line)
+			got = append(got, line)
+			switch strings.Fields(line)[0] {
+			case "EHLO":
+				c.Write([]byte("250-x\r\n250 8BITMIME\r\n"))
+			case "DATA":
+				c.Write([]byte("354 go\r\n"))
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil || l == ".\r\n" {
+						break
+					}
+				}
+				c.Write([]byte("250 ok\r\n"))
+			case "QUIT":
+				c.Write([]byte("221 bye\r\n"))
+				return
+			default:
+				c.Write([]byte("250 ok\r\n"))
+			}
+		}
+	}()
+	res, err := Run(context.Background(), Config{Addr: ln.Addr().String(), N: 2, To: []string{"a@x"}})
+	if err != nil || res.Sent != 2 {
+		t.Fatalf("%v %+v", err, res)
+	}
+	<-done
+	want := "EHLO loadgen.posthorn.test|MAIL FROM:<loadgen@posthorn.test>|RCPT TO:<a@x>|DATA|RSET|MAIL FROM:<loadgen@posthorn.test>|RCPT TO:<a@x>|DATA|QUIT"
+	if strings.Join(got, "|") != want {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	// A server that greets and then never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("220 x\r\n"))
+			defer c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err = Run(ctx, Config{Addr: ln.Addr().String(), N: 5, Concurrency: 2, To: []string{"a@x"}})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 5*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(t0))
+	}
+}
