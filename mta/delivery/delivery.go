@@ -10,7 +10,6 @@ package delivery
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +29,10 @@ type Outcome struct {
 	Status     string          // enhanced status code
 	Diagnostic string          // e.g. "smtp; 550 5.1.1 no such user"
 	RemoteMTA  string
+	// DSNPassedOn: the next hop supports DSN and took over the duty of a
+	// success notice (RFC 3461 §5.2.2); without it a NOTIFY=SUCCESS
+	// recipient handed to a remote server gets a "relayed" DSN from us.
+	DSNPassedOn bool
 }
 
 // Deferred is a temporary outcome.
@@ -188,8 +191,11 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 		case o.State == queue.Failed && dsn.Wants(r.Notify, dsn.Failed):
 			rep.Action = dsn.Failed
 			failed = append(failed, rep)
-		case o.State == queue.Delivered && dsn.Wants(r.Notify, dsn.Delivered):
+		case o.State == queue.Delivered && !o.DSNPassedOn && dsn.Wants(r.Notify, dsn.Delivered):
 			rep.Action = dsn.Delivered
+			if transport == "remote" {
+				rep.Action = dsn.Relayed
+			}
 			delivered = append(delivered, rep)
 		}
 		results = append(results, queue.Result{Index: i, State: o.State, Status: o.Status,
@@ -282,5 +288,3 @@ func errString(err error) string {
 	}
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
-
-var errNoRoute = errors.New("no route")
