@@ -164,4 +164,3 @@ var confirmOutcomeToPB = map[ConfirmOutcome]pb.ConfirmRequest_Outcome{
 	ConfirmDelivered: pb.ConfirmRequest_OUTCOME_DELIVERED,
 	ConfirmFailed:    pb.ConfirmRequest_OUTCOME_FAILED,
 }
-

@@ -71,7 +71,7 @@ func Serve(p Plugin) {
 	if _, ok := p.(EventHook); len(d.EventTypes) > 0 && !ok {
 		fatal(log, fmt.Sprintf("sdk.Serve: Describe() subscribes to events %v but %T does not implement EventHook", d.EventTypes, p))
 	}
-	log = log.With("plugin", d.Name)
+	// The host labels our lines with the plugin name; no need to repeat it.
 
 	if err := protectStdout(); err != nil {
 		log.Warn("cannot redirect stdout to stderr; never write to stdout", "error", err)

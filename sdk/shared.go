@@ -80,7 +80,7 @@ type pluginConn struct {
 	broker *plugin.GRPCBroker
 }
 
-func (p *pluginConn) GRPCConn() *grpc.ClientConn      { return p.conn }
+func (p *pluginConn) GRPCConn() *grpc.ClientConn     { return p.conn }
 func (p *pluginConn) GRPCBroker() *plugin.GRPCBroker { return p.broker }
 
 // GRPCServerOptions are the options every gRPC server of the protocol needs:

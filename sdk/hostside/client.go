@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"sync"
 	"time"
@@ -117,7 +118,9 @@ func Dial(path string, opts Options) (*Client, error) {
 	}
 
 	cmd := exec.Command(path, opts.Args...)
-	cmd.Env = append(cmd.Env, opts.Env...)
+	// The environment is built here (SkipHostEnv below) so that our
+	// entries win over the host's.
+	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.Env = append(cmd.Env, sdk.EnvLogLevel+"="+levelOf(log))
 	if opts.SocketDir != "" {
 		cmd.Env = append(cmd.Env, "PLUGIN_UNIX_SOCKET_DIR="+opts.SocketDir)
@@ -132,6 +135,7 @@ func Dial(path string, opts Options) (*Client, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		Managed:          true,
+		SkipHostEnv:      true,
 		StartTimeout:     opts.StartTimeout,
 		Logger:           hl,
 		SyncStdout:       newLineWriter(log, slog.LevelWarn, "plugin wrote to stdout (plugins must log with sdk.Logger)"),
