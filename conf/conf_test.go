@@ -45,6 +45,7 @@ func TestDefault(t *testing.T) {
 		Domains: []Domain{{Name: "example.test", Mailboxes: []string{"postmaster"}}},
 		Metrics: Metrics{Address: "127.0.0.1:9425"},
 		Control: Control{Socket: abs("var/control.sock")},
+		DNS:     DNS{TrustAD: "auto", Timeout: Duration(5 * time.Second)},
 		Outbound: Outbound{
 			TLSLevel: "may", Concurrency: 100, PerDomainConcurrency: 20,
 			ConnectTimeout: Duration(30 * time.Second), CommandTimeout: Duration(5 * time.Minute),

@@ -17,6 +17,7 @@ type Config struct {
 	Domains []Domain `toml:"domain"`
 	Metrics Metrics  `toml:"metrics"`
 
+	DNS         DNS         `toml:"dns"`
 	Outbound    Outbound    `toml:"outbound"`
 	TLSPolicies []TLSPolicy `toml:"tls_policy"`
 	Transports  []Transport `toml:"transport"`

@@ -110,6 +110,7 @@ func (v *validator) config(c *Config) {
 	v.listen("metrics.address", c.Metrics.Address)
 
 	v.domains(c)
+	v.dns(c)
 	v.outbound(c)
 }
 
