@@ -19,21 +19,29 @@ import (
 // binary's path, in a short temporary directory removed after the test.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
+	bin, err := BuildIn(ShortTempDir(t), pkg)
+	if err != nil {
+		t.Fatalf("plugintest: %v", err)
+	}
+	return bin
+}
+
+// BuildIn is Build for TestMain: it compiles pkg into dir and returns the
+// binary's path.
+func BuildIn(dir, pkg string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	dir := ShortTempDir(t)
 	bin := filepath.Join(dir, "plugin")
 	if runtime.GOOS == "windows" {
 		bin += ".exe"
 	}
-	cmd := exec.Command(goBin, "build", "-o", bin, pkg)
-	out, err := cmd.CombinedOutput()
+	out, err := exec.Command(goBin, "build", "-o", bin, pkg).CombinedOutput()
 	if err != nil {
-		t.Fatalf("plugintest: go build %s: %v\n%s", pkg, err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // ShortTempDir returns a new directory directly under os.TempDir(),
