@@ -22,6 +22,8 @@ import (
 	"github.com/posthorn/posthorn/mta/control"
 	"github.com/posthorn/posthorn/mta/delivery"
 	"github.com/posthorn/posthorn/mta/metrics"
+	"github.com/posthorn/posthorn/mta/remote"
+	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/mta/tlsutil"
@@ -34,6 +36,8 @@ type Daemon struct {
 	log       *slog.Logger
 	Queue     *queue.Queue
 	Router    *router.Router
+	Resolver  *resolver.Resolver
+	remote    *remote.Transport
 	listeners []*smtpd.Listener
 	control   *control.Server
 	metrics   *http.Server
@@ -49,8 +53,6 @@ type Options struct {
 	Now func() time.Time
 	// AuthFailDelay overrides the pause after a failed AUTH.
 	AuthFailDelay time.Duration
-	// Remote is the transport for non-local recipients (nil: deferred).
-	Remote delivery.Transport
 }
 
 // acceptor reserves queue IDs and enqueues: the seam where inbound checks
@@ -133,6 +135,17 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.metricsLn = ln
 	}
 
+	res, err := newResolver(cfg)
+	if err != nil {
+		return d, fmt.Errorf("dns: %w", err)
+	}
+	d.Resolver = res
+	rt, err := remote.New(cfg, res, log.With("component", "remote"))
+	if err != nil {
+		return d, err
+	}
+	d.remote = rt
+
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	postmaster := "postmaster"
@@ -148,7 +161,8 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		Logger:         log.With("component", "delivery"),
 		Router:         d.Router,
 		Local:          &delivery.LocalTransport{Router: d.Router, Hostname: cfg.Hostname, Logger: log.With("component", "local")},
-		Remote:         opt.Remote,
+		Remote:         rt,
+		DelayWarning:   cfg.Outbound.DelayWarning.D(),
 	})
 	d.goRun(func() { workers.Run(ctx, cfg.Queue.Workers) })
 	d.goRun(func() { d.gauges(ctx) })
@@ -213,6 +227,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
+	if d.remote != nil {
+		d.remote.Close()
+	}
 	if d.Queue != nil {
 		return d.Queue.Close()
 	}
@@ -228,11 +245,23 @@ func (d *Daemon) gauges(ctx context.Context) {
 		metrics.QueueMessages.Set(float64(st.Messages))
 		metrics.QueueRecipients.WithLabelValues("active").Set(float64(st.Active))
 		metrics.QueueRecipients.WithLabelValues("deferred").Set(float64(st.Deferred))
-		metrics.QueueRecipients.WithLabelValues("held").Set(float64(st.Held))
+		metrics.QueueHeld.Set(float64(st.Held))
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// newResolver builds the DNS resolver everything outbound uses.
+func newResolver(cfg *conf.Config) (*resolver.Resolver, error) {
+	trust := resolver.DefaultTrustAD(cfg.DNS.Resolver)
+	switch cfg.DNS.TrustAD {
+	case "yes":
+		trust = true
+	case "no":
+		trust = false
+	}
+	return resolver.New(resolver.Options{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.D(), TrustAD: trust})
 }

@@ -77,6 +77,9 @@ type Options struct {
 	Postmaster     string // address that gets double bounces
 	MaxLifetime    time.Duration
 	BounceLifetime time.Duration
+	// DelayWarning sends a "delayed" DSN (once) for recipients still
+	// deferred after this long; 0 disables it.
+	DelayWarning time.Duration
 	Now            func() time.Time
 	Logger         *slog.Logger
 	Router         *router.Router
@@ -169,7 +172,7 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 
 	expired := w.expired(env, now)
 	var results []queue.Result
-	var failed, delivered []dsn.RecipientReport
+	var failed, delivered, delayed []dsn.RecipientReport
 	for i, o := range outcomes {
 		r := env.Recipients[i]
 		if o.State == queue.Pending && expired {
@@ -198,12 +201,20 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 			}
 			delivered = append(delivered, rep)
 		}
-		results = append(results, queue.Result{Index: i, State: o.State, Status: o.Status,
-			Diagnostic: o.Diagnostic, RemoteMTA: o.RemoteMTA})
+		res := queue.Result{Index: i, State: o.State, Status: o.Status,
+			Diagnostic: o.Diagnostic, RemoteMTA: o.RemoteMTA, DelayWarned: r.DelayWarned}
+		if o.State == queue.Pending && w.opt.DelayWarning > 0 && !r.DelayWarned &&
+			now.Sub(env.Received) >= w.opt.DelayWarning && dsn.Wants(r.Notify, dsn.Delayed) {
+			rep.Action = dsn.Delayed
+			rep.WillRetryUntil = env.Received.Add(w.lifetime(env))
+			delayed = append(delayed, rep)
+			res.DelayWarned = true
+		}
+		results = append(results, res)
 	}
 	// DSNs are queued before the results are recorded: after a crash in
 	// between, a DSN may be sent twice but is never lost.
-	for _, reps := range [][]dsn.RecipientReport{failed, delivered} {
+	for _, reps := range [][]dsn.RecipientReport{failed, delivered, delayed} {
 		if len(reps) > 0 {
 			if err := w.notify(env, reps); err != nil {
 				log.Error("could not queue DSN; recipients stay deferred", "err", err)
@@ -227,11 +238,15 @@ func resultName(s queue.RcptState) string {
 	return "deferred"
 }
 
-func (w *Workers) expired(env *queue.Envelope, now time.Time) bool {
-	life := w.opt.MaxLifetime
+func (w *Workers) lifetime(env *queue.Envelope) time.Duration {
 	if env.From == "" && w.opt.BounceLifetime > 0 {
-		life = w.opt.BounceLifetime
+		return w.opt.BounceLifetime
 	}
+	return w.opt.MaxLifetime
+}
+
+func (w *Workers) expired(env *queue.Envelope, now time.Time) bool {
+	life := w.lifetime(env)
 	return life > 0 && now.Sub(env.Received) > life
 }
 
@@ -271,6 +286,10 @@ func (w *Workers) notify(env *queue.Envelope, reps []dsn.RecipientReport) error 
 		From:       "",
 		Recipients: []*queue.Recipient{{Addr: to, Notify: []string{"NEVER"}}},
 		Attrs:      map[string]string{attrDSN: kind, "dsn.for": env.ID},
+		// The returned original may be 8-bit or UTF-8 (the DSN says so in
+		// its parts); the envelope must say so too.
+		BodyType: env.BodyType,
+		SMTPUTF8: env.SMTPUTF8,
 	}
 	id, err := w.q.Enqueue(nenv, &buf)
 	if err != nil {

@@ -56,8 +56,12 @@ var (
 	})
 	// QueueRecipients is the number of queued recipients by state.
 	QueueRecipients = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "posthorn_queue_recipients", Help: "Recipients in the queue, by state (active, deferred, held).",
+		Name: "posthorn_queue_recipients", Help: "Pending recipients in the queue of messages not on hold, by state (active: not tried yet, deferred: tried and waiting).",
 	}, []string{"state"})
+	// QueueHeld is the number of messages on hold.
+	QueueHeld = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "posthorn_queue_held_messages", Help: "Messages on hold (posthorn queue hold).",
+	})
 	// QueueMessages is the number of messages in the queue.
 	QueueMessages = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "posthorn_queue_messages", Help: "Messages in the queue.",
@@ -71,7 +75,7 @@ var (
 func init() {
 	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		SMTPSessions, SMTPActive, SMTPRefused, Accepted, Rejected, AcceptLatency,
-		Deliveries, DeliveryLatency, QueueTime, QueueRecipients, QueueMessages, Bounces)
+		Deliveries, DeliveryLatency, QueueTime, QueueRecipients, QueueHeld, QueueMessages, Bounces)
 }
 
 // Handler serves the registry in the Prometheus exposition format.

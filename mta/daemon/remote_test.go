@@ -1,0 +1,93 @@
+package daemon_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/testbed/dnsserver"
+	"github.com/posthorn/posthorn/testbed/remotemta"
+)
+
+// remoteEnv is a daemon that delivers to remote.test through the
+// testbed's DNS to a testbed MTA.
+func remoteEnv(t *testing.T, mcfg remotemta.Config, extra string) (*testEnv, *remotemta.MTA) {
+	t.Helper()
+	dns, err := dnsserver.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dns.Close() })
+	mcfg.Hostname = "mx.remote.test"
+	m, err := remotemta.Start(mcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	dns.Zone("remote.test", dnsserver.Insecure).MX("remote.test.", 10, "mx.remote.test.").A("mx.remote.test.", "127.0.0.1")
+	e := startEnvConfig(t, func(s string) string {
+		s = strings.Replace(s, "client_networks = []", `client_networks = ["127.0.0.0/8"]`, 1)
+		return s + fmt.Sprintf(`
+[dns]
+resolver = %q
+[testing]
+port_map = { "mx.remote.test" = %d }
+%s`, dns.Addr(), m.Port(), extra)
+	})
+	return e, m
+}
+
+func TestRemoteDeliveryOverTLS(t *testing.T) {
+	e, m := remoteEnv(t, remotemta.Config{Mode: remotemta.STARTTLSSelfSigned}, "")
+	c := e.dial(smtpd.MX)
+	if err := send(c, "bob@example.test", []string{"friend@remote.test"}, testMessage("out-1")); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := m.WaitMessages(1, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !msgs[0].TLS || msgs[0].From != "bob@example.test" || msgs[0].Helo != "mx.example.test" ||
+		!strings.Contains(string(msgs[0].Data), "Message-ID: <out-1@example.com>") {
+		t.Fatalf("arrived: tls=%v from=%q helo=%q\n%s", msgs[0].TLS, msgs[0].From, msgs[0].Helo, msgs[0].Data)
+	}
+}
+
+func TestRemoteRejectionBounces(t *testing.T) {
+	e, m := remoteEnv(t, remotemta.Config{}, "")
+	m.SetRcptReply("gone@remote.test", remotemta.Reply{Code: 550, Enhanced: "5.1.1", Text: "user unknown"})
+	c := e.dial(smtpd.MX)
+	if err := send(c, "bob@example.test", []string{"gone@remote.test"}, testMessage("out-2")); err != nil {
+		t.Fatal(err)
+	}
+	dsn := e.waitMail("example.test", "bob", 1, 10*time.Second)[0]
+	for _, want := range []string{"Action: failed", "Status: 5.1.1", "Remote-MTA: dns; mx.remote.test", "user unknown", "Final-Recipient: rfc822; gone@remote.test"} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("bounce lacks %q:\n%s", want, dsn)
+		}
+	}
+}
+
+func TestRemoteTemporaryFailureRetriesAndWarns(t *testing.T) {
+	e, m := remoteEnv(t, remotemta.Config{}, "[outbound]\ndelay_warning = \"500ms\"\n")
+	// Refuse twice with 451, then accept: the queue retries (backoff 1s,
+	// then 2s) and the sender gets one delay warning in between.
+	m.SetReply(remotemta.StageRcpt, remotemta.Reply{Code: 451, Enhanced: "4.3.0", Text: "try later", Times: 2})
+	c := e.dial(smtpd.MX)
+	if err := send(c, "bob@example.test", []string{"slow@remote.test"}, testMessage("out-3")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WaitMessages(1, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	warn := e.waitMail("example.test", "bob", 1, 5*time.Second)[0]
+	if !strings.Contains(warn, "Action: delayed") || !strings.Contains(warn, "Will-Retry-Until:") {
+		t.Errorf("delay warning:\n%s", warn)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := e.mailCount("example.test", "bob"); n != 1 {
+		t.Errorf("%d notices to the sender, want exactly one delay warning", n)
+	}
+}
