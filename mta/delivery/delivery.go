@@ -80,11 +80,11 @@ type Options struct {
 	// DelayWarning sends a "delayed" DSN (once) for recipients still
 	// deferred after this long; 0 disables it.
 	DelayWarning time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
-	Router         *router.Router
-	Local          Transport
-	Remote         Transport // nil: remote recipients are deferred with a clear reason
+	Now          func() time.Time
+	Logger       *slog.Logger
+	Router       *router.Router
+	Local        Transport
+	Remote       Transport // nil: remote recipients are deferred with a clear reason
 }
 
 // Worker pool.
