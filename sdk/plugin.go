@@ -124,6 +124,9 @@ func (c Config) Decode(v any) error {
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
+		if te.Field == "" {
+			return &ConfigError{Message: "the configuration must be a table (a JSON object)"}
+		}
 		return &ConfigError{Key: te.Field, Message: fmt.Sprintf("wrong type: %s where %s is expected", te.Value, te.Type)}
 	}
 	if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
