@@ -42,5 +42,9 @@ bench: build
 	$(GO) run ./testbed/cmd/bench -posthorn $(BIN)/posthorn -n $(BENCH_N) -size $(BENCH_S) -c $(BENCH_C)
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./queue/ ./mta/maildir/
 
+# demo: the testbed's fake internet and posthorn; one message per TLS level.
+demo:
+	$(GO) run ./testbed/cmd/demo
+
 clean:
 	rm -rf $(BIN) var
