@@ -286,6 +286,14 @@ func canonicalName(name string) (string, error) {
 	if _, ok := dns.IsDomainName(n); !ok || len(n) > 254 {
 		return "", errors.New("invalid domain name")
 	}
+	// Mail never needs names with spaces, controls, quotes or escapes;
+	// refusing them keeps hostile input (a MAIL FROM domain, an SPF
+	// macro expansion) out of queries and logs.
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"\\();@$<>,:", c) >= 0 {
+			return "", errors.New("invalid character in domain name")
+		}
+	}
 	return n, nil
 }
 

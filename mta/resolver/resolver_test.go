@@ -211,6 +211,11 @@ func TestNXDomainNoData(t *testing.T) {
 	if _, _, err := r.TXT(ctx, "a..b"); err == nil || IsTemporary(err) || errors.Is(err, ErrNotFound) {
 		t.Errorf("invalid name: %v", err)
 	}
+	for _, bad := range []string{"a b.example", "a;b.example", "a\"b.example", "a\r\nb.example", "a\\065.example"} {
+		if _, _, err := r.TXT(ctx, bad); err == nil || IsTemporary(err) || errors.Is(err, ErrNotFound) {
+			t.Errorf("name %q: %v", bad, err)
+		}
+	}
 	if _, _, err := r.TXT(ctx, strings.Repeat("a", 64)+".org"); err == nil {
 		t.Errorf("long label accepted")
 	}
