@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/posthorn/posthorn/sdk"
@@ -70,6 +71,9 @@ func (c *Client) fail(ctx context.Context, method string, bc *bodyCall, err erro
 // returned Verdict has been validated (codes, header syntax).
 func (c *Client) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader) (sdk.Verdict, io.ReadCloser, error) {
 	const method = "Inspect"
+	if body == nil {
+		body = strings.NewReader("")
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	stream, err := c.inbound.Inspect(cctx)
 	if err != nil {
@@ -198,6 +202,9 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	const method = "Transform"
 	if len(group) == 0 {
 		return nil, &Error{Plugin: c.name, Method: method, Err: errors.New("empty recipient group")}
+	}
+	if body == nil {
+		body = strings.NewReader("")
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	stream, err := c.outbound.Transform(cctx)

@@ -18,21 +18,15 @@
 package plugintest
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,7 +38,8 @@ import (
 // empty configuration.
 type Options struct {
 	// Config is a configuration the plugin accepts: anything encoding/json
-	// turns into an object, or json.RawMessage / []byte. nil: {}.
+	// turns into an object, or the JSON itself as json.RawMessage, []byte or
+	// string. nil: {}.
 	Config any
 	// BadConfig is a configuration the plugin must reject. nil: an object
 	// with an unknown key, {"plugintest_unknown_key": true}.
@@ -395,81 +390,6 @@ func events(t *testing.T, c *hostside.Client, info *hostside.Info, opts Options)
 			t.Errorf("DeliverEvent(%s): %v", typ, err)
 		}
 	}
-}
-
-// hostGone starts the plugin under a shell, kills the shell with SIGKILL
-// (no chance to clean up, like a crashed host) and expects the plugin to
-// notice and exit.
-func hostGone(t *testing.T, binary string) {
-	if runtime.GOOS != "linux" {
-		t.Skip("needs /proc")
-	}
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("no sh")
-	}
-	out, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(sh, "-c", `"$0" & echo "pid $!"; read x`, binary)
-	cmd.Env = append(os.Environ(),
-		sdk.Handshake.MagicCookieKey+"="+sdk.Handshake.MagicCookieValue,
-		"PLUGIN_PROTOCOL_VERSIONS="+strconv.Itoa(sdk.ProtocolVersion),
-		"PLUGIN_UNIX_SOCKET_DIR="+ShortTempDir(t))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
-	cmd.Stdout = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	defer cmd.Wait()
-
-	pid, handshake := 0, false
-	lines := bufio.NewScanner(out)
-	deadline := time.AfterFunc(20*time.Second, func() { out.Close() })
-	for (pid == 0 || !handshake) && lines.Scan() {
-		l := lines.Text()
-		if p, ok := strings.CutPrefix(l, "pid "); ok {
-			pid, _ = strconv.Atoi(p)
-		} else if strings.Count(l, "|") >= 4 {
-			handshake = true
-		}
-	}
-	deadline.Stop()
-	if pid == 0 || !handshake {
-		cmd.Process.Kill()
-		t.Fatalf("plugin did not start under sh (pid %d, handshake %v)", pid, handshake)
-	}
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
-
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	limit := time.Now().Add(5 * time.Second)
-	for time.Now().Before(limit) {
-		if !alive(pid) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("plugin (pid %d) still running 5s after its host died: it must exit when the host is gone (sdk.Serve does)", pid)
-}
-
-// alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
 }
 
 // RecordingHost is a HostServer that keeps what the plugin sends.

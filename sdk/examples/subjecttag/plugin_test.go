@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestConformance(t *testing.T) {
 func TestHooks(t *testing.T) {
 	bin := plugintest.Build(t, ".")
 	host := &plugintest.RecordingHost{}
-	c := plugintest.Start(t, bin, hostside.Options{Name: "subjecttag", Logger: plugintest.TestLogger(t, -4)})
+	c := plugintest.Start(t, bin, hostside.Options{Name: "subjecttag", Logger: plugintest.TestLogger(t, slog.LevelDebug)})
 	ctx := context.Background()
 	if _, err := c.Describe(ctx); err != nil {
 		t.Fatal(err)
