@@ -53,6 +53,7 @@ func TestDefault(t *testing.T) {
 			MaxMessagesPerConnection: 100, IPv6: true,
 		},
 		Testing: Testing{PortMap: map[string]int{}},
+		AuthRes: AuthRes{Enabled: true, Timeout: Duration(20 * time.Second)},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("default config\n got %+v\nwant %+v", c, want)
@@ -101,7 +102,7 @@ func TestDefaultMentionsEveryKey(t *testing.T) {
 		}
 		// Tables that are empty by default are documented by a commented
 		// example, which must show every field.
-		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport") {
+		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key") {
 			if !strings.Contains(text, "#   [["+tbl+"]]") || !strings.Contains(text, "#   "+field+" = ") {
 				t.Errorf("default.toml's commented example does not show %s", k)
 			}

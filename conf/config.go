@@ -23,6 +23,9 @@ type Config struct {
 	Transports  []Transport `toml:"transport"`
 	Testing     Testing     `toml:"testing"`
 	Control     Control     `toml:"control"`
+
+	DKIM    DKIM    `toml:"dkim"`
+	AuthRes AuthRes `toml:"authres"`
 }
 
 // Log configures structured logging (log/slog).

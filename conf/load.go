@@ -151,6 +151,9 @@ func (c *Config) resolvePaths(base string) {
 		lmtp(&c.Domains[i].LMTP)
 	}
 	abs(&c.Outbound.CAFile)
+	for i := range c.DKIM.Keys {
+		abs(&c.DKIM.Keys[i].File)
+	}
 	for i := range c.Transports {
 		abs(&c.Transports[i].AuthPasswordFile)
 		if c.Transports[i].Kind == "lmtp" {

@@ -112,6 +112,8 @@ func (v *validator) config(c *Config) {
 	v.domains(c)
 	v.dns(c)
 	v.outbound(c)
+	v.dkim(c)
+	v.authres(c)
 }
 
 func (v *validator) atLeast(key string, n, least int) {
