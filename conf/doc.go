@@ -25,6 +25,9 @@
 //	[control]  socket for `posthorn queue` and `posthorn sendmail`
 //	[metrics]  address of the Prometheus endpoint
 //	[log]      level (debug, info, warn, error), format (text, json)
+//	[[dkim.key]] one table per DKIM signing key: domain, selector, file
+//	[authres]  SPF/DKIM/DMARC checks on the MX listener: enabled,
+//	           dmarc_enforce (refuse DMARC p=reject failures), timeout
 //
 // Durations ([Duration]) are strings in Go syntax plus a "d" unit of 24
 // hours: "90s", "5m", "4000s", "5d", "1d12h". Sizes ([Size]) are a TOML
