@@ -27,6 +27,11 @@ type Options struct {
 	// Without it no answer is ever reported secure. The config decides;
 	// DefaultTrustAD gives the default rule.
 	TrustAD bool
+	// TrustADAuto, when set, replaces TrustAD by DefaultTrustAD of the
+	// server actually used (after reading resolv.conf when Server is
+	// empty): the AD bit is believed only from a loopback resolver. This
+	// is conf's trust_ad = "auto".
+	TrustADAuto bool
 
 	// resolvConf overrides /etc/resolv.conf (tests).
 	resolvConf string
@@ -34,8 +39,10 @@ type Options struct {
 
 // DefaultTrustAD is the default for Options.TrustAD: true only when server
 // is an explicit loopback address (127.0.0.0/8 or ::1, with or without
-// port), where the validating resolver runs on this machine. An empty
-// server (the system's resolv.conf) gives false.
+// port), where the validating resolver runs on this machine and the path
+// to it cannot be tampered with (RFC 7672 section 1.3). An empty server
+// gives false; Options.TrustADAuto applies the rule to the resolv.conf
+// nameserver instead.
 func DefaultTrustAD(server string) bool {
 	if server == "" {
 		return false
@@ -108,7 +115,11 @@ func New(opts Options) (*Resolver, error) {
 	if t == 0 {
 		t = defaultTimeout
 	}
-	return &Resolver{server: server, timeout: t, trustAD: opts.TrustAD}, nil
+	trust := opts.TrustAD
+	if opts.TrustADAuto {
+		trust = DefaultTrustAD(server)
+	}
+	return &Resolver{server: server, timeout: t, trustAD: trust}, nil
 }
 
 // Server returns the address queries go to ("HOST:PORT").

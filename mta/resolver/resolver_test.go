@@ -316,6 +316,19 @@ func TestNew(t *testing.T) {
 	if err != nil || r.Server() != "192.0.2.53:53" || r.TrustAD() || r.timeout != defaultTimeout {
 		t.Fatalf("resolv.conf: %v %v", r, err)
 	}
+	if r, _ := New(Options{resolvConf: rc, TrustADAuto: true}); r.TrustAD() {
+		t.Error("auto trusts a remote resolv.conf nameserver")
+	}
+	os.WriteFile(rc, []byte("nameserver 127.0.0.53\noptions edns0 trust-ad\n"), 0o644)
+	if r, _ := New(Options{resolvConf: rc, TrustADAuto: true}); !r.TrustAD() || r.Server() != "127.0.0.53:53" {
+		t.Error("auto does not trust a loopback resolv.conf nameserver")
+	}
+	if r, _ := New(Options{Server: "127.0.0.1:5353", TrustADAuto: true}); !r.TrustAD() {
+		t.Error("auto does not trust a loopback server")
+	}
+	if r, _ := New(Options{Server: "192.0.2.1:53", TrustAD: true, TrustADAuto: true}); r.TrustAD() {
+		t.Error("auto trusts a remote server")
+	}
 	os.WriteFile(rc, []byte("search example.org\n"), 0o644)
 	if _, err := New(Options{resolvConf: rc}); err == nil || !strings.Contains(err.Error(), "nameserver") {
 		t.Fatalf("empty resolv.conf: %v", err)
