@@ -52,8 +52,9 @@ func TestDefault(t *testing.T) {
 			DataTimeout: Duration(10 * time.Minute), ConnectionReuseTime: Duration(5 * time.Second),
 			MaxMessagesPerConnection: 100, IPv6: true,
 		},
-		Testing: Testing{PortMap: map[string]int{}},
-		AuthRes: AuthRes{Enabled: true, Timeout: Duration(20 * time.Second)},
+		Testing:    Testing{PortMap: map[string]int{}},
+		AuthRes:    AuthRes{Enabled: true, Timeout: Duration(20 * time.Second)},
+		Encryption: Encryption{SubjectTag: "[secure]", TriggerHeader: "X-Posthorn-Encrypt", Methods: []string{}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("default config\n got %+v\nwant %+v", c, want)
@@ -102,8 +103,8 @@ func TestDefaultMentionsEveryKey(t *testing.T) {
 		}
 		// Tables that are empty by default are documented by a commented
 		// example, which must show every field.
-		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key") {
-			if !strings.Contains(text, "#   [["+tbl+"]]") || !strings.Contains(text, "#   "+field+" = ") {
+		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key" || tbl == "plugin" || tbl == "encryption.rule") {
+			if !strings.Contains(text, "#   [["+tbl+"]]") || !strings.Contains(text, "#   "+field+" = ") && !strings.Contains(text, "#   ["+tbl+"."+field+"]") {
 				t.Errorf("default.toml's commented example does not show %s", k)
 			}
 			continue

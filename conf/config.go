@@ -26,6 +26,9 @@ type Config struct {
 
 	DKIM    DKIM    `toml:"dkim"`
 	AuthRes AuthRes `toml:"authres"`
+
+	Plugins    []Plugin   `toml:"plugin"`
+	Encryption Encryption `toml:"encryption"`
 }
 
 // Log configures structured logging (log/slog).

@@ -151,6 +151,11 @@ func (c *Config) resolvePaths(base string) {
 		lmtp(&c.Domains[i].LMTP)
 	}
 	abs(&c.Outbound.CAFile)
+	for i := range c.Plugins {
+		abs(&c.Plugins[i].Path)
+		abs(&c.Plugins[i].DataDir)
+	}
+	c.pluginDataDirs()
 	for i := range c.DKIM.Keys {
 		abs(&c.DKIM.Keys[i].File)
 	}

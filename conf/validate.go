@@ -114,6 +114,7 @@ func (v *validator) config(c *Config) {
 	v.outbound(c)
 	v.dkim(c)
 	v.authres(c)
+	v.plugins(c) // [[plugin]] and [encryption]
 }
 
 func (v *validator) atLeast(key string, n, least int) {
