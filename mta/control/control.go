@@ -268,13 +268,16 @@ func Submit(path string, req Request, body io.Reader) (string, error) {
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return "", err
 	}
-	if _, err := io.Copy(c, body); err != nil {
-		return "", err
-	}
+	_, copyErr := io.Copy(c, body)
 	if uc, ok := c.(*net.UnixConn); ok {
 		uc.CloseWrite()
 	}
+	// The daemon may refuse (say, an unknown recipient) before reading
+	// the message: its answer then explains the broken pipe.
 	resp, err := readResponse(c)
+	if err == nil && copyErr != nil {
+		return "", copyErr
+	}
 	if err != nil {
 		return "", err
 	}

@@ -13,14 +13,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/auth"
+	"github.com/posthorn/posthorn/mta/authres"
 	"github.com/posthorn/posthorn/mta/control"
 	"github.com/posthorn/posthorn/mta/delivery"
+	"github.com/posthorn/posthorn/mta/dkim"
 	"github.com/posthorn/posthorn/mta/metrics"
 	"github.com/posthorn/posthorn/mta/remote"
 	"github.com/posthorn/posthorn/mta/resolver"
@@ -55,15 +59,6 @@ type Options struct {
 	AuthFailDelay time.Duration
 }
 
-// acceptor reserves queue IDs and enqueues: the seam where inbound checks
-// and plugins run before the message is on disk.
-type acceptor struct{ q *queue.Queue }
-
-func (a acceptor) NewID() string { return a.q.NewID() }
-func (a acceptor) Accept(env *queue.Envelope, body io.Reader) (string, error) {
-	return a.q.Enqueue(env, body)
-}
-
 // Start brings a daemon up. On error, everything started so far is stopped.
 func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err error) {
 	d = &Daemon{cfg: cfg, log: log}
@@ -92,6 +87,24 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	}
 	d.Router = router.New(cfg, users)
 
+	res, err := newResolver(cfg)
+	if err != nil {
+		return d, fmt.Errorf("dns: %w", err)
+	}
+	d.Resolver = res
+	acc := &acceptor{d: d, tmpDir: filepath.Join(cfg.Queue.Dir, "incoming"), authID: cfg.Hostname,
+		enforce: cfg.AuthRes.DMARCEnforce}
+	if err := os.MkdirAll(acc.tmpDir, 0o700); err != nil {
+		return d, err
+	}
+	if cfg.AuthRes.Enabled {
+		acc.checker = authres.New(res, cfg.Hostname, authres.Options{Timeout: cfg.AuthRes.Timeout.D()})
+	}
+	signer, err := loadDKIM(cfg)
+	if err != nil {
+		return d, err
+	}
+
 	cert, err := tlsutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.SelfSignedDir, cfg.Hostname)
 	if err != nil {
 		return d, err
@@ -107,7 +120,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		}
 		l, err := smtpd.Listen(smtpd.Config{
 			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: tlsConf,
-			Limits: cfg.SMTP, Router: d.Router, Users: users, Acceptor: acceptor{q},
+			Limits: cfg.SMTP, Router: d.Router, Users: users, Acceptor: acc,
 			Logger: log.With("component", "smtpd"), AuthFailDelay: opt.AuthFailDelay,
 		})
 		if err != nil {
@@ -135,11 +148,6 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.metricsLn = ln
 	}
 
-	res, err := newResolver(cfg)
-	if err != nil {
-		return d, fmt.Errorf("dns: %w", err)
-	}
-	d.Resolver = res
 	rt, err := remote.New(cfg, res, log.With("component", "remote"))
 	if err != nil {
 		return d, err
@@ -163,6 +171,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		Local:          &delivery.LocalTransport{Router: d.Router, Hostname: cfg.Hostname, Logger: log.With("component", "local")},
 		Remote:         rt,
 		DelayWarning:   cfg.Outbound.DelayWarning.D(),
+		Sign:           signer,
 	})
 	d.goRun(func() { workers.Run(ctx, cfg.Queue.Workers) })
 	d.goRun(func() { d.gauges(ctx) })
@@ -264,4 +273,42 @@ func newResolver(cfg *conf.Config) (*resolver.Resolver, error) {
 		trust = false
 	}
 	return resolver.New(resolver.Options{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.D(), TrustAD: trust})
+}
+
+// loadDKIM loads the signing keys and returns the signing stage for
+// outbound mail, or nil when no keys are configured.
+func loadDKIM(cfg *conf.Config) (delivery.SignFunc, error) {
+	if len(cfg.DKIM.Keys) == 0 {
+		return nil, nil
+	}
+	var keys []*dkim.Key
+	for i, k := range cfg.DKIM.Keys {
+		key, err := dkim.LoadKey(k.Domain, k.Selector, k.File)
+		if err != nil {
+			return nil, fmt.Errorf("dkim.key[%d]: %w", i, err)
+		}
+		keys = append(keys, key)
+	}
+	s := dkim.NewSigner(keys)
+	return func(env *queue.Envelope, body io.ReadCloser) io.ReadCloser {
+		if env.From == "" || len(s.KeysFor(env.From)) == 0 {
+			return body
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			pw.CloseWithError(s.Sign(env.From, body, pw))
+		}()
+		return &signedBody{PipeReader: pr, orig: body}
+	}, nil
+}
+
+// signedBody closes both the pipe and the queue file.
+type signedBody struct {
+	*io.PipeReader
+	orig io.Closer
+}
+
+func (b *signedBody) Close() error {
+	b.PipeReader.Close()
+	return b.orig.Close()
 }

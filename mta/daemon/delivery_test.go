@@ -205,3 +205,27 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestBounceOfABounceGoesToPostmaster: a message with the null sender that
+// fails is never bounced to "<>"; the postmaster gets the report, once.
+func TestBounceOfABounceGoesToPostmaster(t *testing.T) {
+	lmtpAddr := startRejectingLMTP(t, "gone@lmtp.test")
+	e := startEnv(t, fmt.Sprintf(`
+[[domain]]
+name = "lmtp.test"
+mailboxes = ["gone"]
+lmtp = "tcp:%s"
+`, lmtpAddr))
+	c := e.dial(smtpd.MX)
+	if err := send(c, "", []string{"gone@lmtp.test"}, testMessage("double")); err != nil {
+		t.Fatal(err)
+	}
+	m := e.waitMail("example.test", "postmaster", 1, 10*time.Second)[0]
+	if !strings.Contains(m, "Action: failed") || !strings.Contains(m, "gone@lmtp.test") || !strings.Contains(m, "Return-Path: <>") {
+		t.Fatalf("postmaster's report:\n%s", m)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := e.mailCount("example.test", "postmaster"); n != 1 {
+		t.Fatalf("postmaster got %d reports, want 1", n)
+	}
+}

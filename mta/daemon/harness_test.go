@@ -23,6 +23,7 @@ import (
 	"github.com/posthorn/posthorn/mta/daemon"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/testbed/ca"
+	"github.com/posthorn/posthorn/testbed/dnsserver"
 )
 
 // testEnv is a running daemon on loopback with a test CA certificate, a
@@ -35,6 +36,7 @@ type testEnv struct {
 	d      *daemon.Daemon
 	ca     *ca.CA
 	client *tls.Config
+	dns    *dnsserver.Server // set by remoteEnv
 }
 
 const (
@@ -81,6 +83,8 @@ workers = 4
 maildir_root = %[5]q
 [metrics]
 address = "127.0.0.1:0"
+[authres]
+enabled = false
 [control]
 socket = %[6]q
 

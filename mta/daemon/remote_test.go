@@ -36,6 +36,7 @@ resolver = %q
 port_map = { "mx.remote.test" = %d }
 %s`, dns.Addr(), m.Port(), extra)
 	})
+	e.dns = dns
 	return e, m
 }
 

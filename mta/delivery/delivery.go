@@ -54,6 +54,10 @@ func Delivered(status, diag string) Outcome {
 // start.
 type Body func() (io.ReadCloser, error)
 
+// SignFunc wraps a message's content with a signature (DKIM); it
+// returns body itself when it has nothing to sign with.
+type SignFunc func(env *queue.Envelope, body io.ReadCloser) io.ReadCloser
+
 // Transport delivers a message to a group of recipients (indexes into
 // env.Recipients) and returns one outcome per index.
 type Transport interface {
@@ -83,8 +87,10 @@ type Options struct {
 	Now          func() time.Time
 	Logger       *slog.Logger
 	Router       *router.Router
-	Local        Transport
-	Remote       Transport // nil: remote recipients are deferred with a clear reason
+	// Sign, if set, DKIM-signs mail on its way to remote transports.
+	Sign   SignFunc
+	Local  Transport
+	Remote Transport // nil: remote recipients are deferred with a clear reason
 }
 
 // Worker pool.
@@ -146,19 +152,19 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 	}
 	body := func() (io.ReadCloser, error) { return w.q.Body(env.ID) }
 	outcomes := map[int]Outcome{}
-	run := func(t Transport, idx []int) {
+	run := func(t Transport, idx []int, b Body) {
 		if len(idx) == 0 {
 			return
 		}
 		start := time.Now()
-		for i, o := range t.Deliver(ctx, env, idx, body) {
+		for i, o := range t.Deliver(ctx, env, idx, b) {
 			outcomes[i] = o
 		}
 		metrics.DeliveryLatency.WithLabelValues(t.Name()).Observe(time.Since(start).Seconds())
 	}
-	run(w.opt.Local, local)
+	run(w.opt.Local, local, body)
 	if w.opt.Remote != nil {
-		run(w.opt.Remote, remote)
+		run(w.opt.Remote, remote, w.signed(env, body))
 	} else {
 		for _, i := range remote {
 			outcomes[i] = Deferred("4.3.2", "x-posthorn; no remote transport is configured")
@@ -225,6 +231,20 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 	}
 	if err := w.q.Report(env.ID, results); err != nil {
 		log.Error("could not record results", "err", err)
+	}
+}
+
+// signed wraps body with the signing stage, if there is one.
+func (w *Workers) signed(env *queue.Envelope, body Body) Body {
+	if w.opt.Sign == nil {
+		return body
+	}
+	return func() (io.ReadCloser, error) {
+		rc, err := body()
+		if err != nil {
+			return nil, err
+		}
+		return w.opt.Sign(env, rc), nil
 	}
 }
 

@@ -68,7 +68,7 @@ func (c *chunked) Read(p []byte) (int, error) {
 type queueAcceptor struct{ q *queue.Queue }
 
 func (a queueAcceptor) NewID() string { return a.q.NewID() }
-func (a queueAcceptor) Accept(env *queue.Envelope, body io.Reader) (string, error) {
+func (a queueAcceptor) Accept(_ Meta, env *queue.Envelope, body io.Reader) (string, error) {
 	return a.q.Enqueue(env, body)
 }
 

@@ -54,7 +54,14 @@ func (k Kind) authRequired() bool { return k != MX }
 // acceptor is where inbound plugin hooks run.
 type Acceptor interface {
 	NewID() string
-	Accept(env *queue.Envelope, body io.Reader) (string, error)
+	Accept(m Meta, env *queue.Envelope, body io.Reader) (string, error)
+}
+
+// Meta tells the acceptor about the session a message came in on.
+type Meta struct {
+	Kind    Kind
+	Trusted bool // client in client_networks
+	TLS     bool
 }
 
 // Config is what a listener needs; the daemon builds it from conf.Config.
@@ -184,10 +191,10 @@ func (l *Listener) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // accept reserves the queue ID, completes the Received header with it and
 // hands the message to the acceptor.
-func (l *Listener) accept(env *queue.Envelope, received []byte, body io.Reader) (string, error) {
+func (l *Listener) accept(m Meta, env *queue.Envelope, received []byte, body io.Reader) (string, error) {
 	env.ID = l.acceptor.NewID()
 	hdr := []byte(replaceID(string(received), env.ID))
-	return l.acceptor.Accept(env, io.MultiReader(bytesReader(hdr), body))
+	return l.acceptor.Accept(m, env, io.MultiReader(bytesReader(hdr), body))
 }
 
 type slogPrinter struct{ log *slog.Logger }

@@ -194,7 +194,8 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject("data", err)
 	}
 	body := &checkedReader{r: r, maxLine: s.l.maxLine}
-	id, err := s.l.accept(env, s.received(env), body)
+	_, isTLS := s.tlsState()
+	id, err := s.l.accept(Meta{Kind: s.l.kind, Trusted: s.trusted(), TLS: isTLS}, env, s.received(env), body)
 	if err != nil {
 		if errors.Is(err, smtp.ErrDataTooLarge) {
 			return s.reject("data", errTooBig)

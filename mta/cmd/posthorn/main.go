@@ -29,6 +29,8 @@ commands:
   queue [-c FILE] flush [ID]      retry now (one message, or all)
   queue [-c FILE] hold|release|requeue|delete ID
   sendmail [flags] [RCPT...]      queue a message from stdin (-t -f -F -i -oi)
+  dkim keygen [-alg rsa|ed25519] DOMAIN SELECTOR
+                                  write a DKIM key; print the DNS TXT record
 `
 
 func main() {
@@ -62,6 +64,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return queueMain(rest, stdout, stderr)
 	case "sendmail":
 		return sendmailMain(rest, stdin, stdout, stderr)
+	case "dkim":
+		return dkimMain(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

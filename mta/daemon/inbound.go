@@ -1,0 +1,124 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mta/authres"
+	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// acceptor is the seam between the SMTP server and the queue: it reserves
+// queue IDs and, for mail that needs checks before it is queued (sender
+// authentication on the MX listener), spools the message once to a
+// temporary file, runs the checks, prepends their header and enqueues.
+// Mail that needs no checks streams straight into the queue.
+type acceptor struct {
+	d       *Daemon
+	checker *authres.Checker // nil: no SPF/DKIM/DMARC checks
+	enforce bool             // refuse DMARC p=reject failures
+	tmpDir  string
+	authID  string // our authserv-id: Authentication-Results claiming it are removed
+}
+
+var _ smtpd.Acceptor = (*acceptor)(nil)
+
+var errDMARCReject = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+	Message: "Message rejected by the sender domain's DMARC policy"}
+
+func (a *acceptor) NewID() string { return a.d.Queue.NewID() }
+
+func (a *acceptor) Accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (string, error) {
+	if a.checker == nil || m.Kind != smtpd.MX || m.Trusted || env.AuthUser != "" {
+		return a.d.Queue.Enqueue(env, body)
+	}
+	f, err := os.CreateTemp(a.tmpDir, "in-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := copyStrippingAuthRes(f, body, a.authID); err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.d.cfg.AuthRes.Timeout.D())
+	defer cancel()
+	res, err := a.checker.Check(ctx, net.ParseIP(env.ClientAddr), env.ClientHelo, env.From, f)
+	if err != nil {
+		return "", err
+	}
+	a.d.log.Info("sender authentication", "queue_id", env.ID, "spf", res.SPF, "dkim", res.DKIM, "dmarc", res.DMARC,
+		"policy", res.DMARCPolicy, "from_domain", res.FromDomain)
+	if a.enforce && res.Reject {
+		return "", errDMARCReject
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	return a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(res.Header), f))
+}
+
+// copyStrippingAuthRes copies a message, leaving out Authentication-Results
+// header fields that carry our own authserv-id: only we may claim it
+// (RFC 8601 §5). The body is copied as it is.
+func copyStrippingAuthRes(w io.Writer, r io.Reader, authID string) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	dropping := false
+	for {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			// An overlong header line: not ours to judge; copy as is.
+			bw.Write(line)
+			dropping = false
+			continue
+		}
+		if len(line) > 0 {
+			if line[0] == ' ' || line[0] == '\t' {
+				if !dropping {
+					bw.Write(line)
+				}
+			} else if string(line) == "\r\n" || string(line) == "\n" {
+				bw.Write(line)
+				break
+			} else {
+				dropping = isOurAuthRes(string(line), authID)
+				if !dropping {
+					bw.Write(line)
+				}
+			}
+		}
+		if err == io.EOF {
+			return bw.Flush()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := io.Copy(bw, br); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+func isOurAuthRes(line, authID string) bool {
+	name, value, ok := strings.Cut(line, ":")
+	if !ok || !strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
+		return false
+	}
+	id := strings.TrimSpace(value)
+	if i := strings.IndexAny(id, "; \t\r\n"); i >= 0 {
+		id = id[:i]
+	}
+	return strings.EqualFold(id, authID)
+}
