@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/authres"
+	"github.com/posthorn/posthorn/mta/metrics"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/queue"
 )
@@ -59,6 +60,9 @@ func (a *acceptor) Accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 	}
 	a.d.log.Info("sender authentication", "queue_id", env.ID, "spf", res.SPF, "dkim", res.DKIM, "dmarc", res.DMARC,
 		"policy", res.DMARCPolicy, "from_domain", res.FromDomain)
+	metrics.AuthResults.WithLabelValues("spf", res.SPF).Inc()
+	metrics.AuthResults.WithLabelValues("dkim", res.DKIM).Inc()
+	metrics.AuthResults.WithLabelValues("dmarc", res.DMARC).Inc()
 	if a.enforce && res.Reject {
 		return "", errDMARCReject
 	}
