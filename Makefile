@@ -46,5 +46,13 @@ bench: build
 demo:
 	$(GO) run ./testbed/cmd/demo
 
+# generate: regenerate the plugin protocol's Go code (committed).
+generate:
+	sh sdk/generate.sh
+
+# check-generate: CI's proof that the committed generated code is current.
+check-generate: generate
+	git diff --exit-code -- sdk/proto || { echo "generated code is stale: run make generate and commit"; exit 1; }
+
 clean:
 	rm -rf $(BIN) var
