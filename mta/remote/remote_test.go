@@ -93,7 +93,7 @@ port_map = { %s }
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	res, err := resolver.New(resolver.Options{Server: n.dns.Addr(), Timeout: 2 * time.Second})
+	res, err := resolver.New(resolver.Options{Server: n.dns.Addr(), Timeout: 2 * time.Second, TrustAD: true})
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -150,11 +150,12 @@ func TestTLSLevels(t *testing.T) {
 		remotemta.STARTTLSWrongName, remotemta.STARTTLSBroken}
 	table := map[string][]want{
 		//              none-tls            self-signed          valid                wrong-name           broken handshake
-		"none":      {{true, false, ""}, {true, false, ""}, {true, false, ""}, {true, false, ""}, {true, false, ""}},
-		"may":       {{true, false, ""}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {true, false, ""}},
-		"dane":      {{true, false, ""}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {true, false, ""}},
-		"encrypt":   {{false, false, "4.7.4"}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {false, false, "4.7.5"}},
-		"dane-only": {{false, false, "4.7.4"}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {false, false, "4.7.5"}},
+		"none":    {{true, false, ""}, {true, false, ""}, {true, false, ""}, {true, false, ""}, {true, false, ""}},
+		"may":     {{true, false, ""}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {true, false, ""}},
+		"dane":    {{true, false, ""}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {true, false, ""}},
+		"encrypt": {{false, false, "4.7.4"}, {true, true, ""}, {true, true, ""}, {true, true, ""}, {false, false, "4.7.5"}},
+		// Insecure zone: no DANE, so dane-only never delivers.
+		"dane-only": {{false, false, "4.7.5"}, {false, false, "4.7.5"}, {false, false, "4.7.5"}, {false, false, "4.7.5"}, {false, false, "4.7.5"}},
 		"verify":    {{false, false, "4.7.4"}, {false, false, "4.7.5"}, {true, true, ""}, {false, false, "4.7.5"}, {false, false, "4.7.5"}},
 		"secure":    {{false, false, "4.7.4"}, {false, false, "4.7.5"}, {true, true, ""}, {false, false, "4.7.5"}, {false, false, "4.7.5"}},
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/mta/dane"
 	"github.com/posthorn/posthorn/mta/tlspolicy"
 )
 
@@ -76,6 +77,7 @@ type dialSpec struct {
 	policy   tlspolicy.Policy
 	implicit bool // TLS from the first byte (smarthost on 465)
 	auth     sasl.Client
+	dane     *dane.Result // usable TLSA records when DANE authenticates this host
 }
 
 func (d dialSpec) key() string {
@@ -83,7 +85,13 @@ func (d dialSpec) key() string {
 	for _, f := range d.policy.Fingerprints {
 		fp += fmt.Sprintf("%x,", f)
 	}
-	return fmt.Sprintf("%s|%s|%s|%v|%s|%s|%v", d.addr, d.host, d.policy.Level, d.policy.Match, fp, d.nexthop, d.implicit)
+	tlsa := ""
+	if d.dane != nil {
+		for _, r := range d.dane.Records {
+			tlsa += r.String() + ","
+		}
+	}
+	return fmt.Sprintf("%s|%s|%s|%v|%s|%s|%v|%s", d.addr, d.host, d.policy.Level, d.policy.Match, fp, d.nexthop, d.implicit, tlsa)
 }
 
 // dial connects, says EHLO and negotiates TLS as the policy demands. Only
@@ -179,6 +187,15 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 		ServerName:         strings.TrimSuffix(d.host, "."),
 		InsecureSkipVerify: true, // checked below, per level
 		MinVersion:         tls.VersionTLS12,
+	}
+	if d.dane != nil {
+		// RFC 7672 §8.1: SNI is the TLSA base domain; the chain must
+		// match a usable TLSA record.
+		cfg.ServerName = d.dane.Base
+		cfg.VerifyConnection = dane.VerifyConnection(d.dane.Records, d.dane.Names, func(usage uint8) {
+			info.verified = fmt.Sprintf("dane-usage-%d", usage)
+		})
+		return cfg
 	}
 	if p.Level <= tlspolicy.Encrypt || p.Level == tlspolicy.DaneOnly {
 		// may, dane (acting as may), encrypt, dane-only (acting as

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/dane"
 	"github.com/posthorn/posthorn/mta/delivery"
 	"github.com/posthorn/posthorn/mta/lmtp"
 	"github.com/posthorn/posthorn/mta/resolver"
@@ -39,10 +40,11 @@ import (
 	"github.com/posthorn/posthorn/queue"
 )
 
-// Resolver is the DNS the transport needs.
+// Resolver is the DNS the transport needs (MX and addresses, and TLSA
+// and CNAME for DANE).
 type Resolver interface {
 	MX(ctx context.Context, domain string) ([]*net.MX, bool, error)
-	IP(ctx context.Context, host string) ([]net.IP, bool, error)
+	dane.Resolver
 }
 
 // Transport is the remote delivery transport.
@@ -54,7 +56,10 @@ type Transport struct {
 	roots    *x509.CertPool
 	portMap  map[string]int
 	ipv6     bool
-	log      *slog.Logger
+	// dane turns "may" into opportunistic DANE (Postfix's "dane") and
+	// makes "dane-only" enforce it; off, both act as may/encrypt.
+	dane bool
+	log  *slog.Logger
 
 	connectTimeout, commandTimeout, dataTimeout time.Duration
 	reuseTime                                   time.Duration
@@ -102,7 +107,7 @@ func New(cfg *conf.Config, res Resolver, log *slog.Logger) (*Transport, error) {
 	}
 	t := &Transport{
 		res: res, policies: pm, routes: map[string]conf.Transport{}, helo: helo, roots: roots,
-		portMap: cfg.Testing.PortMap, ipv6: o.IPv6, log: log,
+		portMap: cfg.Testing.PortMap, ipv6: o.IPv6, log: log, dane: true,
 		connectTimeout: o.ConnectTimeout.D(), commandTimeout: o.CommandTimeout.D(), dataTimeout: o.DataTimeout.D(),
 		reuseTime: o.ConnectionReuseTime.D(), maxPerConn: o.MaxMessagesPerConnection,
 		global: make(chan struct{}, o.Concurrency), perDom: o.PerDomainConcurrency, perRate: o.PerDomainRate,
@@ -228,11 +233,9 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 		l, _ := tlspolicy.Parse(r.TLSLevel)
 		policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: l, Source: "transport " + r.Domain})
 	}
-	if policy.Level == tlspolicy.Dane || policy.Level == tlspolicy.DaneOnly {
-		t.log.Debug("DANE is not implemented yet: level acts as may/encrypt", "domain", domain, "level", policy.Level)
-	}
 
 	var cands []candidate
+	mxSecure := false
 	var auth sasl.Client
 	implicit := false
 	if r.Kind == "smarthost" {
@@ -249,7 +252,7 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 		}
 	} else {
 		var o *delivery.Outcome
-		cands, o = t.mxCandidates(ctx, domain)
+		cands, mxSecure, o = t.mxCandidates(ctx, domain)
 		if o != nil {
 			return all(idx, *o)
 		}
@@ -258,6 +261,12 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	var last *attemptError
 	tried := 0
 	for _, cand := range cands {
+		hostPolicy, daneRes, aerr := t.hostPolicy(ctx, policy, cand.host, mxSecure && r.Kind != "smarthost")
+		if aerr != nil {
+			last = aerr
+			t.log.Info("MX host skipped", "queue_id", env.ID, "domain", domain, "host", cand.host, "err", aerr.diag)
+			continue
+		}
 		ips, _, err := t.res.IP(ctx, cand.host)
 		if err != nil {
 			last = tempErr("4.4.3", "cannot resolve %s: %s", cand.host, oneLine(err))
@@ -272,7 +281,7 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 				port = p
 			}
 			spec := dialSpec{host: strings.TrimSuffix(cand.host, "."), nexthop: domain,
-				addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), policy: policy, implicit: implicit, auth: auth}
+				addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), policy: hostPolicy, implicit: implicit, auth: auth, dane: daneRes}
 			tried++
 			res, aerr := t.transaction(ctx, env, spec, idx, body)
 			if aerr == nil {
@@ -295,24 +304,62 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 // asks: by preference, random among equals; no MX means the domain itself
 // (implicit MX). A null MX (RFC 7505) or a domain that does not exist
 // fails the recipients at once.
-func (t *Transport) mxCandidates(ctx context.Context, domain string) ([]candidate, *delivery.Outcome) {
-	mxs, _, err := t.res.MX(ctx, domain)
+func (t *Transport) mxCandidates(ctx context.Context, domain string) ([]candidate, bool, *delivery.Outcome) {
+	mxs, secure, err := t.res.MX(ctx, domain)
 	switch {
 	case err == nil:
 	case resolver.IsNXDomain(err):
 		o := delivery.Failed("5.1.2", fmt.Sprintf("x-posthorn; domain %s does not exist", domain))
-		return nil, &o
+		return nil, false, &o
 	case errors.Is(err, resolver.ErrNotFound):
+		// Implicit MX; the secure flag is that of the authenticated
+		// denial (the address lookup is checked again by DANE).
 		mxs = []*net.MX{{Host: domain, Pref: 0}}
 	default:
 		o := delivery.Deferred("4.4.3", fmt.Sprintf("x-posthorn; MX lookup for %s failed: %s", domain, oneLine(err)))
-		return nil, &o
+		return nil, false, &o
 	}
 	if len(mxs) == 1 && (mxs[0].Host == "." || mxs[0].Host == "") {
 		o := delivery.Failed("5.1.10", fmt.Sprintf("x-posthorn; %s does not accept mail (null MX, RFC 7505)", domain))
-		return nil, &o
+		return nil, false, &o
 	}
-	return OrderMX(mxs, rand.IntN), nil
+	return OrderMX(mxs, rand.IntN), secure, nil
+}
+
+// hostPolicy applies DANE (RFC 7672) to one MX host. At may and dane
+// (with DANE on), secure usable TLSA records make TLS mandatory and
+// authenticated by them, secure unusable ones make it mandatory; a failed
+// lookup the decision depends on skips the host (deferral if no other
+// host works), never a downgrade. At dane-only, anything but usable TLSA
+// skips the host. Stronger explicit levels (encrypt and up) are the
+// operator's choice and stay as they are.
+func (t *Transport) hostPolicy(ctx context.Context, p tlspolicy.Policy, host string, mxSecure bool) (tlspolicy.Policy, *dane.Result, *attemptError) {
+	if !t.dane || (p.Level != tlspolicy.May && p.Level != tlspolicy.Dane && p.Level != tlspolicy.DaneOnly) {
+		return p, nil, nil
+	}
+	r, err := dane.LookupHost(ctx, t.res, host, 25, mxSecure)
+	switch r.State {
+	case dane.Indeterminate:
+		return p, nil, tempErr("4.7.5", "DANE: TLSA lookup for %s failed (%s); not delivering without the answer", host, oneLine(orErr(err, r.Reason)))
+	case dane.Authenticate:
+		return tlspolicy.Policy{Level: tlspolicy.DaneOnly, Source: "DANE TLSA " + r.Base}, r, nil
+	case dane.Unusable:
+		if p.Level == tlspolicy.DaneOnly {
+			return p, nil, tempErr("4.7.5", "dane-only: TLSA records of %s are all unusable", host)
+		}
+		return tlspolicy.Policy{Level: tlspolicy.Encrypt, Source: "DANE (unusable TLSA) " + r.Base}, nil, nil
+	}
+	if p.Level == tlspolicy.DaneOnly {
+		return p, nil, tempErr("4.7.5", "dane-only: %s has no usable DNSSEC-signed TLSA records (%s)", host, r.Reason)
+	}
+	return p, nil, nil
+}
+
+func orErr(err error, reason string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(reason)
 }
 
 // OrderMX sorts MX records by preference and shuffles hosts of equal

@@ -82,7 +82,16 @@ func run() error {
 			return err
 		}
 		defer d.mta.Close()
-		dns.Zone(d.domain, dnsserver.Insecure).MX(d.domain+".", 10, host+".").A(host+".", "127.0.0.1")
+		mode := dnsserver.Insecure
+		if strings.HasPrefix(d.level, "dane") {
+			// DNSSEC-signed (the testbed resolver sets AD) with a
+			// DANE-EE TLSA record for the MX's key.
+			mode = dnsserver.Secure
+		}
+		z := dns.Zone(d.domain, mode).MX(d.domain+".", 10, host+".").A(host+".", "127.0.0.1")
+		if mode == dnsserver.Secure {
+			z.TLSA("_25._tcp."+host+".", 3, 1, 1, dnsserver.TLSAData(d.mta.Certificate().Leaf, 1, 1))
+		}
 		fmt.Fprintf(&policy, "[[tls_policy]]\ndomain = %q\nlevel = %q\n", d.domain, d.level)
 		if d.level == "fingerprint" {
 			fp := sha256.Sum256(d.mta.Certificate().Leaf.RawSubjectPublicKeyInfo)
@@ -182,6 +191,9 @@ mailboxes = ["postmaster", "alice"]
 				if m.TLS {
 					conn = fmt.Sprintf("TLS, SNI %s", m.ServerName)
 				}
+				if strings.HasPrefix(d.level, "dane") {
+					conn += ", authenticated by TLSA 3 1 1"
+				}
 			}
 		}
 		if res != "delivered" {
@@ -213,6 +225,5 @@ mailboxes = ["postmaster", "alice"]
 			}
 		}
 	}
-	fmt.Println("\n(dane and dane-only act as may and encrypt until DANE support lands.)")
 	return nil
 }
