@@ -365,3 +365,40 @@ func TestConcurrentSessions(t *testing.T) {
 	}
 	e.waitMail("example.test", "bob", 40, 20*time.Second)
 }
+
+// TestRequireTLSInbound: REQUIRETLS (RFC 8689) is offered only under TLS,
+// refused without it, and kept in the queue envelope with it.
+func TestRequireTLSInbound(t *testing.T) {
+	e := startEnv(t, "\n[[domain]]\nname = \"down.test\"\nmailboxes = [\"x\"]\nlmtp = \"tcp:127.0.0.1:1\"\n")
+	r := e.raw(smtpd.MX)
+	r.write("EHLO a.example\r\n")
+	if msg := r.expect(250); strings.Contains(msg, "REQUIRETLS") {
+		t.Fatal("REQUIRETLS offered without TLS")
+	}
+	r.write("MAIL FROM:<a@example.com> REQUIRETLS\r\n")
+	if code, msg := r.reply(); code != 530 || !strings.Contains(msg, "5.7.10") {
+		t.Fatalf("REQUIRETLS without TLS: %d %s", code, msg)
+	}
+	c := e.dialTLS(smtpd.MX)
+	if ok, _ := c.Extension("REQUIRETLS"); !ok {
+		t.Fatal("REQUIRETLS not offered under TLS")
+	}
+	if err := c.Mail("a@example.com", &smtp.MailOptions{RequireTLS: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("x@down.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.Data()
+	io.WriteString(w, testMessage("rtls"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, env := range e.d.Queue.List() {
+		found = found || env.RequireTLS
+	}
+	if !found {
+		t.Fatal("REQUIRETLS not kept in the envelope")
+	}
+}

@@ -155,6 +155,8 @@ func newServer(l *Listener, tlsConf *tls.Config) *smtp.Server {
 	s.MaxLineLength = 2000 // commands; data lines are checked by checkedReader
 	s.EnableSMTPUTF8 = true
 	s.EnableDSN = true
+	// REQUIRETLS (RFC 8689) is advertised only on TLS sessions.
+	s.EnableREQUIRETLS = true
 	s.AllowInsecureAuth = false
 	s.ErrorLog = slogPrinter{l.log}
 	s.TLSConfig = tlsConf

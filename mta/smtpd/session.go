@@ -124,7 +124,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if opts.RequireTLS {
 		if _, ok := s.tlsState(); !ok {
-			return s.reject("mail", errNeedTLS)
+			return s.reject("mail", errRequireTLS)
 		}
 	}
 	s.from = from
