@@ -1,0 +1,369 @@
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/hostside"
+)
+
+// plugin is one [[plugin]] and its current process.
+type plugin struct {
+	h   *Host
+	cfg conf.Plugin
+	log *slog.Logger
+
+	mu       sync.Mutex
+	client   *hostside.Client // nil when not running
+	info     *hostside.Info   // last known description; kept while down
+	state    string
+	since    time.Time
+	started  time.Time // when the current process started
+	restarts int
+	attempts int // start attempts so far
+	lastErr  string
+	up       chan struct{} // closed while running
+
+	wake    chan struct{} // a call saw the plugin fail: check now
+	events  chan sdk.Event
+	dropped atomic.Int64
+}
+
+func (p *plugin) status() PluginStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := PluginStatus{
+		Name: p.cfg.Name, Path: p.cfg.Path, State: p.state, Restarts: p.restarts,
+		LastError: p.lastErr, Since: p.since, EventsDropped: p.dropped.Load(),
+	}
+	if p.info != nil {
+		st.Version = p.info.Version
+		st.Hooks = append(st.Hooks, p.info.Hooks...)
+		st.Events = append(st.Events, p.info.EventTypes...)
+	}
+	if p.client != nil {
+		st.Pid = p.client.Pid()
+	}
+	return st
+}
+
+func (p *plugin) setState(state string, err error) {
+	if p.state != state {
+		p.since = time.Now()
+	}
+	p.state = state
+	if err != nil {
+		p.lastErr = err.Error()
+	}
+}
+
+// verify checks the binary against the configured sha256.
+func (p *plugin) verify() error {
+	if p.cfg.SHA256 == "" {
+		return nil
+	}
+	f, err := os.Open(p.cfg.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != p.cfg.SHA256 {
+		return fmt.Errorf("plugin %s: %s has SHA-256 %s, configured sha256 is %s: %w", p.cfg.Name, p.cfg.Path, got, p.cfg.SHA256, ErrChecksum)
+	}
+	return nil
+}
+
+// start starts a new process, describes and configures it. On success the
+// plugin is running; on failure it is crashed (retried) or disabled.
+func (p *plugin) start(ctx context.Context) error {
+	p.mu.Lock()
+	p.attempts++
+	first := p.attempts == 1
+	p.setState(StateStarting, nil)
+	p.mu.Unlock()
+
+	c, info, err := p.dial(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		var ce *sdk.ConfigError
+		if errors.Is(err, ErrChecksum) || errors.As(err, &ce) {
+			p.setState(StateDisabled, err)
+			p.log.Error("plugin disabled", "error", err)
+		} else {
+			p.setState(StateCrashed, err)
+			p.log.Error("plugin failed to start; will retry", "error", err)
+		}
+		return err
+	}
+	if p.h.stopped() {
+		go c.Kill()
+		p.setState(StateStopped, nil)
+		return ErrNotRunning
+	}
+	p.client, p.info = c, info
+	p.started = time.Now()
+	if !first {
+		p.restarts++
+	}
+	p.setState(StateRunning, nil)
+	close(p.up)
+	p.log.Info("plugin running", "version", info.Version, "hooks", info.Hooks, "events", info.EventTypes,
+		"pid", c.Pid(), "restarts", p.restarts)
+	return nil
+}
+
+func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, error) {
+	if err := p.verify(); err != nil {
+		return nil, nil, err
+	}
+	cfgJSON, err := configJSON(p.cfg.Config)
+	if err != nil {
+		return nil, nil, fmt.Errorf("plugin %s: config: %w", p.cfg.Name, err)
+	}
+	if p.cfg.DataDir != "" {
+		if err := os.MkdirAll(p.cfg.DataDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("plugin %s: data_dir: %w", p.cfg.Name, err)
+		}
+	}
+	c, err := hostside.Dial(p.cfg.Path, hostside.Options{
+		Name:           p.cfg.Name,
+		SHA256:         p.cfg.SHA256,
+		Logger:         p.h.log,
+		StartTimeout:   p.h.opts.startTimeout,
+		MaxMessageSize: p.h.opts.maxMessageSize,
+		SocketDir:      p.h.opts.socketDir,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	timeout := p.cfg.Timeout.D()
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	info, err := c.Describe(cctx)
+	if err == nil {
+		err = c.Configure(cctx, cfgJSON, p.cfg.DataDir, &hostServer{h: p.h, name: p.cfg.Name})
+	}
+	if err != nil {
+		c.Kill()
+		return nil, nil, err
+	}
+	return c, info, nil
+}
+
+// down marks a running plugin as crashed and kills its process.
+func (p *plugin) down(c *hostside.Client, why error) {
+	p.mu.Lock()
+	if p.client != c {
+		p.mu.Unlock()
+		return
+	}
+	p.client = nil
+	p.up = make(chan struct{})
+	p.setState(StateCrashed, why)
+	p.mu.Unlock()
+	p.log.Error("plugin down; restarting", "error", why)
+	c.Kill()
+}
+
+// shutdown kills the process for good (Stop).
+func (p *plugin) shutdown() {
+	p.mu.Lock()
+	c := p.client
+	p.client = nil
+	if p.state == StateRunning {
+		p.up = make(chan struct{})
+	}
+	p.setState(StateStopped, nil)
+	p.mu.Unlock()
+	if c != nil {
+		c.Kill()
+	}
+}
+
+// supervise restarts the plugin whenever it is down, with backoff, and
+// watches it while it runs.
+func (p *plugin) supervise() {
+	defer p.h.wg.Done()
+	defer p.shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.h.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	o := p.h.opts
+	backoff := o.minBackoff
+	for {
+		p.mu.Lock()
+		c, state := p.client, p.state
+		p.mu.Unlock()
+		switch {
+		case state == StateDisabled:
+			<-p.h.stop
+			return
+		case c == nil:
+			select {
+			case <-p.h.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, o.maxBackoff)
+			_ = p.start(ctx) // logged there
+			continue
+		}
+		if !p.watch(c) {
+			return
+		}
+		p.mu.Lock()
+		ranFor := time.Since(p.started)
+		p.mu.Unlock()
+		if ranFor > time.Minute { // not a crash loop: restart quickly
+			backoff = o.minBackoff
+		}
+	}
+}
+
+// watch returns when c is down (true) or the host stops (false).
+func (p *plugin) watch(c *hostside.Client) bool {
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
+	lastPing := time.Now()
+	for {
+		check := false
+		select {
+		case <-p.h.stop:
+			return false
+		case <-p.wake:
+			check = true
+		case <-poll.C:
+			check = time.Since(lastPing) >= p.h.opts.health
+		}
+		if c.Exited() {
+			p.down(c, errors.New("plugin process exited"))
+			return true
+		}
+		if check {
+			lastPing = time.Now()
+			if err := ping(c, min(p.h.opts.health, 10*time.Second)); err != nil {
+				p.down(c, fmt.Errorf("health check failed: %w", err))
+				return true
+			}
+		}
+	}
+}
+
+func ping(c *hostside.Client, timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Ping() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("no answer within %v", timeout)
+	}
+}
+
+// acquire returns the running client, or an *Error.
+func (h *Host) acquire(name, hook string) (*plugin, *hostside.Client, error) {
+	p := h.byName[name]
+	if p == nil {
+		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrUnknownPlugin, Detail: "no such plugin"}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client == nil {
+		d := "not running (" + p.state
+		if p.lastErr != "" {
+			d += ": " + p.lastErr
+		}
+		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrNotRunning, Detail: d + ")"}
+	}
+	return p, p.client, nil
+}
+
+// callErr classifies the error of a call made with a context derived from
+// parent and bounded by the plugin's timeout.
+func (p *plugin) callErr(parent context.Context, hook string, c *hostside.Client, err error) error {
+	var already *Error
+	if err == nil || errors.As(err, &already) {
+		return err
+	}
+	e := &Error{Plugin: p.cfg.Name, Hook: hook, Err: err, Detail: err.Error()}
+	var he *hostside.Error
+	if errors.As(err, &he) {
+		e.Detail = he.Err.Error()
+	}
+	switch {
+	case errors.Is(err, hostside.ErrUnavailable) || c.Exited():
+		e.Kind, e.Detail = ErrNotRunning, "plugin crashed or went away during the call: "+e.Detail
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	case errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil:
+		e.Kind, e.Detail = ErrTimeout, fmt.Sprintf("timed out after %v", p.cfg.Timeout)
+	}
+	return e
+}
+
+// dispatch delivers queued events, waiting for the plugin to run and
+// retrying failures with the same event ID.
+func (p *plugin) dispatch() {
+	defer p.h.wg.Done()
+	for {
+		select {
+		case <-p.h.stop:
+			return
+		case ev := <-p.events:
+			p.deliver(ev)
+		}
+	}
+}
+
+func (p *plugin) deliver(ev sdk.Event) {
+	wait := 200 * time.Millisecond
+	var err error
+	for attempt := 1; attempt <= p.h.opts.eventAttempts; attempt++ {
+		p.mu.Lock()
+		up := p.up
+		p.mu.Unlock()
+		select {
+		case <-p.h.stop:
+			return
+		case <-up:
+		}
+		err = p.h.DeliverEvent(context.Background(), p.cfg.Name, ev)
+		if err == nil || errors.Is(err, hostside.ErrNotImplemented) || errors.Is(err, ErrUnknownPlugin) {
+			break
+		}
+		p.log.Warn("event delivery failed", "event_id", ev.ID, "event_type", ev.Type, "attempt", attempt, "error", err)
+		select {
+		case <-p.h.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+	if err != nil {
+		p.log.Error("event not delivered", "event_id", ev.ID, "event_type", ev.Type, "error", err)
+	}
+}
