@@ -312,3 +312,24 @@ func (b *signedBody) Close() error {
 	b.PipeReader.Close()
 	return b.orig.Close()
 }
+
+// Explain builds the outbound transport as the daemon would and explains
+// the TLS policy for domain (posthorn tls explain). sender is for the
+// sender-dependent rules (secure aliases, REQUIRETLS).
+func Explain(cfg *conf.Config, domain, sender string, probe bool) (*remote.Explanation, error) {
+	res, err := newResolver(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.DiscardHandler)
+	rt, err := remote.New(cfg, res, log)
+	if err != nil {
+		return nil, err
+	}
+	defer rt.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ex := rt.Explain(ctx, domain, probe)
+	ex.TrustAD = res.TrustAD()
+	return ex, nil
+}

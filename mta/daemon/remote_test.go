@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posthorn/posthorn/mta/daemon"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/testbed/dnsserver"
 	"github.com/posthorn/posthorn/testbed/remotemta"
@@ -90,5 +91,27 @@ func TestRemoteTemporaryFailureRetriesAndWarns(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := e.mailCount("example.test", "bob"); n != 1 {
 		t.Errorf("%d notices to the sender, want exactly one delay warning", n)
+	}
+}
+
+func TestTLSExplain(t *testing.T) {
+	e, m := remoteEnv(t, remotemta.Config{Mode: remotemta.STARTTLSSelfSigned}, "[[tls_policy]]\ndomain = \"pinned.test\"\nlevel = \"secure\"\n")
+	z := e.dns.Zone("remote.test", dnsserver.Secure)
+	z.TLSA("_25._tcp.mx.remote.test.", 3, 1, 1, dnsserver.TLSAData(m.Certificate().Leaf, 1, 1))
+	ex, err := daemon.Explain(e.cfg, "remote.test", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ex.MXSecure || !ex.TrustAD || len(ex.Hosts) != 1 {
+		t.Fatalf("%+v", ex)
+	}
+	h := ex.Hosts[0]
+	if h.Policy.Level.String() != "dane-only" || !strings.Contains(h.DANE, "dane: 1 usable TLSA") || !strings.HasPrefix(h.Probe, "ok: TLSv1.3") ||
+		!strings.Contains(h.Probe, "verified=dane-usage-3") {
+		t.Fatalf("host: %+v", h)
+	}
+	ex, _ = daemon.Explain(e.cfg, "pinned.test", "", false)
+	if ex.Policy.Level.String() != "secure" || !strings.Contains(ex.Policy.Source, "policy map entry pinned.test") {
+		t.Fatalf("policy map: %+v", ex.Policy)
 	}
 }

@@ -285,3 +285,16 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestTLSATLSRecord(t *testing.T) {
+	in := newInstance(t, "")
+	out, err := in.cli("tls", "tlsa")
+	if err != nil || !regexpMatch(`^_25\._tcp\.mx\.example\.test\. IN TLSA 3 1 1 [0-9a-f]{64}\n$`, out) {
+		t.Fatalf("tls tlsa: %v %q", err, out)
+	}
+	// The same key gives the same record (the self-signed certificate is kept).
+	again, _ := in.cli("tls", "tlsa")
+	if again != out {
+		t.Fatalf("record changed: %q vs %q", out, again)
+	}
+}

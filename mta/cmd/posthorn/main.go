@@ -31,6 +31,9 @@ commands:
   sendmail [flags] [RCPT...]      queue a message from stdin (-t -f -F -i -oi)
   dkim keygen [-alg rsa|ed25519] DOMAIN SELECTOR
                                   write a DKIM key; print the DNS TXT record
+  tls tlsa [-c FILE]              the TLSA record (3 1 1) of our certificate
+  tls explain [-c FILE] DOMAIN [--sender ADDR] [--probe]
+                                  which TLS level applies to DOMAIN, and why
 `
 
 func main() {
@@ -66,6 +69,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return sendmailMain(rest, stdin, stdout, stderr)
 	case "dkim":
 		return dkimMain(rest, stdout, stderr)
+	case "tls":
+		return tlsMain(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,109 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/posthorn/posthorn/mta/dane"
+	"github.com/posthorn/posthorn/mta/tlspolicy"
+)
+
+// Explanation says which TLS policy applies to a destination and why:
+// what `posthorn tls explain` prints. It is built by the same code that
+// delivery uses, so it cannot disagree with what delivery does.
+type Explanation struct {
+	Domain    string
+	Route     string // "mx", "smarthost HOST", "lmtp …", "discard"
+	Policy    tlspolicy.Policy
+	MXSecure  bool   // the MX RRset was DNSSEC-validated
+	MXError   string // MX lookup problem, if any
+	Hosts     []HostExplanation
+	TrustAD   bool
+	DANEOn    bool
+	Extra     []string // further sources (MTA-STS, secure alias, REQUIRETLS)
+	PortMapOn bool
+}
+
+// HostExplanation is one MX host.
+type HostExplanation struct {
+	Host   string
+	Pref   uint16
+	Policy tlspolicy.Policy
+	DANE   string // DANE state and reason
+	Error  string // why the host would be skipped
+	Probe  string // result of a test connection, with Probe
+}
+
+// Explain works out the policy for domain without sending anything; with
+// probe it also connects to each MX host (greeting, EHLO, STARTTLS at the
+// host's level) and reports the TLS result.
+func (t *Transport) Explain(ctx context.Context, domain string, probe bool) *Explanation {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	r := t.route(domain)
+	ex := &Explanation{Domain: domain, Route: r.Kind, Policy: t.policies.Lookup(domain), DANEOn: t.dane, PortMapOn: len(t.portMap) > 0}
+	if r.Kind == "smarthost" || r.Kind == "lmtp" {
+		ex.Route += " " + r.Host
+	}
+	if r.TLSLevel != "" {
+		l, _ := tlspolicy.Parse(r.TLSLevel)
+		ex.Policy = tlspolicy.Stronger(ex.Policy, tlspolicy.Policy{Level: l, Source: "transport " + r.Domain})
+	}
+	var cands []candidate
+	switch r.Kind {
+	case "discard", "lmtp":
+		return ex
+	case "smarthost":
+		host, port, _ := net.SplitHostPort(r.Host)
+		p, _ := strconv.Atoi(port)
+		cands = []candidate{{host: host, port: p}}
+	default:
+		c, secure, out := t.mxCandidates(ctx, domain)
+		ex.MXSecure = secure
+		if out != nil {
+			ex.MXError = out.Status + " " + out.Diagnostic
+			return ex
+		}
+		cands = c
+	}
+	for _, c := range cands {
+		h := HostExplanation{Host: c.host, Pref: c.pref}
+		p, dr, aerr := t.hostPolicy(ctx, ex.Policy, c.host, ex.MXSecure && r.Kind != "smarthost")
+		h.Policy = p
+		switch {
+		case aerr != nil:
+			h.Error = aerr.diag
+		case dr != nil:
+			h.DANE = fmt.Sprintf("%s: %d usable TLSA record(s) at _25._tcp.%s", dr.State, len(dr.Records), dr.Base)
+		case t.dane && (ex.Policy.Level == tlspolicy.May || ex.Policy.Level == tlspolicy.Dane):
+			h.DANE = "not applicable (no DNSSEC-signed TLSA records for this host)"
+		}
+		if probe && aerr == nil {
+			h.Probe = t.probe(ctx, domain, c, p, dr, r.Kind == "smarthost" && r.ImplicitTLS)
+		}
+		ex.Hosts = append(ex.Hosts, h)
+	}
+	return ex
+}
+
+func (t *Transport) probe(ctx context.Context, domain string, c candidate, p tlspolicy.Policy, dr *dane.Result, implicit bool) string {
+	ips, _, err := t.res.IP(ctx, c.host)
+	if err != nil || len(ips) == 0 {
+		return fmt.Sprintf("cannot resolve: %v", err)
+	}
+	port := c.port
+	if pm, ok := t.portMap[strings.TrimSuffix(c.host, ".")]; ok {
+		port = pm
+	}
+	spec := dialSpec{host: strings.TrimSuffix(c.host, "."), nexthop: domain,
+		addr: net.JoinHostPort(ips[0].String(), strconv.Itoa(port)), policy: p, implicit: implicit, dane: dr}
+	conn, err := t.dial(ctx, spec)
+	if err != nil {
+		return "FAILED: " + oneLine(err)
+	}
+	defer conn.close()
+	conn.c.Quit()
+	return fmt.Sprintf("ok: %s at %s", conn.tls, spec.addr)
+}
