@@ -1,0 +1,11 @@
+// Command posthorn-notify is the Posthorn notification plugin: templated
+// notification mails (German and English) and signed webhooks for events.
+// The MTA starts it; see plugins/notify/README.md.
+package main
+
+import (
+	"github.com/posthorn/posthorn/plugins/notify"
+	"github.com/posthorn/posthorn/sdk"
+)
+
+func main() { sdk.Serve(&notify.Plugin{}) }

@@ -1,0 +1,119 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"mime"
+	"mime/quotedprintable"
+	"net/mail"
+	"strings"
+
+	"github.com/posthorn/posthorn/sdk"
+)
+
+// toSender lists the event types whose notification goes to the event's
+// Sender; all others go to its Recipient. The attribute "notify_to"
+// overrides both.
+var toSender = map[string]bool{
+	"webmailbox.reminder_sender": true,
+	"webmailbox.pin":             true,
+}
+
+// target returns who gets the notification for ev.
+func target(ev sdk.Event) string {
+	if a := ev.Attributes["notify_to"]; a != "" {
+		return a
+	}
+	if toSender[ev.Type] {
+		return ev.Sender
+	}
+	return ev.Recipient
+}
+
+// TemplateData is what templates see.
+type TemplateData struct {
+	Event        sdk.Event
+	Attr         map[string]string // Event.Attributes, never nil
+	To           string            // the notified address
+	From         string
+	Organization string
+	Lang         string // the template's language
+}
+
+// mail renders and submits the notification for ev.
+func (p *Plugin) mail(ctx context.Context, st *state, host sdk.Host, ev sdk.Event) error {
+	to := target(ev)
+	if to == "" {
+		sdk.Logger().Warn("event without an address to notify; no mail", "event_id", ev.ID, "event_type", ev.Type)
+		return nil
+	}
+	if a, err := mail.ParseAddress(to); err != nil || a.Address != to {
+		sdk.Logger().Warn("invalid address to notify; no mail", "event_id", ev.ID, "event_type", ev.Type, "to", to)
+		return nil
+	}
+	msg, lang, err := p.compose(st, ev, to)
+	if err != nil {
+		return fmt.Errorf("notify: %s: %w", ev.Type, err)
+	}
+	if host == nil {
+		return sdk.ErrNoHost
+	}
+	key := "mail:" + ev.ID + ":" + to
+	id, err := host.Submit(ctx, key, &sdk.Envelope{
+		MailFrom:   st.cfg.From,
+		Recipients: []sdk.Recipient{{Address: to}},
+		Size:       int64(len(msg)),
+	}, bytes.NewReader(msg))
+	if err != nil {
+		sdk.Logger().Error("notification not submitted", "event_id", ev.ID, "event_type", ev.Type, "to", to, "error", err)
+		return fmt.Errorf("notify: submitting the %s notification: %w", ev.Type, err)
+	}
+	sdk.Logger().Info("notification submitted", "event_id", ev.ID, "event_type", ev.Type, "to", to, "lang", lang, "queue_id", id)
+	return nil
+}
+
+// compose renders the notification mail for ev, CRLF line endings.
+func (p *Plugin) compose(st *state, ev sdk.Event, to string) ([]byte, string, error) {
+	tm, lang := st.templates.pick(ev.Type, ev.Language, st.cfg.DefaultLanguage)
+	if tm == nil {
+		return nil, "", fmt.Errorf("no template")
+	}
+	attr := ev.Attributes
+	if attr == nil {
+		attr = map[string]string{}
+	}
+	subject, body, err := render(tm, TemplateData{
+		Event: ev, Attr: attr, To: to, From: st.cfg.From, Organization: st.cfg.Organization, Lang: lang,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	domain := st.cfg.From[strings.LastIndexByte(st.cfg.From, '@')+1:]
+	sum := sha256.Sum256([]byte(ev.ID + "\x00" + to))
+
+	var b bytes.Buffer
+	hdr := func(name, value string) { fmt.Fprintf(&b, "%s: %s\r\n", name, value) }
+	hdr("From", (&mail.Address{Name: st.cfg.FromName, Address: st.cfg.From}).String())
+	hdr("To", "<"+to+">")
+	// Long subjects become several encoded words: one per line.
+	hdr("Subject", strings.ReplaceAll(mime.QEncoding.Encode("utf-8", subject), "?= =?", "?=\r\n =?"))
+	hdr("Date", p.clock().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	hdr("Message-ID", "<notify."+hex.EncodeToString(sum[:16])+"@"+domain+">")
+	hdr("MIME-Version", "1.0")
+	hdr("Content-Type", "text/plain; charset=utf-8")
+	hdr("Content-Transfer-Encoding", "quoted-printable")
+	hdr("Content-Language", lang)
+	hdr("Auto-Submitted", "auto-generated") // RFC 3834: no auto-replies
+	hdr("X-Posthorn-Event", ev.Type)
+	b.WriteString("\r\n")
+	qp := quotedprintable.NewWriter(&b)
+	qp.Write([]byte(strings.ReplaceAll(body, "\n", "\r\n")))
+	qp.Close()
+	if !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
+		b.WriteString("\r\n")
+	}
+	return b.Bytes(), lang, nil
+}
