@@ -600,3 +600,27 @@ func TestStopKillsAll(t *testing.T) {
 	}
 	h.Emit(sdk.Event{Type: "test.ping"}) // no panic, no block
 }
+
+func TestHealthCheckRestartsFrozenPlugin(t *testing.T) {
+	h, err := startHost(t, newTestAPI(), []conf.Plugin{pluginConf(t, "frozen")}, WithHealthInterval(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := h.Status()[0].Pid
+	// A stopped process neither exits nor answers: only the health check
+	// notices.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, "restart of the frozen plugin", func() bool {
+		st := h.Status()[0]
+		return st.State == StateRunning && st.Restarts == 1 && st.Pid != pid
+	})
+	if st := h.Status()[0]; !strings.Contains(st.LastError, "health check failed") {
+		t.Errorf("last error %q", st.LastError)
+	}
+	if _, _, err := h.Inspect(context.Background(), "frozen", env("a@b"), strings.NewReader(msg)); err != nil {
+		t.Error(err)
+	}
+}

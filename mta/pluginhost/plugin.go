@@ -112,7 +112,7 @@ func (p *plugin) start(ctx context.Context) error {
 		return err
 	}
 	if p.h.stopped() {
-		go c.Kill()
+		go kill(c, 2*time.Second)
 		p.setState(StateStopped, nil)
 		return ErrNotRunning
 	}
@@ -160,7 +160,7 @@ func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, er
 		err = c.Configure(cctx, cfgJSON, p.cfg.DataDir, &hostServer{h: p.h, name: p.cfg.Name})
 	}
 	if err != nil {
-		c.Kill()
+		kill(c, 2*time.Second)
 		return nil, nil, err
 	}
 	return c, info, nil
@@ -178,7 +178,37 @@ func (p *plugin) down(c *hostside.Client, why error) {
 	p.setState(StateCrashed, why)
 	p.mu.Unlock()
 	p.log.Error("plugin down; restarting", "error", why)
-	c.Kill()
+	kill(c, 0)
+}
+
+// kill stops a plugin process: go-plugin's graceful Kill first when grace
+// > 0, SIGKILL when that does not end it within grace. go-plugin's Kill
+// alone blocks for ever on a process that is alive but frozen (its
+// shutdown RPC waits for the process to exit), so the process is killed
+// by pid — unless it has exited already (its pid may be reused).
+func kill(c *hostside.Client, grace time.Duration) {
+	pid := c.Pid()
+	done := make(chan struct{})
+	go func() {
+		c.Kill()
+		close(done)
+	}()
+	if grace > 0 {
+		select {
+		case <-done:
+			return
+		case <-time.After(grace):
+		}
+	}
+	if pid > 0 && !c.Exited() {
+		if proc, err := os.FindProcess(pid); err == nil {
+			_ = proc.Kill()
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
 }
 
 // shutdown kills the process for good (Stop).
@@ -192,7 +222,7 @@ func (p *plugin) shutdown() {
 	p.setState(StateStopped, nil)
 	p.mu.Unlock()
 	if c != nil {
-		c.Kill()
+		kill(c, 3*time.Second)
 	}
 }
 
