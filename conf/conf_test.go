@@ -55,6 +55,11 @@ func TestDefault(t *testing.T) {
 		Testing:    Testing{PortMap: map[string]int{}},
 		AuthRes:    AuthRes{Enabled: true, Timeout: Duration(20 * time.Second)},
 		Encryption: Encryption{SubjectTag: "[secure]", TriggerHeader: "X-Posthorn-Encrypt", Methods: []string{}},
+		MTASTS:     MTASTS{Enabled: true, CacheDir: abs("var/mta-sts"), Refresh: Duration(time.Hour)},
+		DANE:       DANE{Enabled: true},
+		TLSRPT:     TLSRPT{StateDir: abs("var/tls-rpt")},
+		SecureAlias: SecureAlias{Subdomain: "secure", Users: []string{"*"}, Level: "encrypt",
+			Levels: map[string]string{}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("default config\n got %+v\nwant %+v", c, want)

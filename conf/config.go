@@ -24,6 +24,11 @@ type Config struct {
 	Testing     Testing     `toml:"testing"`
 	Control     Control     `toml:"control"`
 
+	MTASTS      MTASTS      `toml:"mta_sts"`
+	DANE        DANE        `toml:"dane"`
+	TLSRPT      TLSRPT      `toml:"tls_rpt"`
+	SecureAlias SecureAlias `toml:"secure_alias"`
+
 	DKIM    DKIM    `toml:"dkim"`
 	AuthRes AuthRes `toml:"authres"`
 

@@ -151,6 +151,8 @@ func (c *Config) resolvePaths(base string) {
 		lmtp(&c.Domains[i].LMTP)
 	}
 	abs(&c.Outbound.CAFile)
+	abs(&c.MTASTS.CacheDir)
+	abs(&c.TLSRPT.StateDir)
 	for i := range c.Plugins {
 		abs(&c.Plugins[i].Path)
 		abs(&c.Plugins[i].DataDir)

@@ -112,6 +112,7 @@ func (v *validator) config(c *Config) {
 	v.domains(c)
 	v.dns(c)
 	v.outbound(c)
+	v.tlsEnforcement(c)
 	v.dkim(c)
 	v.authres(c)
 	v.plugins(c) // [[plugin]] and [encryption]
