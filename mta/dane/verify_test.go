@@ -294,3 +294,44 @@ func TestVerifyConnection(t *testing.T) {
 		t.Fatal("other CA accepted")
 	}
 }
+
+// TestRealHandshake runs VerifyConnection in a real TLS handshake over
+// loopback: DANE-TA with the intermediate, then a record that does not
+// match, which must fail the handshake.
+func TestRealHandshake(t *testing.T) {
+	root, _ := ca.New("hs root")
+	inter, _ := root.Intermediate("hs inter")
+	cert, err := inter.Issue("mx.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	dial := func(recs []*dns.TLSA) (uint8, error) {
+		var used uint8
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "mx.example.org", InsecureSkipVerify: true,
+			VerifyConnection: VerifyConnection(recs, []string{"mx.example.org"}, func(u uint8) { used = u })})
+		if err == nil {
+			c.Close()
+		}
+		return used, err
+	}
+	if used, err := dial([]*dns.TLSA{rec(DANETA, 1, 1, inter.Certificate())}); err != nil || used != DANETA {
+		t.Fatalf("DANE-TA: %v %d", err, used)
+	}
+	if _, err := dial([]*dns.TLSA{rec(DANEEE, 1, 1, getPKI(t).leaf0)}); err == nil {
+		t.Fatal("wrong record accepted")
+	}
+}
