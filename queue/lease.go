@@ -171,6 +171,17 @@ func (q *Queue) nextAttempt(env *Envelope, attempts int, now time.Time) time.Tim
 //
 // After Delete, Report drops the results and removes the message.
 func (q *Queue) Report(id string, results []Result) error {
+	return q.report(id, results, true)
+}
+
+// Settle records outcomes like Report but outside a delivery lease: for
+// recipients that something else (a plugin that took them over) decides
+// about later. A lease a worker holds on the message stays as it is.
+func (q *Queue) Settle(id string, results []Result) error {
+	return q.report(id, results, false)
+}
+
+func (q *Queue) report(id string, results []Result, release bool) error {
 	if err := q.begin(); err != nil {
 		return err
 	}
@@ -193,7 +204,9 @@ func (q *Queue) Report(id string, results []Result) error {
 		return nil
 	}
 	if err := checkResults(m.env, results); err != nil {
-		m.leased = false
+		if release {
+			m.leased = false
+		}
 		q.schedule(m)
 		q.mu.Unlock()
 		return fmt.Errorf("queue: report for %s: %w", id, err)
@@ -237,7 +250,9 @@ func (q *Queue) Report(id string, results []Result) error {
 
 	q.mu.Lock()
 	m.env = env
-	m.leased = false
+	if release {
+		m.leased = false
+	}
 	if done {
 		m.gone = true
 		delete(q.msgs, id)

@@ -26,6 +26,8 @@ import (
 	"github.com/posthorn/posthorn/mta/delivery"
 	"github.com/posthorn/posthorn/mta/dkim"
 	"github.com/posthorn/posthorn/mta/metrics"
+	"github.com/posthorn/posthorn/mta/pluginhost"
+	"github.com/posthorn/posthorn/mta/policychain"
 	"github.com/posthorn/posthorn/mta/remote"
 	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
@@ -36,16 +38,18 @@ import (
 
 // Daemon is a running posthorn.
 type Daemon struct {
-	cfg       *conf.Config
-	log       *slog.Logger
-	Queue     *queue.Queue
-	Router    *router.Router
-	Resolver  *resolver.Resolver
-	remote    *remote.Transport
-	listeners []*smtpd.Listener
-	control   *control.Server
-	metrics   *http.Server
-	metricsLn net.Listener
+	cfg        *conf.Config
+	log        *slog.Logger
+	Queue      *queue.Queue
+	Router     *router.Router
+	Resolver   *resolver.Resolver
+	plugins    *pluginhost.Host
+	encryption *delivery.Encryption
+	remote     *remote.Transport
+	listeners  []*smtpd.Listener
+	control    *control.Server
+	metrics    *http.Server
+	metricsLn  net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -135,6 +139,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 			return d, err
 		}
 		cs.Submit = d.submit
+		cs.Extra["plugins"] = d.pluginStatus
 		d.control = cs
 	}
 	if cfg.Metrics.Address != "" {
@@ -148,6 +153,24 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.metricsLn = ln
 	}
 
+	d.plugins = pluginhost.New(cfg.Plugins, newHostAPI(d), log.With("component", "plugins"),
+		pluginhost.WithMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes()))
+	if err := d.plugins.Start(context.Background()); err != nil {
+		return d, err
+	}
+	var enc *delivery.Encryption
+	if len(cfg.Plugins) > 0 || len(cfg.Encryption.Rules) > 0 {
+		chain, err := policychain.New(cfg.Encryption)
+		if err != nil {
+			return d, err
+		}
+		enc = &delivery.Encryption{Chain: chain, Plugins: d.plugins, SpoolDir: filepath.Join(cfg.Queue.Dir, "outgoing"),
+			Logger: log.With("component", "encryption"), Queue: q}
+		if err := os.MkdirAll(enc.SpoolDir, 0o700); err != nil {
+			return d, err
+		}
+		d.encryption = enc
+	}
 	rt, err := remote.New(cfg, res, log.With("component", "remote"))
 	if err != nil {
 		return d, err
@@ -172,6 +195,8 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		Remote:         rt,
 		DelayWarning:   cfg.Outbound.DelayWarning.D(),
 		Sign:           signer,
+		Encryption:     enc,
+		Events:         d.plugins.Emit,
 	})
 	d.goRun(func() { workers.Run(ctx, cfg.Queue.Workers) })
 	d.goRun(func() { d.gauges(ctx) })
@@ -238,6 +263,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.remote != nil {
 		d.remote.Close()
+	}
+	if d.plugins != nil {
+		d.plugins.Stop()
 	}
 	if d.Queue != nil {
 		return d.Queue.Close()

@@ -317,3 +317,5 @@ func startEnvWith(t *testing.T, edit func(string) string) *testEnv {
 	t.Helper()
 	return startEnvConfig(t, edit)
 }
+
+func osMkdirTemp() (string, error) { return os.MkdirTemp("", "phpl") }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/posthorn/posthorn/mta/metrics"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/queue"
+	"github.com/posthorn/posthorn/sdk"
 )
 
 // acceptor is the seam between the SMTP server and the queue: it reserves
@@ -37,39 +40,64 @@ var errDMARCReject = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{
 func (a *acceptor) NewID() string { return a.d.Queue.NewID() }
 
 func (a *acceptor) Accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (string, error) {
-	if a.checker == nil || m.Kind != smtpd.MX || m.Trusted || env.AuthUser != "" {
+	id, err := a.accept(m, env, body)
+	if err == nil && a.d.plugins != nil {
+		a.d.plugins.Emit(sdk.Event{Type: sdk.EventReceived, QueueID: id, Sender: env.From, Time: time.Now(),
+			Attributes: map[string]string{"listener": m.Kind.String(), "recipients": strconv.Itoa(len(env.Recipients))}})
+	}
+	return id, err
+}
+
+func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (string, error) {
+	needAuth := a.checker != nil && m.Kind == smtpd.MX && !m.Trusted && env.AuthUser == ""
+	needPlugins := a.d.plugins != nil && len(a.d.plugins.Inbound()) > 0
+	if !needAuth && !needPlugins {
 		return a.d.Queue.Enqueue(env, body)
 	}
 	f, err := os.CreateTemp(a.tmpDir, "in-*")
 	if err != nil {
 		return "", err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
 	if err := copyStrippingAuthRes(f, body, a.authID); err != nil {
 		return "", err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.d.cfg.AuthRes.Timeout.D())
-	defer cancel()
-	res, err := a.checker.Check(ctx, net.ParseIP(env.ClientAddr), env.ClientHelo, env.From, f)
-	if err != nil {
-		return "", err
+	var prepend strings.Builder
+	if needAuth {
+		ctx, cancel := context.WithTimeout(context.Background(), a.d.cfg.AuthRes.Timeout.D())
+		res, err := a.checker.Check(ctx, net.ParseIP(env.ClientAddr), env.ClientHelo, env.From, f)
+		cancel()
+		if err != nil {
+			return "", err
+		}
+		a.d.log.Info("sender authentication", "queue_id", env.ID, "spf", res.SPF, "dkim", res.DKIM, "dmarc", res.DMARC,
+			"policy", res.DMARCPolicy, "from_domain", res.FromDomain)
+		metrics.AuthResults.WithLabelValues("spf", res.SPF).Inc()
+		metrics.AuthResults.WithLabelValues("dkim", res.DKIM).Inc()
+		metrics.AuthResults.WithLabelValues("dmarc", res.DMARC).Inc()
+		if a.enforce && res.Reject {
+			return "", errDMARCReject
+		}
+		prepend.WriteString(res.Header)
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
 	}
-	a.d.log.Info("sender authentication", "queue_id", env.ID, "spf", res.SPF, "dkim", res.DKIM, "dmarc", res.DMARC,
-		"policy", res.DMARCPolicy, "from_domain", res.FromDomain)
-	metrics.AuthResults.WithLabelValues("spf", res.SPF).Inc()
-	metrics.AuthResults.WithLabelValues("dkim", res.DKIM).Inc()
-	metrics.AuthResults.WithLabelValues("dmarc", res.DMARC).Inc()
-	if a.enforce && res.Reject {
-		return "", errDMARCReject
+	if needPlugins {
+		nf, hdrs, err := a.inbound(env, sdkMeta{tls: m.TLS}, f)
+		f = nf // the deferred cleanup removes whichever file is current
+		if err != nil {
+			return "", err
+		}
+		prepend.WriteString(hdrs)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	return a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(res.Header), f))
+	return a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(prepend.String()), f))
 }
 
 // copyStrippingAuthRes copies a message, leaving out Authentication-Results

@@ -21,6 +21,7 @@ import (
 	"github.com/posthorn/posthorn/mta/metrics"
 	"github.com/posthorn/posthorn/mta/router"
 	"github.com/posthorn/posthorn/queue"
+	"github.com/posthorn/posthorn/sdk"
 )
 
 // Outcome is the result of one delivery attempt for one recipient.
@@ -33,6 +34,10 @@ type Outcome struct {
 	// success notice (RFC 3461 §5.2.2); without it a NOTIFY=SUCCESS
 	// recipient handed to a remote server gets a "relayed" DSN from us.
 	DSNPassedOn bool
+	// diverted names the plugin that took the recipient over; waiting
+	// means it still has it (nothing happened in this attempt).
+	diverted string
+	waiting  bool
 }
 
 // Deferred is a temporary outcome.
@@ -87,6 +92,11 @@ type Options struct {
 	Now          func() time.Time
 	Logger       *slog.Logger
 	Router       *router.Router
+	// Encryption, if set, runs the encryption policy chain for remote
+	// recipients.
+	Encryption *Encryption
+	// Events, if set, receives delivery events (for plugins).
+	Events func(sdk.Event)
 	// Sign, if set, DKIM-signs mail on its way to remote transports.
 	Sign   SignFunc
 	Local  Transport
@@ -139,9 +149,19 @@ func (w *Workers) Run(ctx context.Context, n int) {
 func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 	log := w.log.With("queue_id", env.ID)
 	now := w.opt.Now()
-	var local, remote []int
+	var local, remote, expiredDiverted, waiting []int
 	for i, r := range env.Recipients {
 		if r.State != queue.Pending || r.NextAttempt.After(now) {
+			continue
+		}
+		if p := env.Attrs[AttrDiverted(i)]; p != "" {
+			// A plugin took it over and will confirm; only its
+			// silence past the queue lifetime ends it here.
+			if w.expired(env, now) {
+				expiredDiverted = append(expiredDiverted, i)
+			} else {
+				waiting = append(waiting, i)
+			}
 			continue
 		}
 		if w.opt.Router.IsLocal(r.Addr) {
@@ -162,8 +182,27 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 		}
 		metrics.DeliveryLatency.WithLabelValues(t.Name()).Observe(time.Since(start).Seconds())
 	}
+	for _, i := range waiting {
+		// Still the plugin's: reported unchanged, so the queue backs off
+		// instead of handing the message out again at once.
+		r := env.Recipients[i]
+		outcomes[i] = Outcome{State: queue.Pending, Status: r.Status, Diagnostic: r.Diagnostic, diverted: env.Attrs[AttrDiverted(i)], waiting: true}
+	}
+	for _, i := range expiredDiverted {
+		outcomes[i] = Failed("4.4.7", "x-posthorn; the plugin that took the message over never confirmed delivery")
+	}
 	run(w.opt.Local, local, body)
-	if w.opt.Remote != nil {
+	if w.opt.Remote != nil && w.opt.Encryption != nil && len(remote) > 0 {
+		plan := w.opt.Encryption.Apply(ctx, env, remote, body)
+		for i, o := range plan.Outcomes {
+			outcomes[i] = o
+		}
+		run(w.opt.Remote, plan.Plain, w.signed(env, plan.PlainBody))
+		for _, out := range plan.Outputs {
+			run(w.opt.Remote, out.Idx, w.signed(env, out.Body))
+		}
+		plan.Close()
+	} else if w.opt.Remote != nil {
 		run(w.opt.Remote, remote, w.signed(env, body))
 	} else {
 		for _, i := range remote {
@@ -209,7 +248,7 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 		}
 		res := queue.Result{Index: i, State: o.State, Status: o.Status,
 			Diagnostic: o.Diagnostic, RemoteMTA: o.RemoteMTA, DelayWarned: r.DelayWarned}
-		if o.State == queue.Pending && w.opt.DelayWarning > 0 && !r.DelayWarned &&
+		if o.State == queue.Pending && !o.waiting && w.opt.DelayWarning > 0 && !r.DelayWarned &&
 			now.Sub(env.Received) >= w.opt.DelayWarning && dsn.Wants(r.Notify, dsn.Delayed) {
 			rep.Action = dsn.Delayed
 			rep.WillRetryUntil = env.Received.Add(w.lifetime(env))
@@ -217,6 +256,9 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 			res.DelayWarned = true
 		}
 		results = append(results, res)
+		if !o.waiting {
+			w.emit(env, r, o)
+		}
 	}
 	// DSNs are queued before the results are recorded: after a crash in
 	// between, a DSN may be sent twice but is never lost.
@@ -232,6 +274,30 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 	if err := w.q.Report(env.ID, results); err != nil {
 		log.Error("could not record results", "err", err)
 	}
+}
+
+// emit tells subscribed plugins what happened to a recipient.
+func (w *Workers) emit(env *queue.Envelope, r *queue.Recipient, o Outcome) {
+	if w.opt.Events == nil {
+		return
+	}
+	typ := sdk.EventDeferred
+	switch {
+	case o.diverted != "":
+		typ = sdk.EventDiverted
+	case o.State == queue.Delivered:
+		typ = sdk.EventDelivered
+	case o.State == queue.Failed:
+		typ = sdk.EventBounced
+	}
+	attrs := map[string]string{"status": o.Status, "diagnostic": o.Diagnostic}
+	if o.RemoteMTA != "" {
+		attrs["remote_mta"] = o.RemoteMTA
+	}
+	if o.diverted != "" {
+		attrs["plugin"] = o.diverted
+	}
+	w.opt.Events(sdk.Event{Type: typ, QueueID: env.ID, Sender: env.From, Recipient: r.Addr, Time: w.opt.Now(), Attributes: attrs})
 }
 
 // signed wraps body with the signing stage, if there is one.
