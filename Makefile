@@ -13,6 +13,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/posthorn ./mta/cmd/posthorn
 	ln -sf posthorn $(BIN)/sendmail
+	$(GO) build -o $(BIN)/posthorn-notify ./plugins/notify/cmd/posthorn-notify
 
 run: build
 	./$(BIN)/posthorn serve

@@ -55,9 +55,11 @@ func TestDefault(t *testing.T) {
 		Testing:    Testing{PortMap: map[string]int{}},
 		AuthRes:    AuthRes{Enabled: true, Timeout: Duration(20 * time.Second)},
 		Encryption: Encryption{SubjectTag: "[secure]", TriggerHeader: "X-Posthorn-Encrypt", Methods: []string{}},
-		MTASTS:     MTASTS{Enabled: true, CacheDir: abs("var/mta-sts"), Refresh: Duration(time.Hour)},
-		DANE:       DANE{Enabled: true},
-		TLSRPT:     TLSRPT{StateDir: abs("var/tls-rpt")},
+		Plugins: []Plugin{{Name: "notify", Path: abs("bin/posthorn-notify"), Timeout: Duration(30 * time.Second), OnFailure: "tempfail",
+			DataDir: abs("var/plugins/notify"), Config: PluginConfig{"from": "postmaster@example.test", "from_name": "Posthorn"}}},
+		MTASTS: MTASTS{Enabled: true, CacheDir: abs("var/mta-sts"), Refresh: Duration(time.Hour)},
+		DANE:   DANE{Enabled: true},
+		TLSRPT: TLSRPT{StateDir: abs("var/tls-rpt")},
 		SecureAlias: SecureAlias{Subdomain: "secure", Users: []string{"*"}, Level: "encrypt",
 			Levels: map[string]string{}},
 	}
@@ -117,6 +119,18 @@ func TestDefaultMentionsEveryKey(t *testing.T) {
 		if !pos.has(k) {
 			t.Errorf("default.toml does not set %s", k)
 		}
+	}
+}
+
+// TestDefaultPluginsOnlyInDefault: the embedded default runs notify from
+// ./bin; an operator's file gets only the plugins it lists.
+func TestDefaultPluginsOnlyInDefault(t *testing.T) {
+	c, err := Parse("x.toml", []byte("hostname = \"mx.example.org\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Plugins) != 0 {
+		t.Fatalf("a file without [[plugin]] got %+v", c.Plugins)
 	}
 }
 

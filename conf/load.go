@@ -71,6 +71,11 @@ func parse(filename string, data []byte, base string) (*Config, error) {
 	if errs != nil {
 		return nil, errs
 	}
+	// The embedded default runs the plugins that `make build` makes; an
+	// operator's file gets the plugins it lists, and none otherwise.
+	if !bytes.Equal(data, defaultTOML) {
+		cfg.Plugins = nil
+	}
 	d := &decoder{file: filename, pos: buildPosIndex(string(data))}
 	d.decode("", raw, reflect.ValueOf(cfg).Elem())
 	v := &validator{file: filename, pos: d.pos}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -297,4 +298,28 @@ func TestTLSATLSRecord(t *testing.T) {
 	if again != out {
 		t.Fatalf("record changed: %q vs %q", out, again)
 	}
+}
+
+func TestPluginListShowsNotify(t *testing.T) {
+	dir, err := os.MkdirTemp("", "phn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "posthorn-notify")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../../plugins/notify/cmd/posthorn-notify").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	in := newInstance(t, fmt.Sprintf("[[plugin]]\nname = \"notify\"\npath = %q\n[plugin.config]\nfrom = \"postmaster@example.test\"\n", bin))
+	in.start()
+	var out string
+	waitFor(t, 20*time.Second, func() bool {
+		out, _ = in.cli("plugin", "list")
+		return regexpMatch(`notify\s+running\s+\S+\s+events\s+0\s+\d+`, out)
+	})
+	js, err := in.cli("plugin", "list", "--json")
+	if err != nil || !strings.Contains(js, `"Name":"notify"`) {
+		t.Fatalf("plugin list --json: %v %s", err, js)
+	}
+	in.stop()
 }

@@ -31,6 +31,7 @@ commands:
   sendmail [flags] [RCPT...]      queue a message from stdin (-t -f -F -i -oi)
   dkim keygen [-alg rsa|ed25519] DOMAIN SELECTOR
                                   write a DKIM key; print the DNS TXT record
+  plugin list [--json]            each plugin's state, version, hooks, restarts
   tls tlsa [-c FILE]              the TLSA record (3 1 1) of our certificate
   tls explain [-c FILE] DOMAIN [--sender ADDR] [--probe]
                                   which TLS level applies to DOMAIN, and why
@@ -71,6 +72,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return dkimMain(rest, stdout, stderr)
 	case "tls":
 		return tlsMain(rest, stdout, stderr)
+	case "plugin":
+		return pluginMain(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
