@@ -6,7 +6,9 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -26,12 +28,14 @@ import (
 	"github.com/posthorn/posthorn/mta/delivery"
 	"github.com/posthorn/posthorn/mta/dkim"
 	"github.com/posthorn/posthorn/mta/metrics"
+	"github.com/posthorn/posthorn/mta/mtasts"
 	"github.com/posthorn/posthorn/mta/pluginhost"
 	"github.com/posthorn/posthorn/mta/policychain"
 	"github.com/posthorn/posthorn/mta/remote"
 	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
 	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/mta/tlsrpt"
 	"github.com/posthorn/posthorn/mta/tlsutil"
 	"github.com/posthorn/posthorn/queue"
 )
@@ -176,6 +180,15 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		return d, err
 	}
 	d.remote = rt
+	sts, err := newMTASTS(cfg, res, log.With("component", "mta-sts"))
+	if err != nil {
+		return d, err
+	}
+	rpt, err := d.newTLSRPT(res)
+	if err != nil {
+		return d, err
+	}
+	rt.SetEnforcement(sts, rpt, d.Router)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
@@ -200,6 +213,12 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	})
 	d.goRun(func() { workers.Run(ctx, cfg.Queue.Workers) })
 	d.goRun(func() { d.gauges(ctx) })
+	if sts != nil {
+		d.goRun(func() { sts.RefreshLoop(ctx) })
+	}
+	if rpt != nil {
+		d.goRun(func() { rpt.DailyLoop(ctx) })
+	}
 	for _, l := range d.listeners {
 		d.goRun(func() { l.Serve() })
 		log.Info("listening", "listener", "smtp", "address", l.Addr().String())
@@ -344,7 +363,7 @@ func (b *signedBody) Close() error {
 // Explain builds the outbound transport as the daemon would and explains
 // the TLS policy for domain (posthorn tls explain). sender is for the
 // sender-dependent rules (secure aliases, REQUIRETLS).
-func Explain(cfg *conf.Config, domain, sender string, probe bool) (*remote.Explanation, error) {
+func Explain(cfg *conf.Config, domain, sender string, requireTLS, probe bool) (*remote.Explanation, error) {
 	res, err := newResolver(cfg)
 	if err != nil {
 		return nil, err
@@ -355,9 +374,77 @@ func Explain(cfg *conf.Config, domain, sender string, probe bool) (*remote.Expla
 		return nil, err
 	}
 	defer rt.Close()
+	sts, err := newMTASTS(cfg, res, log)
+	if err != nil {
+		return nil, err
+	}
+	users, err := auth.Open(cfg.Auth.PasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	rt.SetEnforcement(sts, nil, router.New(cfg, users))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ex := rt.Explain(ctx, domain, probe)
+	ex := rt.Explain(ctx, domain, sender, requireTLS, probe)
 	ex.TrustAD = res.TrustAD()
 	return ex, nil
+}
+
+// newMTASTS makes the MTA-STS fetcher, or nil when [mta_sts] is off.
+func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger) (*mtasts.Fetcher, error) {
+	if !cfg.MTASTS.Enabled {
+		return nil, nil
+	}
+	var roots *x509.CertPool
+	if cfg.Outbound.CAFile != "" {
+		// The operator's extra anchors count for policy hosts too.
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		pem, err := os.ReadFile(cfg.Outbound.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("outbound.ca_file: %w", err)
+		}
+		pool.AppendCertsFromPEM(pem)
+		roots = pool
+	}
+	opts := mtasts.Options{Resolver: res, RootCAs: roots, CacheDir: cfg.MTASTS.CacheDir,
+		RefreshInterval: cfg.MTASTS.Refresh.D(), Logger: log}
+	if len(cfg.Testing.PortMap) > 0 {
+		// Tests: policy hosts are on loopback at the port mapped for
+		// "mta-sts.DOMAIN" (or 443).
+		opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, _ := net.SplitHostPort(addr)
+			if p, ok := cfg.Testing.PortMap[host]; ok {
+				port = fmt.Sprint(p)
+			}
+			ips, _, err := res.IP(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			var dl net.Dialer
+			return dl.DialContext(ctx, network, net.JoinHostPort(ips[0].String(), port))
+		}
+	}
+	return mtasts.New(opts)
+}
+
+// newTLSRPT makes the TLS-RPT recorder, or nil when [tls_rpt] is off.
+// Mailed reports go through our own queue, DKIM-signed like all our mail.
+func (d *Daemon) newTLSRPT(res *resolver.Resolver) (*tlsrpt.Recorder, error) {
+	cfg := d.cfg
+	if !cfg.TLSRPT.Enabled {
+		return nil, nil
+	}
+	return tlsrpt.New(tlsrpt.Options{
+		Dir: cfg.TLSRPT.StateDir, OrganizationName: cfg.TLSRPT.OrganizationName, ContactInfo: cfg.TLSRPT.ContactInfo,
+		Submitter: cfg.Hostname, Resolver: res, Logger: d.log.With("component", "tls-rpt"),
+		Submit: func(to string, msg []byte) error {
+			env := &queue.Envelope{ID: d.Queue.NewID(), From: "postmaster@" + cfg.Hostname,
+				Recipients: []*queue.Recipient{{Addr: to, Notify: []string{"NEVER"}}}, ClientAddr: "tls-rpt"}
+			_, err := d.Queue.Enqueue(env, bytes.NewReader(msg))
+			return err
+		},
+	})
 }

@@ -98,7 +98,7 @@ func TestTLSExplain(t *testing.T) {
 	e, m := remoteEnv(t, remotemta.Config{Mode: remotemta.STARTTLSSelfSigned}, "[[tls_policy]]\ndomain = \"pinned.test\"\nlevel = \"secure\"\n")
 	z := e.dns.Zone("remote.test", dnsserver.Secure)
 	z.TLSA("_25._tcp.mx.remote.test.", 3, 1, 1, dnsserver.TLSAData(m.Certificate().Leaf, 1, 1))
-	ex, err := daemon.Explain(e.cfg, "remote.test", "", true)
+	ex, err := daemon.Explain(e.cfg, "remote.test", "", false, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestTLSExplain(t *testing.T) {
 		!strings.Contains(h.Probe, "verified=dane-usage-3") {
 		t.Fatalf("host: %+v", h)
 	}
-	ex, _ = daemon.Explain(e.cfg, "pinned.test", "", false)
+	ex, _ = daemon.Explain(e.cfg, "pinned.test", "", false, false)
 	if ex.Policy.Level.String() != "secure" || !strings.Contains(ex.Policy.Source, "policy map entry pinned.test") {
 		t.Fatalf("policy map: %+v", ex.Policy)
 	}

@@ -6,8 +6,10 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/posthorn/posthorn/mta/dane"
+	"github.com/posthorn/posthorn/mta/mtasts"
 	"github.com/posthorn/posthorn/mta/tlspolicy"
 )
 
@@ -25,6 +27,7 @@ type Explanation struct {
 	DANEOn    bool
 	Extra     []string // further sources (MTA-STS, secure alias, REQUIRETLS)
 	PortMapOn bool
+	demands   demands
 }
 
 // HostExplanation is one MX host.
@@ -40,10 +43,28 @@ type HostExplanation struct {
 // Explain works out the policy for domain without sending anything; with
 // probe it also connects to each MX host (greeting, EHLO, STARTTLS at the
 // host's level) and reports the TLS result.
-func (t *Transport) Explain(ctx context.Context, domain string, probe bool) *Explanation {
+func (t *Transport) Explain(ctx context.Context, domain, sender string, requireTLS, probe bool) *Explanation {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	r := t.route(domain)
 	ex := &Explanation{Domain: domain, Route: r.Kind, Policy: t.policies.Lookup(domain), DANEOn: t.dane, PortMapOn: len(t.portMap) > 0}
+	ex.demands.requireTLS = requireTLS
+	if requireTLS {
+		ex.Extra = append(ex.Extra, "REQUIRETLS: the MX host must be authenticated by MTA-STS or DANE and offer REQUIRETLS")
+	}
+	if t.aliases != nil && sender != "" {
+		if base, level, ok := t.aliases.SecureAlias(sender); ok {
+			l, _ := tlspolicy.Parse(level)
+			ex.demands.alias, ex.demands.aliasLevel = sender, l
+			ex.Extra = append(ex.Extra, fmt.Sprintf("secure alias: %s (of %s) asks for at least %s; a TLS failure bounces at once", sender, base, level))
+			if l == tlspolicy.Verify {
+				if len(ex.Policy.Fingerprints) == 0 {
+					ex.Extra = append(ex.Extra, "  level verify: this destination's certificate is not pinned, so mail from the alias bounces")
+				}
+			} else {
+				ex.Policy = tlspolicy.Stronger(ex.Policy, tlspolicy.Policy{Level: l, Source: "secure alias " + sender})
+			}
+		}
+	}
 	if r.Kind == "smarthost" || r.Kind == "lmtp" {
 		ex.Route += " " + r.Host
 	}
@@ -68,9 +89,28 @@ func (t *Transport) Explain(ctx context.Context, domain string, probe bool) *Exp
 		}
 		cands = c
 	}
+	var sts *mtasts.Policy
+	if r.Kind == "mx" && t.sts != nil {
+		p, err := t.stsPolicy(ctx, domain)
+		switch {
+		case err != nil:
+			ex.Extra = append(ex.Extra, "MTA-STS: a policy is announced but could not be used: "+oneLine(err))
+		case p == nil:
+			ex.Extra = append(ex.Extra, "MTA-STS: no policy")
+		default:
+			sts = p
+			ex.Extra = append(ex.Extra, fmt.Sprintf("MTA-STS: mode %s, mx %s, id %s, fetched %s ago, expires in %s",
+				p.Mode, strings.Join(p.MX, " "), p.ID, p.Age().Round(time.Second), time.Until(p.Expires()).Round(time.Second)))
+			if keep, aerr := applySTS(p, cands); aerr != nil {
+				ex.MXError = aerr.diag
+			} else {
+				cands = keep
+			}
+		}
+	}
 	for _, c := range cands {
 		h := HostExplanation{Host: c.host, Pref: c.pref}
-		p, dr, aerr := t.hostPolicy(ctx, ex.Policy, c.host, ex.MXSecure && r.Kind != "smarthost")
+		p, dr, aerr := t.hostPolicyFor(ctx, ex.Policy, c.host, ex.MXSecure && r.Kind != "smarthost", sts, ex.demands)
 		h.Policy = p
 		switch {
 		case aerr != nil:

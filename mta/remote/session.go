@@ -26,6 +26,8 @@ type attemptError struct {
 	// permanent: no other MX would do better (e.g. 5xx greeting is not
 	// that; only local decisions like "message too big" are).
 	permanent bool
+	// cause is the underlying TLS or certificate error, for TLS-RPT.
+	cause error
 }
 
 func (e *attemptError) Error() string { return e.diag }
@@ -40,6 +42,9 @@ type tlsInfo struct {
 	version  string
 	cipher   string
 	verified string // how the peer was authenticated: "", "pkix", "fingerprint"
+	// observed: what an MTA-STS policy in testing mode would have
+	// refused (recorded for TLS-RPT, delivery goes on).
+	observed *attemptError
 }
 
 func (t tlsInfo) String() string {
@@ -63,6 +68,7 @@ type conn struct {
 	tls     tlsInfo
 	msgs    int
 	lastUse time.Time
+	spec    dialSpec
 }
 
 func (c *conn) close() {
@@ -78,6 +84,11 @@ type dialSpec struct {
 	implicit bool // TLS from the first byte (smarthost on 465)
 	auth     sasl.Client
 	dane     *dane.Result // usable TLSA records when DANE authenticates this host
+	// observe checks, without enforcing, what MTA-STS verify would say.
+	observe bool
+	// requireTLS: the message carries REQUIRETLS: the host must offer it.
+	// askRequireTLS: ask for it where offered (secure aliases).
+	requireTLS, askRequireTLS bool
 }
 
 func (d dialSpec) key() string {
@@ -91,7 +102,8 @@ func (d dialSpec) key() string {
 			tlsa += r.String() + ","
 		}
 	}
-	return fmt.Sprintf("%s|%s|%s|%v|%s|%s|%v|%s", d.addr, d.host, d.policy.Level, d.policy.Match, fp, d.nexthop, d.implicit, tlsa)
+	return fmt.Sprintf("%s|%s|%s|%v|%s|%s|%v|%s|%v|%v|%v", d.addr, d.host, d.policy.Level, d.policy.Match, fp, d.nexthop, d.implicit, tlsa,
+		d.observe, d.requireTLS, d.askRequireTLS)
 }
 
 // dial connects, says EHLO and negotiates TLS as the policy demands. Only
@@ -124,7 +136,9 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 		tc.SetDeadline(time.Now().Add(t.commandTimeout))
 		if err := tc.HandshakeContext(dctx); err != nil {
 			raw.Close()
-			return nil, tempErr("4.7.5", "TLS handshake with %s[%s] failed: %s", d.host, d.addr, oneLine(err))
+			ae := tempErr("4.7.5", "TLS handshake with %s[%s] failed: %s", d.host, d.addr, oneLine(err))
+			ae.cause = err
+			return nil, ae
 		}
 		tc.SetDeadline(time.Time{})
 		recordTLS(&info, tc.ConnectionState())
@@ -137,12 +151,16 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 		raw.Close()
 		var te *tlsError
 		if errors.As(err, &te) {
-			return nil, tempErr("4.7.5", "TLS with %s[%s] failed at level %s: %s", d.host, d.addr, level, oneLine(err))
+			ae := tempErr("4.7.5", "TLS with %s[%s] failed at level %s: %s", d.host, d.addr, level, oneLine(err))
+			ae.cause = te.err
+			return nil, ae
 		}
 		return nil, replyErr(d, "greeting/EHLO/STARTTLS", err)
 	}
 	if tc, ok := next.(*greetedConn).Conn.(*tls.Conn); ok {
 		recordTLS(&info, tc.ConnectionState())
+	} else if d.observe {
+		info.observed = tempErr("4.7.4", "MTA-STS (testing): %s did not offer STARTTLS", d.host)
 	}
 	if level.RequiresTLS() && !info.used {
 		raw.Close()
@@ -168,7 +186,7 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 			return nil, replyErr(d, "AUTH", err)
 		}
 	}
-	return &conn{c: c, raw: raw, key: d.key(), host: d.host, addr: d.addr, tls: info}, nil
+	return &conn{c: c, raw: raw, key: d.key(), host: d.host, addr: d.addr, tls: info, spec: d}, nil
 }
 
 func recordTLS(info *tlsInfo, cs tls.ConnectionState) {
@@ -198,9 +216,17 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 		return cfg
 	}
 	if p.Level <= tlspolicy.Encrypt || p.Level == tlspolicy.DaneOnly {
-		// may, dane (acting as may), encrypt, dane-only (acting as
-		// encrypt until DANE is in): any certificate.
+		// may, dane and dane-only without usable TLSA (acting as may and
+		// encrypt), encrypt: any certificate.
 		cfg.MinVersion = tls.VersionTLS10
+		if d.observe {
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if err := t.pkixCheck(cs, []string{strings.TrimSuffix(d.host, ".")}); err != nil {
+					info.observed = &attemptError{status: "4.7.5", diag: "MTA-STS (testing): " + oneLine(err), cause: err}
+				}
+				return nil
+			}
+		}
 		return cfg
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -216,17 +242,8 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 			info.verified = "fingerprint"
 			return nil
 		case tlspolicy.Verify, tlspolicy.Secure:
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-				return fmt.Errorf("certificate not trusted: %w", err)
-			}
-			names := p.MatchNames(d.nexthop, d.host)
-			if !tlspolicy.CertMatchesName(leaf, names) {
-				return fmt.Errorf("certificate names %v match none of %v", leaf.DNSNames, names)
+			if err := t.pkixCheck(cs, p.MatchNames(d.nexthop, d.host)); err != nil {
+				return err
 			}
 			info.verified = "pkix"
 			return nil
@@ -234,6 +251,26 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 		return fmt.Errorf("level %s cannot be checked", p.Level)
 	}
 	return cfg
+}
+
+// pkixCheck validates the presented chain against our roots and the names.
+func (t *Transport) pkixCheck(cs tls.ConnectionState, names []string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("certificate not trusted: %w", err)
+	}
+	if !tlspolicy.CertMatchesName(leaf, names) {
+		return x509.HostnameError{Certificate: leaf, Host: strings.Join(names, ",")}
+	}
+	return nil
 }
 
 // replyErr turns a failed command into an attempt error: a 4xx or 5xx

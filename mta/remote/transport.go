@@ -34,9 +34,11 @@ import (
 	"github.com/posthorn/posthorn/mta/dane"
 	"github.com/posthorn/posthorn/mta/delivery"
 	"github.com/posthorn/posthorn/mta/lmtp"
+	"github.com/posthorn/posthorn/mta/mtasts"
 	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
 	"github.com/posthorn/posthorn/mta/tlspolicy"
+	"github.com/posthorn/posthorn/mta/tlsrpt"
 	"github.com/posthorn/posthorn/queue"
 )
 
@@ -58,8 +60,11 @@ type Transport struct {
 	ipv6     bool
 	// dane turns "may" into opportunistic DANE (Postfix's "dane") and
 	// makes "dane-only" enforce it; off, both act as may/encrypt.
-	dane bool
-	log  *slog.Logger
+	dane    bool
+	sts     *mtasts.Fetcher  // nil: MTA-STS off
+	rpt     *tlsrpt.Recorder // nil: no TLS-RPT records
+	aliases SecureAliases    // nil: no secure aliases
+	log     *slog.Logger
 
 	connectTimeout, commandTimeout, dataTimeout time.Duration
 	reuseTime                                   time.Duration
@@ -107,7 +112,7 @@ func New(cfg *conf.Config, res Resolver, log *slog.Logger) (*Transport, error) {
 	}
 	t := &Transport{
 		res: res, policies: pm, routes: map[string]conf.Transport{}, helo: helo, roots: roots,
-		portMap: cfg.Testing.PortMap, ipv6: o.IPv6, log: log, dane: true,
+		portMap: cfg.Testing.PortMap, ipv6: o.IPv6, log: log, dane: cfg.DANE.Enabled,
 		connectTimeout: o.ConnectTimeout.D(), commandTimeout: o.CommandTimeout.D(), dataTimeout: o.DataTimeout.D(),
 		reuseTime: o.ConnectionReuseTime.D(), maxPerConn: o.MaxMessagesPerConnection,
 		global: make(chan struct{}, o.Concurrency), perDom: o.PerDomainConcurrency, perRate: o.PerDomainRate,
@@ -124,6 +129,12 @@ func New(cfg *conf.Config, res Resolver, log *slog.Logger) (*Transport, error) {
 }
 
 var _ delivery.Transport = (*Transport)(nil)
+
+// SetEnforcement gives the transport MTA-STS, TLS-RPT and secure aliases;
+// each may be nil.
+func (t *Transport) SetEnforcement(sts *mtasts.Fetcher, rpt *tlsrpt.Recorder, aliases SecureAliases) {
+	t.sts, t.rpt, t.aliases = sts, rpt, aliases
+}
 
 // Name implements delivery.Transport.
 func (t *Transport) Name() string { return "remote" }
@@ -184,11 +195,15 @@ func (t *Transport) Deliver(ctx context.Context, env *queue.Envelope, idx []int,
 	out := map[int]delivery.Outcome{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	dem := t.demandsOf(env, body)
 	for _, d := range order {
 		wg.Add(1)
 		go func(d string, idx []int) {
 			defer wg.Done()
-			res := t.deliverDomain(ctx, env, d, idx, body)
+			res := t.deliverDomain(ctx, env, d, idx, body, dem)
+			for i, o := range res {
+				res[i] = finalForAlias(dem, o)
+			}
 			mu.Lock()
 			for i, o := range res {
 				out[i] = o
@@ -215,7 +230,7 @@ type candidate struct {
 	pref uint16
 }
 
-func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, domain string, idx []int, body delivery.Body) map[int]delivery.Outcome {
+func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, domain string, idx []int, body delivery.Body, dem demands) map[int]delivery.Outcome {
 	r := t.route(domain)
 	switch r.Kind {
 	case "discard":
@@ -232,6 +247,31 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	if r.TLSLevel != "" {
 		l, _ := tlspolicy.Parse(r.TLSLevel)
 		policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: l, Source: "transport " + r.Domain})
+	}
+
+	if dem.alias != "" {
+		switch dem.aliasLevel {
+		case tlspolicy.Verify:
+			// "verify" for a secure alias: only to destinations whose
+			// certificate the operator pinned.
+			if len(policy.Fingerprints) == 0 {
+				return all(idx, delivery.Failed("5.7.10", fmt.Sprintf("x-posthorn; %s may only send to destinations whose certificate is pinned, and %s's is not", dem.alias, domain)))
+			}
+		default:
+			policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: dem.aliasLevel, Source: "secure alias " + dem.alias})
+		}
+	}
+	var sts *mtasts.Policy
+	if r.Kind == "mx" && !dem.tlsOptional {
+		var stsErr error
+		sts, stsErr = t.stsPolicy(ctx, domain)
+		if stsErr != nil {
+			t.log.Info("MTA-STS policy announced but not usable; delivering as without", "domain", domain, "err", stsErr)
+			if t.rpt != nil {
+				t.rpt.Record(tlsrpt.Attempt{Time: time.Now(), Domain: domain, PolicyType: tlsrpt.PolicySTS,
+					Result: tlsrpt.Classify(stsErr), AdditionalInfo: oneLine(stsErr)})
+			}
+		}
 	}
 
 	var cands []candidate
@@ -256,13 +296,21 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 		if o != nil {
 			return all(idx, *o)
 		}
+		var aerr *attemptError
+		if cands, aerr = applySTS(sts, cands); aerr != nil {
+			return all(idx, delivery.Outcome{State: queue.Pending, Status: aerr.status, Diagnostic: "x-posthorn; " + aerr.diag})
+		}
 	}
 
 	var last *attemptError
 	tried := 0
 	for _, cand := range cands {
-		hostPolicy, daneRes, aerr := t.hostPolicy(ctx, policy, cand.host, mxSecure && r.Kind != "smarthost")
+		hostPolicy, daneRes, aerr := t.hostPolicyFor(ctx, policy, cand.host, mxSecure && r.Kind != "smarthost", sts, dem)
 		if aerr != nil {
+			t.record(domain, cand.host, "", policy, nil, sts, aerr)
+			if aerr.permanent && len(cands) == 1 {
+				return all(idx, delivery.Failed(aerr.status, "x-posthorn; "+aerr.diag))
+			}
 			last = aerr
 			t.log.Info("MX host skipped", "queue_id", env.ID, "domain", domain, "host", cand.host, "err", aerr.diag)
 			continue
@@ -281,9 +329,15 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 				port = p
 			}
 			spec := dialSpec{host: strings.TrimSuffix(cand.host, "."), nexthop: domain,
-				addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), policy: hostPolicy, implicit: implicit, auth: auth, dane: daneRes}
+				addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), policy: hostPolicy, implicit: implicit, auth: auth, dane: daneRes,
+				observe: sts != nil && sts.Mode == mtasts.Testing && daneRes == nil, requireTLS: dem.requireTLS, askRequireTLS: dem.alias != ""}
 			tried++
-			res, aerr := t.transaction(ctx, env, spec, idx, body)
+			res, aerr, obs := t.transaction(ctx, env, spec, idx, body)
+			if aerr == nil && obs != nil {
+				t.record(domain, spec.host, spec.addr, hostPolicy, daneRes, sts, obs)
+			} else {
+				t.record(domain, spec.host, spec.addr, hostPolicy, daneRes, sts, aerr)
+			}
 			if aerr == nil {
 				return res
 			}
@@ -296,6 +350,9 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	}
 	if last == nil {
 		last = tempErr("4.4.4", "no usable address for any MX host of %s", domain)
+	}
+	if last.permanent {
+		return all(idx, delivery.Failed(last.status, "x-posthorn; "+last.diag))
 	}
 	return all(idx, delivery.Outcome{State: queue.Pending, Status: last.status, Diagnostic: "x-posthorn; " + last.diag})
 }
@@ -353,6 +410,34 @@ func (t *Transport) hostPolicy(ctx context.Context, p tlspolicy.Policy, host str
 		return p, nil, tempErr("4.7.5", "dane-only: %s has no usable DNSSEC-signed TLSA records (%s)", host, r.Reason)
 	}
 	return p, nil, nil
+}
+
+// hostPolicyFor is hostPolicy with the message's demands and the domain's
+// MTA-STS policy: DANE, where it authenticates the host, wins over
+// MTA-STS (RFC 8461 §2); an enforced (or, for REQUIRETLS, a testing)
+// MTA-STS policy asks verify; REQUIRETLS (RFC 8689 §4.2) needs the host
+// authenticated by one of the two, else the message cannot go there.
+func (t *Transport) hostPolicyFor(ctx context.Context, p tlspolicy.Policy, host string, mxSecure bool, sts *mtasts.Policy, dem demands) (tlspolicy.Policy, *dane.Result, *attemptError) {
+	stsApplies := sts != nil && (sts.Mode == mtasts.Enforce || dem.requireTLS)
+	daneP := p
+	if t.dane && !dem.tlsOptional && (stsApplies || dem.requireTLS) && daneP.Level < tlspolicy.Dane {
+		daneP.Level = tlspolicy.Dane
+	}
+	if dem.tlsOptional && (p.Level == tlspolicy.Dane || p.Level == tlspolicy.DaneOnly) && p.Source == "default (outbound.tls_level)" {
+		daneP.Level = tlspolicy.May
+	}
+	hp, dr, aerr := t.hostPolicy(ctx, daneP, host, mxSecure)
+	if aerr != nil || dr != nil {
+		return hp, dr, aerr
+	}
+	if stsApplies {
+		hp = tlspolicy.Stronger(hp, stsHostPolicy(sts))
+	}
+	if dem.requireTLS && !stsApplies {
+		return hp, nil, &attemptError{status: "5.7.30", permanent: true,
+			diag: fmt.Sprintf("REQUIRETLS: neither MTA-STS nor DANE authenticates %s", host)}
+	}
+	return hp, nil, nil
 }
 
 func orErr(err error, reason string) error {
@@ -462,7 +547,7 @@ func orDefault(s, d string) string {
 // transaction delivers over one connection (reused or new). A nil
 // attemptError means the remote took part in a transaction and every
 // recipient in idx has an outcome.
-func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec dialSpec, idx []int, body delivery.Body) (map[int]delivery.Outcome, *attemptError) {
+func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec dialSpec, idx []int, body delivery.Body) (map[int]delivery.Outcome, *attemptError, *attemptError) {
 	for attempt := 0; attempt < 2; attempt++ {
 		c, reused := t.getIdle(spec.key())
 		if c == nil {
@@ -470,9 +555,9 @@ func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec d
 			if err != nil {
 				var ae *attemptError
 				if errors.As(err, &ae) {
-					return nil, ae
+					return nil, ae, nil
 				}
-				return nil, tempErr("4.4.1", "%s", oneLine(err))
+				return nil, tempErr("4.4.1", "%s", oneLine(err)), nil
 			}
 			c = nc
 		}
@@ -483,14 +568,15 @@ func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec d
 			c.close()
 			continue
 		}
+		obs := c.tls.observed
 		if aerr != nil || broken {
 			c.close()
 		} else {
 			t.putIdle(c)
 		}
-		return res, aerr
+		return res, aerr, obs
 	}
-	return nil, tempErr("4.4.2", "connection to %s lost", spec.addr)
+	return nil, tempErr("4.4.2", "connection to %s lost", spec.addr), nil
 }
 
 // send runs MAIL, RCPT and DATA. broken reports that the connection died
@@ -509,7 +595,13 @@ func (t *Transport) send(env *queue.Envelope, c *conn, idx []int, body delivery.
 	}
 	eightBit, _ := cl.Extension("8BITMIME")
 	dsn, _ := cl.Extension("DSN")
-	mopts := &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8, EnvelopeID: env.EnvID}
+	rtls, _ := cl.Extension("REQUIRETLS")
+	if c.spec.requireTLS && !rtls {
+		return nil, &attemptError{status: "5.7.30", permanent: true,
+			diag: fmt.Sprintf("REQUIRETLS: %s does not support REQUIRETLS (RFC 8689)", c.host)}, false
+	}
+	mopts := &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8, EnvelopeID: env.EnvID,
+		RequireTLS: rtls && (c.spec.requireTLS || c.spec.askRequireTLS)}
 	switch env.Ret {
 	case "FULL":
 		mopts.Return = smtp.DSNReturnFull

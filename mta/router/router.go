@@ -75,11 +75,50 @@ func Split(addr string) (local, domain string) {
 	return addr[:i], strings.ToLower(addr[i+1:])
 }
 
-// IsLocal reports whether addr's domain is one of ours.
+// IsLocal reports whether addr's domain is one of ours (a secure-alias
+// subdomain of one of ours included).
 func (r *Router) IsLocal(addr string) bool {
 	_, d := Split(addr)
 	_, ok := r.doms[d]
-	return ok
+	return ok || r.secureParent(d) != ""
+}
+
+// secureParent returns the local domain d is the secure-alias subdomain
+// of ("secure.example.org" -> "example.org"), or "".
+func (r *Router) secureParent(d string) string {
+	sub := strings.ToLower(r.cfg.SecureAlias.Subdomain)
+	if sub == "" {
+		return ""
+	}
+	parent, ok := strings.CutPrefix(d, sub+".")
+	if !ok {
+		return ""
+	}
+	if _, local := r.doms[parent]; !local {
+		return ""
+	}
+	return parent
+}
+
+// SecureAlias reports whether addr is a secure alias, user@SUB.DOMAIN of
+// a local user who has one (mailbox.org's "secure alias"), and returns
+// the user's own address and the TLS level they chose.
+func (r *Router) SecureAlias(addr string) (base, level string, ok bool) {
+	local, d := Split(addr)
+	parent := r.secureParent(d)
+	if parent == "" {
+		return "", "", false
+	}
+	base = strings.ToLower(r.base(local)) + "@" + parent
+	dom := r.doms[parent]
+	mailbox, aliases, err := r.lookup(local, dom)
+	if err != nil || aliases != nil || mailbox == "" {
+		return "", "", false
+	}
+	if level, ok = r.cfg.SecureAlias.UserLevel(mailbox + "@" + parent); !ok {
+		return "", "", false
+	}
+	return base, level, true
 }
 
 // LocalDomain reports whether domain is one of ours.
@@ -132,6 +171,12 @@ func (r *Router) lookup(local string, d *conf.Domain) (mailbox string, aliases [
 // must exist.
 func (r *Router) Check(addr string) error {
 	local, dom := Split(addr)
+	if r.secureParent(dom) != "" {
+		if _, _, ok := r.SecureAlias(addr); !ok {
+			return ErrNoSuchUser
+		}
+		return nil
+	}
 	d, ok := r.doms[dom]
 	if !ok {
 		return nil
@@ -158,6 +203,13 @@ func (r *Router) expand(addr string, depth int, seen map[string]bool, out *[]Des
 		return ErrAliasLoop
 	}
 	local, dom := Split(addr)
+	if r.secureParent(dom) != "" {
+		// A secure alias delivers to the user's own mailbox.
+		if _, _, ok := r.SecureAlias(addr); !ok {
+			return fmt.Errorf("%s: %w", addr, ErrNoSuchUser)
+		}
+		local, dom = strings.ToLower(local), r.secureParent(dom)
+	}
 	d, ok := r.doms[dom]
 	if !ok {
 		key := local + "@" + dom

@@ -143,6 +143,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.reject("rcpt", err)
 	}
 	if s.l.router.IsLocal(to) {
+		if _, _, ok := s.l.router.SecureAlias(to); ok {
+			if _, isTLS := s.tlsState(); !isTLS {
+				// A secure alias takes mail over TLS only.
+				return s.reject("rcpt", errNeedTLS)
+			}
+		}
 		if err := s.l.router.Check(to); err != nil {
 			if errors.Is(err, router.ErrNoSuchUser) {
 				return s.reject("rcpt", errNoSuchUser)

@@ -66,6 +66,7 @@ func explainMain(args []string, stdout, stderr io.Writer) int {
 	cfgPath := configFlag(fs)
 	sender := fs.String("sender", "", "envelope sender (secure aliases, REQUIRETLS)")
 	probe := fs.Bool("probe", false, "connect to each MX host and report the TLS handshake")
+	requireTLS := fs.Bool("requiretls", false, "explain for a message with REQUIRETLS (RFC 8689)")
 	// Flags may follow the domain.
 	var domain string
 	rest := args
@@ -77,7 +78,7 @@ func explainMain(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		if domain != "" {
-			fmt.Fprintln(stderr, "usage: posthorn tls explain [-c FILE] DOMAIN [--sender ADDR] [--probe]")
+			fmt.Fprintln(stderr, "usage: posthorn tls explain [-c FILE] DOMAIN [--sender ADDR] [--requiretls] [--probe]")
 			return 2
 		}
 		domain = fs.Arg(0)
@@ -92,7 +93,7 @@ func explainMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "posthorn:", err)
 		return 1
 	}
-	ex, err := daemon.Explain(cfg, domain, *sender, *probe)
+	ex, err := daemon.Explain(cfg, domain, *sender, *requireTLS, *probe)
 	if err != nil {
 		fmt.Fprintln(stderr, "posthorn:", err)
 		return 1
