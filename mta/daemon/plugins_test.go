@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -198,5 +199,50 @@ methods = ["tp"]
 	}
 	if restarts < 1 {
 		t.Fatalf("plugin not restarted: %+v", e.d.PluginStatus())
+	}
+}
+
+// TestNotifyThroughTheRealQueue: an event for the notify plugin becomes a
+// localized mail that goes through Host.Submit, our queue and local
+// delivery.
+func TestNotifyThroughTheRealQueue(t *testing.T) {
+	dir, err := osMkdirTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "posthorn-notify")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../plugins/notify/cmd/posthorn-notify").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	e := startEnv(t, fmt.Sprintf(`
+[[plugin]]
+name = "notify"
+path = %q
+[plugin.config]
+from = "postmaster@example.test"
+default_language = "en"
+`, bin))
+	deadline := time.Now().Add(20 * time.Second)
+	for running := false; !running; {
+		for _, s := range e.d.PluginStatus() {
+			running = s.State == "running"
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notify not running: %+v", e.d.PluginStatus())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.d.EmitForTest(sdk.Event{ID: "ev-1", Type: "webmailbox.activation", Recipient: "bob@example.test", Language: "de",
+		SourcePlugin: "webmailbox", Time: time.Now(),
+		Attributes: map[string]string{"link": "https://mail.example.test/activate/abc", "expires": time.Now().Add(72 * time.Hour).Format(time.RFC3339)}})
+	m := e.waitMail("example.test", "bob", 1, 15*time.Second)[0]
+	for _, want := range []string{"From: ", "postmaster@example.test", "Content-Language: de", "X-Posthorn-Event: webmailbox.activation",
+		"Auto-Submitted: auto-generated", "Received: by mx.example.test (Posthorn, from plugin notify)"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("notification lacks %q:\n%s", want, m)
+		}
+	}
+	if !strings.Contains(strings.ReplaceAll(m, "=\n", ""), "activate/abc") {
+		t.Errorf("no activation link:\n%s", m)
 	}
 }
