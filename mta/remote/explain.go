@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -146,4 +147,42 @@ func (t *Transport) probe(ctx context.Context, domain string, c candidate, p tls
 	defer conn.close()
 	conn.c.Quit()
 	return fmt.Sprintf("ok: %s at %s", conn.tls, spec.addr)
+}
+
+// Print writes the explanation for people (posthorn tls explain).
+func (ex *Explanation) Print(w io.Writer) {
+	fmt.Fprintf(w, "destination:  %s\n", ex.Domain)
+	fmt.Fprintf(w, "route:        %s\n", ex.Route)
+	fmt.Fprintf(w, "policy:       %s  (from %s)\n", ex.Policy.Level, ex.Policy.Source)
+	for _, x := range ex.Extra {
+		fmt.Fprintf(w, "              %s\n", x)
+	}
+	if ex.DANEOn {
+		trust := "yes"
+		if !ex.TrustAD {
+			trust = "no: DNSSEC answers are not trusted ([dns] trust_ad), so DANE never applies"
+		}
+		fmt.Fprintf(w, "DANE:         on; resolver's AD bit trusted: %s\n", trust)
+	}
+	if ex.MXError != "" {
+		fmt.Fprintf(w, "MX:           %s\n", ex.MXError)
+	} else if ex.Route == "mx" {
+		fmt.Fprintf(w, "MX RRset:     DNSSEC-validated: %v\n", ex.MXSecure)
+	}
+	for _, h := range ex.Hosts {
+		fmt.Fprintf(w, "host %s (preference %d)\n", h.Host, h.Pref)
+		fmt.Fprintf(w, "  level:      %s  (from %s)\n", h.Policy.Level, h.Policy.Source)
+		if h.DANE != "" {
+			fmt.Fprintf(w, "  DANE:       %s\n", h.DANE)
+		}
+		if h.Error != "" {
+			fmt.Fprintf(w, "  skipped:    %s\n", h.Error)
+		}
+		if h.Probe != "" {
+			fmt.Fprintf(w, "  probe:      %s\n", h.Probe)
+		}
+	}
+	if ex.PortMapOn {
+		fmt.Fprintln(w, "note: testing.port_map is set; hosts are dialled on test ports")
+	}
 }

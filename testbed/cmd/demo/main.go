@@ -208,6 +208,11 @@ mailboxes = ["postmaster", "alice"]
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.level, d.domain, d.mode, res, conn)
 	}
 	tw.Flush()
+	fmt.Println()
+	fmt.Println("$ posthorn tls explain dane.demo --probe")
+	if ex, err := daemon.Explain(cfg, "dane.demo", "", false, true); err == nil {
+		ex.Print(os.Stdout)
+	}
 	ents, _ := os.ReadDir(bounceDir)
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	fmt.Println()
