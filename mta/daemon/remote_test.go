@@ -2,13 +2,19 @@ package daemon_test
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 	"github.com/posthorn/posthorn/mta/daemon"
 	"github.com/posthorn/posthorn/mta/smtpd"
+
+	"github.com/posthorn/posthorn/testbed/ca"
 	"github.com/posthorn/posthorn/testbed/dnsserver"
+	tbsts "github.com/posthorn/posthorn/testbed/mtasts"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -113,5 +119,69 @@ func TestTLSExplain(t *testing.T) {
 	ex, _ = daemon.Explain(e.cfg, "pinned.test", "", false, false)
 	if ex.Policy.Level.String() != "secure" || !strings.Contains(ex.Policy.Source, "policy map entry pinned.test") {
 		t.Fatalf("policy map: %+v", ex.Policy)
+	}
+}
+
+// TestRequireTLSEndToEnd: a message received with REQUIRETLS over TLS is
+// delivered only to an MX host that MTA-STS authenticates and that offers
+// REQUIRETLS, with the parameter passed on.
+func TestRequireTLSEndToEnd(t *testing.T) {
+	dns, err := dnsserver.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	root, err := ca.New("RequireTLS CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := remotemta.Start(remotemta.Config{Mode: remotemta.STARTTLSValid, Hostname: "mx.remote.test", CA: root, REQUIRETLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	sts, err := tbsts.Start(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sts.Close()
+	sts.SetPolicy("remote.test", tbsts.Policy("enforce", 86400, "mx.remote.test"))
+	z := dns.Zone("remote.test", dnsserver.Insecure)
+	z.MX("remote.test.", 10, "mx.remote.test.").A("mx.remote.test.", "127.0.0.1").A("mta-sts.remote.test.", "127.0.0.1")
+	z.TXT("_mta-sts.remote.test.", "v=STSv1; id=1")
+	dir := shortTempDir(t)
+	caFile, _ := root.WriteCAFile(dir)
+	e := startEnvConfig(t, func(s string) string {
+		return s + fmt.Sprintf(`
+[dns]
+resolver = %q
+[outbound]
+ca_file = %q
+[testing]
+port_map = { "mx.remote.test" = %d, "mta-sts.remote.test" = %d }
+`, dns.Addr(), caFile, m.Port(), sts.Port())
+	})
+	// Submission as alice (authenticated) with REQUIRETLS to the remote.
+	s := e.dialTLS(smtpd.Submission)
+	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Mail(testUser, &smtp.MailOptions{RequireTLS: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Rcpt("friend@remote.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := s.Data()
+	io.WriteString(w, testMessage("rtls-e2e"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.WaitMessages(1, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].TLS || !got[0].RequireTLS {
+		t.Fatalf("arrived tls=%v requiretls=%v", got[0].TLS, got[0].RequireTLS)
 	}
 }
