@@ -439,3 +439,38 @@ kind = "discard"
 		t.Fatalf("relay got %+v", msgs)
 	}
 }
+
+// TestWithoutPipelining runs the per-recipient and DSN cases against a
+// server that does not offer PIPELINING (commands one at a time).
+func TestWithoutPipelining(t *testing.T) {
+	n := newNet(t)
+	m := n.mx("dest.test", "mx.dest.test", 10, remotemta.Config{NoPIPELINING: true, DSN: true})
+	m.SetRcptReply("gone@dest.test", remotemta.Reply{Code: 550, Enhanced: "5.1.1", Text: "no such user"})
+	tr := n.transport("")
+	e := env1("ok@dest.test", "gone@dest.test")
+	e.Ret, e.EnvID = "HDRS", "env 8"
+	e.Recipients[0].Notify = []string{"SUCCESS"}
+	out := deliver(t, tr, e, plainMsg)
+	if out[0].State != queue.Delivered || out[1].State != queue.Failed || out[1].Status != "5.1.1" {
+		t.Fatalf("%+v", out)
+	}
+	got := m.Messages()[0]
+	if got.EnvID != "env 8" || got.Ret != "HDRS" || strings.Join(got.Rcpts[0].Notify, ",") != "SUCCESS" {
+		t.Fatalf("%+v", got)
+	}
+}
+
+// TestPipelinedEnvIDIsXtext: ENVID with a space or "+" goes as xtext.
+func TestPipelinedEnvIDIsXtext(t *testing.T) {
+	n := newNet(t)
+	m := n.mx("dest.test", "mx.dest.test", 10, remotemta.Config{DSN: true})
+	tr := n.transport("")
+	e := env1("ok@dest.test")
+	e.EnvID = "a b+c"
+	if out := deliver(t, tr, e, plainMsg)[0]; out.State != queue.Delivered {
+		t.Fatal(out)
+	}
+	if got := m.Messages()[0]; got.EnvID != "a b+c" {
+		t.Fatalf("ENVID %q params %v", got.EnvID, got.MailParams)
+	}
+}

@@ -69,6 +69,10 @@ type conn struct {
 	msgs    int
 	lastUse time.Time
 	spec    dialSpec
+	// wire is the connection go-smtp's client speaks on (TLS if any);
+	// the pipelined transaction writes and reads there too.
+	wire            net.Conn
+	ext8bit, extDSN bool
 }
 
 func (c *conn) close() {
@@ -186,7 +190,7 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 			return nil, replyErr(d, "AUTH", err)
 		}
 	}
-	return &conn{c: c, raw: raw, key: d.key(), host: d.host, addr: d.addr, tls: info, spec: d}, nil
+	return &conn{c: c, raw: raw, key: d.key(), host: d.host, addr: d.addr, tls: info, spec: d, wire: next}, nil
 }
 
 func recordTLS(info *tlsInfo, cs tls.ConnectionState) {

@@ -602,6 +602,11 @@ func (t *Transport) send(env *queue.Envelope, c *conn, idx []int, body delivery.
 	}
 	mopts := &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8, EnvelopeID: env.EnvID,
 		RequireTLS: rtls && (c.spec.requireTLS || c.spec.askRequireTLS)}
+	c.ext8bit, c.extDSN = eightBit, dsn
+	if pipelining, _ := cl.Extension("PIPELINING"); pipelining {
+		mp, rp := transactionParams(env, idx, cl, mopts.RequireTLS)
+		return t.pipelined(env, c, idx, body, mp, rp)
+	}
 	switch env.Ret {
 	case "FULL":
 		mopts.Return = smtp.DSNReturnFull
@@ -697,6 +702,50 @@ func (t *Transport) send(env *queue.Envelope, c *conn, idx []int, body delivery.
 	}
 	t.log.Info("delivered", "queue_id", env.ID, "host", c.host, "addr", c.addr, "tls", c.tls.String(), "rcpts", len(accepted))
 	return out, nil, false
+}
+
+// transactionParams are the MAIL and RCPT parameters for the server's
+// extensions, as go-smtp's client would send them.
+func transactionParams(env *queue.Envelope, idx []int, cl *smtp.Client, requireTLS bool) (string, []string) {
+	has := func(ext string) bool { ok, _ := cl.Extension(ext); return ok }
+	var m strings.Builder
+	if env.BodyType == "8BITMIME" && has("8BITMIME") {
+		m.WriteString(" BODY=8BITMIME")
+	}
+	if has("SIZE") && env.Size > 0 {
+		fmt.Fprintf(&m, " SIZE=%d", env.Size)
+	}
+	if env.SMTPUTF8 {
+		m.WriteString(" SMTPUTF8")
+	}
+	if requireTLS {
+		m.WriteString(" REQUIRETLS")
+	}
+	dsn := has("DSN")
+	if dsn {
+		if env.Ret == "FULL" || env.Ret == "HDRS" {
+			m.WriteString(" RET=" + env.Ret)
+		}
+		if env.EnvID != "" {
+			m.WriteString(" ENVID=" + xtext(env.EnvID))
+		}
+	}
+	rp := make([]string, len(idx))
+	for k, i := range idx {
+		r := env.Recipients[i]
+		if !dsn {
+			continue
+		}
+		var b strings.Builder
+		if len(r.Notify) > 0 {
+			b.WriteString(" NOTIFY=" + strings.Join(r.Notify, ","))
+		}
+		if typ, addr, ok := strings.Cut(r.ORcpt, ";"); ok && strings.EqualFold(typ, "rfc822") {
+			b.WriteString(" ORCPT=rfc822;" + xtext(addr))
+		}
+		rp[k] = b.String()
+	}
+	return m.String(), rp
 }
 
 func outcomeFromReply(se *smtp.SMTPError, remoteMTA, stage string) delivery.Outcome {
