@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/authres"
+	"github.com/posthorn/posthorn/mta/header"
 	"github.com/posthorn/posthorn/mta/metrics"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/queue"
@@ -102,45 +102,11 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 
 // copyStrippingAuthRes copies a message, leaving out Authentication-Results
 // header fields that carry our own authserv-id: only we may claim it
-// (RFC 8601 §5). The body is copied as it is.
+// (RFC 8601 §5).
 func copyStrippingAuthRes(w io.Writer, r io.Reader, authID string) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	dropping := false
-	for {
-		line, err := br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			// An overlong header line: not ours to judge; copy as is.
-			bw.Write(line)
-			dropping = false
-			continue
-		}
-		if len(line) > 0 {
-			if line[0] == ' ' || line[0] == '\t' {
-				if !dropping {
-					bw.Write(line)
-				}
-			} else if string(line) == "\r\n" || string(line) == "\n" {
-				bw.Write(line)
-				break
-			} else {
-				dropping = isOurAuthRes(string(line), authID)
-				if !dropping {
-					bw.Write(line)
-				}
-			}
-		}
-		if err == io.EOF {
-			return bw.Flush()
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if _, err := io.Copy(bw, br); err != nil {
-		return err
-	}
-	return bw.Flush()
+	return header.Rewrite(r, w, func(name, value string) (string, bool) {
+		return value, !isOurAuthRes(name+":"+value, authID)
+	})
 }
 
 func isOurAuthRes(line, authID string) bool {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/posthorn/posthorn/mta/header"
 	"github.com/posthorn/posthorn/mta/pluginhost"
 	"github.com/posthorn/posthorn/mta/policychain"
 	"github.com/posthorn/posthorn/queue"
@@ -334,7 +335,7 @@ func stripTrigger(body Body, chain *policychain.Chain, trigger string) Body {
 		pr, pw := io.Pipe()
 		go func() {
 			defer rc.Close()
-			pw.CloseWithError(rewriteHeader(rc, pw, func(name, value string) (string, bool) {
+			pw.CloseWithError(header.Rewrite(rc, pw, func(name, value string) (string, bool) {
 				switch {
 				case trigger != "" && strings.EqualFold(name, trigger):
 					return "", false
@@ -346,63 +347,4 @@ func stripTrigger(body Body, chain *policychain.Chain, trigger string) Body {
 		}()
 		return pr, nil
 	}
-}
-
-// rewriteHeader copies a message, passing each (unfolded) header field
-// through f, which may change its value or drop it; the body is copied.
-func rewriteHeader(r io.Reader, w io.Writer, f func(name, value string) (string, bool)) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	var field []string
-	flush := func() {
-		if len(field) == 0 {
-			return
-		}
-		raw := strings.Join(field, "")
-		field = nil
-		name, value, ok := strings.Cut(raw, ":")
-		if !ok {
-			bw.WriteString(raw)
-			return
-		}
-		orig := strings.TrimRight(value, "\r\n")
-		nv, keep := f(strings.TrimSpace(name), strings.TrimSpace(unfold(orig)))
-		if !keep {
-			return
-		}
-		if nv == strings.TrimSpace(unfold(orig)) {
-			bw.WriteString(raw)
-			return
-		}
-		bw.WriteString(name + ": " + nv + "\r\n")
-	}
-	for {
-		line, err := br.ReadString('\n')
-		if line == "\r\n" || line == "\n" {
-			flush()
-			bw.WriteString(line)
-			break
-		}
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') && len(field) > 0 {
-			field = append(field, line)
-		} else if line != "" {
-			flush()
-			field = append(field, line)
-		}
-		if err == io.EOF {
-			flush()
-			return bw.Flush()
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if _, err := io.Copy(bw, br); err != nil {
-		return err
-	}
-	return bw.Flush()
-}
-
-func unfold(s string) string {
-	return strings.NewReplacer("\r\n ", " ", "\r\n\t", " ", "\n ", " ", "\n\t", " ").Replace(s)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -104,6 +103,16 @@ func (t *LocalTransport) maildir(env *queue.Envelope, i int, d *router.Destinati
 }
 
 func (t *LocalTransport) lmtp(ctx context.Context, env *queue.Envelope, target string, idx []int, body Body) map[int]Outcome {
+	timeout := t.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	return DeliverLMTP(ctx, env, target, idx, body, t.Hostname, timeout)
+}
+
+// DeliverLMTP hands recipients idx of env to an LMTP server (RFC 2033)
+// in one transaction and maps its per-recipient replies to outcomes.
+func DeliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []int, body Body, lhlo string, timeout time.Duration) map[int]Outcome {
 	out := map[int]Outcome{}
 	fail := func(o Outcome) map[int]Outcome {
 		for _, i := range idx {
@@ -120,16 +129,13 @@ func (t *LocalTransport) lmtp(ctx context.Context, env *queue.Envelope, target s
 	for k, i := range idx {
 		rcpts[k] = env.Recipients[i].Addr
 	}
-	timeout := t.Timeout
-	if timeout == 0 {
-		timeout = 5 * time.Minute
-	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := lmtp.Deliver(cctx, target, env.From, rcpts, lmtp.Options{
-		LHLO:     t.Hostname,
+		LHLO:     lhlo,
 		EightBit: strings.EqualFold(env.BodyType, "8BITMIME"),
 		SMTPUTF8: env.SMTPUTF8,
+		Timeout:  timeout,
 	}, rc)
 	if err != nil {
 		return fail(Deferred("4.4.1", "x-posthorn; LMTP "+target+": "+errString(err)))
@@ -159,5 +165,3 @@ func orDefault(s, d string) string {
 	}
 	return s
 }
-
-var _ = io.EOF

@@ -33,7 +33,6 @@ import (
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/dane"
 	"github.com/posthorn/posthorn/mta/delivery"
-	"github.com/posthorn/posthorn/mta/lmtp"
 	"github.com/posthorn/posthorn/mta/mtasts"
 	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
@@ -506,42 +505,7 @@ func (t *Transport) release(domain string) {
 }
 
 func (t *Transport) deliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []int, body delivery.Body) map[int]delivery.Outcome {
-	rc, err := body()
-	if err != nil {
-		return all(idx, delivery.Deferred("4.3.0", "x-posthorn; cannot read queued message: "+oneLine(err)))
-	}
-	defer rc.Close()
-	rcpts := make([]string, len(idx))
-	for k, i := range idx {
-		rcpts[k] = env.Recipients[i].Addr
-	}
-	res, err := lmtp.Deliver(ctx, target, env.From, rcpts, lmtp.Options{LHLO: t.helo, EightBit: env.BodyType == "8BITMIME",
-		SMTPUTF8: env.SMTPUTF8, Timeout: t.commandTimeout}, rc)
-	if err != nil {
-		return all(idx, delivery.Deferred("4.4.1", "x-posthorn; LMTP "+target+": "+oneLine(err)))
-	}
-	out := map[int]delivery.Outcome{}
-	for k, i := range idx {
-		r := res[k]
-		diag := fmt.Sprintf("lmtp; %d %s %s", r.Code, r.Enhanced, r.Text)
-		st := r.Enhanced
-		switch {
-		case r.OK:
-			out[i] = delivery.Outcome{State: queue.Delivered, Status: orDefault(st, "2.0.0"), Diagnostic: diag, RemoteMTA: target}
-		case r.Temporary:
-			out[i] = delivery.Outcome{State: queue.Pending, Status: orDefault(st, "4.0.0"), Diagnostic: diag, RemoteMTA: target}
-		default:
-			out[i] = delivery.Outcome{State: queue.Failed, Status: orDefault(st, "5.0.0"), Diagnostic: diag, RemoteMTA: target}
-		}
-	}
-	return out
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
+	return delivery.DeliverLMTP(ctx, env, target, idx, body, t.helo, t.commandTimeout)
 }
 
 // transaction delivers over one connection (reused or new). A nil

@@ -1,0 +1,63 @@
+package header
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func rewrite(t *testing.T, in string, f func(name, value string) (string, bool)) string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := Rewrite(strings.NewReader(in), &out, f); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+func TestRewrite(t *testing.T) {
+	in := "Received: from a\r\n\tby b\r\nSubject: [secure]\r\n quarterly figures\r\nX-Drop: me\r\n  folded too\r\nTo: x@y\r\n\r\nbody line\r\nX-Drop: not a header\r\n"
+	got := rewrite(t, in, func(name, value string) (string, bool) {
+		switch strings.ToLower(name) {
+		case "x-drop":
+			return "", false
+		case "subject":
+			return strings.TrimSpace(strings.TrimPrefix(value, "[secure]")), true
+		}
+		return value, true
+	})
+	want := "Received: from a\r\n\tby b\r\nSubject: quarterly figures\r\nTo: x@y\r\n\r\nbody line\r\nX-Drop: not a header\r\n"
+	if got != want {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+	// Untouched fields keep their bytes, folding included.
+	keep := func(_, v string) (string, bool) { return v, true }
+	if got := rewrite(t, in, keep); got != in {
+		t.Fatalf("identity rewrite changed the message:\n%q", got)
+	}
+	// No body, no blank line, LF endings: copied as they are.
+	for _, s := range []string{"Subject: x\r\n", "Subject: x", "", "Subject: x\n\nbody\n", "not a header line\r\n\r\nbody"} {
+		if got := rewrite(t, s, keep); got != s {
+			t.Errorf("%q became %q", s, got)
+		}
+	}
+}
+
+// FuzzRewrite: the identity rewrite never changes a message, and nothing
+// panics.
+func FuzzRewrite(f *testing.F) {
+	for _, s := range []string{"Subject: a\r\n b\r\n\r\nbody", "A: 1\nB: 2\n\nx", ": x\r\n\r\n", " leading fold\r\n\r\n", "\r\n\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		if err := Rewrite(bytes.NewReader(in), &out, func(_, v string) (string, bool) { return v, true }); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), in) {
+			t.Fatalf("identity rewrite changed %q into %q", in, out.Bytes())
+		}
+		out.Reset()
+		Rewrite(bytes.NewReader(in), &out, func(n, v string) (string, bool) { return "x", n != "Subject" })
+	})
+}
