@@ -402,3 +402,25 @@ func TestRequireTLSInbound(t *testing.T) {
 		t.Fatal("REQUIRETLS not kept in the envelope")
 	}
 }
+
+func TestDataTimeout(t *testing.T) {
+	e := startEnvWith(t, func(s string) string {
+		return strings.Replace(s, `data_timeout = "5s"`, `data_timeout = "300ms"`, 1)
+	})
+	r := e.raw(smtpd.MX)
+	r.write("EHLO slow.example\r\n")
+	r.expect(250)
+	r.write("MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+	r.expect(250)
+	r.expect(250)
+	r.expect(354)
+	r.write("Subject: stalled\r\n\r\nhalf a mess")
+	start := time.Now()
+	code, msg := r.reply()
+	if code != 451 || !strings.Contains(msg, "4.4.2") || time.Since(start) > 3*time.Second {
+		t.Fatalf("stalled DATA: want 451 4.4.2 soon, got %d %q after %s", code, msg, time.Since(start))
+	}
+	if n := e.mailCount("example.test", "bob"); n != 0 {
+		t.Fatalf("half a message was delivered")
+	}
+}

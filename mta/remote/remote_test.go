@@ -71,6 +71,12 @@ func (n *fakeNet) mx(domain, host string, pref uint16, cfg remotemta.Config) *re
 // points every started MTA's host name at its port.
 func (n *fakeNet) transport(extra string) *Transport {
 	n.t.Helper()
+	return n.transportWith("", extra)
+}
+
+// transportWith also takes extra [outbound] keys.
+func (n *fakeNet) transportWith(outbound, extra string) *Transport {
+	n.t.Helper()
 	caFile, err := n.ca.WriteCAFile(n.dir)
 	if err != nil {
 		n.t.Fatal(err)
@@ -86,9 +92,10 @@ ca_file = %q
 connect_timeout = "2s"
 command_timeout = "5s"
 connection_reuse_time = "2s"
+%s
 [testing]
 port_map = { %s }
-%s`, caFile, strings.Join(pm, ", "), extra)
+%s`, caFile, outbound, strings.Join(pm, ", "), extra)
 	cfg, err := conf.Parse("test.toml", []byte(cfgText))
 	if err != nil {
 		n.t.Fatal(err)
@@ -472,5 +479,25 @@ func TestPipelinedEnvIDIsXtext(t *testing.T) {
 	}
 	if got := m.Messages()[0]; got.EnvID != "a b+c" {
 		t.Fatalf("ENVID %q params %v", got.EnvID, got.MailParams)
+	}
+}
+
+// TestPerDomainRate: per_domain_rate = 120 a minute spaces deliveries to
+// one domain half a second apart.
+func TestPerDomainRate(t *testing.T) {
+	n := newNet(t)
+	m := n.mx("dest.test", "mx.dest.test", 10, remotemta.Config{})
+	tr := n.transportWith("per_domain_rate = 120", "")
+	start := time.Now()
+	for i := 0; i < 3; i++ {
+		if out := deliver(t, tr, env1("x@dest.test"), plainMsg)[0]; out.State != queue.Delivered {
+			t.Fatal(out)
+		}
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("3 messages at 120/min took only %s", d)
+	}
+	if len(m.Messages()) != 3 {
+		t.Fatal(len(m.Messages()))
 	}
 }

@@ -192,8 +192,9 @@ func checkAddress(addr string, utf8Allowed bool) error {
 func (s *session) Data(r io.Reader) error {
 	start := time.Now()
 	if s.tc != nil {
+		// Until go-smtp resets the session after its reply: that
+		// includes draining the rest of the data after an error.
 		s.tc.inData.Store(true)
-		defer s.tc.inData.Store(false)
 	}
 	env, err := s.envelope()
 	if err != nil {
@@ -292,6 +293,9 @@ func sanitizeHelo(h string) string {
 }
 
 func (s *session) Reset() {
+	if s.tc != nil {
+		s.tc.inData.Store(false)
+	}
 	s.from = ""
 	s.mailOpts = smtp.MailOptions{}
 	s.rcpts = nil
