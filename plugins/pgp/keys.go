@@ -1,0 +1,194 @@
+package pgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/posthorn/posthorn/plugins/pgp/keystore"
+	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
+)
+
+// Keys is the plugin's view of its key store: parsing, choosing and
+// storing OpenPGP keys.
+type Keys struct {
+	Store keystore.Store
+	Now   func() time.Time
+}
+
+func (k *Keys) now() time.Time {
+	if k.Now != nil {
+		return k.Now()
+	}
+	return time.Now()
+}
+
+// Import parses one or more keys (armored or binary) and stores them.
+// Keys with secret parts become own keys. addresses, if given, replace
+// the addresses from the user IDs (e.g. a bare domain for a domain key).
+func (k *Keys) Import(ctx context.Context, data []byte, source string, verified bool, addresses []string) ([]keystore.Key, error) {
+	el, err := pgpmail.ParseKeys(data)
+	if err != nil {
+		return nil, err
+	}
+	var out []keystore.Key
+	for _, e := range el {
+		sk, err := k.put(ctx, e, source, verified, addresses)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, sk)
+	}
+	return out, nil
+}
+
+func (k *Keys) put(ctx context.Context, e *openpgp.Entity, source string, verified bool, addresses []string) (keystore.Key, error) {
+	own := e.PrivateKey != nil
+	armored, err := pgpmail.Armor(e, own)
+	if err != nil {
+		return keystore.Key{}, err
+	}
+	addrs := addresses
+	if len(addrs) == 0 {
+		addrs = pgpmail.Addresses(e)
+	}
+	if len(addrs) == 0 {
+		return keystore.Key{}, fmt.Errorf("key %s has no mail address in its user IDs; name the address or domain", pgpmail.Fingerprint(e))
+	}
+	fpr := pgpmail.Fingerprint(e)
+	if !own {
+		// Never let a public key replace a stored secret key.
+		if old, err := k.Store.Get(ctx, fpr); err == nil && old.Own {
+			return old, nil
+		}
+	}
+	sk := keystore.Key{
+		Fingerprint: fpr, Addresses: addrs, Own: own, Source: source, Verified: verified,
+		Armored: armored, Created: e.PrimaryKey.CreationTime, Expires: pgpmail.Expiry(e, k.now()), Updated: k.now(),
+	}
+	return sk, k.Store.Put(ctx, sk)
+}
+
+// Generate makes and stores a new own key for addr (a mail address). With
+// domain set, the key serves every address at addr's domain.
+func (k *Keys) Generate(ctx context.Context, addr string, o pgpmail.GenerateOptions, domain bool) (keystore.Key, error) {
+	o.Now = k.now()
+	e, err := pgpmail.Generate(addr, o)
+	if err != nil {
+		return keystore.Key{}, err
+	}
+	var addrs []string
+	if domain {
+		addrs = []string{domainOf(addr), strings.ToLower(addr)}
+	}
+	return k.put(ctx, e, keystore.SourceGenerated, true, addrs)
+}
+
+func domainOf(addr string) string {
+	addr = keystore.NormalizeAddress(addr)
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
+}
+
+// entities parses stored keys, skipping broken ones.
+func entities(ks []keystore.Key) openpgp.EntityList {
+	var out openpgp.EntityList
+	for _, k := range ks {
+		el, err := pgpmail.ParseKeys(k.Armored)
+		if err == nil {
+			out = append(out, el...)
+		}
+	}
+	return out
+}
+
+// Own returns the organisation's signing key for addr: one for the
+// address, else one for its domain.
+func (k *Keys) Own(ctx context.Context, addr string) (*openpgp.Entity, error) {
+	for _, a := range []string{addr, domainOf(addr)} {
+		ks, err := k.Store.ByAddress(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		for _, sk := range ks {
+			if !sk.Own {
+				continue
+			}
+			for _, e := range entities([]keystore.Key{sk}) {
+				if pgpmail.CanSign(e, k.now()) == nil {
+					return e, nil
+				}
+			}
+		}
+	}
+	return nil, keystore.ErrNotFound
+}
+
+// IsOwnAddress reports whether addr has an own key (address or domain).
+func (k *Keys) IsOwnAddress(ctx context.Context, addr string) bool {
+	_, err := k.Own(ctx, addr)
+	return err == nil
+}
+
+// Public returns a usable public key for addr from the store: own keys
+// first, then verified ones, then the newest. Only keys whose user IDs
+// name addr (or own domain keys) count.
+func (k *Keys) Public(ctx context.Context, addr string) (*openpgp.Entity, keystore.Key, error) {
+	ks, err := k.Store.ByAddress(ctx, addr)
+	if err != nil {
+		return nil, keystore.Key{}, err
+	}
+	var best *openpgp.Entity
+	var bestKey keystore.Key
+	for _, sk := range ks {
+		for _, e := range entities([]keystore.Key{sk}) {
+			if pgpmail.CanEncrypt(e, k.now()) != nil {
+				continue
+			}
+			if !sk.Own && !pgpmail.HasAddress(e, addr) {
+				continue
+			}
+			if best == nil || (sk.Verified && !bestKey.Verified) {
+				best, bestKey = e, sk
+			}
+		}
+	}
+	if best == nil {
+		return nil, keystore.Key{}, keystore.ErrNotFound
+	}
+	return best, bestKey, nil
+}
+
+// Keyring returns every stored key: own secret keys decrypt, all public
+// keys verify signatures.
+func (k *Keys) Keyring(ctx context.Context) (openpgp.EntityList, error) {
+	ks, err := k.Store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return entities(ks), nil
+}
+
+// Find returns the stored keys matching q: a fingerprint, an address or
+// a domain.
+func (k *Keys) Find(ctx context.Context, q string) ([]keystore.Key, error) {
+	if sk, err := k.Store.Get(ctx, q); err == nil {
+		return []keystore.Key{sk}, nil
+	} else if !errors.Is(err, keystore.ErrNotFound) {
+		return nil, err
+	}
+	ks, err := k.Store.ByAddress(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if len(ks) == 0 {
+		return nil, keystore.ErrNotFound
+	}
+	return ks, nil
+}
