@@ -140,6 +140,10 @@ func (k *Keys) IsOwnAddress(ctx context.Context, addr string) bool {
 // first, then verified ones, then the newest. Only keys whose user IDs
 // name addr (or own domain keys) count.
 func (k *Keys) Public(ctx context.Context, addr string) (*openpgp.Entity, keystore.Key, error) {
+	return k.publicWhere(ctx, addr, func(keystore.Key) bool { return true })
+}
+
+func (k *Keys) publicWhere(ctx context.Context, addr string, ok func(keystore.Key) bool) (*openpgp.Entity, keystore.Key, error) {
 	ks, err := k.Store.ByAddress(ctx, addr)
 	if err != nil {
 		return nil, keystore.Key{}, err
@@ -147,6 +151,9 @@ func (k *Keys) Public(ctx context.Context, addr string) (*openpgp.Entity, keysto
 	var best *openpgp.Entity
 	var bestKey keystore.Key
 	for _, sk := range ks {
+		if !ok(sk) {
+			continue
+		}
 		for _, e := range entities([]keystore.Key{sk}) {
 			if pgpmail.CanEncrypt(e, k.now()) != nil {
 				continue

@@ -140,7 +140,7 @@ func TestClientServerHTTPS(t *testing.T) {
 		"https://example.org/.well-known/openpgpkey/policy":                        200,
 		"https://other.test/.well-known/openpgpkey/hu/notahash":                    404,
 		"https://example.org/.well-known/openpgpkey/unknown.test/policy":           404,
-		"https://example.org/":                                                     200,
+		"https://example.org/": 200,
 	} {
 		resp, err := hc.Get(path)
 		if err != nil {

@@ -1,0 +1,233 @@
+package pgp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/posthorn/posthorn/plugins/pgp/keystore"
+	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
+	"github.com/posthorn/posthorn/plugins/pgp/wkd"
+)
+
+// Discovery steps.
+const (
+	StepLocal     = "local"     // keys imported or generated here
+	StepWKD       = "wkd"       // Web Key Directory
+	StepKeyserver = "keyserver" // VKS or HKP keyserver
+	StepAutocrypt = "autocrypt" // keys harvested from inbound mail (unverified)
+)
+
+// Discovery finds a recipient's key: each step in order, network results
+// stored with their source and reused for TTL; misses are remembered for
+// TTL too, so a busy queue does not hammer other people's servers.
+type Discovery struct {
+	Keys      *Keys
+	Order     []string
+	TTL       time.Duration
+	Timeout   time.Duration // per network lookup
+	WKD       *wkd.Client
+	Keyserver *Keyserver // nil: step skipped
+
+	mu     sync.Mutex
+	misses map[string]time.Time // step + " " + addr → until
+}
+
+// Found is a discovered key.
+type Found struct {
+	Entity *openpgp.Entity
+	Key    keystore.Key
+}
+
+func sourceStep(src string) string {
+	switch src {
+	case keystore.SourceWKD:
+		return StepWKD
+	case keystore.SourceKeyserver:
+		return StepKeyserver
+	case keystore.SourceAutocrypt, keystore.SourceAttached:
+		return StepAutocrypt
+	}
+	return StepLocal
+}
+
+// Find returns a usable key for addr or keystore.ErrNotFound.
+func (d *Discovery) Find(ctx context.Context, addr string) (Found, error) {
+	addr = keystore.NormalizeAddress(addr)
+	now := d.Keys.now()
+	var errs []string
+	for _, step := range d.Order {
+		if err := ctx.Err(); err != nil {
+			return Found{}, err
+		}
+		// What the store has from this step.
+		e, sk, err := d.Keys.publicWhere(ctx, addr, func(k keystore.Key) bool { return k.Own || sourceStep(k.Source) == step })
+		if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+			return Found{}, err
+		}
+		fresh := e != nil && (step == StepLocal || step == StepAutocrypt || now.Sub(sk.Updated) < d.TTL)
+		if fresh {
+			return Found{e, sk}, nil
+		}
+		if step == StepLocal || step == StepAutocrypt {
+			continue
+		}
+		if d.missed(step, addr, now) {
+			if e != nil {
+				return Found{e, sk}, nil // stale, but the refresh failed recently
+			}
+			continue
+		}
+		f, ferr := d.fetch(ctx, step, addr)
+		if ferr == nil {
+			return f, nil
+		}
+		errs = append(errs, step+": "+ferr.Error())
+		d.miss(step, addr, now)
+		if e != nil {
+			return Found{e, sk}, nil
+		}
+	}
+	if len(errs) > 0 {
+		return Found{}, fmt.Errorf("%w for %s (%s)", keystore.ErrNotFound, addr, strings.Join(errs, "; "))
+	}
+	return Found{}, fmt.Errorf("%w for %s", keystore.ErrNotFound, addr)
+}
+
+func (d *Discovery) missed(step, addr string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	until, ok := d.misses[step+" "+addr]
+	return ok && now.Before(until)
+}
+
+func (d *Discovery) miss(step, addr string, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.misses == nil {
+		d.misses = map[string]time.Time{}
+	}
+	if len(d.misses) > 100000 {
+		d.misses = map[string]time.Time{}
+	}
+	d.misses[step+" "+addr] = now.Add(d.TTL)
+}
+
+func (d *Discovery) fetch(ctx context.Context, step, addr string) (Found, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
+	defer cancel()
+	var data []byte
+	var err error
+	var src string
+	switch step {
+	case StepWKD:
+		if d.WKD == nil {
+			return Found{}, errors.New("not configured")
+		}
+		data, _, err = d.WKD.Lookup(ctx, addr)
+		src = keystore.SourceWKD
+	case StepKeyserver:
+		if d.Keyserver == nil {
+			return Found{}, errors.New("not configured")
+		}
+		data, err = d.Keyserver.Lookup(ctx, addr)
+		src = keystore.SourceKeyserver
+	default:
+		return Found{}, fmt.Errorf("unknown step %q", step)
+	}
+	if err != nil {
+		return Found{}, err
+	}
+	el, err := pgpmail.ParseKeys(data)
+	if err != nil {
+		return Found{}, err
+	}
+	var best *Found
+	for _, e := range el {
+		// Only keys for this address, never secret parts.
+		if !pgpmail.HasAddress(e, addr) || pgpmail.CanEncrypt(e, d.Keys.now()) != nil {
+			continue
+		}
+		pub, err := pgpmail.PublicOnly(e)
+		if err != nil {
+			continue
+		}
+		sk, err := d.Keys.put(ctx, pub, src, true, []string{addr})
+		if err != nil {
+			return Found{}, err
+		}
+		if best == nil {
+			best = &Found{pub, sk}
+		}
+	}
+	if best == nil {
+		return Found{}, errors.New("no usable key with a user ID for the address")
+	}
+	return *best, nil
+}
+
+// Keyserver looks keys up by mail address on a VKS server
+// (keys.openpgp.org: /vks/v1/by-email/ADDR) or an HKP server
+// (/pks/lookup?op=get&options=mr&search=ADDR).
+type Keyserver struct {
+	URL     string // https://keys.openpgp.org, hkps://keyserver.example
+	HKP     bool   // use HKP instead of VKS
+	HTTP    *http.Client
+	MaxSize int64
+}
+
+// Lookup fetches the key block for addr.
+func (k *Keyserver) Lookup(ctx context.Context, addr string) ([]byte, error) {
+	base := strings.TrimRight(k.URL, "/")
+	base = strings.Replace(base, "hkps://", "https://", 1)
+	base = strings.Replace(base, "hkp://", "http://", 1)
+	var u string
+	if k.HKP {
+		u = base + "/pks/lookup?op=get&options=mr&search=" + url.QueryEscape(addr)
+	} else {
+		u = base + "/vks/v1/by-email/" + url.PathEscape(addr)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := k.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, errors.New("no key on the keyserver")
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("keyserver: HTTP %d", resp.StatusCode)
+	}
+	max := k.MaxSize
+	if max <= 0 {
+		max = 256 << 10
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("keyserver: key larger than %d bytes", max)
+	}
+	if !bytes.Contains(b, []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----")) {
+		return nil, errors.New("keyserver: answer is not an armored key")
+	}
+	return b, nil
+}

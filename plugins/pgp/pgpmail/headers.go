@@ -1,0 +1,59 @@
+package pgpmail
+
+import (
+	"bytes"
+	"net/mail"
+	"strings"
+)
+
+// HeaderValues returns the unfolded values of the top-level header fields
+// called name.
+func HeaderValues(msg []byte, name string) []string {
+	fields, _, err := splitEntity(toCRLF(msg))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, f := range fields {
+		if f.is(name) {
+			out = append(out, f.value())
+		}
+	}
+	return out
+}
+
+// AddressOf returns the lower-cased address in a From-like value, or "".
+func AddressOf(v string) string {
+	a, err := mail.ParseAddress(v)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(a.Address)
+}
+
+// HasResultHeader reports whether msg carries a ResultHeader field.
+func HasResultHeader(msg []byte) bool {
+	return len(HeaderValues(msg, ResultHeader)) > 0
+}
+
+// StripResultHeader removes every ResultHeader field from msg and, when
+// value is not empty, prepends one with that value.
+func StripResultHeader(msg []byte, value string) []byte {
+	msg = toCRLF(msg)
+	fields, body, err := splitEntity(msg)
+	if err != nil {
+		return msg
+	}
+	var b bytes.Buffer
+	if value != "" {
+		b.WriteString(ResultHeader + ": " + value + "\r\n")
+	}
+	for _, f := range fields {
+		if !f.is(ResultHeader) {
+			b.WriteString(f.raw)
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes()
+}

@@ -1,0 +1,394 @@
+package pgp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/posthorn/posthorn/plugins/pgp/keystore"
+	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
+	"github.com/posthorn/posthorn/plugins/pgp/wkd"
+	"github.com/posthorn/posthorn/sdk"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// MaxMessageSize is the largest message the plugin takes (it holds a
+// message in memory to encrypt or decrypt it).
+const MaxMessageSize = 64 << 20
+
+// Config is the plugin's [plugin.config] table.
+type Config struct {
+	// Sign signs outgoing mail with the sender's own key (address or
+	// domain key) when there is one. Default true.
+	Sign *bool `json:"sign"`
+	// EncryptToSelf adds the sender's own key as a recipient. Default true.
+	EncryptToSelf *bool `json:"encrypt_to_self"`
+	// ProtectHeaders hides the Subject (protected headers, "..." outside).
+	ProtectHeaders bool `json:"protect_headers"`
+	// Discovery is the lookup order: "local", "wkd", "keyserver",
+	// "autocrypt". Default ["local", "wkd", "keyserver", "autocrypt"].
+	Discovery []string `json:"discovery"`
+	// CacheTTL for keys and misses found over the network. Default "24h".
+	CacheTTL string `json:"cache_ttl"`
+	// LookupTimeout bounds each network lookup. Default "5s".
+	LookupTimeout string `json:"lookup_timeout"`
+	// Keyserver URL (https://keys.openpgp.org or hkps://…); empty: none.
+	Keyserver string `json:"keyserver"`
+	// KeyserverProtocol: "vks" (default) or "hkp".
+	KeyserverProtocol string `json:"keyserver_protocol"`
+	// CAFile adds trusted CAs (PEM) for WKD and keyserver HTTPS.
+	CAFile string `json:"ca_file"`
+	// Resolve maps host names to "ip:port" for WKD and keyserver
+	// connections (split horizon, tests).
+	Resolve map[string]string `json:"resolve"`
+	// InternalDomains are the organisation's domains: inbound mail whose
+	// recipients are all there (or have own keys) is decrypted.
+	InternalDomains []string `json:"internal_domains"`
+	// Harvest stores keys from Autocrypt headers of inbound mail
+	// (unverified). Default true.
+	Harvest *bool `json:"harvest"`
+	// Publish serves WKD and the lookup page for the organisation's keys.
+	Publish *PublishConfig `json:"publish"`
+}
+
+// PublishConfig is [plugin.config.publish].
+type PublishConfig struct {
+	Listen   string   `json:"listen"`    // "0.0.0.0:443"
+	CertFile string   `json:"cert_file"` // PEM; relative to the data dir
+	KeyFile  string   `json:"key_file"`
+	Domains  []string `json:"domains"` // served domains; default internal_domains
+}
+
+// Plugin implements sdk.Plugin, sdk.OutboundHook and sdk.InboundHook.
+type Plugin struct {
+	mu       sync.Mutex
+	cfg      Config
+	store    keystore.Store
+	keys     *Keys
+	disc     *Discovery
+	internal map[string]bool
+	srv      *http.Server
+	// Now overrides the clock (tests).
+	Now func() time.Time
+}
+
+var (
+	_ sdk.OutboundHook = (*Plugin)(nil)
+	_ sdk.InboundHook  = (*Plugin)(nil)
+)
+
+func (p *Plugin) Describe() sdk.Description {
+	return sdk.Description{Name: "pgp", Version: Version, MaxMessageSize: MaxMessageSize}
+}
+
+func boolOr(b *bool, def bool) bool {
+	if b == nil {
+		return def
+	}
+	return *b
+}
+
+func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
+	var cfg Config
+	if err := c.Decode(&cfg); err != nil {
+		return err
+	}
+	if len(cfg.Discovery) == 0 {
+		cfg.Discovery = []string{StepLocal, StepWKD, StepKeyserver, StepAutocrypt}
+	}
+	for i, s := range cfg.Discovery {
+		switch s {
+		case StepLocal, StepWKD, StepKeyserver, StepAutocrypt:
+		default:
+			return &sdk.ConfigError{Key: fmt.Sprintf("discovery[%d]", i), Message: fmt.Sprintf("unknown step %q: use local, wkd, keyserver or autocrypt", s)}
+		}
+	}
+	ttl, err := parseDur(cfg.CacheTTL, 24*time.Hour, "cache_ttl")
+	if err != nil {
+		return err
+	}
+	timeout, err := parseDur(cfg.LookupTimeout, 5*time.Second, "lookup_timeout")
+	if err != nil {
+		return err
+	}
+	switch cfg.KeyserverProtocol {
+	case "", "vks", "hkp":
+	default:
+		return &sdk.ConfigError{Key: "keyserver_protocol", Message: "must be \"vks\" or \"hkp\""}
+	}
+	if c.DataDir == "" {
+		return &sdk.ConfigError{Message: "the plugin needs a data directory for its key store"}
+	}
+	hc, err := httpClient(cfg, c.DataDir, timeout)
+	if err != nil {
+		return err
+	}
+	st, err := keystore.Open(c.DataDir)
+	if err != nil {
+		return &sdk.ConfigError{Message: "key store: " + err.Error()}
+	}
+	keys := &Keys{Store: st, Now: p.Now}
+	disc := &Discovery{Keys: keys, Order: cfg.Discovery, TTL: ttl, Timeout: timeout, WKD: &wkd.Client{HTTP: hc}}
+	if cfg.Keyserver != "" {
+		disc.Keyserver = &Keyserver{URL: cfg.Keyserver, HKP: cfg.KeyserverProtocol == "hkp", HTTP: hc}
+	}
+	internal := map[string]bool{}
+	for _, d := range cfg.InternalDomains {
+		internal[strings.ToLower(d)] = true
+	}
+	var srv *http.Server
+	if cfg.Publish != nil {
+		srv, err = p.publishServer(cfg, c.DataDir, keys)
+		if err != nil {
+			st.Close()
+			return err
+		}
+	}
+	p.mu.Lock()
+	old, oldSrv := p.store, p.srv
+	p.cfg, p.store, p.keys, p.disc, p.internal, p.srv = cfg, st, keys, disc, internal, srv
+	p.mu.Unlock()
+	if oldSrv != nil {
+		oldSrv.Close()
+	}
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func parseDur(s string, def time.Duration, key string) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, &sdk.ConfigError{Key: key, Message: fmt.Sprintf("%q is not a positive duration (\"30s\", \"24h\")", s)}
+	}
+	return d, nil
+}
+
+func inDir(dir, f string) string {
+	if f == "" || filepath.IsAbs(f) {
+		return f
+	}
+	return filepath.Join(dir, f)
+}
+
+func httpClient(cfg Config, dir string, timeout time.Duration) (*http.Client, error) {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(inDir(dir, cfg.CAFile))
+		if err != nil {
+			return nil, &sdk.ConfigError{Key: "ca_file", Message: err.Error()}
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, &sdk.ConfigError{Key: "ca_file", Message: "no PEM certificates in " + cfg.CAFile}
+		}
+		tlsCfg.RootCAs = pool
+	}
+	resolve := map[string]string{}
+	for h, a := range cfg.Resolve {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, &sdk.ConfigError{Key: "resolve." + h, Message: "want ip:port"}
+		}
+		resolve[strings.ToLower(h)] = a
+	}
+	d := &net.Dialer{Timeout: timeout}
+	tr := &http.Transport{
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		MaxIdleConns:          10,
+		IdleConnTimeout:       time.Minute,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
+			if a, ok := resolve[strings.ToLower(host)]; ok {
+				addr = a
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+func (p *Plugin) state() (Config, *Keys, *Discovery, map[string]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.keys == nil {
+		return Config{}, nil, nil, nil, errors.New("pgp: not configured")
+	}
+	return p.cfg, p.keys, p.disc, p.internal, nil
+}
+
+// CanHandle says yes for recipients with a usable key, found within the
+// hook's deadline.
+func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
+	_, _, disc, _, err := p.state()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]sdk.Answer, 0, len(rcpts))
+	for _, r := range rcpts {
+		f, err := disc.Find(ctx, r.Address)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			out = append(out, sdk.Answer{Recipient: r.Address, Reason: "no usable OpenPGP key: " + err.Error()})
+			continue
+		}
+		why := fmt.Sprintf("key %s (%s)", f.Key.Fingerprint, f.Key.Source)
+		if !f.Key.Verified {
+			why += ", unverified"
+		}
+		out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: why})
+	}
+	return out, nil
+}
+
+// Transform encrypts the message to every recipient of the group (and
+// the sender's own key), signed with the sender's own key: one output.
+// Mail that is already encrypted goes on unchanged.
+func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (sdk.OutboundResult, error) {
+	cfg, keys, disc, _, err := p.state()
+	if err != nil {
+		return sdk.OutboundResult{}, err
+	}
+	msg, err := io.ReadAll(io.LimitReader(body, MaxMessageSize+1))
+	if err != nil {
+		return sdk.OutboundResult{}, err
+	}
+	if len(msg) > MaxMessageSize {
+		return sdk.OutboundResult{}, sdk.ErrMessageTooLarge
+	}
+	all := sdk.Addresses(group)
+	if pgpmail.IsEncrypted(msg) {
+		return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(msg)}), nil
+	}
+	var rcptKeys []*openpgp.Entity
+	for _, r := range group {
+		f, err := disc.Find(ctx, r.Address)
+		if err != nil {
+			if ctx.Err() != nil {
+				return sdk.OutboundResult{}, ctx.Err()
+			}
+			return sdk.OutboundResult{}, fmt.Errorf("no key for %s: %w", r.Address, err)
+		}
+		rcptKeys = append(rcptKeys, f.Entity)
+	}
+	o := pgpmail.EncryptOptions{Recipients: rcptKeys, ProtectHeaders: cfg.ProtectHeaders, Now: keys.now()}
+	if env.MailFrom != "" {
+		if own, err := keys.Own(ctx, env.MailFrom); err == nil {
+			if boolOr(cfg.Sign, true) {
+				o.Signer = own
+			}
+			if boolOr(cfg.EncryptToSelf, true) {
+				if pub, err := pgpmail.PublicOnly(own); err == nil && pgpmail.CanEncrypt(pub, keys.now()) == nil {
+					o.Recipients = append(o.Recipients, pub)
+				}
+			}
+		}
+	}
+	out, err := pgpmail.Encrypt(msg, o)
+	if err != nil {
+		return sdk.OutboundResult{}, err
+	}
+	return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(out)}), nil
+}
+
+// Inspect decrypts and verifies mail to the organisation's users,
+// harvests Autocrypt keys and removes forged result headers.
+func (p *Plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader) (sdk.Verdict, error) {
+	cfg, keys, _, internal, err := p.state()
+	if err != nil {
+		return sdk.Verdict{}, err
+	}
+	msg, err := io.ReadAll(io.LimitReader(body, MaxMessageSize+1))
+	if err != nil {
+		return sdk.Verdict{}, err
+	}
+	if len(msg) > MaxMessageSize {
+		return sdk.Accept(), nil // too big to inspect: leave it alone
+	}
+	if boolOr(cfg.Harvest, true) {
+		p.harvest(ctx, keys, msg)
+	}
+	allInternal := len(env.Recipients) > 0
+	for _, r := range env.Recipients {
+		if !internal[domainOf(r.Address)] && !keys.IsOwnAddress(ctx, r.Address) {
+			allInternal = false
+		}
+	}
+	if allInternal {
+		ring, err := keys.Keyring(ctx)
+		if err != nil {
+			return sdk.Verdict{}, err
+		}
+		res, err := pgpmail.Decrypt(msg, ring, keys.now())
+		if err == nil && res.Message != nil {
+			return sdk.Replace(bytes.NewReader(res.Message)), nil
+		}
+		if err == nil && res.Encrypted {
+			// Could not decrypt: deliver as is, say why.
+			return sdk.Replace(bytes.NewReader(pgpmail.StripResultHeader(msg, res.Header()))), nil
+		}
+	}
+	if pgpmail.HasResultHeader(msg) {
+		return sdk.Replace(bytes.NewReader(pgpmail.StripResultHeader(msg, ""))), nil
+	}
+	return sdk.Accept(), nil
+}
+
+// harvest stores the key of an Autocrypt header whose addr is the From
+// address, unverified.
+func (p *Plugin) harvest(ctx context.Context, keys *Keys, msg []byte) {
+	from, ac := pgpmail.HeaderValues(msg, "From"), pgpmail.HeaderValues(msg, "Autocrypt")
+	if len(from) != 1 || len(ac) != 1 {
+		return
+	}
+	fromAddr := pgpmail.AddressOf(from[0])
+	attrs := map[string]string{}
+	for _, kv := range strings.Split(ac[0], ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok {
+			attrs[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+		}
+	}
+	addr := keystore.NormalizeAddress(attrs["addr"])
+	if addr == "" || addr != fromAddr || attrs["keydata"] == "" {
+		return
+	}
+	data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(attrs["keydata"]), ""))
+	if err != nil || len(data) > pgpmail.MaxKeySize {
+		return
+	}
+	el, err := pgpmail.ParseKeys(data)
+	if err != nil || len(el) != 1 || el[0].PrivateKey != nil || !pgpmail.HasAddress(el[0], addr) {
+		return
+	}
+	if old, err := keys.Store.Get(ctx, pgpmail.Fingerprint(el[0])); err == nil && (old.Own || old.Verified) {
+		return // never downgrade a key we have from a better source
+	}
+	keys.put(ctx, el[0], keystore.SourceAutocrypt, false, []string{addr})
+}
