@@ -3,6 +3,7 @@ package conf
 import (
 	"sort"
 	"strings"
+	"time"
 )
 
 // MTASTS configures MTA-STS (RFC 8461) for outbound delivery.
@@ -15,6 +16,15 @@ type MTASTS struct {
 	// Refresh is how often cached policies are checked and those that
 	// are due refetched before they expire.
 	Refresh Duration `toml:"refresh"`
+
+	// Publishing our own policy: an HTTPS listener (e.g. ":443") that
+	// serves https://mta-sts.DOMAIN/.well-known/mta-sts.txt for every
+	// local domain, with our TLS certificate (it must cover the
+	// mta-sts.DOMAIN names). Empty: not served.
+	ServeAddress string   `toml:"serve_address"`
+	ServeMode    string   `toml:"serve_mode"`    // enforce, testing or none
+	ServeMX      []string `toml:"serve_mx"`      // MX patterns; empty = hostname
+	ServeMaxAge  Duration `toml:"serve_max_age"` // max_age of the published policy
 }
 
 // DANE configures DANE for SMTP (RFC 7672) for outbound delivery. It
@@ -104,6 +114,20 @@ func (e errInvalidAddress) Error() string {
 func (v *validator) tlsEnforcement(c *Config) {
 	if c.MTASTS.Enabled {
 		v.positive("mta_sts.refresh", c.MTASTS.Refresh)
+	}
+	v.listen("mta_sts.serve_address", c.MTASTS.ServeAddress)
+	switch c.MTASTS.ServeMode {
+	case "enforce", "testing", "none":
+	default:
+		v.errorf("mta_sts.serve_mode", "must be \"enforce\", \"testing\" or \"none\", not %q", c.MTASTS.ServeMode)
+	}
+	for i, m := range c.MTASTS.ServeMX {
+		if err := checkDomainName(strings.TrimPrefix(m, "*.")); err != nil {
+			v.errorf(indexKey("mta_sts.serve_mx", i), "%v", err)
+		}
+	}
+	if d := c.MTASTS.ServeMaxAge.D(); d < 24*time.Hour || d > 31557600*time.Second {
+		v.errorf("mta_sts.serve_max_age", "must be between 1d and 365d (RFC 8461 §3.2 allows up to 31557600 s)")
 	}
 	if c.TLSRPT.Enabled && c.TLSRPT.StateDir == "" {
 		v.errorf("tls_rpt.state_dir", "must be set when tls_rpt is enabled")

@@ -35,6 +35,7 @@ import (
 	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
 	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/mta/stspub"
 	"github.com/posthorn/posthorn/mta/tlsrpt"
 	"github.com/posthorn/posthorn/mta/tlsutil"
 	"github.com/posthorn/posthorn/queue"
@@ -53,6 +54,7 @@ type Daemon struct {
 	listeners  []*smtpd.Listener
 	control    *control.Server
 	metrics    *http.Server
+	stsPub     *stspub.Server
 	metricsLn  net.Listener
 
 	cancel context.CancelFunc
@@ -146,6 +148,23 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		cs.Extra["plugins"] = d.pluginStatus
 		d.control = cs
 	}
+	if cfg.MTASTS.ServeAddress != "" {
+		mx := cfg.MTASTS.ServeMX
+		if len(mx) == 0 {
+			mx = []string{cfg.Hostname}
+		}
+		p := stspub.Policy{Mode: cfg.MTASTS.ServeMode, MX: mx, MaxAge: cfg.MTASTS.ServeMaxAge.D()}
+		var doms []string
+		for _, dm := range cfg.Domains {
+			doms = append(doms, dm.Name)
+			log.Info("publishing MTA-STS policy", "domain", dm.Name, "txt", p.TXT(dm.Name), "mode", p.Mode)
+		}
+		pub, err := stspub.Listen(cfg.MTASTS.ServeAddress, cert, p, doms)
+		if err != nil {
+			return d, fmt.Errorf("mta_sts.serve_address: %w", err)
+		}
+		d.stsPub = pub
+	}
 	if cfg.Metrics.Address != "" {
 		ln, err := net.Listen("tcp", cfg.Metrics.Address)
 		if err != nil {
@@ -226,6 +245,9 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	if d.control != nil {
 		d.goRun(func() { d.control.Serve() })
 	}
+	if d.stsPub != nil {
+		d.goRun(func() { d.stsPub.Serve() })
+	}
 	if d.metrics != nil {
 		d.goRun(func() {
 			if err := d.metrics.Serve(d.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -252,6 +274,14 @@ func (d *Daemon) Addr(k smtpd.Kind) string {
 	return ""
 }
 
+// MTASTSAddr is the bound address of our MTA-STS policy server, or "".
+func (d *Daemon) MTASTSAddr() string {
+	if d.stsPub == nil {
+		return ""
+	}
+	return d.stsPub.Addr()
+}
+
 // MetricsAddr is the bound metrics address, or "".
 func (d *Daemon) MetricsAddr() string {
 	if d.metricsLn == nil {
@@ -270,6 +300,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.metrics != nil {
 		d.metrics.Shutdown(ctx)
+	}
+	if d.stsPub != nil {
+		d.stsPub.Close()
 	}
 	if d.cancel != nil {
 		d.cancel()

@@ -1,8 +1,10 @@
 package daemon_test
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/posthorn/posthorn/mta/daemon"
+	phsts "github.com/posthorn/posthorn/mta/mtasts"
 	"github.com/posthorn/posthorn/mta/smtpd"
 
 	"github.com/posthorn/posthorn/testbed/ca"
@@ -183,5 +186,37 @@ port_map = { "mx.remote.test" = %d, "mta-sts.remote.test" = %d }
 	}
 	if !got[0].TLS || !got[0].RequireTLS {
 		t.Fatalf("arrived tls=%v requiretls=%v", got[0].TLS, got[0].RequireTLS)
+	}
+}
+
+// TestPublishOwnMTASTSPolicy: our policy is served for our domains only,
+// and our own MTA-STS parser accepts it.
+func TestPublishOwnMTASTSPolicy(t *testing.T) {
+	e := startEnv(t, "\n[mta_sts]\nserve_address = \"127.0.0.1:0\"\nserve_mode = \"enforce\"\nserve_mx = [\"mx.example.test\", \"*.backup.example.test\"]\n")
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.ca.Pool(), ServerName: "mx.example.test"}}}
+	get := func(host string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", "https://"+e.d.MTASTSAddr()+"/.well-known/mta-sts.txt", nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := get("mta-sts.example.test")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/plain" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	p, err := phsts.ParsePolicy([]byte(body))
+	if err != nil {
+		t.Fatalf("our own policy does not parse: %v\n%s", err, body)
+	}
+	if p.Mode != phsts.Enforce || !p.Matches("mx.example.test") || !p.Matches("a.backup.example.test") || p.MaxAge != 7*24*time.Hour {
+		t.Fatalf("%+v", p)
+	}
+	if resp, _ := get("mta-sts.someone-else.test"); resp.StatusCode != 404 {
+		t.Fatalf("served for a foreign domain: %d", resp.StatusCode)
 	}
 }
