@@ -49,6 +49,7 @@ type Daemon struct {
 	Router     *router.Router
 	Resolver   *resolver.Resolver
 	plugins    *pluginhost.Host
+	hostAPI    *hostAPI
 	encryption *delivery.Encryption
 	remote     *remote.Transport
 	listeners  []*smtpd.Listener
@@ -176,7 +177,12 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.metricsLn = ln
 	}
 
-	d.plugins = pluginhost.New(cfg.Plugins, newHostAPI(d), log.With("component", "plugins"),
+	api, err := newHostAPI(d)
+	if err != nil {
+		return d, fmt.Errorf("plugin submissions: %w", err)
+	}
+	d.hostAPI = api
+	d.plugins = pluginhost.New(cfg.Plugins, api, log.With("component", "plugins"),
 		pluginhost.WithMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes()))
 	if err := d.plugins.Start(context.Background()); err != nil {
 		return d, err
@@ -318,6 +324,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.plugins != nil {
 		d.plugins.Stop()
+	}
+	if d.hostAPI != nil {
+		d.hostAPI.close()
 	}
 	if d.Queue != nil {
 		return d.Queue.Close()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,24 +27,85 @@ import (
 type hostAPI struct {
 	d *Daemon
 
-	mu   sync.Mutex
-	keys map[string]string // idempotency key -> queue ID
+	mu      sync.Mutex
+	keys    map[string]string // idempotency key -> queue ID
+	keyLog  *os.File          // append-only: "UNIXTIME QUEUEID KEY" lines
+	keyPath string
 }
+
+// keyRetention is how long an idempotency key is remembered.
+const keyRetention = 30 * 24 * time.Hour
 
 var _ pluginhost.HostAPI = (*hostAPI)(nil)
 
 const attrSubmitKey = "submit.key"
 
-func newHostAPI(d *Daemon) *hostAPI {
-	a := &hostAPI{d: d, keys: map[string]string{}}
-	// Keys of messages still queued survive a restart; a retry of a
-	// submission whose message already left the queue is not caught.
+func newHostAPI(d *Daemon) (*hostAPI, error) {
+	a := &hostAPI{d: d, keys: map[string]string{}, keyPath: filepath.Join(d.cfg.Queue.Dir, "submit-keys.log")}
+	// Keys are remembered for keyRetention in an append-only file, so a
+	// plugin retrying a submission after a restart does not queue it
+	// twice even when the first copy has long been delivered.
+	now := time.Now()
+	var keep []string
+	if data, err := os.ReadFile(a.keyPath); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.SplitN(line, " ", 3)
+			if len(f) != 3 {
+				continue // a torn last line
+			}
+			ts, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil || now.Sub(time.Unix(ts, 0)) > keyRetention {
+				continue
+			}
+			a.keys[f[2]] = f[1]
+			keep = append(keep, line)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	// Rewrite without the expired ones, then append from here on.
+	tmp := a.keyPath + ".tmp"
+	content := strings.Join(keep, "\n")
+	if content != "" {
+		content += "\n"
+	}
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, a.keyPath); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(a.keyPath, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	a.keyLog = f
+	// Messages still queued carry their key too.
 	for _, env := range d.Queue.List() {
 		if k := env.Attrs[attrSubmitKey]; k != "" {
 			a.keys[k] = env.ID
 		}
 	}
-	return a
+	return a, nil
+}
+
+// remember records key durably.
+func (a *hostAPI) remember(key, id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.keys[key] = id
+	if _, err := fmt.Fprintf(a.keyLog, "%d %s %s\n", time.Now().Unix(), id, strings.ReplaceAll(key, "\n", " ")); err == nil {
+		err = a.keyLog.Sync()
+		if err != nil {
+			a.d.log.Warn("could not record a submission key", "err", err)
+		}
+	}
+}
+
+func (a *hostAPI) close() {
+	if a.keyLog != nil {
+		a.keyLog.Close()
+	}
 }
 
 // Submit queues a message from a plugin, answering after it is on disk.
@@ -75,9 +137,9 @@ func (a *hostAPI) Submit(ctx context.Context, senv *sdk.Envelope, body io.Reader
 	if err != nil {
 		return "", err
 	}
-	a.mu.Lock()
-	a.keys[key] = id
-	a.mu.Unlock()
+	if key != "" {
+		a.remember(key, id)
+	}
 	a.d.log.Info("queued", "queue_id", id, "from", env.From, "rcpts", len(env.Recipients), "via", "plugin", "plugin", plugin)
 	return id, nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posthorn/posthorn/mta/daemon"
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/remotemta"
@@ -244,5 +245,40 @@ default_language = "en"
 	}
 	if !strings.Contains(strings.ReplaceAll(m, "=\n", ""), "activate/abc") {
 		t.Errorf("no activation link:\n%s", m)
+	}
+}
+
+// TestSubmitIdempotentAcrossRestarts: a plugin that retries a submission
+// with the same key, even after a restart and after the first copy was
+// delivered, queues nothing new.
+func TestSubmitIdempotentAcrossRestarts(t *testing.T) {
+	e := startEnv(t, "")
+	env := &sdk.Envelope{MailFrom: "notify@example.test", Recipients: []sdk.Recipient{{Address: "bob@example.test"}}}
+	msg := "Subject: once\r\nMessage-ID: <once@example.test>\r\n\r\nonce\r\n"
+	id, err := e.d.SubmitForTest(env, msg, "notify:ev-42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id2, err := e.d.SubmitForTest(env, msg, "notify:ev-42"); id2 != id || err == nil {
+		t.Fatalf("second submit: %s %v", id2, err)
+	}
+	e.waitMail("example.test", "bob", 1, 10*time.Second)
+	// Restart on the same state.
+	e.d.Shutdown(t.Context())
+	d2, err := daemon.Start(e.cfg, e.d.Logger(), daemon.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Shutdown(t.Context())
+	if id3, err := d2.SubmitForTest(env, msg, "notify:ev-42"); id3 != id || err == nil {
+		t.Fatalf("after restart: %s %v", id3, err)
+	}
+	if _, err := d2.SubmitForTest(env, msg, "notify:ev-43"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMail("example.test", "bob", 2, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := e.mailCount("example.test", "bob"); n != 2 {
+		t.Fatalf("%d messages, want 2", n)
 	}
 }
