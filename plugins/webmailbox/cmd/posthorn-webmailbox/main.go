@@ -1,0 +1,25 @@
+// Command posthorn-webmailbox is the Posthorn web-mailbox plugin. The MTA
+// starts it; see plugins/webmailbox/README.md. Operators also run it by
+// hand for TANs:
+//
+//	posthorn-webmailbox tan issue -data DIR [-config FILE.json] [-o letter.pdf] ADDR
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/posthorn/posthorn/plugins/webmailbox"
+	"github.com/posthorn/posthorn/sdk"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tan" {
+		if err := webmailbox.TANCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "posthorn-webmailbox:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	sdk.Serve(&webmailbox.Plugin{})
+}

@@ -1,0 +1,150 @@
+package webmailbox
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/posthorn/posthorn/sdk"
+)
+
+func TestDivertStoresEncryptedAndNotifies(t *testing.T) {
+	e := newEnv(t, nil)
+	res := e.divert(testMsg, "Bob@Partner.test")
+	if res.Action != sdk.OutboundDiverted || res.Pending {
+		t.Fatalf("Transform = %+v, want diverted, not pending", res)
+	}
+	ctx := context.Background()
+	mb, err := e.sv.store.GetMailbox(ctx, "bob@partner.test")
+	if err != nil {
+		t.Fatalf("mailbox not created: %v", err)
+	}
+	if mb.State != StatePending || mb.WrappedPW != nil || mb.WrappedMK == nil {
+		t.Fatalf("new mailbox = %+v", mb)
+	}
+	ms, err := e.sv.store.ListMessages(ctx, "bob@partner.test", "inbox")
+	if err != nil || len(ms) != 1 || !ms[0].Unread || ms[0].Size != int64(len(testMsg)) {
+		t.Fatalf("messages = %+v, %v", ms, err)
+	}
+	if mb.UsedBytes != int64(len(testMsg)) {
+		t.Errorf("used bytes = %d", mb.UsedBytes)
+	}
+	act := e.host.eventsOf("webmailbox.activation")
+	if len(act) != 1 {
+		t.Fatalf("activation events = %+v", e.host.events)
+	}
+	ev := act[0]
+	if ev.Recipient != "bob@partner.test" || ev.Sender != "alice@org.example" || ev.QueueID != "QBob@Partner.test" ||
+		!strings.HasPrefix(ev.Attributes["link"], "https://mail.example.org/box/activate?t=") || ev.Attributes["expires"] == "" || ev.Language != "de" {
+		t.Errorf("activation event = %+v", ev)
+	}
+
+	// The second message goes to the same mailbox; still pending, so a
+	// fresh activation link goes out.
+	e.divert(strings.Replace(testMsg, "Quarterly", "Second", 1), "bob@partner.test")
+	if ms, _ := e.sv.store.ListMessages(ctx, "bob@partner.test", "inbox"); len(ms) != 2 {
+		t.Fatalf("after a second message: %d messages", len(ms))
+	}
+	if n := len(e.host.eventsOf("webmailbox.activation")); n != 2 {
+		t.Errorf("activation events = %d, want 2", n)
+	}
+
+	// No plaintext of the message anywhere in the database files.
+	e.p.mu.Lock()
+	e.p.shutdownLocked() // close the database: checkpoint the WAL
+	e.p.mu.Unlock()
+	files, _ := filepath.Glob(filepath.Join(e.dir, "webmailbox.db*"))
+	if len(files) == 0 {
+		t.Fatal("no database file")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{"SECRETSUBJECT", "SECRETBODY", "Quarterly", "alice@org.example", "figures.pdf", "JVBERi0xLjQKU0VDUkVUQVRUQUNI"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains plaintext %q", filepath.Base(f), secret)
+			}
+		}
+	}
+}
+
+func TestDivertSeveralRecipientsAndQuota(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["quota_bytes"] = len(testMsg) + 10 })
+	res := e.divert(testMsg, "a@x.test", "b@y.test")
+	if res.Action != sdk.OutboundDiverted || res.Pending {
+		t.Fatalf("first: %+v", res)
+	}
+	// a's mailbox is now nearly full; b deletes nothing either: both over.
+	// Make b's fit by giving it an empty mailbox instead.
+	res = e.divert(testMsg, "a@x.test", "c@z.test")
+	if res.Action != sdk.OutboundDiverted || !res.Pending {
+		t.Fatalf("over quota: %+v, want diverted pending", res)
+	}
+	e.host.mu.Lock()
+	confs := append([]sdk.Confirmation(nil), e.host.confs...)
+	e.host.mu.Unlock()
+	if len(confs) != 2 {
+		t.Fatalf("confirmations = %+v", confs)
+	}
+	for _, c := range confs {
+		want := sdk.ConfirmDelivered
+		if c.Recipient == "a@x.test" {
+			want = sdk.ConfirmFailed
+		}
+		if c.Outcome != want || c.QueueID != "Qa@x.test" {
+			t.Errorf("confirmation %+v, want outcome %v", c, want)
+		}
+	}
+	q := e.host.eventsOf("webmailbox.quota_exceeded")
+	if len(q) != 1 || q[0].Recipient != "a@x.test" || q[0].Attributes["limit"] == "" || q[0].Attributes["link"] == "" {
+		t.Errorf("quota events = %+v", q)
+	}
+	if ms, _ := e.sv.store.ListMessages(context.Background(), "a@x.test", ""); len(ms) != 1 {
+		t.Errorf("a has %d messages, want 1", len(ms))
+	}
+}
+
+func TestSenderPIN(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["sender_pin"] = true })
+	e.divert(testMsg, "bob@partner.test")
+	pins := e.host.eventsOf("webmailbox.pin")
+	if len(pins) != 1 || pins[0].Sender != "alice@org.example" || len(pins[0].Attributes["pin"]) != 6 {
+		t.Fatalf("pin events = %+v", pins)
+	}
+	e.divert(testMsg, "bob@partner.test")
+	if n := len(e.host.eventsOf("webmailbox.pin")); n != 1 {
+		t.Errorf("a PIN per mailbox, got %d events", n)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		change func(map[string]any)
+		key    string
+	}{
+		{func(c map[string]any) { delete(c, "base_url") }, "base_url"},
+		{func(c map[string]any) { c["base_url"] = "ftp://x" }, "base_url"},
+		{func(c map[string]any) { delete(c, "allowed_recipients") }, "allowed_recipients"},
+		{func(c map[string]any) { c["allowed_recipients"] = []string{"*@"} }, "allowed_recipients"},
+		{func(c map[string]any) { c["reset_mode"] = "maybe" }, "reset_mode"},
+		{func(c map[string]any) { c["link_ttl"] = "soon" }, "link_ttl"},
+		{func(c map[string]any) { c["default_language"] = "fr" }, "default_language"},
+		{func(c map[string]any) { c["bogus"] = 1 }, "bogus"},
+		{func(c map[string]any) { c["kdf"] = map[string]any{"time": 0, "memory_kib": 1, "threads": 1} }, "kdf"},
+	} {
+		cfg := baseConfig()
+		tc.change(cfg)
+		js := mustJSON(cfg)
+		p := &Plugin{}
+		err := p.Configure(context.Background(), sdk.Config{JSON: js, DataDir: t.TempDir()})
+		ce, ok := err.(*sdk.ConfigError)
+		if !ok || ce.Key != tc.key {
+			t.Errorf("config %s: error %v, want a ConfigError for %s", js, err, tc.key)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package webmailbox
+
+import (
+	"context"
+	"time"
+
+	"github.com/posthorn/posthorn/sdk"
+)
+
+func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := sv.Housekeeping(ctx); err != nil && ctx.Err() == nil {
+			sv.log.Error("housekeeping", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Housekeeping applies retention (old messages deleted), inactivity
+// (unused mailboxes warned, then deleted), expires idle sessions and sends
+// reminders. It runs hourly; tests call it with a moved clock.
+func (sv *Service) Housekeeping(ctx context.Context) error {
+	now := sv.Now()
+	if n, err := sv.store.DeleteMessagesBefore(ctx, now.Add(-sv.s.retention)); err != nil {
+		return err
+	} else if n > 0 {
+		sv.log.Info("retention: messages deleted", "count", n)
+	}
+	if err := sv.store.DeleteSessionsBefore(ctx, now.Add(-sv.s.sessionTimeout)); err != nil {
+		return err
+	}
+	mbs, err := sv.store.ListMailboxes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, mb := range mbs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		deadline := mb.LastActive.Add(sv.s.inactivity)
+		if !now.Before(deadline) {
+			if err := sv.store.DeleteMailbox(ctx, mb.Address); err != nil {
+				return err
+			}
+			sv.log.Info("inactive mailbox deleted", "mailbox", mb.Address, "last_active", mb.LastActive)
+			continue
+		}
+		if mb.State == StateActive && mb.WarnedAt.IsZero() && !now.Before(deadline.Add(-sv.s.inactivityWarn)) {
+			mb.WarnedAt = now
+			if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
+				return err
+			}
+			sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
+				Attributes: map[string]string{"link": sv.link("/login"), "expires": deadline.Format(time.RFC3339), "reason": "inactivity"}})
+		}
+		if sv.s.reminderAfter > 0 {
+			if err := sv.remind(ctx, mb, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// remind sends one reminder to recipient and sender for each message
+// still unread (or whose mailbox is still not activated) after
+// reminder_after.
+func (sv *Service) remind(ctx context.Context, mb *Mailbox, now time.Time) error {
+	ms, err := sv.store.ListMessages(ctx, mb.Address, "inbox")
+	if err != nil {
+		return err
+	}
+	recipientTold := false
+	for _, m := range ms {
+		if !m.Unread || m.Reminded > 0 || now.Sub(m.Received) < sv.s.reminderAfter {
+			continue
+		}
+		if err := sv.store.SetReminded(ctx, mb.Address, m.ID, 1); err != nil {
+			return err
+		}
+		state := "unread"
+		if mb.State == StatePending {
+			state = "unactivated"
+		}
+		if !recipientTold {
+			recipientTold = true
+			link := sv.link("/login")
+			if mb.State == StatePending {
+				tok := newToken()
+				exp := now.Add(sv.s.linkTTL)
+				if err := sv.store.PutToken(ctx, &Token{Hash: tokenHash(tok), Mailbox: mb.Address, Kind: "activate", Expires: exp}); err != nil {
+					return err
+				}
+				link = sv.link("/activate?t=" + tok)
+			}
+			sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
+				Attributes: map[string]string{"link": link, "expires": m.Received.Add(sv.s.retention).Format(time.RFC3339)}})
+		}
+		if m.Sender != nil {
+			if from, err := aeadOpen(sv.master, m.Sender, adMK(mb.Address)); err == nil && len(from) > 0 {
+				sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_sender", Sender: string(from), Recipient: mb.Address,
+					Language: sv.s.defaultLang, Attributes: map[string]string{"state": state, "sent": m.Received.Format(time.RFC3339)}})
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package webmailbox
+
+import "strings"
+
+// texts holds every user-visible text: key → {German, English}.
+var texts = map[string][2]string{
+	"title":             {"Sicheres Postfach", "Secure mailbox"},
+	"skip":              {"Zum Inhalt springen", "Skip to content"},
+	"login":             {"Anmelden", "Log in"},
+	"address":           {"E-Mail-Adresse", "Email address"},
+	"password":          {"Passwort", "Password"},
+	"password2":         {"Passwort wiederholen", "Repeat password"},
+	"login_failed":      {"Anmeldung fehlgeschlagen. Bitte prüfen Sie Adresse und Passwort oder versuchen Sie es später erneut.", "Login failed. Please check address and password or try again later."},
+	"forgot":            {"Passwort vergessen?", "Forgot your password?"},
+	"activate":          {"Postfach einrichten", "Set up your mailbox"},
+	"activate_intro":    {"Für Sie liegt eine vertrauliche Nachricht bereit. Legen Sie Sprache und Passwort fest, um sie zu lesen.", "A confidential message is waiting for you. Choose a language and a password to read it."},
+	"language":          {"Sprache", "Language"},
+	"pw_hint":           {"Mindestens 8 Zeichen.", "At least 8 characters."},
+	"question":          {"Sicherheitsfrage (selbst gewählt)", "Security question (your own)"},
+	"answer":            {"Antwort", "Answer"},
+	"question_hint":     {"Mit Frage und Antwort können Sie später ein neues Passwort setzen.", "With question and answer you can set a new password later."},
+	"noreset_warning":   {"Achtung: Dieses Passwort kann weder geändert noch zurückgesetzt werden. Wenn Sie es vergessen, sind alle Nachrichten in diesem Postfach verloren.", "Warning: this password can never be changed or reset. If you forget it, every message in this mailbox is lost."},
+	"noreset_ack":       {"Ich habe verstanden, dass ein vergessenes Passwort nicht ersetzt werden kann.", "I understand that a forgotten password cannot be replaced."},
+	"pin":               {"PIN vom Absender", "PIN from the sender"},
+	"pin_hint":          {"Der Absender hat Ihnen die PIN auf anderem Weg mitgeteilt.", "The sender gave you the PIN by another way."},
+	"tan":               {"TAN aus dem Brief", "TAN from the letter"},
+	"activate_button":   {"Postfach aktivieren", "Activate mailbox"},
+	"activated":         {"Ihr Postfach ist eingerichtet. Bitte melden Sie sich an.", "Your mailbox is ready. Please log in."},
+	"link_invalid":      {"Dieser Link ist ungültig, abgelaufen oder wurde bereits benutzt.", "This link is invalid, expired or already used."},
+	"err_language":      {"Bitte wählen Sie eine Sprache.", "Please choose a language."},
+	"err_pw_short":      {"Das Passwort muss mindestens 8 Zeichen lang sein.", "The password must be at least 8 characters long."},
+	"err_pw_mismatch":   {"Die Passwörter stimmen nicht überein.", "The passwords do not match."},
+	"err_question":      {"Bitte geben Sie eine Sicherheitsfrage und eine Antwort (mindestens 3 Zeichen) an.", "Please enter a security question and an answer (at least 3 characters)."},
+	"err_pin":           {"PIN oder TAN ist falsch.", "PIN or TAN is wrong."},
+	"err_locked":        {"Zu viele Fehlversuche. Bitte versuchen Sie es später erneut.", "Too many failed attempts. Please try again later."},
+	"err_ack":           {"Bitte bestätigen Sie den Hinweis zum Passwort.", "Please confirm the note about the password."},
+	"err_csrf":          {"Das Formular ist abgelaufen. Bitte laden Sie die Seite neu.", "The form has expired. Please reload the page."},
+	"err_internal":      {"Ein interner Fehler ist aufgetreten. Bitte versuchen Sie es später erneut.", "An internal error occurred. Please try again later."},
+	"err_not_found":     {"Nicht gefunden.", "Not found."},
+	"err_recipient":     {"Nachrichten können nur an diese Adressen gesendet werden:", "Messages can only be sent to these addresses:"},
+	"err_no_recipient":  {"Bitte geben Sie einen Empfänger an.", "Please enter a recipient."},
+	"reset":             {"Neues Passwort setzen", "Set a new password"},
+	"reset_intro":       {"Geben Sie Ihre Adresse ein, um Ihre Sicherheitsfrage zu sehen.", "Enter your address to see your security question."},
+	"reset_failed":      {"Das hat nicht geklappt. Bitte prüfen Sie Ihre Angaben oder versuchen Sie es später erneut.", "That did not work. Please check your entries or try again later."},
+	"reset_done":        {"Ihr Passwort wurde geändert. Bitte melden Sie sich an.", "Your password has been changed. Please log in."},
+	"reset_none":        {"Für dieses Postfach kann das Passwort nicht zurückgesetzt werden.", "The password of this mailbox cannot be reset."},
+	"next":              {"Weiter", "Next"},
+	"new_password":      {"Neues Passwort", "New password"},
+	"inbox":             {"Posteingang", "Inbox"},
+	"sent":              {"Gesendet", "Sent"},
+	"unread":            {"ungelesen", "unread"},
+	"from":              {"Von", "From"},
+	"to":                {"An", "To"},
+	"subject":           {"Betreff", "Subject"},
+	"date":              {"Datum", "Date"},
+	"size":              {"Größe", "Size"},
+	"empty":             {"Keine Nachrichten.", "No messages."},
+	"logout":            {"Abmelden", "Log out"},
+	"reply":             {"Antworten", "Reply"},
+	"forward":           {"Weiterleiten", "Forward"},
+	"delete":            {"Löschen", "Delete"},
+	"deleted":           {"Die Nachricht wurde gelöscht.", "The message has been deleted."},
+	"print":             {"Drucken", "Print"},
+	"print_hint":        {"Drucken Sie diese Seite mit der Druckfunktion Ihres Browsers.", "Print this page with your browser's print function."},
+	"export":            {"Exportieren", "Export"},
+	"attachments":       {"Anhänge", "Attachments"},
+	"html_version":      {"HTML-Fassung (eingeschränkt dargestellt)", "HTML version (shown restricted)"},
+	"back":              {"Zurück", "Back"},
+	"compose":           {"Nachricht schreiben", "Write a message"},
+	"body":              {"Text", "Text"},
+	"send":              {"Senden", "Send"},
+	"sent_ok":           {"Die Nachricht wurde gesendet.", "The message has been sent."},
+	"allowed":           {"Erlaubte Empfänger:", "Allowed recipients:"},
+	"quota":             {"Belegt", "Used"},
+	"of":                {"von", "of"},
+	"switch_lang":       {"English", "Deutsch"},
+	"keys":              {"Schlüssel und Zertifikate", "Keys and certificates"},
+	"keys_intro":        {"Laden Sie Ihr S/MIME-Zertifikat oder Ihren öffentlichen PGP-Schlüssel hoch. Künftige Nachrichten können Ihnen dann verschlüsselt direkt zugestellt werden.", "Upload your S/MIME certificate or public PGP key. Future messages can then be sent to you directly, encrypted."},
+	"upload":            {"Hochladen", "Upload"},
+	"key_file":          {"Datei (PEM, DER oder ASCII-armored)", "File (PEM, DER or ASCII armored)"},
+	"key_ok":            {"Der Schlüssel wurde übernommen.", "The key has been accepted."},
+	"key_bad":           {"Die Datei ist weder ein gültiges Zertifikat noch ein öffentlicher PGP-Schlüssel für diese Adresse.", "The file is neither a valid certificate nor a public PGP key for this address."},
+	"session_expired":   {"Ihre Sitzung ist abgelaufen. Bitte melden Sie sich erneut an.", "Your session has expired. Please log in again."},
+	"logged_out":        {"Sie wurden abgemeldet.", "You have been logged out."},
+	"message":           {"Nachricht", "Message"},
+	"bad_message":       {"Die Nachricht ist fehlerhaft aufgebaut; angezeigt wird, was lesbar ist.", "The message is malformed; what is readable is shown."},
+	"actions":           {"Aktionen", "Actions"},
+	"no_subject":        {"(kein Betreff)", "(no subject)"},
+	"folders":           {"Ordner", "Folders"},
+	"main_nav":          {"Hauptnavigation", "Main navigation"},
+	"forwarded_message": {"Weitergeleitete Nachricht", "Forwarded message"},
+	"wrote":             {"schrieb", "wrote"},
+}
+
+// T returns the text for key in lang ("de" or "en").
+func T(lang, key string) string {
+	t, ok := texts[key]
+	if !ok {
+		return key
+	}
+	if lang == "en" {
+		return t[1]
+	}
+	return t[0]
+}
+
+// pickLang chooses "de" or "en" from an Accept-Language header.
+func pickLang(accept, def string) string {
+	for _, part := range strings.Split(accept, ",") {
+		tag := strings.ToLower(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]))
+		switch {
+		case tag == "de" || strings.HasPrefix(tag, "de-"):
+			return "de"
+		case tag == "en" || strings.HasPrefix(tag, "en-"):
+			return "en"
+		}
+	}
+	return def
+}

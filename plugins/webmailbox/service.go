@@ -1,0 +1,484 @@
+package webmailbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"mime"
+	"net/mail"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/posthorn/posthorn/sdk"
+)
+
+// Service is the web mailbox: storage, keys, notifications. The HTTP
+// handlers and the plugin hooks both use it.
+type Service struct {
+	s     *settings
+	store Store
+	host  sdk.Host
+	log   *slog.Logger
+	// Now is the clock; tests replace it.
+	Now    func() time.Time
+	master []byte
+	dummy  []byte // a wrapped key that makes unknown addresses cost as much as known ones
+
+	mu       sync.Mutex
+	ipFailed map[string][]time.Time // login failures per client IP
+}
+
+// pinKDF is for PINs and TANs: short secrets behind a lockout.
+var pinKDF = KDFParams{Time: 1, MemoryK: 8 * 1024, Threads: 1}
+
+// Errors of the service.
+var (
+	ErrQuota       = errors.New("webmailbox: mailbox full")
+	ErrLoginFailed = errors.New("webmailbox: login failed")
+	ErrNotAllowed  = errors.New("webmailbox: recipient not allowed")
+)
+
+// NewService opens the store and the master key named in the settings.
+func newService(s *settings, host sdk.Host, log *slog.Logger) (*Service, error) {
+	mk, err := loadMasterKey(s.masterKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	st, err := OpenSQLite(s.dbPath)
+	if err != nil {
+		return nil, err
+	}
+	if host == nil {
+		host = noHost{}
+	}
+	return &Service{s: s, store: st, host: host, log: log, Now: func() time.Time { return time.Now().UTC() },
+		master: mk, ipFailed: map[string][]time.Time{}, dummy: WrapWithSecret(mustKey(), "-", s.kdf, nil)}, nil
+}
+
+type noHost struct{}
+
+func (noHost) Submit(context.Context, string, *sdk.Envelope, io.Reader) (string, error) {
+	return "", sdk.ErrNoHost
+}
+func (noHost) Emit(context.Context, sdk.Event) error           { return sdk.ErrNoHost }
+func (noHost) Confirm(context.Context, sdk.Confirmation) error { return sdk.ErrNoHost }
+
+func loadMasterKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		k := randBytes(32)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("webmailbox: creating master key %s: %w", path, err)
+		}
+		if _, err := f.Write([]byte(base64.StdEncoding.EncodeToString(k) + "\n")); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return k, f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("webmailbox: reading master key: %w", err)
+	}
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(k) != 32 {
+		return nil, fmt.Errorf("webmailbox: master key %s: want 32 bytes in base64", path)
+	}
+	return k, nil
+}
+
+// Close releases the store.
+func (sv *Service) Close() error { return sv.store.Close() }
+
+func adMK(addr string) []byte            { return []byte("mk\x00" + addr) }
+func adPW(addr string) []byte            { return []byte("pw\x00" + addr) }
+func adQA(addr string) []byte            { return []byte("qa\x00" + addr) }
+func adSess(addr string) []byte          { return []byte("session\x00" + addr) }
+func adRaw(addr string) []byte           { return []byte("raw\x00" + addr) }
+func adMeta(addr string) []byte          { return []byte("meta\x00" + addr) }
+func normAddr(a string) string           { return strings.ToLower(strings.TrimSpace(a)) }
+func newToken() string                   { return base64.RawURLEncoding.EncodeToString(randBytes(32)) }
+func tokenHash(tok string) []byte        { return hashSecret([]byte("token\x00" + tok)) }
+func answerNorm(a string) string         { return strings.ToLower(strings.Join(strings.Fields(a), " ")) }
+func (sv *Service) link(p string) string { return strings.TrimRight(sv.s.baseURL.String(), "/") + p }
+
+// Meta is the sealed summary of a message shown in lists.
+type Meta struct {
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Subject string `json:"subject"`
+	Date    string `json:"date"`
+}
+
+var wordDecoder = mime.WordDecoder{CharsetReader: charsetReader}
+
+func metaOf(raw []byte) Meta {
+	m, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		return Meta{Subject: "(?)"}
+	}
+	dec := func(s string) string {
+		if d, err := wordDecoder.DecodeHeader(s); err == nil {
+			return d
+		}
+		return s
+	}
+	return Meta{From: dec(m.Header.Get("From")), To: dec(m.Header.Get("To")), Subject: dec(m.Header.Get("Subject")), Date: m.Header.Get("Date")}
+}
+
+// DivertResult says what happened to one recipient.
+type DivertResult struct {
+	Created bool // the mailbox was made for this message
+	Stored  bool
+	Err     error // ErrQuota or a storage error
+}
+
+// Divert stores raw in rcpt's mailbox (creating it) and emits the
+// notification events.
+func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, raw []byte) DivertResult {
+	addr := normAddr(rcpt)
+	now := sv.Now()
+	mb, err := sv.store.GetMailbox(ctx, addr)
+	created := false
+	if errors.Is(err, ErrNotFound) {
+		priv, err := NewKeyPair()
+		if err != nil {
+			return DivertResult{Err: err}
+		}
+		mb = &Mailbox{Address: addr, State: StatePending, Language: sv.s.defaultLang, PublicKey: priv.PublicKey().Bytes(),
+			WrappedMK: WrapWithKey(priv, sv.master, adMK(addr)), ResetAllow: sv.s.resetAllowed, Created: now, LastActive: now}
+		var pin string
+		if sv.s.senderPIN && env.MailFrom != "" {
+			pin = newPIN()
+			mb.PINHash = slowHash(pin, pinKDF)
+		}
+		if created, err = sv.store.CreateMailbox(ctx, mb); err != nil {
+			return DivertResult{Err: err}
+		}
+		if !created { // lost a race: use the other one
+			if mb, err = sv.store.GetMailbox(ctx, addr); err != nil {
+				return DivertResult{Err: err}
+			}
+		} else if pin != "" {
+			sv.emit(ctx, sdk.Event{Type: "webmailbox.pin", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
+				Language: sv.s.defaultLang, Attributes: map[string]string{"pin": pin}})
+		}
+	} else if err != nil {
+		return DivertResult{Err: err}
+	}
+	size := int64(len(raw))
+	if mb.UsedBytes+size > sv.s.quota {
+		sv.emit(ctx, sdk.Event{Type: "webmailbox.quota_exceeded", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
+			Language: mb.Language, Attributes: map[string]string{
+				"used": fmt.Sprint(mb.UsedBytes), "limit": fmt.Sprint(sv.s.quota), "link": sv.link("/login")}})
+		return DivertResult{Created: created, Err: ErrQuota}
+	}
+	meta, _ := json.Marshal(metaOf(raw))
+	sm, err := Seal(mb.PublicKey, meta, adMeta(addr))
+	if err != nil {
+		return DivertResult{Err: err}
+	}
+	sr, err := Seal(mb.PublicKey, raw, adRaw(addr))
+	if err != nil {
+		return DivertResult{Err: err}
+	}
+	if _, err := sv.store.AddMessage(ctx, &Message{Mailbox: addr, Folder: "inbox", Received: now, Size: size, Unread: true, Meta: sm, Raw: sr,
+		Sender: aeadSeal(sv.master, []byte(env.MailFrom), adMK(addr))}); err != nil {
+		return DivertResult{Err: err}
+	}
+	if mb.State == StatePending {
+		if err := sv.issueActivation(ctx, mb, env.ID, env.MailFrom); err != nil {
+			return DivertResult{Created: created, Stored: true, Err: err}
+		}
+	} else {
+		sv.emit(ctx, sdk.Event{Type: "webmailbox.new_message", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
+			Language: mb.Language, Attributes: map[string]string{"link": sv.link("/login")}})
+	}
+	return DivertResult{Created: created, Stored: true}
+}
+
+// issueActivation stores a new single-use token and emits the link.
+func (sv *Service) issueActivation(ctx context.Context, mb *Mailbox, queueID, sender string) error {
+	tok := newToken()
+	exp := sv.Now().Add(sv.s.linkTTL)
+	if err := sv.store.PutToken(ctx, &Token{Hash: tokenHash(tok), Mailbox: mb.Address, Kind: "activate", Expires: exp}); err != nil {
+		return err
+	}
+	sv.emit(ctx, sdk.Event{Type: "webmailbox.activation", QueueID: queueID, Sender: sender, Recipient: mb.Address,
+		Language: mb.Language, Attributes: map[string]string{"link": sv.link("/activate?t=" + tok), "expires": exp.Format(time.RFC3339)}})
+	return nil
+}
+
+func (sv *Service) emit(ctx context.Context, ev sdk.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = sv.Now()
+	}
+	if err := sv.host.Emit(ctx, ev); err != nil {
+		sv.log.Error("event not emitted", "type", ev.Type, "recipient", ev.Recipient, "error", err)
+	}
+}
+
+func newPIN() string {
+	n, err := rand.Int(rand.Reader, big.NewInt(1000000))
+	if err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("%06d", n.Int64())
+}
+
+// ActivationInput is what the recipient enters on the activation page.
+type ActivationInput struct {
+	Token, Language, Password, Password2, Question, Answer, PIN, TAN string
+}
+
+// Activation problems the form shows (text keys).
+type formError struct{ Key string }
+
+func (e *formError) Error() string { return "webmailbox: " + e.Key }
+
+// ActivationTarget returns the mailbox a valid token belongs to.
+func (sv *Service) ActivationTarget(ctx context.Context, tok string) (*Mailbox, error) {
+	t, err := sv.store.PeekToken(ctx, tokenHash(tok), "activate", sv.Now())
+	if err != nil {
+		return nil, err
+	}
+	return sv.store.GetMailbox(ctx, t.Mailbox)
+}
+
+// Activate sets the password (and security answer) of a pending mailbox.
+// It returns a *formError for input the recipient must correct.
+func (sv *Service) Activate(ctx context.Context, in ActivationInput) (*Mailbox, error) {
+	mb, err := sv.ActivationTarget(ctx, in.Token)
+	if err != nil {
+		return nil, err
+	}
+	if mb.State != StatePending {
+		return nil, ErrNotFound
+	}
+	if in.Language != "de" && in.Language != "en" {
+		return nil, &formError{"err_language"}
+	}
+	if len([]rune(in.Password)) < 8 {
+		return nil, &formError{"err_pw_short"}
+	}
+	if in.Password != in.Password2 {
+		return nil, &formError{"err_pw_mismatch"}
+	}
+	if mb.ResetAllow && (strings.TrimSpace(in.Question) == "" || len([]rune(answerNorm(in.Answer))) < 3) {
+		return nil, &formError{"err_question"}
+	}
+	if mb.PINHash != nil || (sv.s.requireTAN) {
+		if err := sv.checkLock(mb); err != nil {
+			return nil, &formError{"err_locked"}
+		}
+		ok := true
+		if mb.PINHash != nil && !slowHashEqual(mb.PINHash, strings.TrimSpace(in.PIN), pinKDF) {
+			ok = false
+		}
+		if sv.s.requireTAN && (mb.TANHash == nil || !slowHashEqual(mb.TANHash, normTAN(in.TAN), pinKDF)) {
+			ok = false
+		}
+		if !ok {
+			sv.recordFailure(ctx, mb)
+			return nil, &formError{"err_pin"}
+		}
+	}
+	priv, err := UnwrapWithKey(mb.WrappedMK, sv.master, adMK(mb.Address))
+	if err != nil {
+		return nil, fmt.Errorf("webmailbox: the master key does not open %s's key: %w", mb.Address, err)
+	}
+	if _, err := sv.store.UseToken(ctx, tokenHash(in.Token), "activate", sv.Now()); err != nil {
+		return nil, err
+	}
+	mb.State, mb.Language, mb.WrappedMK = StateActive, in.Language, nil
+	mb.WrappedPW = WrapWithSecret(priv, in.Password, sv.s.kdf, adPW(mb.Address))
+	if mb.ResetAllow {
+		mb.Question = strings.TrimSpace(in.Question)
+		mb.WrappedQA = WrapWithSecret(priv, answerNorm(in.Answer), sv.s.kdf, adQA(mb.Address))
+	}
+	mb.Failed, mb.LockedUntil, mb.TANHash, mb.LastActive = 0, time.Time{}, nil, sv.Now()
+	return mb, sv.store.UpdateMailbox(ctx, mb)
+}
+
+func normTAN(s string) string {
+	return strings.ToUpper(strings.NewReplacer(" ", "", "-", "").Replace(s))
+}
+
+func (sv *Service) checkLock(mb *Mailbox) error {
+	if sv.Now().Before(mb.LockedUntil) {
+		return ErrLoginFailed
+	}
+	return nil
+}
+
+func (sv *Service) recordFailure(ctx context.Context, mb *Mailbox) {
+	mb.Failed++
+	if mb.Failed >= sv.s.maxFailed {
+		mb.LockedUntil, mb.Failed = sv.Now().Add(sv.s.lockout), 0
+		sv.log.Warn("mailbox locked after failed logins", "mailbox", mb.Address, "until", mb.LockedUntil)
+	}
+	if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
+		sv.log.Error("recording a failed login", "error", err)
+	}
+}
+
+// ipAllowed is a per-client rate limit on failed logins: at most 20 in 10
+// minutes from one address.
+func (sv *Service) ipAllowed(ip string, fail bool) bool {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	now := sv.Now()
+	var keep []time.Time
+	for _, t := range sv.ipFailed[ip] {
+		if now.Sub(t) < 10*time.Minute {
+			keep = append(keep, t)
+		}
+	}
+	if fail {
+		keep = append(keep, now)
+	}
+	if len(keep) == 0 {
+		delete(sv.ipFailed, ip)
+	} else {
+		sv.ipFailed[ip] = keep
+	}
+	return len(keep) < 20
+}
+
+// Login checks the password and returns the mailbox and its private key.
+// Every failure is ErrLoginFailed: unknown address, wrong password,
+// locked, not activated.
+func (sv *Service) Login(ctx context.Context, ip, addr, password string) (*Mailbox, *ecdh.PrivateKey, error) {
+	if !sv.ipAllowed(ip, false) {
+		return nil, nil, ErrLoginFailed
+	}
+	mb, err := sv.store.GetMailbox(ctx, normAddr(addr))
+	if err != nil || mb.State != StateActive || sv.checkLock(mb) != nil {
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, nil, err
+		}
+		// Spend the same time as a real check.
+		UnwrapWithSecret(sv.dummy, password, nil)
+		sv.ipAllowed(ip, true)
+		return nil, nil, ErrLoginFailed
+	}
+	priv, err := UnwrapWithSecret(mb.WrappedPW, password, adPW(mb.Address))
+	if err != nil {
+		sv.ipAllowed(ip, true)
+		sv.recordFailure(ctx, mb)
+		return nil, nil, ErrLoginFailed
+	}
+	mb.Failed, mb.LastActive, mb.WarnedAt = 0, sv.Now(), time.Time{}
+	if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
+		return nil, nil, err
+	}
+	return mb, priv, nil
+}
+
+func mustKey() *ecdh.PrivateKey {
+	k, err := NewKeyPair()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// ResetPassword sets a new password with the security answer (reset mode).
+func (sv *Service) ResetPassword(ctx context.Context, ip, addr, answer, newPW, newPW2 string) error {
+	if len([]rune(newPW)) < 8 {
+		return &formError{"err_pw_short"}
+	}
+	if newPW != newPW2 {
+		return &formError{"err_pw_mismatch"}
+	}
+	if !sv.ipAllowed(ip, false) {
+		return ErrLoginFailed
+	}
+	mb, err := sv.store.GetMailbox(ctx, normAddr(addr))
+	if err != nil || mb.State != StateActive || !mb.ResetAllow || mb.WrappedQA == nil || sv.checkLock(mb) != nil {
+		sv.ipAllowed(ip, true)
+		return ErrLoginFailed
+	}
+	priv, err := UnwrapWithSecret(mb.WrappedQA, answerNorm(answer), adQA(mb.Address))
+	if err != nil {
+		sv.ipAllowed(ip, true)
+		sv.recordFailure(ctx, mb)
+		return ErrLoginFailed
+	}
+	mb.WrappedPW = WrapWithSecret(priv, newPW, sv.s.kdf, adPW(mb.Address))
+	mb.Failed, mb.LockedUntil = 0, time.Time{}
+	return sv.store.UpdateMailbox(ctx, mb)
+}
+
+// StoredMessage is a decrypted message.
+type StoredMessage struct {
+	*Message
+	Meta Meta
+	Raw  []byte // nil from List
+}
+
+// List returns a folder's messages with decrypted summaries.
+func (sv *Service) List(ctx context.Context, addr string, priv *ecdh.PrivateKey, folder string) ([]StoredMessage, error) {
+	ms, err := sv.store.ListMessages(ctx, addr, folder)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StoredMessage, 0, len(ms))
+	for _, m := range ms {
+		sm := StoredMessage{Message: m}
+		if b, err := Open(priv, m.Meta, adMeta(addr)); err == nil {
+			json.Unmarshal(b, &sm.Meta)
+		} else {
+			sm.Meta.Subject = "(?)"
+		}
+		m.Raw = nil
+		out = append(out, sm)
+	}
+	return out, nil
+}
+
+// Get returns one decrypted message.
+func (sv *Service) Get(ctx context.Context, addr string, priv *ecdh.PrivateKey, id int64) (*StoredMessage, error) {
+	m, err := sv.store.GetMessage(ctx, addr, id)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := Open(priv, m.Raw, adRaw(addr))
+	if err != nil {
+		return nil, err
+	}
+	sm := &StoredMessage{Message: m, Raw: raw}
+	if b, err := Open(priv, m.Meta, adMeta(addr)); err == nil {
+		json.Unmarshal(b, &sm.Meta)
+	}
+	return sm, nil
+}
+
+// storeSent keeps a copy of a sent message in the "sent" folder.
+func (sv *Service) storeSent(ctx context.Context, mb *Mailbox, raw []byte) error {
+	meta, _ := json.Marshal(metaOf(raw))
+	sm, err := Seal(mb.PublicKey, meta, adMeta(mb.Address))
+	if err != nil {
+		return err
+	}
+	sr, err := Seal(mb.PublicKey, raw, adRaw(mb.Address))
+	if err != nil {
+		return err
+	}
+	_, err = sv.store.AddMessage(ctx, &Message{Mailbox: mb.Address, Folder: "sent", Received: sv.Now(), Size: int64(len(raw)), Meta: sm, Raw: sr})
+	return err
+}
