@@ -65,6 +65,20 @@ type Config struct {
 	Harvest *bool `json:"harvest"`
 	// Publish serves WKD and the lookup page for the organisation's keys.
 	Publish *PublishConfig `json:"publish"`
+	// Keys are key files imported at every (re)configuration: armored
+	// secret keys become the organisation's own keys, public keys are
+	// partners' keys (verified).
+	Keys []KeyFile `json:"key"`
+}
+
+// KeyFile is one [[plugin.config.key]].
+type KeyFile struct {
+	// File is an armored or binary key file; relative to the data dir.
+	File string `json:"file"`
+	// Addresses the key is for; a bare domain ("example.org") makes an
+	// own key the key of every address at that domain. Default: the
+	// addresses in the key's user IDs.
+	Addresses []string `json:"addresses"`
 }
 
 // PublishConfig is [plugin.config.publish].
@@ -144,6 +158,16 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 		return &sdk.ConfigError{Message: "key store: " + err.Error()}
 	}
 	keys := &Keys{Store: st, Now: p.Now}
+	for i, kf := range cfg.Keys {
+		data, err := os.ReadFile(inDir(c.DataDir, kf.File))
+		if err == nil {
+			_, err = keys.Import(ctx, data, keystore.SourceImported, true, kf.Addresses)
+		}
+		if err != nil {
+			st.Close()
+			return &sdk.ConfigError{Key: fmt.Sprintf("key[%d].file", i), Message: err.Error()}
+		}
+	}
 	disc := &Discovery{Keys: keys, Order: cfg.Discovery, TTL: ttl, Timeout: timeout, WKD: &wkd.Client{HTTP: hc}}
 	if cfg.Keyserver != "" {
 		disc.Keyserver = &Keyserver{URL: cfg.Keyserver, HKP: cfg.KeyserverProtocol == "hkp", HTTP: hc}
@@ -277,6 +301,9 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	}
 	msg, err := io.ReadAll(io.LimitReader(body, MaxMessageSize+1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return sdk.OutboundResult{}, ctx.Err()
+		}
 		return sdk.OutboundResult{}, err
 	}
 	if len(msg) > MaxMessageSize {
@@ -326,6 +353,9 @@ func (p *Plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader)
 	}
 	msg, err := io.ReadAll(io.LimitReader(body, MaxMessageSize+1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return sdk.Verdict{}, ctx.Err()
+		}
 		return sdk.Verdict{}, err
 	}
 	if len(msg) > MaxMessageSize {
