@@ -1,0 +1,382 @@
+package webmailbox
+
+import (
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// activate runs the activation form for addr with password pw.
+func (b *browser) activate(addr, pw string, extra url.Values) resp {
+	b.t.Helper()
+	link := b.e.activationLink(addr)
+	r := b.get(link)
+	if r.code != 200 {
+		b.t.Fatalf("GET activation link: %d %s", r.code, r.body)
+	}
+	tok := strings.TrimPrefix(link[strings.Index(link, "?"):], "?t=")
+	form := url.Values{"csrf": {csrfRE.FindStringSubmatch(r.body)[1]}, "t": {tok}, "language": {"en"},
+		"password": {pw}, "password2": {pw}}
+	for k, v := range extra {
+		form[k] = v
+	}
+	return b.post("/box/activate", form)
+}
+
+func (b *browser) login(addr, pw string) resp {
+	b.t.Helper()
+	return b.post("/box/login", url.Values{"csrf": {b.csrf("/box/login")}, "address": {addr}, "password": {pw}})
+}
+
+var qa = url.Values{"question": {"First pet?"}, "answer": {"Rex the Dog"}}
+
+func TestActivationResetModeAndLogin(t *testing.T) {
+	e := newEnv(t, nil)
+	e.divert(testMsg, "bob@partner.test")
+	b := e.browser()
+
+	link := e.activationLink("bob@partner.test")
+	r := b.get(link)
+	if r.code != 200 || !strings.Contains(r.body, `name="question"`) || strings.Contains(r.body, "can never be changed") && !strings.Contains(r.body, "kann weder") {
+		t.Fatalf("activation page: %d %s", r.code, r.body)
+	}
+	// Security headers and cookie attributes.
+	for h, want := range map[string]string{
+		"Content-Security-Policy": "default-src 'none'", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+		"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "Strict-Transport-Security": "max-age=",
+	} {
+		if !strings.Contains(r.h.Get(h), want) {
+			t.Errorf("header %s = %q, want %q", h, r.h.Get(h), want)
+		}
+	}
+	for _, c := range r.h.Values("Set-Cookie") {
+		if !strings.Contains(c, "Secure") || !strings.Contains(c, "HttpOnly") || !strings.Contains(c, "SameSite=Strict") || !strings.HasPrefix(c, "__Host-") {
+			t.Errorf("cookie %q lacks Secure/HttpOnly/SameSite/__Host-", c)
+		}
+	}
+	// Too short, mismatched, missing question: clear errors, the token stays valid.
+	r = b.activate("bob@partner.test", "short", qa)
+	if r.code != 422 || !strings.Contains(r.body, "at least 8 characters") {
+		t.Errorf("short password: %d", r.code)
+	}
+	r = b.activate("bob@partner.test", "longenough", url.Values{"password2": {"different1"}, "question": {"q"}, "answer": {"abc"}})
+	if r.code != 422 || !strings.Contains(r.body, "do not match") {
+		t.Errorf("mismatch: %d", r.code)
+	}
+	r = b.activate("bob@partner.test", "longenough", nil)
+	if r.code != 422 || !strings.Contains(r.body, "security question") {
+		t.Errorf("no question: %d", r.code)
+	}
+	// Without the CSRF token: refused.
+	r = b.post("/box/activate", url.Values{"t": {"x"}, "password": {"longenough"}})
+	if r.code != 403 {
+		t.Errorf("activation without csrf: %d", r.code)
+	}
+	r = b.activate("bob@partner.test", "correct horse", qa)
+	if r.code != 303 || !strings.HasSuffix(r.loc, "/box/login?activated=1") {
+		t.Fatalf("activation: %d %s %s", r.code, r.loc, r.body)
+	}
+	// Single use.
+	if r := b.get(link); r.code != 404 {
+		t.Errorf("reused link: %d", r.code)
+	}
+
+	// Login, read the inbox with the message that arrived before activation.
+	r = b.login("bob@partner.test", "correct horse")
+	if r.code != 303 || !strings.HasSuffix(r.loc, "/box/inbox") {
+		t.Fatalf("login: %d %s", r.code, r.body)
+	}
+	r = b.get("/box/inbox")
+	if r.code != 200 || !strings.Contains(r.body, "Quarterly figures SECRETSUBJECT") || !strings.Contains(r.body, "1 unread") {
+		t.Fatalf("inbox: %d %s", r.code, r.body)
+	}
+	// Later mail: "new message", not activation.
+	e.divert(strings.Replace(testMsg, "Quarterly", "Later", 1), "bob@partner.test")
+	if nm := e.host.eventsOf("webmailbox.new_message"); len(nm) != 1 || nm[0].Language != "en" || !strings.HasSuffix(nm[0].Attributes["link"], "/box/login") {
+		t.Errorf("new_message events = %+v", nm)
+	}
+	if r := b.get("/box/inbox"); !strings.Contains(r.body, "Later figures") || !strings.Contains(r.body, "2 unread") {
+		t.Errorf("inbox after the second message: %s", r.body)
+	}
+
+	// Password reset with the security answer (case and spaces do not matter).
+	b2 := e.browser()
+	r = b2.get("/box/reset?address=bob@partner.test")
+	if !strings.Contains(r.body, "First pet?") {
+		t.Fatalf("reset page lacks the question: %s", r.body)
+	}
+	tok := csrfRE.FindStringSubmatch(r.body)[1]
+	r = b2.post("/box/reset", url.Values{"csrf": {tok}, "address": {"bob@partner.test"}, "answer": {"wrong"}, "password": {"new password"}, "password2": {"new password"}})
+	if r.code != 401 {
+		t.Errorf("reset with a wrong answer: %d", r.code)
+	}
+	r = b2.post("/box/reset", url.Values{"csrf": {tok}, "address": {"bob@partner.test"}, "answer": {"  rex THE dog "}, "password": {"new password"}, "password2": {"new password"}})
+	if r.code != 303 {
+		t.Fatalf("reset: %d %s", r.code, r.body)
+	}
+	if r := b2.login("bob@partner.test", "correct horse"); r.code != 401 {
+		t.Errorf("old password still works: %d", r.code)
+	}
+	if r := b2.login("bob@partner.test", "new password"); r.code != 303 {
+		t.Fatalf("new password: %d", r.code)
+	}
+	if r := b2.get("/box/inbox"); !strings.Contains(r.body, "SECRETSUBJECT") {
+		t.Errorf("messages not readable after reset")
+	}
+	// Unknown addresses look the same on the reset page.
+	if r := b2.get("/box/reset?address=nobody@x.test"); r.code != 200 || !strings.Contains(r.body, `name="answer"`) {
+		t.Errorf("reset for an unknown address: %d", r.code)
+	}
+}
+
+func TestActivationNoResetMode(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["reset_mode"] = "none"; c["sender_pin"] = true })
+	e.divert(testMsg, "carol@partner.test")
+	pin := e.host.eventsOf("webmailbox.pin")[0].Attributes["pin"]
+	b := e.browser()
+	r := b.get(e.activationLink("carol@partner.test"))
+	if !strings.Contains(r.body, "kann weder geändert noch zurückgesetzt werden") || strings.Contains(r.body, `name="question"`) || !strings.Contains(r.body, `name="pin"`) {
+		t.Fatalf("no-reset activation page lacks the warning or the PIN field: %s", r.body)
+	}
+	// Without acknowledging the warning: refused.
+	if r := b.activate("carol@partner.test", "password1", url.Values{"pin": {pin}}); r.code != 422 {
+		t.Errorf("no ack: %d", r.code)
+	}
+	if r := b.activate("carol@partner.test", "password1", url.Values{"pin": {"000000x"}, "ack": {"1"}}); r.code != 422 || !strings.Contains(r.body, "PIN or TAN is wrong") {
+		t.Errorf("wrong pin: %d", r.code)
+	}
+	if r := b.activate("carol@partner.test", "password1", url.Values{"pin": {pin}, "ack": {"1"}}); r.code != 303 {
+		t.Fatalf("activation: %d %s", r.code, r.body)
+	}
+	mb, _ := e.sv.store.GetMailbox(t.Context(), "carol@partner.test")
+	if mb.WrappedQA != nil || mb.ResetAllow || mb.WrappedMK != nil || mb.Language != "en" {
+		t.Errorf("no-reset mailbox = %+v", mb)
+	}
+	if r := b.get("/box/reset"); r.code != 404 {
+		t.Errorf("reset page in no-reset mode: %d", r.code)
+	}
+	if r := b.login("carol@partner.test", "password1"); r.code != 303 {
+		t.Fatalf("login: %d", r.code)
+	}
+}
+
+func TestLoginLockoutAndGenericErrors(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["max_failed_logins"] = 3; c["lockout"] = "10m" })
+	e.divert(testMsg, "bob@partner.test")
+	b := e.browser()
+	b.activate("bob@partner.test", "correct horse", qa)
+
+	unknown := b.login("nobody@partner.test", "whatever1")
+	wrong := b.login("bob@partner.test", "wrong password")
+	if unknown.code != 401 || wrong.code != 401 {
+		t.Fatalf("failed logins: %d %d", unknown.code, wrong.code)
+	}
+	msg := regexp.MustCompile(`<p class="error"[^>]*>[^<]*</p>`)
+	if msg.FindString(unknown.body) == "" || msg.FindString(unknown.body) != msg.FindString(wrong.body) {
+		t.Errorf("errors differ: %q vs %q", msg.FindString(unknown.body), msg.FindString(wrong.body))
+	}
+	b.login("bob@partner.test", "wrong password")
+	b.login("bob@partner.test", "wrong password") // third failure: locked
+	if r := b.login("bob@partner.test", "correct horse"); r.code != 401 {
+		t.Fatalf("locked mailbox accepted the right password: %d", r.code)
+	}
+	e.clock.Add(11 * time.Minute)
+	if r := b.login("bob@partner.test", "correct horse"); r.code != 303 {
+		t.Fatalf("after the lockout: %d", r.code)
+	}
+	// Login without the CSRF cookie/token: refused.
+	nb := e.browser()
+	if r := nb.post("/box/login", url.Values{"address": {"bob@partner.test"}, "password": {"correct horse"}}); r.code != 403 {
+		t.Errorf("login without csrf: %d", r.code)
+	}
+	// A cross-site post with the right token is refused too.
+	tok := nb.csrf("/box/login")
+	req, _ := http.NewRequest("POST", nb.url+"/box/login", strings.NewReader(url.Values{"csrf": {tok}, "address": {"bob@partner.test"}, "password": {"correct horse"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	if r := nb.do(req); r.code != 403 {
+		t.Errorf("cross-origin login: %d", r.code)
+	}
+}
+
+func TestPerIPRateLimit(t *testing.T) {
+	e := newEnv(t, nil)
+	e.divert(testMsg, "bob@partner.test")
+	b := e.browser()
+	b.activate("bob@partner.test", "correct horse", qa)
+	for i := 0; i < 20; i++ {
+		b.login("nobody"+string(rune('a'+i))+"@x.test", "wrong password")
+	}
+	if r := b.login("bob@partner.test", "correct horse"); r.code != 401 {
+		t.Errorf("after 20 failures from one address a login succeeded: %d", r.code)
+	}
+	e.clock.Add(11 * time.Minute)
+	if r := b.login("bob@partner.test", "correct horse"); r.code != 303 {
+		t.Errorf("after the window: %d", r.code)
+	}
+}
+
+// loggedIn returns a browser logged into bob's activated mailbox holding testMsg.
+func loggedIn(t *testing.T, change func(map[string]any)) (*env, *browser) {
+	e := newEnv(t, change)
+	e.divert(testMsg, "bob@partner.test")
+	b := e.browser()
+	if r := b.activate("bob@partner.test", "correct horse", qa); r.code != 303 {
+		t.Fatalf("activation: %d", r.code)
+	}
+	if r := b.login("bob@partner.test", "correct horse"); r.code != 303 {
+		t.Fatalf("login: %d", r.code)
+	}
+	return e, b
+}
+
+var msgLinkRE = regexp.MustCompile(`href="/box/msg/(\d+)"`)
+
+func TestReadReplyDeleteExport(t *testing.T) {
+	e, b := loggedIn(t, nil)
+	r := b.get("/box/inbox")
+	m := msgLinkRE.FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("no message link in %s", r.body)
+	}
+	id := m[1]
+	r = b.get("/box/msg/" + id)
+	if r.code != 200 || !strings.Contains(r.body, "SECRETBODY. Grüße") || !strings.Contains(r.body, "figures.pdf") ||
+		!strings.Contains(r.body, `sandbox=""`) || strings.Contains(r.body, "<script>") {
+		t.Fatalf("message page: %d %s", r.code, r.body)
+	}
+	if r := b.get("/box/inbox"); strings.Contains(r.body, "unread</span>") {
+		t.Errorf("still unread after reading")
+	}
+	// HTML part: sanitised, under a sandboxing CSP.
+	r = b.get("/box/msg/" + id + "/html")
+	if strings.Contains(r.body, "script") || strings.Contains(r.body, "tracker.example") || !strings.Contains(r.body, "Dear Bob") ||
+		!strings.Contains(r.h.Get("Content-Security-Policy"), "sandbox") {
+		t.Errorf("html view: %s / %s", r.body, r.h.Get("Content-Security-Policy"))
+	}
+	// Attachment: a download, never inline.
+	r = b.get("/box/msg/" + id + "/att/0")
+	if r.code != 200 || r.body != "%PDF-1.4\nSECRETATTACH" || !strings.HasPrefix(r.h.Get("Content-Disposition"), "attachment") {
+		t.Errorf("attachment: %d %q %q", r.code, r.body, r.h.Get("Content-Disposition"))
+	}
+	// Export .eml: the original message.
+	r = b.get("/box/msg/" + id + "/export/eml")
+	if r.code != 200 || r.body != testMsg || r.h.Get("Content-Type") != "message/rfc822" || !strings.Contains(r.h.Get("Content-Disposition"), ".eml") {
+		t.Errorf("eml export: %d %q", r.code, r.h.Get("Content-Disposition"))
+	}
+	// Print view.
+	if r := b.get("/box/msg/" + id + "/print"); r.code != 200 || !strings.Contains(r.body, "SECRETBODY") {
+		t.Errorf("print: %d", r.code)
+	}
+
+	// Reply form is prefilled; replying elsewhere is refused by the server.
+	r = b.get("/box/compose?reply=" + id)
+	if !strings.Contains(r.body, `value="alice@org.example"`) || !strings.Contains(r.body, "Re: Quarterly") {
+		t.Fatalf("reply form: %s", r.body)
+	}
+	tok := csrfRE.FindStringSubmatch(r.body)[1]
+	nonce := regexp.MustCompile(`name="nonce" value="([^"]+)"`).FindStringSubmatch(r.body)[1]
+	for _, to := range []string{"mallory@evil.example", "alice@org.example, mallory@evil.example", "x@org.example.evil.test", "a@b@org.example"} {
+		r = b.post("/box/send", url.Values{"csrf": {tok}, "nonce": {nonce}, "reply": {id}, "to": {to}, "subject": {"Re"}, "body": {"hi"}})
+		if r.code == 200 || r.code == 303 {
+			t.Errorf("reply to %q accepted: %d", to, r.code)
+		}
+	}
+	if s := e.host.submissions(); len(s) != 0 {
+		t.Fatalf("refused replies were submitted: %+v", s)
+	}
+	// Without the CSRF token: refused.
+	if r := b.post("/box/send", url.Values{"to": {"alice@org.example"}, "body": {"x"}}); r.code != 403 {
+		t.Errorf("send without csrf: %d", r.code)
+	}
+	r = b.post("/box/send", url.Values{"csrf": {tok}, "nonce": {nonce}, "reply": {id}, "to": {"alice@org.example"}, "subject": {"Re: Quarterly"}, "body": {"Thanks, Alice — received."}})
+	if r.code != 200 || !strings.Contains(r.body, "has been sent") {
+		t.Fatalf("reply: %d %s", r.code, r.body)
+	}
+	subs := e.host.submissions()
+	if len(subs) != 1 || subs[0].env.MailFrom != "bob@partner.test" || len(subs[0].env.Recipients) != 1 ||
+		subs[0].env.Recipients[0].Address != "alice@org.example" || !strings.Contains(subs[0].body, "In-Reply-To: <m1@org.example>") ||
+		subs[0].key != "webmailbox-send:"+nonce {
+		t.Fatalf("submission = %+v", subs)
+	}
+	if r := b.get("/box/sent"); !strings.Contains(r.body, "Re: Quarterly") {
+		t.Errorf("sent folder: %s", r.body)
+	}
+	// Forward to an allowed full address.
+	r = b.get("/box/compose?forward=" + id)
+	nonce2 := regexp.MustCompile(`name="nonce" value="([^"]+)"`).FindStringSubmatch(r.body)[1]
+	r = b.post("/box/send", url.Values{"csrf": {tok}, "nonce": {nonce2}, "forward": {id}, "to": {"Boss <boss@partner.example>"}, "subject": {"Fwd"}, "body": {"see below"}})
+	if r.code != 200 {
+		t.Fatalf("forward: %d %s", r.code, r.body)
+	}
+	if subs := e.host.submissions(); len(subs) != 2 || !strings.Contains(subs[1].body, "message/rfc822") || !strings.Contains(subs[1].body, "SECRETBODY") {
+		t.Errorf("forward submission: %+v", subs[1:])
+	}
+
+	// Delete needs the CSRF token; then the message is gone and the quota freed.
+	if r := b.post("/box/msg/"+id+"/delete", nil); r.code != 403 {
+		t.Errorf("delete without csrf: %d", r.code)
+	}
+	if r := b.post("/box/msg/"+id+"/delete", url.Values{"csrf": {tok}}); r.code != 303 {
+		t.Fatalf("delete: %d", r.code)
+	}
+	if r := b.get("/box/msg/" + id); r.code != 404 {
+		t.Errorf("deleted message: %d", r.code)
+	}
+	// Another mailbox's message ids are not reachable.
+	e.divert(testMsg, "eve@partner.test")
+	evs, _ := e.sv.store.ListMessages(t.Context(), "eve@partner.test", "")
+	if r := b.get("/box/msg/" + itoa(evs[0].ID)); r.code != 404 {
+		t.Errorf("someone else's message: %d", r.code)
+	}
+
+	// Language switch, then logout.
+	r = b.post("/box/lang", url.Values{"csrf": {tok}, "lang": {"de"}, "back": {"/box/inbox"}})
+	if r.code != 303 || r.loc != "/box/inbox" {
+		t.Fatalf("lang: %d %s", r.code, r.loc)
+	}
+	if r := b.get("/box/inbox"); !strings.Contains(r.body, "Posteingang") || !strings.Contains(r.body, `lang="de"`) {
+		t.Errorf("not German after switching")
+	}
+	if r := b.post("/box/lang", url.Values{"csrf": {tok}, "lang": {"en"}, "back": {"//evil.example/"}}); r.loc != "/" {
+		t.Errorf("open redirect: %s", r.loc)
+	}
+	if r := b.post("/box/logout", url.Values{"csrf": {tok}}); r.code != 303 {
+		t.Fatalf("logout: %d", r.code)
+	}
+	if r := b.get("/box/inbox"); r.code != 303 || !strings.Contains(r.loc, "/box/login") {
+		t.Errorf("inbox after logout: %d", r.code)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestSessionTimeout(t *testing.T) {
+	e, b := loggedIn(t, func(c map[string]any) { c["session_timeout"] = "15m" })
+	e.clock.Add(10 * time.Minute)
+	if r := b.get("/box/inbox"); r.code != 200 {
+		t.Fatalf("within the timeout: %d", r.code)
+	}
+	e.clock.Add(16 * time.Minute)
+	if r := b.get("/box/inbox"); r.code != 303 || !strings.Contains(r.loc, "expired") {
+		t.Errorf("after the timeout: %d %s", r.code, r.loc)
+	}
+}
+
+func TestExpiredActivationLink(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["link_ttl"] = "1h" })
+	e.divert(testMsg, "bob@partner.test")
+	b := e.browser()
+	link := e.activationLink("bob@partner.test")
+	e.clock.Add(2 * time.Hour)
+	if r := b.get(link); r.code != 404 || !strings.Contains(r.body, "abgelaufen") {
+		t.Errorf("expired link: %d", r.code)
+	}
+	if r := b.get("/box/activate?t=garbage"); r.code != 404 {
+		t.Errorf("bad token: %d", r.code)
+	}
+}
