@@ -76,7 +76,6 @@ func TestConformance(t *testing.T) {
 				{"file": writeFile(t, dir, "sender.asc", sec)},
 			},
 		},
-		LargeMessageMB: 20,
 	})
 }
 
