@@ -1,0 +1,188 @@
+package smime
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+const usage = `usage: posthorn-smime certs COMMAND [flags] [args]
+
+Manages the store of correspondents' S/MIME certificates (the plugin's
+certs.db). Flags: -db FILE (default $POSTHORN_SMIME_DB or ./certs.db).
+
+  certs import [-ca FILE] FILE...   import PEM/DER certificates (with -ca:
+                                    only those chaining to the CAs in FILE)
+  certs list                        list the certificates
+  certs show ADDRESS|FINGERPRINT    show details
+  certs remove ADDRESS|FINGERPRINT  remove (fingerprint: at least 8 hex digits)
+  certs export [-der] ADDRESS       write the usable certificate to stdout
+
+Started by the Posthorn host (POSTHORN_PLUGIN set), it serves as a plugin.
+`
+
+// CLI runs the command line; it returns the exit code.
+func CLI(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 2 || args[0] != "certs" {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd := args[1]
+	fs := flag.NewFlagSet("posthorn-smime certs "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	defDB := os.Getenv("POSTHORN_SMIME_DB")
+	if defDB == "" {
+		defDB = "certs.db"
+	}
+	db := fs.String("db", defDB, "certificate store (SQLite file)")
+	ca := fs.String("ca", "", "PEM file of trusted CAs (import)")
+	der := fs.Bool("der", false, "DER instead of PEM (export)")
+	if err := fs.Parse(args[2:]); err != nil {
+		return 2
+	}
+	store, err := OpenSQLite(*db)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer store.Close()
+	ctx := context.Background()
+	now := time.Now()
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "posthorn-smime:", err)
+		return 1
+	}
+	switch cmd {
+	case "import":
+		if fs.NArg() == 0 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		var roots *x509.CertPool
+		if *ca != "" {
+			b, err := os.ReadFile(*ca)
+			if err != nil {
+				return fail(err)
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(b) {
+				return fail(fmt.Errorf("%s: no PEM certificate", *ca))
+			}
+		}
+		code := 0
+		for _, f := range fs.Args() {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				code = fail(err)
+				continue
+			}
+			certs, err := ParsePEMCerts(b)
+			if err != nil {
+				code = fail(fmt.Errorf("%s: %w", f, err))
+				continue
+			}
+			for _, c := range certs {
+				if c.IsCA {
+					continue
+				}
+				if err := CheckCert(c, certs, VerifyOptions{Roots: roots, Now: now}); err != nil {
+					code = fail(fmt.Errorf("%s: %w", f, err))
+					continue
+				}
+				recs := NewRecords(c, Capabilities{}, "import", now)
+				if len(recs) == 0 {
+					code = fail(fmt.Errorf("%s: %q names no mail address", f, c.Subject.String()))
+				}
+				for _, r := range recs {
+					if err := store.Put(ctx, r); err != nil {
+						return fail(err)
+					}
+					fmt.Fprintf(stdout, "imported %s %s\n", r.Address, r.Fingerprint[:16])
+				}
+			}
+		}
+		return code
+	case "list":
+		recs, err := store.List(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		for _, r := range recs {
+			state := "valid"
+			if now.After(r.NotAfter) {
+				state = "expired"
+			} else if now.Before(r.NotBefore) {
+				state = "not-yet-valid"
+			}
+			fmt.Fprintf(stdout, "%-32s %s  %s  %-13s %s\n", r.Address, r.Fingerprint[:16], r.NotAfter.Format("2006-01-02"), state, r.Source)
+		}
+		return 0
+	case "show", "remove", "export":
+		if fs.NArg() != 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		key := strings.ToLower(fs.Arg(0))
+		if cmd == "remove" {
+			n, err := store.Remove(ctx, key)
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stdout, "removed %d\n", n)
+			if n == 0 {
+				return 1
+			}
+			return 0
+		}
+		recs, err := find(ctx, store, key)
+		if err != nil {
+			return fail(err)
+		}
+		if len(recs) == 0 {
+			return fail(fmt.Errorf("no certificate for %s", key))
+		}
+		if cmd == "export" {
+			r := Usable(recs, now)
+			if r == nil {
+				return fail(fmt.Errorf("no valid certificate for %s", key))
+			}
+			if *der {
+				stdout.Write(r.DER)
+			} else {
+				pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: r.DER})
+			}
+			return 0
+		}
+		for _, r := range recs {
+			fmt.Fprintf(stdout, "address:     %s\nfingerprint: %s\nsubject:     %s\nissuer:      %s\nvalid:       %s to %s\ncapabilities: aes256-gcm=%v rsa-oaep=%v\nsource:      %s (added %s)\n\n",
+				r.Address, r.Fingerprint, r.Subject, r.Issuer, r.NotBefore.Format(time.RFC3339), r.NotAfter.Format(time.RFC3339),
+				r.GCM, r.OAEP, r.Source, r.Added.Format(time.RFC3339))
+		}
+		return 0
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}
+
+func find(ctx context.Context, s Store, key string) ([]CertRecord, error) {
+	if strings.Contains(key, "@") {
+		return s.ForAddress(ctx, key)
+	}
+	all, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []CertRecord
+	for _, r := range all {
+		if len(key) >= 8 && strings.HasPrefix(r.Fingerprint, key) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}

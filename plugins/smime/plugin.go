@@ -1,0 +1,695 @@
+package smime
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/posthorn/posthorn/sdk"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// maxMessage is the largest message the plugin reads whole (signing and
+// encryption need the whole entity).
+const maxMessage = 100 << 20
+
+// Config is the plugin's [plugin.config] table.
+type Config struct {
+	// Identities are the organisation's certificates and keys
+	// ([[plugin.config.identity]]).
+	Identities []IdentityConfig `json:"identity"`
+	// TrustStore is a PEM file of the CAs whose certificates are
+	// harvested and whose signatures count as valid; empty: the system's.
+	TrustStore string `json:"trust_store"`
+	// Store is the SQLite file of correspondents' certificates; default
+	// "certs.db" in the data dir.
+	Store string `json:"store"`
+	// CollectionAddress receives certificates by mail (signed mail and
+	// certificate attachments are imported), e.g. "smime-certs@org.example".
+	CollectionAddress string `json:"collection_address"`
+	// InternalDomains are the organisation's domains: encrypted mail to
+	// them is decrypted on the way in.
+	InternalDomains []string `json:"internal_domains"`
+	// Sign every outgoing mail of a sender with an identity; default true.
+	Sign *bool `json:"sign"`
+	// ResultHeader is the header added inbound; default
+	// "X-Posthorn-SMIME".
+	ResultHeader string `json:"result_header"`
+	// PublishListen is an address ("127.0.0.1:8491") for the HTTP
+	// download of the organisation's certificates; empty: off.
+	PublishListen string `json:"publish_listen"`
+	// PublishDays: a next certificate is published this many days before
+	// the current one expires; default 42.
+	PublishDays int `json:"publish_days"`
+	// ExpiryWarnDays: "smime.cert_expiring" events start this many days
+	// before an identity expires; default 30.
+	ExpiryWarnDays int `json:"expiry_warn_days"`
+}
+
+// Plugin implements sdk.Plugin, sdk.InboundHook and sdk.OutboundHook.
+type Plugin struct {
+	mu  sync.RWMutex
+	st  *state
+	now func() time.Time
+}
+
+var (
+	_ sdk.Plugin       = (*Plugin)(nil)
+	_ sdk.InboundHook  = (*Plugin)(nil)
+	_ sdk.OutboundHook = (*Plugin)(nil)
+)
+
+type state struct {
+	cfg    Config
+	ids    *identities
+	roots  *x509.CertPool
+	store  Store
+	host   sdk.Host
+	srv    *http.Server
+	stop   chan struct{}
+	warned map[string]string // fingerprint → day warned
+}
+
+func (p *Plugin) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// Describe implements sdk.Plugin.
+func (p *Plugin) Describe() sdk.Description {
+	return sdk.Description{Name: "smime", Version: Version, MaxMessageSize: maxMessage}
+}
+
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) || dir == "" {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// Configure implements sdk.Plugin.
+func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
+	cfg := Config{PublishDays: 42, ExpiryWarnDays: 30, ResultHeader: "X-Posthorn-SMIME", Store: "certs.db"}
+	if err := c.Decode(&cfg); err != nil {
+		return err
+	}
+	st, err := newState(cfg, c.DataDir)
+	if err != nil {
+		return err
+	}
+	st.host = c.Host
+	p.mu.Lock()
+	old := p.st
+	p.st = st
+	p.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	if cfg.PublishListen != "" {
+		if err := p.startPublish(st); err != nil {
+			return &sdk.ConfigError{Key: "publish_listen", Message: err.Error()}
+		}
+	}
+	go p.expiryLoop(st)
+	sdk.Logger().Info("configured", "identities", len(st.ids.all), "collection_address", cfg.CollectionAddress, "publish", cfg.PublishListen)
+	return nil
+}
+
+func newState(cfg Config, dir string) (*state, error) {
+	if h := cfg.ResultHeader; h == "" || (sdk.Header{Name: h, Value: "x"}).Validate() != nil {
+		return nil, &sdk.ConfigError{Key: "result_header", Message: fmt.Sprintf("%q is not a header name", h)}
+	}
+	if cfg.PublishDays < 0 || cfg.PublishDays > 3650 {
+		return nil, &sdk.ConfigError{Key: "publish_days", Message: "must be 0-3650"}
+	}
+	if cfg.ExpiryWarnDays < 0 || cfg.ExpiryWarnDays > 3650 {
+		return nil, &sdk.ConfigError{Key: "expiry_warn_days", Message: "must be 0-3650"}
+	}
+	if a := cfg.CollectionAddress; a != "" {
+		if pa, err := mail.ParseAddress(a); err != nil || pa.Address != a {
+			return nil, &sdk.ConfigError{Key: "collection_address", Message: fmt.Sprintf("%q is not a plain mail address", a)}
+		}
+	}
+	st := &state{cfg: cfg, ids: &identities{}, stop: make(chan struct{}), warned: map[string]string{}}
+	for i, ic := range cfg.Identities {
+		id, err := LoadIdentity(ic, dir)
+		if err != nil {
+			return nil, &sdk.ConfigError{Key: fmt.Sprintf("identity[%d]", i), Message: err.Error()}
+		}
+		st.ids.all = append(st.ids.all, id)
+	}
+	if cfg.TrustStore != "" {
+		b, err := os.ReadFile(resolve(dir, cfg.TrustStore))
+		if err != nil {
+			return nil, &sdk.ConfigError{Key: "trust_store", Message: err.Error()}
+		}
+		st.roots = x509.NewCertPool()
+		if !st.roots.AppendCertsFromPEM(b) {
+			return nil, &sdk.ConfigError{Key: "trust_store", Message: "no PEM certificate found"}
+		}
+	} else {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, &sdk.ConfigError{Key: "trust_store", Message: "no system trust store: " + err.Error()}
+		}
+		st.roots = pool
+	}
+	path := resolve(dir, cfg.Store)
+	if path == "" {
+		return nil, &sdk.ConfigError{Key: "store", Message: "must be set"}
+	}
+	store, err := OpenSQLite(path)
+	if err != nil {
+		return nil, &sdk.ConfigError{Key: "store", Message: err.Error()}
+	}
+	st.store = store
+	return st, nil
+}
+
+func (st *state) close() {
+	close(st.stop)
+	if st.srv != nil {
+		st.srv.Close()
+	}
+	st.store.Close()
+}
+
+func (p *Plugin) state() (*state, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.st == nil {
+		return nil, errors.New("smime: not configured")
+	}
+	return p.st, nil
+}
+
+// run runs f in a goroutine and returns when it is done or ctx ends.
+func run[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				var zero T
+				ch <- result{zero, fmt.Errorf("smime: internal error: %v", r)}
+			}
+		}()
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+func readAll(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxMessage+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxMessage {
+		return nil, sdk.ErrMessageTooLarge
+	}
+	return b, nil
+}
+
+// fromAddress returns the address in the From header of msg.
+func fromAddress(msg []byte) string {
+	m, err := parseMessage(headerOnly(msg))
+	if err != nil {
+		return ""
+	}
+	a, err := mail.ParseAddress(m.get("from"))
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(a.Address)
+}
+
+func headerOnly(msg []byte) []byte {
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		return msg[:i+4]
+	}
+	if i := bytes.Index(msg, []byte("\n\n")); i >= 0 {
+		return msg[:i+2]
+	}
+	return msg
+}
+
+// CanHandle implements sdk.OutboundHook: yes for recipients with a valid
+// certificate in the store.
+func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
+	st, err := p.state()
+	if err != nil {
+		return nil, err
+	}
+	now := p.clock()
+	var out []sdk.Answer
+	for _, r := range rcpts {
+		rec, err := st.recipientCert(ctx, r.Address, now)
+		switch {
+		case err != nil:
+			return nil, err
+		case rec == nil:
+			out = append(out, sdk.Answer{Recipient: r.Address, Reason: "no valid S/MIME certificate known"})
+		default:
+			out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: "certificate " + rec.Fingerprint[:16]})
+		}
+	}
+	return out, nil
+}
+
+func (st *state) recipientCert(ctx context.Context, addr string, now time.Time) (*CertRecord, error) {
+	recs, err := st.store.ForAddress(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	var ok []CertRecord
+	for _, r := range recs {
+		c, err := r.Cert()
+		if err != nil || CheckCert(c, nil, VerifyOptions{Now: now, From: addr}) != nil {
+			continue
+		}
+		if _, isRSA := c.PublicKey.(*rsa.PublicKey); !isRSA {
+			continue
+		}
+		ok = append(ok, r)
+	}
+	return Usable(ok, now), nil
+}
+
+// Transform implements sdk.OutboundHook: sign (if the sender has an
+// identity) and encrypt to the group and the sender, one output.
+func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (sdk.OutboundResult, error) {
+	st, err := p.state()
+	if err != nil {
+		return sdk.OutboundResult{}, err
+	}
+	now := p.clock()
+	return run(ctx, func() (sdk.OutboundResult, error) {
+		msg, err := readAll(body)
+		if err != nil {
+			return sdk.OutboundResult{}, err
+		}
+		var rcpts []Recipient
+		gcm := true
+		for _, r := range group {
+			rec, err := st.recipientCert(ctx, r.Address, now)
+			if err != nil {
+				return sdk.OutboundResult{}, err
+			}
+			if rec == nil {
+				return sdk.Declined("no valid S/MIME certificate for " + r.Address), nil
+			}
+			c, _ := rec.Cert()
+			kt := PKCS1v15
+			if rec.OAEP {
+				kt = OAEP
+			}
+			gcm = gcm && rec.GCM
+			rcpts = append(rcpts, Recipient{Cert: c, Transport: kt})
+		}
+		var signer *Identity
+		if from := fromAddress(msg); from != "" {
+			if id := st.ids.signer(from, now); id != nil {
+				if st.cfg.Sign == nil || *st.cfg.Sign {
+					signer = &id.Identity
+				}
+				if _, ok := id.Cert.PublicKey.(*rsa.PublicKey); ok {
+					rcpts = append(rcpts, Recipient{Cert: id.Cert, Transport: PKCS1v15})
+				}
+			}
+		}
+		c := AES256CBC
+		if gcm {
+			c = AES256GCM
+		}
+		out, err := Protect(msg, signer, c, rcpts)
+		if err != nil {
+			return sdk.OutboundResult{}, err
+		}
+		sdk.Logger().Info("encrypted", "queue_id", env.ID, "recipients", len(group), "cipher", c.String(), "signed", signer != nil)
+		return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: bytes.NewReader(out)}), nil
+	})
+}
+
+// Inspect implements sdk.InboundHook. It always accepts; on the side it
+// decrypts mail to internal users, verifies signatures (result header)
+// and harvests signers' certificates.
+func (p *Plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader) (sdk.Verdict, error) {
+	st, err := p.state()
+	if err != nil {
+		return sdk.Verdict{}, err
+	}
+	now := p.clock()
+	return run(ctx, func() (sdk.Verdict, error) { return st.inspect(ctx, env, body, now) })
+}
+
+func (st *state) isCollection(env *sdk.Envelope) bool {
+	if st.cfg.CollectionAddress == "" {
+		return false
+	}
+	for _, r := range env.Recipients {
+		if strings.EqualFold(r.Address, st.cfg.CollectionAddress) {
+			return true
+		}
+	}
+	return false
+}
+
+func (st *state) internal(addr string) bool {
+	addr = strings.ToLower(addr)
+	d := addr[strings.LastIndexByte(addr, '@')+1:]
+	for _, x := range st.cfg.InternalDomains {
+		if strings.EqualFold(x, d) {
+			return true
+		}
+	}
+	return len(st.ids.forAddress(addr, time.Time{})) > 0
+}
+
+func clean(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == ';' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader, now time.Time) (sdk.Verdict, error) {
+	br := bufio.NewReaderSize(body, 64<<10)
+	var head bytes.Buffer
+	for head.Len() < 1<<20 {
+		line, err := br.ReadSlice('\n')
+		head.Write(line)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil || len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break
+		}
+	}
+	m, err := parseMessage(head.Bytes())
+	if err != nil {
+		return sdk.Accept(), nil
+	}
+	mt, params, _ := mime.ParseMediaType(m.get("content-type"))
+	smimeType := mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime" || mt == "multipart/signed"
+	collection := st.isCollection(env)
+	if !smimeType && !collection {
+		return sdk.Accept(), nil // not S/MIME: no need to read the body
+	}
+	rest, err := readAll(br)
+	if err != nil {
+		return sdk.Verdict{}, err
+	}
+	msg := append(head.Bytes(), rest...)
+	from := fromAddress(msg)
+	hdr := func(v string) sdk.Verdict {
+		return sdk.AddHeaders(sdk.Header{Name: st.cfg.ResultHeader, Value: v})
+	}
+	encrypted := strings.HasPrefix(mt, "application/") && !strings.EqualFold(params["smime-type"], "signed-data")
+	var ids []Identity
+	if encrypted {
+		for _, r := range env.Recipients {
+			if !st.internal(r.Address) {
+				if collection {
+					break
+				}
+				return hdr("encrypted; not decrypted (recipients outside the organisation)"), nil
+			}
+		}
+		ids = st.ids.decryptors()
+	}
+	res, err := Open(msg, ids, VerifyOptions{Roots: st.roots, Now: now, From: from})
+	if err != nil {
+		sdk.Logger().Info("S/MIME message not opened", "queue_id", env.ID, "error", err)
+		if collection {
+			st.importAttachments(ctx, msg, now)
+		}
+		return hdr("error; " + clean(err.Error())), nil
+	}
+	var parts []string
+	if res.Encrypted {
+		parts = append(parts, "decrypted; cipher="+res.Envelope.Cipher.String()+"; key-transport="+res.Envelope.Transport.String())
+	}
+	switch {
+	case res.Signed && res.SigErr == nil:
+		parts = append(parts, "signature=valid; signer="+clean(strings.Join(CertAddresses(res.Signature.Signer), ",")))
+		for _, r := range NewRecords(res.Signature.Signer, res.Signature.Capabilities, "harvest", now) {
+			if err := st.store.Put(ctx, r); err != nil {
+				sdk.Logger().Warn("certificate not stored", "error", err)
+			}
+		}
+	case res.Signed:
+		parts = append(parts, "signature=invalid; reason="+clean(res.SigErr.Error()))
+	default:
+		parts = append(parts, "signature=none")
+	}
+	if collection {
+		st.importAttachments(ctx, res.Message, now)
+	}
+	value := strings.Join(parts, "; ")
+	if res.Encrypted {
+		out := append([]byte(st.cfg.ResultHeader+": "+value+"\r\n"), res.Message...)
+		return sdk.Replace(bytes.NewReader(out)), nil
+	}
+	return hdr(value), nil
+}
+
+// importAttachments imports certificates attached to a mail sent to the
+// collection address: PEM or DER parts (application/pkix-cert,
+// application/x-x509-*-cert, application/pkcs7-mime certs-only, *.cer,
+// *.crt, *.pem, *.der, *.p7c). Each must chain to the trust store and be
+// valid; it is stored for the addresses it names.
+func (st *state) importAttachments(ctx context.Context, msg []byte, now time.Time) {
+	walkParts(msg, 0, func(pm *message) {
+		mt, params, _ := mime.ParseMediaType(pm.get("content-type"))
+		_, dp, _ := mime.ParseMediaType(pm.get("content-disposition"))
+		name := strings.ToLower(dp["filename"] + params["name"])
+		certish := mt == "application/pkix-cert" || strings.HasPrefix(mt, "application/x-x509") ||
+			(strings.Contains(mt, "pkcs7-mime") && strings.EqualFold(params["smime-type"], "certs-only"))
+		for _, ext := range []string{".cer", ".crt", ".pem", ".der", ".p7c"} {
+			certish = certish || strings.HasSuffix(name, ext)
+		}
+		if !certish {
+			return
+		}
+		data, err := decodeBody(pm)
+		if err != nil {
+			return
+		}
+		certs, err := ParsePEMCerts(data)
+		if err != nil {
+			if p7, perr := parsePKCS7(data); perr == nil {
+				certs = p7.Certificates
+			}
+		}
+		for _, c := range certs {
+			if err := CheckCert(c, certs, VerifyOptions{Roots: st.roots, Now: now}); err != nil {
+				sdk.Logger().Info("mailed certificate not imported", "subject", c.Subject.String(), "error", err)
+				continue
+			}
+			for _, r := range NewRecords(c, Capabilities{}, "mail", now) {
+				st.store.Put(ctx, r)
+			}
+		}
+	})
+}
+
+func walkParts(msg []byte, depth int, f func(*message)) {
+	if depth > 8 {
+		return
+	}
+	m, err := parseMessage(msg)
+	if err != nil {
+		return
+	}
+	mt, params, _ := mime.ParseMediaType(m.get("content-type"))
+	if !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
+		f(m)
+		return
+	}
+	delim := []byte("\r\n--" + params["boundary"])
+	body := append([]byte("\r\n"), m.body...)
+	parts := bytes.Split(body, delim)
+	for _, p := range parts[1:] {
+		if bytes.HasPrefix(p, []byte("--")) {
+			break
+		}
+		if i := bytes.Index(p, []byte("\r\n")); i >= 0 {
+			walkParts(p[i+2:], depth+1, f)
+		}
+	}
+}
+
+// Publishing and rotation.
+
+// published returns the certificates published for key (an address or
+// a domain): the current one and, within PublishDays of its end, the
+// next.
+func (st *state) published(key string, now time.Time) []*x509.Certificate {
+	key = strings.ToLower(key)
+	var cands []*OrgIdentity
+	if strings.Contains(key, "@") {
+		cands = st.ids.forAddress(key, now)
+	} else {
+		for _, id := range st.ids.all {
+			for _, d := range id.Domains {
+				if d == key {
+					cands = append(cands, id)
+				}
+			}
+		}
+	}
+	var cur *OrgIdentity
+	for _, id := range cands {
+		if !now.Before(id.Cert.NotBefore) && !now.After(id.Cert.NotAfter) && (cur == nil || id.Cert.NotBefore.After(cur.Cert.NotBefore)) {
+			cur = id
+		}
+	}
+	var out []*x509.Certificate
+	if cur != nil {
+		out = append(out, cur.Cert)
+	}
+	for _, id := range cands {
+		if id == cur || now.After(id.Cert.NotAfter) || (cur != nil && !id.Cert.NotBefore.After(cur.Cert.NotBefore)) {
+			continue
+		}
+		// A later certificate: published from PublishDays before the
+		// current one ends (or before it starts, without a current one).
+		edge := id.Cert.NotBefore
+		if cur != nil && cur.Cert.NotAfter.Before(edge) {
+			edge = cur.Cert.NotAfter
+		}
+		if !now.Before(edge.Add(-time.Duration(st.cfg.PublishDays) * 24 * time.Hour)) {
+			out = append(out, id.Cert)
+		}
+	}
+	return out
+}
+
+func (p *Plugin) startPublish(st *state) error {
+	ln, err := net.Listen("tcp", st.cfg.PublishListen)
+	if err != nil {
+		return err
+	}
+	st.srv = &http.Server{Handler: p.publishHandler(st), ReadHeaderTimeout: 10 * time.Second}
+	go st.srv.Serve(ln)
+	return nil
+}
+
+// publishHandler serves GET /smime/KEY.pem and /smime/KEY.der (KEY an
+// address or a gateway domain; .der gives the current certificate only).
+func (p *Plugin) publishHandler(st *state) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /smime/{file}", func(w http.ResponseWriter, r *http.Request) {
+		file := r.PathValue("file")
+		key, ext := file, ""
+		if i := strings.LastIndexByte(file, '.'); i > 0 {
+			key, ext = file[:i], file[i:]
+		}
+		certs := st.published(key, p.clock())
+		if len(certs) == 0 {
+			http.NotFound(w, r)
+			return
+		}
+		switch ext {
+		case ".pem":
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			for _, c := range certs {
+				w.Write(certPEMBytes(c))
+			}
+		case ".der", ".cer", ".crt":
+			w.Header().Set("Content-Type", "application/pkix-cert")
+			w.Write(certs[0].Raw)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	return mux
+}
+
+// expiryLoop emits "smime.cert_expiring" for identities that end within
+// ExpiryWarnDays, once per identity and day, until the state is replaced.
+func (p *Plugin) expiryLoop(st *state) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		p.checkExpiry(context.Background(), st, p.clock())
+		select {
+		case <-st.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Plugin) checkExpiry(ctx context.Context, st *state, now time.Time) int {
+	if st.host == nil {
+		return 0
+	}
+	n := 0
+	day := now.UTC().Format("2006-01-02")
+	for _, id := range st.ids.all {
+		left := id.Cert.NotAfter.Sub(now)
+		if left > time.Duration(st.cfg.ExpiryWarnDays)*24*time.Hour || left < -30*24*time.Hour {
+			continue
+		}
+		fp := Fingerprint(id.Cert)
+		p.mu.Lock()
+		done := st.warned[fp] == day
+		st.warned[fp] = day
+		p.mu.Unlock()
+		if done {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := st.host.Emit(ctx, sdk.Event{Type: "smime.cert_expiring", Time: now, Attributes: map[string]string{
+			"subject":     id.Cert.Subject.String(),
+			"not_after":   id.Cert.NotAfter.UTC().Format(time.RFC3339),
+			"fingerprint": fp,
+			"addresses":   strings.Join(append(append([]string{}, id.Addresses...), id.Domains...), ","),
+		}})
+		cancel()
+		if err != nil {
+			sdk.Logger().Warn("expiry event not emitted", "subject", id.Cert.Subject.String(), "error", err)
+			p.mu.Lock()
+			delete(st.warned, fp)
+			p.mu.Unlock()
+			continue
+		}
+		n++
+	}
+	return n
+}

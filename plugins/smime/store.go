@@ -1,0 +1,190 @@
+package smime
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// CertRecord is a correspondent's certificate known for an address.
+type CertRecord struct {
+	Fingerprint string // SHA-256 of the DER, lower-case hex
+	Address     string // lower case
+	Subject     string
+	Issuer      string
+	NotBefore   time.Time
+	NotAfter    time.Time
+	DER         []byte
+	GCM         bool   // announced AES-256-GCM in SMIMECapabilities
+	OAEP        bool   // announced RSAES-OAEP
+	Source      string // "harvest", "import", "mail"
+	Added       time.Time
+}
+
+// Cert parses the record's certificate.
+func (r *CertRecord) Cert() (*x509.Certificate, error) { return x509.ParseCertificate(r.DER) }
+
+// Fingerprint is the store key of a certificate.
+func Fingerprint(c *x509.Certificate) string {
+	s := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(s[:])
+}
+
+// NewRecords makes one record per address of cert.
+func NewRecords(cert *x509.Certificate, caps Capabilities, source string, now time.Time) []CertRecord {
+	var out []CertRecord
+	for _, a := range CertAddresses(cert) {
+		out = append(out, CertRecord{
+			Fingerprint: Fingerprint(cert), Address: a, Subject: cert.Subject.String(), Issuer: cert.Issuer.String(),
+			NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), DER: cert.Raw,
+			GCM: caps.GCM, OAEP: caps.OAEP, Source: source, Added: now.UTC(),
+		})
+	}
+	return out
+}
+
+// Store keeps correspondents' certificates. The SQL is plain enough for
+// PostgreSQL: a second implementation only needs its own placeholders
+// ($1 instead of ?) and driver.
+type Store interface {
+	// Put adds or updates a record (key: fingerprint and address). An
+	// update keeps capabilities already learned (they are only ever
+	// added).
+	Put(ctx context.Context, r CertRecord) error
+	// ForAddress returns the records for addr, newest NotAfter first.
+	ForAddress(ctx context.Context, addr string) ([]CertRecord, error)
+	// List returns every record, by address then NotAfter.
+	List(ctx context.Context) ([]CertRecord, error)
+	// Remove deletes the records whose fingerprint starts with prefix
+	// (at least 8 hex digits) or whose address is prefix; it returns
+	// how many.
+	Remove(ctx context.Context, prefix string) (int, error)
+	Close() error
+}
+
+// Usable returns the best record of recs valid at now: the one that
+// expires last.
+func Usable(recs []CertRecord, now time.Time) *CertRecord {
+	var best *CertRecord
+	for i := range recs {
+		r := &recs[i]
+		if now.Before(r.NotBefore) || now.After(r.NotAfter) {
+			continue
+		}
+		if best == nil || r.NotAfter.After(best.NotAfter) {
+			best = r
+		}
+	}
+	return best
+}
+
+type sqliteStore struct{ db *sql.DB }
+
+// OpenSQLite opens (creating) the store in the SQLite file path.
+func OpenSQLite(path string) (Store, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS smime_certs (
+		fingerprint TEXT NOT NULL,
+		address     TEXT NOT NULL,
+		subject     TEXT NOT NULL,
+		issuer      TEXT NOT NULL,
+		not_before  BIGINT NOT NULL,
+		not_after   BIGINT NOT NULL,
+		der         BLOB NOT NULL,
+		gcm         INTEGER NOT NULL DEFAULT 0,
+		oaep        INTEGER NOT NULL DEFAULT 0,
+		source      TEXT NOT NULL,
+		added       BIGINT NOT NULL,
+		PRIMARY KEY (fingerprint, address)
+	)`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("smime: opening the certificate store %s: %w", path, err)
+	}
+	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS smime_certs_address ON smime_certs (address)`); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &sqliteStore{db: db}, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *sqliteStore) Put(ctx context.Context, r CertRecord) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO smime_certs
+		(fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (fingerprint, address) DO UPDATE SET
+			gcm = MAX(gcm, excluded.gcm), oaep = MAX(oaep, excluded.oaep)`,
+		r.Fingerprint, strings.ToLower(r.Address), r.Subject, r.Issuer, r.NotBefore.Unix(), r.NotAfter.Unix(),
+		r.DER, b2i(r.GCM), b2i(r.OAEP), r.Source, r.Added.Unix())
+	return err
+}
+
+const cols = `fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added`
+
+func (s *sqliteStore) query(ctx context.Context, q string, args ...any) ([]CertRecord, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []CertRecord
+	for rows.Next() {
+		var r CertRecord
+		var nb, na, added int64
+		var gcm, oaep int
+		if err := rows.Scan(&r.Fingerprint, &r.Address, &r.Subject, &r.Issuer, &nb, &na, &r.DER, &gcm, &oaep, &r.Source, &added); err != nil {
+			return nil, err
+		}
+		r.NotBefore, r.NotAfter, r.Added = time.Unix(nb, 0).UTC(), time.Unix(na, 0).UTC(), time.Unix(added, 0).UTC()
+		r.GCM, r.OAEP = gcm != 0, oaep != 0
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqliteStore) ForAddress(ctx context.Context, addr string) ([]CertRecord, error) {
+	return s.query(ctx, `SELECT `+cols+` FROM smime_certs WHERE address = ? ORDER BY not_after DESC`, strings.ToLower(addr))
+}
+
+func (s *sqliteStore) List(ctx context.Context) ([]CertRecord, error) {
+	return s.query(ctx, `SELECT `+cols+` FROM smime_certs ORDER BY address, not_after`)
+}
+
+func (s *sqliteStore) Remove(ctx context.Context, prefix string) (int, error) {
+	prefix = strings.ToLower(strings.TrimSpace(prefix))
+	var res sql.Result
+	var err error
+	switch {
+	case strings.Contains(prefix, "@"):
+		res, err = s.db.ExecContext(ctx, `DELETE FROM smime_certs WHERE address = ?`, prefix)
+	case len(prefix) >= 8 && strings.Trim(prefix, "0123456789abcdef") == "":
+		res, err = s.db.ExecContext(ctx, `DELETE FROM smime_certs WHERE substr(fingerprint, 1, ?) = ?`, len(prefix), prefix)
+	default:
+		return 0, errors.New("smime: remove: give an address or at least 8 hex digits of a fingerprint")
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func (s *sqliteStore) Close() error { return s.db.Close() }
