@@ -217,15 +217,19 @@ func TestExpiryEventsAndPublishing(t *testing.T) {
 	next := f.pki.leaf(t, "alice@org.test", func(c *x509.Certificate) {
 		c.NotBefore, c.NotAfter = now.Add(19*24*time.Hour), now.Add(400*24*time.Hour)
 	})
-	st := f.p.st
-	st.ids.all = []*OrgIdentity{{Identity: cur, Addresses: []string{"alice@org.test"}}, {Identity: next, Addresses: []string{"alice@org.test"}}}
+	// A state of its own (the configured one belongs to the plugin's
+	// expiry goroutine).
+	st := &state{cfg: f.p.st.cfg, host: f.host, warned: map[string]string{}, ids: &identities{all: []*OrgIdentity{
+		{Identity: cur, Addresses: []string{"alice@org.test"}}, {Identity: next, Addresses: []string{"alice@org.test"}}}}}
 	if n := f.p.checkExpiry(context.Background(), st, now); n != 1 {
 		t.Fatalf("%d events", n)
 	}
 	if n := f.p.checkExpiry(context.Background(), st, now); n != 0 {
 		t.Fatalf("warned twice on one day: %d", n)
 	}
+	f.host.mu.Lock()
 	ev := f.host.events[len(f.host.events)-1]
+	f.host.mu.Unlock()
 	if ev.Type != "smime.cert_expiring" || ev.Attributes["subject"] != cur.Cert.Subject.String() || ev.Attributes["not_after"] != cur.Cert.NotAfter.UTC().Format(time.RFC3339) {
 		t.Fatalf("%+v", ev)
 	}
