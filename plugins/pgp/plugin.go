@@ -390,35 +390,50 @@ func (p *Plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader)
 	return sdk.Accept(), nil
 }
 
-// harvest stores the key of an Autocrypt header whose addr is the From
-// address, unverified.
+// harvest stores, unverified, the key of an Autocrypt header whose addr
+// is the From address, and attached keys (application/pgp-keys) with a
+// user ID for the From address.
 func (p *Plugin) harvest(ctx context.Context, keys *Keys, msg []byte) {
-	from, ac := pgpmail.HeaderValues(msg, "From"), pgpmail.HeaderValues(msg, "Autocrypt")
-	if len(from) != 1 || len(ac) != 1 {
+	from := pgpmail.HeaderValues(msg, "From")
+	if len(from) != 1 {
 		return
 	}
 	fromAddr := pgpmail.AddressOf(from[0])
-	attrs := map[string]string{}
-	for _, kv := range strings.Split(ac[0], ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok {
-			attrs[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+	if fromAddr == "" {
+		return
+	}
+	if ac := pgpmail.HeaderValues(msg, "Autocrypt"); len(ac) == 1 {
+		attrs := map[string]string{}
+		for _, kv := range strings.Split(ac[0], ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if ok {
+				attrs[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+			}
+		}
+		if keystore.NormalizeAddress(attrs["addr"]) == fromAddr && attrs["keydata"] != "" {
+			data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(attrs["keydata"]), ""))
+			if err == nil && len(data) <= pgpmail.MaxKeySize {
+				p.harvestKey(ctx, keys, data, fromAddr, keystore.SourceAutocrypt)
+			}
 		}
 	}
-	addr := keystore.NormalizeAddress(attrs["addr"])
-	if addr == "" || addr != fromAddr || attrs["keydata"] == "" {
-		return
+	for _, data := range pgpmail.AttachedKeys(msg, 4) {
+		p.harvestKey(ctx, keys, data, fromAddr, keystore.SourceAttached)
 	}
-	data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(attrs["keydata"]), ""))
-	if err != nil || len(data) > pgpmail.MaxKeySize {
-		return
-	}
+}
+
+func (p *Plugin) harvestKey(ctx context.Context, keys *Keys, data []byte, addr, source string) {
 	el, err := pgpmail.ParseKeys(data)
-	if err != nil || len(el) != 1 || el[0].PrivateKey != nil || !pgpmail.HasAddress(el[0], addr) {
+	if err != nil {
 		return
 	}
-	if old, err := keys.Store.Get(ctx, pgpmail.Fingerprint(el[0])); err == nil && (old.Own || old.Verified) {
-		return // never downgrade a key we have from a better source
+	for _, e := range el {
+		if e.PrivateKey != nil || !pgpmail.HasAddress(e, addr) || pgpmail.CanEncrypt(e, keys.now()) != nil {
+			continue
+		}
+		if old, err := keys.Store.Get(ctx, pgpmail.Fingerprint(e)); err == nil && (old.Own || old.Verified) {
+			continue // never downgrade a key we have from a better source
+		}
+		keys.put(ctx, e, source, false, []string{addr})
 	}
-	keys.put(ctx, el[0], keystore.SourceAutocrypt, false, []string{addr})
 }

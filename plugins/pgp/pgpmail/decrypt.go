@@ -282,21 +282,9 @@ func verifySigned(body []byte, p map[string]string, keys openpgp.KeyRing, now ti
 
 // inline decrypts "-----BEGIN PGP MESSAGE-----" blocks in a text body.
 func inline(fields []field, body []byte, keys openpgp.KeyRing, now time.Time, res *Result) (*Result, error) {
-	decoded := body
-	cte := strings.ToLower(get(fields, "Content-Transfer-Encoding"))
-	switch cte {
-	case "quoted-printable":
-		d, err := io.ReadAll(io.LimitReader(quotedprintable.NewReader(bytes.NewReader(body)), MaxPlaintext))
-		if err != nil {
-			return res, nil
-		}
-		decoded = d
-	case "base64":
-		d, err := io.ReadAll(io.LimitReader(base64.NewDecoder(base64.StdEncoding, newlineStripper{bytes.NewReader(body)}), MaxPlaintext))
-		if err != nil {
-			return res, nil
-		}
-		decoded = d
+	decoded := decodeBody(body, get(fields, "Content-Transfer-Encoding"))
+	if decoded == nil {
+		return res, nil
 	}
 	const begin, end = "-----BEGIN PGP MESSAGE-----", "-----END PGP MESSAGE-----"
 	i := bytes.Index(decoded, []byte(begin))
@@ -337,6 +325,25 @@ func inline(fields []field, body []byte, keys openpgp.KeyRing, now time.Time, re
 	}
 	res.Message = b.Bytes()
 	return res, nil
+}
+
+// decodeBody undoes a Content-Transfer-Encoding (quoted-printable,
+// base64), bounded by MaxPlaintext; nil on broken input.
+func decodeBody(body []byte, cte string) []byte {
+	var r io.Reader
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "quoted-printable":
+		r = quotedprintable.NewReader(bytes.NewReader(body))
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, newlineStripper{bytes.NewReader(body)})
+	default:
+		return body
+	}
+	d, err := io.ReadAll(io.LimitReader(r, MaxPlaintext))
+	if err != nil {
+		return nil
+	}
+	return d
 }
 
 func is7bit(b []byte) bool {

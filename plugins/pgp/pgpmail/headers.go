@@ -57,3 +57,36 @@ func StripResultHeader(msg []byte, value string) []byte {
 	b.Write(body)
 	return b.Bytes()
 }
+
+// AttachedKeys returns the contents of application/pgp-keys parts of msg
+// (top level or one multipart level down), decoded, at most max of them.
+func AttachedKeys(msg []byte, max int) [][]byte {
+	fields, body, err := splitEntity(toCRLF(msg))
+	if err != nil {
+		return nil
+	}
+	var out [][]byte
+	var walk func(fields []field, body []byte, depth int)
+	walk = func(fields []field, body []byte, depth int) {
+		if len(out) >= max || depth > 3 {
+			return
+		}
+		t, p := mediaType(get(fields, "Content-Type"))
+		switch {
+		case t == "application/pgp-keys":
+			if b := decodeBody(body, get(fields, "Content-Transfer-Encoding")); len(b) > 0 && len(b) <= MaxKeySize {
+				out = append(out, b)
+			}
+		case strings.HasPrefix(t, "multipart/") && t != "multipart/encrypted":
+			ps, _ := parts(body, p["boundary"])
+			for _, part := range ps {
+				f, b, err := splitEntity(part)
+				if err == nil {
+					walk(f, b, depth+1)
+				}
+			}
+		}
+	}
+	walk(fields, body, 0)
+	return out
+}
