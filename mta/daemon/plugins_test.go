@@ -79,11 +79,26 @@ func TestInboundPluginVerdicts(t *testing.T) {
 	if err := send(c, "crash@example.com", []string{"bob@example.test"}, testMessage("p3")); codeOf(err) != 451 {
 		t.Fatalf("crash@: want 451, got %v", err)
 	}
-	waitPlugin(t, e, "running")
+	waitRestarted(t, e, 1)
 	if err := send(c, "after@example.com", []string{"bob@example.test"}, testMessage("p4")); err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
 	e.waitMail("example.test", "bob", 2, 10*time.Second)
+}
+
+// waitRestarted waits until plugin tp is running again after n restarts.
+func waitRestarted(t *testing.T, e *testEnv, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range e.d.PluginStatus() {
+			if s.Name == "tp" && s.State == "running" && s.Restarts >= n {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("plugin tp not restarted: %+v", e.d.PluginStatus())
 }
 
 func waitPlugin(t *testing.T, e *testEnv, state string) {
