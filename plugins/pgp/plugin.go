@@ -69,6 +69,11 @@ type Config struct {
 	// secret keys become the organisation's own keys, public keys are
 	// partners' keys (verified).
 	Keys []KeyFile `json:"key"`
+	// ExpiryWarning: own keys expiring within it make a pgp.key_expiring
+	// event (mailed by the notify plugin). Default "1008h" (six weeks).
+	ExpiryWarning string `json:"expiry_warning"`
+	// ExpiryNotify receives those mails instead of the key's address.
+	ExpiryNotify string `json:"expiry_notify"`
 }
 
 // KeyFile is one [[plugin.config.key]].
@@ -98,6 +103,7 @@ type Plugin struct {
 	disc     *Discovery
 	internal map[string]bool
 	srv      *http.Server
+	stop     context.CancelFunc
 	// Now overrides the clock (tests).
 	Now func() time.Time
 }
@@ -138,6 +144,10 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 		return err
 	}
 	timeout, err := parseDur(cfg.LookupTimeout, 5*time.Second, "lookup_timeout")
+	if err != nil {
+		return err
+	}
+	warn, err := parseDur(cfg.ExpiryWarning, 6*7*24*time.Hour, "expiry_warning")
 	if err != nil {
 		return err
 	}
@@ -184,10 +194,20 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 			return err
 		}
 	}
+	host := c.Host
+	if host == nil {
+		host = noHost{}
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	watch := &expiryWatch{keys: keys, host: host, warn: warn, notifyTo: cfg.ExpiryNotify, sent: map[string]bool{}}
 	p.mu.Lock()
-	old, oldSrv := p.store, p.srv
-	p.cfg, p.store, p.keys, p.disc, p.internal, p.srv = cfg, st, keys, disc, internal, srv
+	old, oldSrv, oldStop := p.store, p.srv, p.stop
+	p.cfg, p.store, p.keys, p.disc, p.internal, p.srv, p.stop = cfg, st, keys, disc, internal, srv, stop
 	p.mu.Unlock()
+	if oldStop != nil {
+		oldStop()
+	}
+	go watch.run(wctx, 12*time.Hour)
 	if oldSrv != nil {
 		oldSrv.Close()
 	}
@@ -196,6 +216,14 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	}
 	return nil
 }
+
+type noHost struct{}
+
+func (noHost) Submit(context.Context, string, *sdk.Envelope, io.Reader) (string, error) {
+	return "", sdk.ErrNoHost
+}
+func (noHost) Emit(context.Context, sdk.Event) error           { return sdk.ErrNoHost }
+func (noHost) Confirm(context.Context, sdk.Confirmation) error { return sdk.ErrNoHost }
 
 func parseDur(s string, def time.Duration, key string) (time.Duration, error) {
 	if s == "" {
