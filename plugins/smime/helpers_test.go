@@ -81,6 +81,7 @@ func (p *testPKI) leaf(t testing.TB, addr string, opts ...leafOpt) Identity {
 		NotAfter:       time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:       x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		SubjectKeyId:   append([]byte("ski-"), big.NewInt(serial).Bytes()...),
 	}
 	for _, o := range opts {
 		o(tmpl)

@@ -2,6 +2,7 @@ package smime
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -101,6 +102,7 @@ func TestDecryptOpenSSLMail(t *testing.T) {
 		{"cbc-oaep", []string{"-aes-256-cbc", "-recip", cert, "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"}, AES256CBC, OAEP},
 		{"gcm-oaep-sha1", []string{"-aes-256-gcm", "-recip", cert, "-keyopt", "rsa_padding_mode:oaep"}, AES256GCM, OAEP},
 		{"gcm-stream", []string{"-aes-256-gcm", "-stream"}, AES256GCM, PKCS1v15},
+		{"gcm-keyid", []string{"-aes-256-gcm", "-keyid"}, AES256GCM, PKCS1v15},
 		{"cbc-stream-der", []string{"-aes-256-cbc", "-stream", "-outform", "DER"}, AES256CBC, PKCS1v15},
 	}
 	for _, tc := range cases {
@@ -205,5 +207,37 @@ func TestVerifyOpenSSLSignatures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLoadPKCS12(t *testing.T) {
+	needOpenSSL(t)
+	p := newPKI(t)
+	gw := p.leaf(t, "gateway@org.test")
+	dir := t.TempDir()
+	cert := writeFile(t, dir, "gw.pem", append(certPEM(gw.Cert), certPEM(p.ca.Cert)...))
+	key := writeFile(t, dir, "gw.key", keyPEM(t, gw))
+	writeFile(t, dir, "pass", []byte("s3cret\n"))
+	openssl(t, nil, "pkcs12", "-export", "-legacy", "-in", cert, "-inkey", key, "-passout", "pass:s3cret", "-out", filepath.Join(dir, "gw.p12"))
+	id, err := LoadIdentity(IdentityConfig{PKCS12: "gw.p12", PasswordFile: "pass", Domains: []string{"Org.test"}}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !id.Cert.Equal(gw.Cert) || len(id.Chain) != 1 || id.Domains[0] != "org.test" {
+		t.Fatalf("%+v", id)
+	}
+	if _, err := LoadIdentity(IdentityConfig{PKCS12: "gw.p12", Password: "wrong"}, dir); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	// PEM with the key in the same file.
+	both := writeFile(t, dir, "both.pem", append(certPEM(gw.Cert), keyPEM(t, gw)...))
+	id, err = LoadIdentity(IdentityConfig{Cert: both}, dir)
+	if err != nil || id.Addresses[0] != "gateway@org.test" {
+		t.Fatalf("%v %+v", err, id)
+	}
+	// A key that does not match.
+	other := p.leaf(t, "x@org.test")
+	if _, err := LoadIdentity(IdentityConfig{Cert: cert, Key: writeFile(t, dir, "o.key", keyPEM(t, other))}, dir); err == nil || !strings.Contains(err.Error(), "no certificate matches") {
+		t.Fatalf("mismatch: %v", err)
 	}
 }
