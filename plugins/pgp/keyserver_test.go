@@ -55,8 +55,8 @@ func TestKeyserver(t *testing.T) {
 	ctx := context.Background()
 
 	for _, proto := range []string{"vks", "hkp"} {
-		now := time.Now()
-		p := &pgp.Plugin{Now: func() time.Time { return now }}
+		var skew atomic.Int64 // the test's clock: time.Now() + skew
+		p := &pgp.Plugin{Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }}
 		cfg := `{"discovery":["local","keyserver"],"keyserver":"https://keys.example.net","keyserver_protocol":"` + proto +
 			`","ca_file":"` + caFile + `","resolve":{"keys.example.net":"` + addr + `"},"cache_ttl":"1h"}`
 		if err := p.Configure(ctx, sdk.Config{JSON: []byte(cfg), DataDir: t.TempDir()}); err != nil {
@@ -77,7 +77,7 @@ func TestKeyserver(t *testing.T) {
 			t.Errorf("%s: %d requests after a cached round, want 3", proto, n)
 		}
 		// After the TTL: looked up again.
-		now = now.Add(2 * time.Hour)
+		skew.Store(int64(2 * time.Hour))
 		p.CanHandle(ctx, &sdk.Envelope{}, rcpts)
 		if n := hits.Load(); n != 6 {
 			t.Errorf("%s: %d requests after the TTL, want 6", proto, n)
