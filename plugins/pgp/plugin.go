@@ -300,23 +300,43 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 	if err != nil {
 		return nil, err
 	}
-	out := make([]sdk.Answer, 0, len(rcpts))
-	for _, r := range rcpts {
-		f, err := disc.Find(ctx, r.Address)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if err != nil {
-			out = append(out, sdk.Answer{Recipient: r.Address, Reason: "no usable OpenPGP key: " + err.Error()})
-			continue
-		}
-		why := fmt.Sprintf("key %s (%s)", f.Key.Fingerprint, f.Key.Source)
-		if !f.Key.Verified {
-			why += ", unverified"
-		}
-		out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: why})
+	// Look the recipients up concurrently (each lookup is bounded).
+	out := make([]sdk.Answer, len(rcpts))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, r := range rcpts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = answer(ctx, disc, r.Address)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
 	return out, nil
+}
+
+func answer(ctx context.Context, disc *Discovery, addr string) (a sdk.Answer) {
+	a.Recipient = addr
+	defer func() {
+		if r := recover(); r != nil {
+			a.CanHandle, a.Reason = false, fmt.Sprintf("key lookup failed: %v", r)
+		}
+	}()
+	f, err := disc.Find(ctx, addr)
+	if err != nil {
+		a.Reason = "no usable OpenPGP key: " + err.Error()
+		return a
+	}
+	a.CanHandle = true
+	a.Reason = fmt.Sprintf("key %s (%s)", f.Key.Fingerprint, f.Key.Source)
+	if !f.Key.Verified {
+		a.Reason += ", unverified"
+	}
+	return a
 }
 
 // Transform encrypts the message to every recipient of the group (and

@@ -83,7 +83,7 @@ var schema = []string{
 		own INTEGER NOT NULL,
 		source TEXT NOT NULL,
 		verified INTEGER NOT NULL,
-		armored BLOB NOT NULL,
+		armored BYTEA NOT NULL,
 		created BIGINT NOT NULL,
 		expires BIGINT NOT NULL,
 		updated BIGINT NOT NULL)`,
