@@ -406,6 +406,15 @@ func clean(s string) string {
 	return s
 }
 
+func hasField(m *message, name string) bool {
+	for _, f := range m.fields {
+		if f.name == name {
+			return true
+		}
+	}
+	return false
+}
+
 func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader, now time.Time) (sdk.Verdict, error) {
 	br := bufio.NewReaderSize(body, 64<<10)
 	var head bytes.Buffer
@@ -423,19 +432,38 @@ func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader,
 	if err != nil {
 		return sdk.Accept(), nil
 	}
+	// A result header that came with the message is a forgery: it goes.
+	cleanHead, forged := head.Bytes(), false
+	if name := strings.ToLower(st.cfg.ResultHeader); hasField(m, name) {
+		var kept bytes.Buffer
+		for _, f := range m.fields {
+			if f.name != name {
+				kept.WriteString(f.raw)
+			}
+		}
+		kept.WriteString("\r\n")
+		cleanHead, forged = kept.Bytes(), true
+	}
 	mt, params, _ := mime.ParseMediaType(m.get("content-type"))
 	smimeType := mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime" || mt == "multipart/signed"
 	collection := st.isCollection(env)
 	if !smimeType && !collection {
-		return sdk.Accept(), nil // not S/MIME: no need to read the body
+		// Not S/MIME: no need to read the body.
+		if forged {
+			return sdk.Replace(io.MultiReader(bytes.NewReader(cleanHead), br)), nil
+		}
+		return sdk.Accept(), nil
 	}
 	rest, err := readAll(br)
 	if err != nil {
 		return sdk.Verdict{}, err
 	}
-	msg := append(head.Bytes(), rest...)
+	msg := append(cleanHead, rest...)
 	from := fromAddress(msg)
 	hdr := func(v string) sdk.Verdict {
+		if forged {
+			return sdk.Replace(bytes.NewReader(append([]byte(st.cfg.ResultHeader+": "+v+"\r\n"), msg...)))
+		}
 		return sdk.AddHeaders(sdk.Header{Name: st.cfg.ResultHeader, Value: v})
 	}
 	encrypted := strings.HasPrefix(mt, "application/") && !strings.EqualFold(params["smime-type"], "signed-data")

@@ -279,3 +279,18 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestForgedResultHeaderRemoved(t *testing.T) {
+	f := newFixture(t, nil)
+	plain := "From: mallory@ext.test\r\nX-Posthorn-SMIME: signature=valid; signer=ceo@org.test\r\nSubject: pay\r\n\r\nbody\r\n"
+	v, repl := f.inspect(t, "alice@org.test", []byte(plain))
+	if v.Action != sdk.ActionReplace || bytes.Contains(repl, []byte("X-Posthorn-SMIME")) || !bytes.HasSuffix(repl, []byte("Subject: pay\r\n\r\nbody\r\n")) {
+		t.Fatalf("%+v %q", v, repl)
+	}
+	signed, _ := Protect([]byte(bobMsg), &f.bob, 0, nil)
+	signed = append([]byte("x-posthorn-smime: forged\r\n"), signed...)
+	v, repl = f.inspect(t, "alice@org.test", signed)
+	if v.Action != sdk.ActionReplace || bytes.Count(repl, []byte("-SMIME: ")) != 1 || !bytes.HasPrefix(repl, []byte("X-Posthorn-SMIME: signature=valid; signer=bob@ext.test\r\n")) {
+		t.Fatalf("%+v %q", v, repl)
+	}
+}
