@@ -1,0 +1,109 @@
+package pgp_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/pluginhost"
+	"github.com/posthorn/posthorn/plugins/pgp/internal/gpgtest"
+	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/plugintest"
+)
+
+type nopAPI struct{}
+
+func (nopAPI) Submit(context.Context, *sdk.Envelope, io.Reader, string) (string, error) {
+	return "", sdk.ErrNoHost
+}
+func (nopAPI) Confirm(context.Context, string, string, string, string, string) error { return nil }
+
+// TestThroughHost runs the built binary under the MTA's plugin host: the
+// organisation's key from a [[plugin.config.key]] file, gpg's key
+// imported with the CLI; outbound to gpg, inbound from gpg.
+func TestThroughHost(t *testing.T) {
+	g := gpgtest.New(t)
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "pgp")
+	// Our domain key, exported to a file the config names.
+	genDir := t.TempDir()
+	out, e, code := cli(t, "", "keys", "generate", "gateway@example.org", "--domain", "--data", genDir)
+	if code != 0 {
+		t.Fatal(e)
+	}
+	fpr := strings.Fields(out)[0]
+	sec, e, code := cli(t, "", "keys", "export", "--secret", fpr, "--data", genDir)
+	if code != 0 {
+		t.Fatal(e)
+	}
+	pub, _, _ := cli(t, "", "keys", "export", fpr, "--data", genDir)
+	g.Run([]byte(pub), "--import")
+	keyFile := writeFile(t, t.TempDir(), "org.asc", []byte(sec))
+
+	g.NewKey("Dora <dora@partner.test>")
+	doraPub, _ := g.Run(nil, "--armor", "--export", "dora@partner.test")
+	if _, e, code := cli(t, doraPub, "keys", "import", "-", "--data", data); code != 0 {
+		t.Fatal(e)
+	}
+
+	h := pluginhost.New([]conf.Plugin{{
+		Name: "pgp", Path: bin, Timeout: conf.Duration(20 * time.Second), OnFailure: "tempfail", DataDir: data,
+		Config: conf.PluginConfig{
+			"discovery":        []any{"local"},
+			"internal_domains": []any{"example.org"},
+			"key":              []any{map[string]any{"file": keyFile, "addresses": []any{"example.org"}}},
+		},
+	}}, nopAPI{}, plugintest.TestLogger(t, slog.LevelWarn), pluginhost.WithSocketDir(plugintest.ShortTempDir(t)))
+	t.Cleanup(h.Stop)
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Outbound: anyone at example.org signs with the domain key.
+	env := &sdk.Envelope{ID: "Q7", MailFrom: "erik@example.org", Recipients: []sdk.Recipient{{Address: "dora@partner.test"}}}
+	ans, err := h.CanHandle(ctx, "pgp", env, env.Recipients)
+	if err != nil || len(ans) != 1 || !ans[0].CanHandle {
+		t.Fatalf("CanHandle: %+v %v", ans, err)
+	}
+	res, err := h.Transform(ctx, "pgp", env, env.Recipients, strings.NewReader("From: erik@example.org\r\nTo: dora@partner.test\r\nSubject: Angebot\r\n\r\nAnbei das Angebot.\r\n"))
+	if err != nil || res.Action != sdk.OutboundTransformed {
+		t.Fatalf("Transform: %+v %v", res, err)
+	}
+	o, err := res.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := io.ReadAll(o.Body)
+	res.Close()
+	i, j := bytes.Index(enc, []byte("-----BEGIN PGP MESSAGE-----")), bytes.Index(enc, []byte("-----END PGP MESSAGE-----"))
+	if i < 0 || j < 0 {
+		t.Fatalf("no PGP message:\n%s", enc)
+	}
+	plain, status := g.Run(enc[i:j+25], "--status-fd", "2", "--decrypt")
+	if !strings.Contains(status, "VALIDSIG "+fpr) || !strings.Contains(plain, "Anbei das Angebot.") {
+		t.Errorf("gpg:\n%s\n%s", status, plain)
+	}
+
+	// Inbound: gpg encrypts and signs to the domain key.
+	inner := "Content-Type: text/plain; charset=us-ascii\r\n\r\nDanke, angenommen.\r\n"
+	armored, _ := g.Run([]byte(inner), "--armor", "--encrypt", "--sign", "--local-user", "dora@partner.test", "--recipient", fpr)
+	msg := "From: dora@partner.test\r\nTo: erik@example.org\r\nSubject: Re: Angebot\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"zz\"\r\n\r\n--zz\r\n" +
+		"Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--zz\r\nContent-Type: application/octet-stream\r\n\r\n" + armored + "\r\n--zz--\r\n"
+	v, repl, err := h.Inspect(ctx, "pgp", &sdk.Envelope{MailFrom: "dora@partner.test", Recipients: []sdk.Recipient{{Address: "erik@example.org"}}}, strings.NewReader(msg))
+	if err != nil || v.Action != sdk.ActionReplace || repl == nil {
+		t.Fatalf("Inspect: %+v %v", v, err)
+	}
+	dec, _ := io.ReadAll(repl)
+	repl.Close()
+	if !bytes.Contains(dec, []byte("X-Posthorn-PGP: decrypted; signature=valid; signer=")) || !bytes.Contains(dec, []byte("Danke, angenommen.")) ||
+		!bytes.Contains(dec, []byte("Subject: Re: Angebot")) {
+		t.Errorf("decrypted:\n%s", dec)
+	}
+}
