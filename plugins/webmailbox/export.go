@@ -6,8 +6,3 @@ import "errors"
 func ExportPDF(raw []byte, lang string) ([]byte, error) {
 	return nil, errors.New("webmailbox: PDF export is not available yet")
 }
-
-// ExportMSG writes a message as an Outlook .msg file.
-func ExportMSG(raw []byte) ([]byte, error) {
-	return nil, errors.New("webmailbox: .msg export is not available yet")
-}

@@ -1,0 +1,244 @@
+package webmailbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"sort"
+	"strings"
+	"unicode/utf16"
+)
+
+// A minimal Compound File Binary (MS-CFB) writer, version 3 (512-byte
+// sectors), enough for Outlook .msg files: storages and streams, the
+// mini stream for streams under 4096 bytes, no DIFAT sectors (files up to
+// about 6.8 MB).
+
+const (
+	cfbSector     = 512
+	cfbMini       = 64
+	cfbCutoff     = 4096
+	cfbFree       = 0xFFFFFFFF
+	cfbEndOfChain = 0xFFFFFFFE
+	cfbFATSect    = 0xFFFFFFFD
+	cfbNoStream   = 0xFFFFFFFF
+	cfbMaxFAT     = 109
+)
+
+// errCFBTooLarge: the writer has no DIFAT sectors.
+var errCFBTooLarge = errors.New("webmailbox: message too large for .msg export")
+
+type cfbNode struct {
+	name     string
+	stream   bool
+	data     []byte
+	children []*cfbNode
+	id       uint32
+	start    uint32
+	left     uint32
+	right    uint32
+	child    uint32
+}
+
+// cfbStorage is a storage under construction.
+type cfbStorage struct{ n *cfbNode }
+
+func newCFB() *cfbStorage { return &cfbStorage{&cfbNode{name: "Root Entry"}} }
+
+func (s *cfbStorage) Stream(name string, data []byte) {
+	s.n.children = append(s.n.children, &cfbNode{name: name, stream: true, data: data})
+}
+
+func (s *cfbStorage) Storage(name string) *cfbStorage {
+	c := &cfbNode{name: name}
+	s.n.children = append(s.n.children, c)
+	return &cfbStorage{c}
+}
+
+// cfbLess is the directory order: shorter names first, then by upper case.
+func cfbLess(a, b string) bool {
+	ua, ub := utf16.Encode([]rune(a)), utf16.Encode([]rune(b))
+	if len(ua) != len(ub) {
+		return len(ua) < len(ub)
+	}
+	return strings.ToUpper(a) < strings.ToUpper(b)
+}
+
+// Bytes lays out and returns the compound file.
+func (s *cfbStorage) Bytes() ([]byte, error) {
+	// Number the directory entries: root first, then depth first.
+	var nodes []*cfbNode
+	var number func(n *cfbNode)
+	number = func(n *cfbNode) {
+		n.id = uint32(len(nodes))
+		nodes = append(nodes, n)
+		sort.Slice(n.children, func(i, j int) bool { return cfbLess(n.children[i].name, n.children[j].name) })
+		for _, c := range n.children {
+			number(c)
+		}
+	}
+	number(s.n)
+	for _, n := range nodes {
+		n.left, n.right, n.child = cfbNoStream, cfbNoStream, cfbNoStream
+	}
+	for _, n := range nodes {
+		if len(n.children) > 0 {
+			n.child = balance(n.children)
+		}
+	}
+
+	// Mini stream for small streams.
+	var mini []byte
+	var miniFAT []uint32
+	for _, n := range nodes {
+		if !n.stream || len(n.data) >= cfbCutoff {
+			continue
+		}
+		if len(n.data) == 0 {
+			n.start = cfbEndOfChain
+			continue
+		}
+		n.start = uint32(len(mini) / cfbMini)
+		cnt := (len(n.data) + cfbMini - 1) / cfbMini
+		for i := 0; i < cnt; i++ {
+			next := n.start + uint32(i) + 1
+			if i == cnt-1 {
+				next = cfbEndOfChain
+			}
+			miniFAT = append(miniFAT, next)
+		}
+		mini = append(mini, n.data...)
+		mini = append(mini, make([]byte, cnt*cfbMini-len(n.data))...)
+	}
+
+	// Regular sectors: big streams, the mini stream, the mini FAT, the
+	// directory, then the FAT.
+	var fat []uint32
+	var body []byte
+	place := func(data []byte) uint32 {
+		if len(data) == 0 {
+			return cfbEndOfChain
+		}
+		start := uint32(len(fat))
+		cnt := (len(data) + cfbSector - 1) / cfbSector
+		for i := 0; i < cnt; i++ {
+			next := start + uint32(i) + 1
+			if i == cnt-1 {
+				next = cfbEndOfChain
+			}
+			fat = append(fat, next)
+		}
+		body = append(body, data...)
+		body = append(body, make([]byte, cnt*cfbSector-len(data))...)
+		return start
+	}
+	for _, n := range nodes {
+		if n.stream && len(n.data) >= cfbCutoff {
+			n.start = place(n.data)
+		}
+	}
+	s.n.start = place(mini)
+	s.n.data = mini // root's size is the mini stream's
+	miniFATStart := uint32(cfbEndOfChain)
+	if len(miniFAT) > 0 {
+		mf := make([]byte, len(miniFAT)*4)
+		for i, v := range miniFAT {
+			binary.LittleEndian.PutUint32(mf[i*4:], v)
+		}
+		miniFATStart = place(mf)
+	}
+	dir := make([]byte, 0, len(nodes)*128)
+	for _, n := range nodes {
+		dir = append(dir, n.entry()...)
+	}
+	for len(dir)%cfbSector != 0 { // unused entries
+		e := make([]byte, 128)
+		binary.LittleEndian.PutUint32(e[68:], cfbNoStream)
+		binary.LittleEndian.PutUint32(e[72:], cfbNoStream)
+		binary.LittleEndian.PutUint32(e[76:], cfbNoStream)
+		dir = append(dir, e...)
+	}
+	dirStart := place(dir)
+	// FAT sectors cover every sector including themselves.
+	nFAT := 1
+	for (len(fat)+nFAT+127)/128 > nFAT {
+		nFAT++
+	}
+	if nFAT > cfbMaxFAT {
+		return nil, errCFBTooLarge
+	}
+	fatStart := uint32(len(fat))
+	for i := 0; i < nFAT; i++ {
+		fat = append(fat, cfbFATSect)
+	}
+	fatBytes := make([]byte, nFAT*cfbSector)
+	for i := range fatBytes[:] {
+		fatBytes[i] = 0xFF
+	}
+	for i, v := range fat {
+		binary.LittleEndian.PutUint32(fatBytes[i*4:], v)
+	}
+
+	h := make([]byte, cfbSector)
+	copy(h, []byte{0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1})
+	binary.LittleEndian.PutUint16(h[24:], 0x003E)
+	binary.LittleEndian.PutUint16(h[26:], 0x0003)
+	binary.LittleEndian.PutUint16(h[28:], 0xFFFE)
+	binary.LittleEndian.PutUint16(h[30:], 9)
+	binary.LittleEndian.PutUint16(h[32:], 6)
+	binary.LittleEndian.PutUint32(h[44:], uint32(nFAT))
+	binary.LittleEndian.PutUint32(h[48:], dirStart)
+	binary.LittleEndian.PutUint32(h[56:], cfbCutoff)
+	binary.LittleEndian.PutUint32(h[60:], miniFATStart)
+	binary.LittleEndian.PutUint32(h[64:], uint32((len(miniFAT)*4+cfbSector-1)/cfbSector))
+	binary.LittleEndian.PutUint32(h[68:], cfbEndOfChain)
+	for i := 0; i < cfbMaxFAT; i++ {
+		v := uint32(cfbFree)
+		if i < nFAT {
+			v = fatStart + uint32(i)
+		}
+		binary.LittleEndian.PutUint32(h[76+i*4:], v)
+	}
+	out := append(h, body...)
+	return append(out, fatBytes...), nil
+}
+
+// balance links sorted siblings as a balanced binary tree and returns the
+// root's id. Every node is black; readers only walk the tree.
+func balance(ns []*cfbNode) uint32 {
+	if len(ns) == 0 {
+		return cfbNoStream
+	}
+	m := len(ns) / 2
+	ns[m].left = balance(ns[:m])
+	ns[m].right = balance(ns[m+1:])
+	return ns[m].id
+}
+
+func (n *cfbNode) entry() []byte {
+	e := make([]byte, 128)
+	u := utf16.Encode([]rune(n.name))
+	if len(u) > 31 {
+		u = u[:31]
+	}
+	for i, c := range u {
+		binary.LittleEndian.PutUint16(e[i*2:], c)
+	}
+	binary.LittleEndian.PutUint16(e[64:], uint16((len(u)+1)*2))
+	switch {
+	case n.id == 0:
+		e[66] = 5
+	case n.stream:
+		e[66] = 2
+	default:
+		e[66] = 1
+	}
+	e[67] = 1 // black
+	binary.LittleEndian.PutUint32(e[68:], n.left)
+	binary.LittleEndian.PutUint32(e[72:], n.right)
+	binary.LittleEndian.PutUint32(e[76:], n.child)
+	if n.stream || n.id == 0 {
+		binary.LittleEndian.PutUint32(e[116:], n.start)
+		binary.LittleEndian.PutUint32(e[120:], uint32(len(n.data)))
+	}
+	return e
+}
