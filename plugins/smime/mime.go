@@ -202,7 +202,7 @@ func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte,
 	}
 	outer, entity := m.split()
 	if signer != nil {
-		if entity, err = signEntity(entity, *signer); err != nil {
+		if entity, err = signEntity(to7bit(entity, 0), *signer); err != nil {
 			return nil, err
 		}
 	}
