@@ -74,6 +74,9 @@ func (d *Discovery) Find(ctx context.Context, addr string) (Found, error) {
 		if err != nil && !errors.Is(err, keystore.ErrNotFound) {
 			return Found{}, err
 		}
+		if err != nil && err != keystore.ErrNotFound {
+			errs = append(errs, step+": "+strings.TrimPrefix(err.Error(), keystore.ErrNotFound.Error()+": "))
+		}
 		fresh := e != nil && (step == StepLocal || step == StepAutocrypt || now.Sub(sk.Updated) < d.TTL)
 		if fresh {
 			return Found{e, sk}, nil

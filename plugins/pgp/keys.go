@@ -150,15 +150,22 @@ func (k *Keys) publicWhere(ctx context.Context, addr string, ok func(keystore.Ke
 	}
 	var best *openpgp.Entity
 	var bestKey keystore.Key
+	var why []string
 	for _, sk := range ks {
 		if !ok(sk) {
 			continue
 		}
-		for _, e := range entities([]keystore.Key{sk}) {
-			if pgpmail.CanEncrypt(e, k.now()) != nil {
+		el := entities([]keystore.Key{sk})
+		if len(el) == 0 {
+			why = append(why, fmt.Sprintf("key %s: unreadable", short(sk.Fingerprint)))
+		}
+		for _, e := range el {
+			if err := pgpmail.CanEncrypt(e, k.now()); err != nil {
+				why = append(why, fmt.Sprintf("key %s: %v", short(sk.Fingerprint), err))
 				continue
 			}
 			if !sk.Own && !pgpmail.HasAddress(e, addr) {
+				why = append(why, fmt.Sprintf("key %s: no user ID for %s", short(sk.Fingerprint), addr))
 				continue
 			}
 			if best == nil || (sk.Verified && !bestKey.Verified) {
@@ -167,9 +174,19 @@ func (k *Keys) publicWhere(ctx context.Context, addr string, ok func(keystore.Ke
 		}
 	}
 	if best == nil {
+		if len(why) > 0 {
+			return nil, keystore.Key{}, fmt.Errorf("%w: %s", keystore.ErrNotFound, strings.Join(why, "; "))
+		}
 		return nil, keystore.Key{}, keystore.ErrNotFound
 	}
 	return best, bestKey, nil
+}
+
+func short(fpr string) string {
+	if len(fpr) > 16 {
+		return fpr[len(fpr)-16:]
+	}
+	return fpr
 }
 
 // Keyring returns every stored key: own secret keys decrypt, all public

@@ -1,0 +1,51 @@
+package pgp_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/posthorn/posthorn/plugins/pgp"
+	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
+	"github.com/posthorn/posthorn/sdk"
+)
+
+// TestUnusableKeys: expired and revoked keys are refused with a reason
+// that names the problem; nothing panics.
+func TestUnusableKeys(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	expired, err := pgpmail.Generate("old@partner.test", pgpmail.GenerateOptions{Lifetime: time.Hour, Now: time.Now().Add(-48 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, _ := pgpmail.Generate("gone@partner.test", pgpmail.GenerateOptions{})
+	if err := revoked.Revoke(packet.KeyCompromised, "lost laptop", nil); err != nil {
+		t.Fatal(err)
+	}
+	a1, _ := pgpmail.Armor(expired, false)
+	a2, _ := pgpmail.Armor(revoked, false)
+	for _, a := range [][]byte{a1, a2} {
+		if _, e, code := cli(t, string(a), "keys", "import", "-", "--data", data); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	p := &pgp.Plugin{}
+	if err := p.Configure(ctx, sdk.Config{JSON: []byte(`{"discovery":["local"]}`), DataDir: data}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Configure(ctx, sdk.Config{JSON: []byte(`{}`), DataDir: t.TempDir()})
+	ans, err := p.CanHandle(ctx, &sdk.Envelope{}, []sdk.Recipient{{Address: "old@partner.test"}, {Address: "gone@partner.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans[0].CanHandle || !strings.Contains(ans[0].Reason, "expired") {
+		t.Errorf("expired: %+v", ans[0])
+	}
+	if ans[1].CanHandle || !strings.Contains(ans[1].Reason, "revoked") {
+		t.Errorf("revoked: %+v", ans[1])
+	}
+}
