@@ -272,6 +272,10 @@ func TestReadReplyDeleteExport(t *testing.T) {
 	if r.code != 200 || !strings.HasPrefix(r.body, "\xD0\xCF\x11\xE0") || !strings.Contains(r.h.Get("Content-Disposition"), ".msg") {
 		t.Errorf("msg export: %d %q", r.code, r.h.Get("Content-Disposition"))
 	}
+	r = b.get("/box/msg/" + id + "/export/pdf")
+	if r.code != 200 || !strings.HasPrefix(r.body, "%PDF-") || r.h.Get("Content-Type") != "application/pdf" {
+		t.Errorf("pdf export: %d %q", r.code, r.h.Get("Content-Type"))
+	}
 	// Print view.
 	if r := b.get("/box/msg/" + id + "/print"); r.code != 200 || !strings.Contains(r.body, "SECRETBODY") {
 		t.Errorf("print: %d", r.code)
