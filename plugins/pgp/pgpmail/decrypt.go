@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -289,7 +290,7 @@ func inline(fields []field, body []byte, keys openpgp.KeyRing, now time.Time, re
 	const begin, end = "-----BEGIN PGP MESSAGE-----", "-----END PGP MESSAGE-----"
 	i := bytes.Index(decoded, []byte(begin))
 	if i < 0 {
-		return res, nil
+		return clearsigned(fields, body, decoded, keys, now, res)
 	}
 	j := bytes.Index(decoded[i:], []byte(end))
 	if j < 0 {
@@ -367,4 +368,30 @@ func (n newlineStripper) Read(p []byte) (int, error) {
 		}
 	}
 	return j, err
+}
+
+// clearsigned verifies an inline cleartext signature (RFC 9580 §7) in a
+// text body; the message is kept, with the result header.
+func clearsigned(fields []field, body, decoded []byte, keys openpgp.KeyRing, now time.Time, res *Result) (*Result, error) {
+	i := bytes.Index(decoded, []byte("-----BEGIN PGP SIGNED MESSAGE-----"))
+	if i < 0 {
+		return res, nil
+	}
+	block, _ := clearsign.Decode(decoded[i:])
+	if block == nil || block.ArmoredSignature == nil {
+		res.Signature = SigBad
+		res.Detail = "broken cleartext signature"
+	} else {
+		_, signer, err := openpgp.VerifyDetachedSignature(keys, bytes.NewReader(block.Bytes), block.ArmoredSignature.Body, readConfig(now))
+		switch {
+		case err == nil:
+			res.Signature, res.Signer = SigValid, Fingerprint(signer)
+		case errors.Is(err, pgperrors.ErrUnknownIssuer):
+			res.Signature = SigUnknownKey
+		default:
+			res.Signature, res.Detail = SigBad, "signature: "+err.Error()
+		}
+	}
+	res.Message = prepend(fields, body, res)
+	return res, nil
 }

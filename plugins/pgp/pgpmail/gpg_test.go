@@ -227,6 +227,17 @@ func TestDecryptWhatGPGEncrypted(t *testing.T) {
 	if err != nil || res.Encrypted || res.Signature != SigValid || res.Signer != Fingerprint(bob) {
 		t.Fatalf("signed: %+v %v", res, err)
 	}
+	// Inline cleartext signature by gpg.
+	cs, _ := g.run([]byte("Termin bestätigt.\n"), "--clearsign", "--local-user", "bob@partner.test")
+	msg4 := "From: bob@partner.test\r\nSubject: cs\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + strings.ReplaceAll(cs, "\n", "\r\n")
+	res, err = Decrypt([]byte(msg4), keys, time.Time{})
+	if err != nil || res.Encrypted || res.Signature != SigValid || res.Signer != Fingerprint(bob) || !bytes.Contains(res.Message, []byte("Termin bestätigt.")) {
+		t.Fatalf("clearsigned: %+v %v", res, err)
+	}
+	res, _ = Decrypt([]byte(strings.Replace(msg4, "Termin", "Termine", 1)), keys, time.Time{})
+	if res.Signature != SigBad {
+		t.Errorf("tampered clearsigned: %+v", res)
+	}
 	tampered := strings.Replace(msg3, "signed text", "signed test", 1)
 	if res, _ = Decrypt([]byte(tampered), keys, time.Time{}); res.Signature != SigBad {
 		t.Errorf("tampered: %+v", res)
