@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -87,5 +88,15 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(sig)
+	if _, err := exec.LookPath("openssl"); err == nil {
+		dir := t.TempDir()
+		cert := filepath.Join(dir, "c.pem")
+		os.WriteFile(cert, certPEM(id.Cert), 0o600)
+		key := filepath.Join(dir, "k.pem")
+		os.WriteFile(key, keyPEM(t, id), 0o600)
+		write(openssl(t, []byte("x"), "cms", "-encrypt", "-aes-256-gcm", "-stream", "-outform", "DER", cert))
+		write(openssl(t, []byte("x"), "cms", "-encrypt", "-aes-256-cbc", "-outform", "DER", "-recip", cert, "-keyopt", "rsa_padding_mode:oaep"))
+		write(openssl(t, []byte("x"), "cms", "-sign", "-nodetach", "-stream", "-outform", "DER", "-signer", cert, "-inkey", key))
+	}
 	write([]byte{0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03, 0xa0, 0x80, 0x00, 0x00, 0x00, 0x00})
 }

@@ -92,7 +92,14 @@ type VerifyOptions struct {
 // mathematically valid, and the signer's certificate must be valid at
 // opts.Now, chain to opts.Roots, allow email protection and digital
 // signature, and carry opts.From.
-func Verify(sig, content []byte, opts VerifyOptions) (*Signature, error) {
+func Verify(sig, content []byte, opts VerifyOptions) (res *Signature, err error) {
+	// go.mozilla.org/pkcs7 is archived; a panic on hostile input stays an
+	// error.
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, errors.New("smime: malformed CMS SignedData")
+		}
+	}()
 	norm, err := normalizeBER(sig)
 	if err != nil {
 		return nil, err
@@ -117,7 +124,7 @@ func Verify(sig, content []byte, opts VerifyOptions) (*Signature, error) {
 		}
 		return nil, fmt.Errorf("smime: bad signature: %w", err)
 	}
-	res := &Signature{Signer: signer, Chain: p7.Certificates, Content: p7.Content}
+	res = &Signature{Signer: signer, Chain: p7.Certificates, Content: p7.Content}
 	var caps []smimeCapability
 	if err := p7.UnmarshalSignedAttribute(oidSMIMECapabilities, &caps); err == nil {
 		res.Capabilities = parseCapabilities(caps)
