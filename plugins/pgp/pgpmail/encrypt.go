@@ -49,7 +49,14 @@ func IsEncrypted(msg []byte) bool {
 		st := strings.ToLower(p["smime-type"])
 		return st == "" || st == "enveloped-data" || st == "authenveloped-data"
 	}
-	return bytes.Contains(body, []byte("-----BEGIN PGP MESSAGE-----"))
+	if !strings.HasPrefix(t, "text/") {
+		return false
+	}
+	// Inline PGP counts only when the whole body is one PGP message: a
+	// block pasted into plain text leaves the rest in the clear.
+	d := bytes.TrimSpace(decodeBody(body, get(fields, "Content-Transfer-Encoding")))
+	return bytes.HasPrefix(d, []byte("-----BEGIN PGP MESSAGE-----")) && bytes.HasSuffix(d, []byte("-----END PGP MESSAGE-----")) &&
+		bytes.Count(d, []byte("-----BEGIN PGP MESSAGE-----")) == 1
 }
 
 // Encrypt turns msg (a complete RFC 5322 message) into a PGP/MIME
@@ -116,7 +123,7 @@ func Encrypt(msg []byte, o EncryptOptions) (out []byte, err error) {
 	inner.WriteString("\r\n")
 	inner.Write(body)
 
-	cfg := &packet.Config{Time: func() time.Time { return now }, DefaultHash: 0}
+	cfg := &packet.Config{Time: func() time.Time { return now }}
 	var armored bytes.Buffer
 	aw, err := armor.Encode(&armored, "PGP MESSAGE", nil)
 	if err != nil {

@@ -1,0 +1,23 @@
+package pgpmail
+
+import "testing"
+
+func TestIsEncrypted(t *testing.T) {
+	const arm = "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA\r\n-----END PGP MESSAGE-----\r\n"
+	for msg, want := range map[string]bool{
+		"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=x\r\n\r\n--x--\r\n": true,
+		"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB\r\n":                        true,
+		"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n\r\nMIIB\r\n":                           false,
+		"Subject: x\r\n\r\n" + arm:                                      true,
+		"Subject: x\r\n\r\nmy secret, and:\r\n" + arm:                   false,
+		"Subject: x\r\n\r\n" + arm + "PS: in the clear\r\n":             false,
+		"Content-Type: text/html\r\n\r\n" + arm:                         true,
+		"Content-Type: application/octet-stream\r\n\r\n" + arm:          false,
+		"Subject: x\r\n\r\nhello\r\n":                                   false,
+		"Content-Transfer-Encoding: base64\r\n\r\nLS0tLS1CRUdJTg==\r\n": false,
+	} {
+		if got := IsEncrypted([]byte(msg)); got != want {
+			t.Errorf("IsEncrypted(%q) = %v", msg, got)
+		}
+	}
+}
