@@ -146,30 +146,37 @@ func Decrypt(msg []byte, keys openpgp.KeyRing, now time.Time) (res *Result, err 
 }
 
 // rebuild makes the decrypted message: the outer fields other than the
-// content fields, the protected headers replacing their outer copies, and
-// the inner entity.
+// content fields, then the inner entity. Of protected headers only the
+// Subject replaces the outer one (it is what senders hide as "..."); the
+// others are not taken, so an encrypted part cannot change From or To
+// after the outer message passed SPF, DKIM and DMARC.
 func rebuild(outer, inner []field, body []byte, protected bool, res *Result) []byte {
 	var b bytes.Buffer
 	b.WriteString(ResultHeader + ": " + res.Header() + "\r\n")
-	innerHas := map[string]bool{}
+	var subject *field
 	if protected {
-		for _, f := range inner {
-			if !isContentField(f) {
-				innerHas[strings.ToLower(f.name)] = true
+		for i := range inner {
+			if inner[i].is("Subject") {
+				subject = &inner[i]
 			}
 		}
 	}
 	for _, f := range outer {
-		if isContentField(f) || f.is(ResultHeader) || innerHas[strings.ToLower(f.name)] {
+		if isContentField(f) || f.is(ResultHeader) {
+			continue
+		}
+		if subject != nil && f.is("Subject") {
+			b.WriteString(subject.raw)
+			subject = nil
 			continue
 		}
 		b.WriteString(f.raw)
 	}
+	if subject != nil {
+		b.WriteString(subject.raw)
+	}
 	for _, f := range inner {
-		if f.is(ResultHeader) {
-			continue
-		}
-		if isContentField(f) || protected {
+		if isContentField(f) {
 			b.WriteString(f.raw)
 		}
 	}

@@ -1,6 +1,13 @@
 package pgpmail
 
-import "testing"
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+)
 
 func TestIsEncrypted(t *testing.T) {
 	const arm = "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA\r\n-----END PGP MESSAGE-----\r\n"
@@ -19,5 +26,28 @@ func TestIsEncrypted(t *testing.T) {
 		if got := IsEncrypted([]byte(msg)); got != want {
 			t.Errorf("IsEncrypted(%q) = %v", msg, got)
 		}
+	}
+}
+
+func TestProtectedHeadersOnlySubject(t *testing.T) {
+	k, err := Generate("bob@partner.test", GenerateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Encrypt([]byte(testMsg), EncryptOptions{Recipients: []*openpgp.Entity{k}, ProtectHeaders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The outer From differs from the protected one inside.
+	out = bytes.Replace(out, []byte("From: Alice <alice@example.org>"), []byte("From: Mallory <m@evil.test>"), 1)
+	res, err := Decrypt(out, openpgp.EntityList{k}, time.Time{})
+	if err != nil || !res.Decrypted {
+		t.Fatalf("%+v %v", res, err)
+	}
+	got := string(res.Message)
+	if !strings.Contains(got, "Subject: Quarterly numbers\r\n") || strings.Contains(got, "Subject: ...") ||
+		!strings.Contains(got, "From: Mallory <m@evil.test>\r\n") || strings.Contains(got, "alice@example.org") ||
+		strings.Count(got, "Subject:") != 1 {
+		t.Errorf("decrypted:\n%s", got)
 	}
 }
