@@ -2,9 +2,14 @@ package smime
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSignVerifiedByOpenSSL(t *testing.T) {
@@ -239,5 +244,38 @@ func TestLoadPKCS12(t *testing.T) {
 	other := p.leaf(t, "x@org.test")
 	if _, err := LoadIdentity(IdentityConfig{Cert: cert, Key: writeFile(t, dir, "o.key", keyPEM(t, other))}, dir); err == nil || !strings.Contains(err.Error(), "no certificate matches") {
 		t.Fatalf("mismatch: %v", err)
+	}
+}
+
+func TestChainAttached(t *testing.T) {
+	needOpenSSL(t)
+	root := newPKI(t)
+	// An intermediate CA under root; the leaf under the intermediate.
+	k := rsaKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: "Test Intermediate"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(1000 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root.ca.Cert, &k.PublicKey, root.ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, _ := x509.ParseCertificate(der)
+	inter := &testPKI{ca: Identity{Cert: ic, Key: k}}
+	alice := inter.leaf(t, "alice@org.test")
+	alice.Chain = []*x509.Certificate{ic}
+	out, err := Protect([]byte(testMsg), &alice, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	got := openssl(t, nil, "cms", "-verify", "-in", writeFile(t, dir, "s.eml", out), "-CAfile", writeFile(t, dir, "root.pem", certPEM(root.ca.Cert)))
+	if !bytes.Contains(got, []byte("the numbers are fine")) {
+		t.Fatalf("%q", got)
+	}
+	res, err := Open(out, nil, VerifyOptions{Roots: root.roots, From: "alice@org.test"})
+	if err != nil || res.SigErr != nil {
+		t.Fatalf("%v %+v", err, res)
 	}
 }

@@ -95,7 +95,10 @@ func (p *Plugin) clock() time.Time {
 
 // Describe implements sdk.Plugin.
 func (p *Plugin) Describe() sdk.Description {
-	return sdk.Description{Name: "smime", Version: Version, MaxMessageSize: maxMessage}
+	// No MaxMessageSize: inbound mail that is not S/MIME is never read
+	// whole, whatever its size; readAll enforces maxMessage where the
+	// whole message is needed.
+	return sdk.Description{Name: "smime", Version: Version}
 }
 
 func resolve(dir, p string) string {
@@ -455,6 +458,9 @@ func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader,
 		return sdk.Accept(), nil
 	}
 	rest, err := readAll(br)
+	if errors.Is(err, sdk.ErrMessageTooLarge) && !forged {
+		return sdk.AddHeaders(sdk.Header{Name: st.cfg.ResultHeader, Value: fmt.Sprintf("error; message larger than %d MiB not checked", maxMessage>>20)}), nil
+	}
 	if err != nil {
 		return sdk.Verdict{}, err
 	}
