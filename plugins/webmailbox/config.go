@@ -60,6 +60,11 @@ type Config struct {
 	Lockout         string `json:"lockout"`
 	// DefaultLanguage "de" or "en"; default "de".
 	DefaultLanguage string `json:"default_language"`
+	// ClientIPHeader names the header a trusted reverse proxy puts the
+	// client address in ("X-Forwarded-For": its last entry is used; or
+	// "X-Real-IP"). Empty: the connection's address. Per-IP login limits
+	// need it behind a proxy.
+	ClientIPHeader string `json:"client_ip_header"`
 	// Organization is shown in the pages' title.
 	Organization string `json:"organization"`
 	// KDF tunes argon2id (memory in KiB); defaults 2 passes, 64 MiB, 2 threads.
@@ -96,6 +101,7 @@ type settings struct {
 	lockout         time.Duration
 	defaultLang     string
 	organization    string
+	clientIPHeader  string
 	kdf             KDFParams
 }
 
@@ -112,7 +118,7 @@ func parseDur(key, v, def string) (time.Duration, error) {
 
 func (c *Config) validate(dataDir string) (*settings, error) {
 	s := &settings{listen: c.Listen, tlsCert: c.TLSCert, tlsKey: c.TLSKey, senderPIN: c.SenderPIN,
-		requireTAN: c.RequireTAN, organization: c.Organization, kdf: DefaultKDF}
+		requireTAN: c.RequireTAN, organization: c.Organization, clientIPHeader: c.ClientIPHeader, kdf: DefaultKDF}
 	if c.BaseURL == "" {
 		return nil, &sdk.ConfigError{Key: "base_url", Message: "required: the URL recipients open, e.g. \"https://secure.example.org/mailbox\""}
 	}

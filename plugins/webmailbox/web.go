@@ -146,7 +146,15 @@ func (sv *Service) redirect(w http.ResponseWriter, r *http.Request, p string) {
 	http.Redirect(w, r, sv.s.prefix+p, http.StatusSeeOther)
 }
 
-func clientIP(r *http.Request) string {
+func (sv *Service) clientIP(r *http.Request) string {
+	if h := sv.s.clientIPHeader; h != "" {
+		if v := r.Header.Values(h); len(v) > 0 {
+			parts := strings.Split(v[len(v)-1], ",")
+			if ip := strings.TrimSpace(parts[len(parts)-1]); ip != "" {
+				return ip
+			}
+		}
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
@@ -341,7 +349,7 @@ func (sv *Service) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := r.PostFormValue("address")
-	mb, priv, err := sv.Login(r.Context(), clientIP(r), addr, r.PostFormValue("password"))
+	mb, priv, err := sv.Login(r.Context(), sv.clientIP(r), addr, r.PostFormValue("password"))
 	if err != nil {
 		if !errors.Is(err, ErrLoginFailed) {
 			sv.log.Error("login", "error", err)
@@ -450,7 +458,7 @@ func (sv *Service) resetPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := r.PostFormValue("address")
-	err := sv.ResetPassword(r.Context(), clientIP(r), addr, r.PostFormValue("answer"), r.PostFormValue("password"), r.PostFormValue("password2"))
+	err := sv.ResetPassword(r.Context(), sv.clientIP(r), addr, r.PostFormValue("answer"), r.PostFormValue("password"), r.PostFormValue("password2"))
 	if err != nil {
 		p := sv.newPage(w, r, nil)
 		p.Title, p.Address, p.Error = p.T("reset"), addr, "reset_failed"
