@@ -2,6 +2,8 @@ package smime
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -275,6 +277,38 @@ func TestChainAttached(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 	res, err := Open(out, nil, VerifyOptions{Roots: root.roots, From: "alice@org.test"})
+	if err != nil || res.SigErr != nil {
+		t.Fatalf("%v %+v", err, res)
+	}
+}
+
+func TestECDSASignerVerifiedByOpenSSL(t *testing.T) {
+	needOpenSSL(t)
+	p := newPKI(t)
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(4242), Subject: pkix.Name{CommonName: "ec"}, EmailAddresses: []string{"ec@org.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca.Cert, &k.PublicKey, p.ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	out, err := Protect([]byte(testMsg), &Identity{Cert: c, Key: k}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	got := openssl(t, nil, "cms", "-verify", "-in", writeFile(t, dir, "s.eml", out), "-CAfile", writeFile(t, dir, "ca.pem", certPEM(p.ca.Cert)))
+	if !bytes.Contains(got, []byte("the numbers are fine")) {
+		t.Fatalf("%q", got)
+	}
+	res, err := Open(out, nil, VerifyOptions{Roots: p.roots, From: "ec@org.test"})
 	if err != nil || res.SigErr != nil {
 		t.Fatalf("%v %+v", err, res)
 	}
