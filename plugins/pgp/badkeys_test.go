@@ -49,3 +49,39 @@ func TestUnusableKeys(t *testing.T) {
 		t.Errorf("revoked: %+v", ans[1])
 	}
 }
+
+// TestPartnerDomainKey: a partner gateway's key imported for a bare
+// domain serves every address there; a harvested key does not.
+func TestPartnerDomainKey(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	gw, _ := pgpmail.Generate("gateway@partner.test", pgpmail.GenerateOptions{})
+	arm, _ := pgpmail.Armor(gw, false)
+	if _, e, code := cli(t, string(arm), "keys", "import", "-", "--address", "partner.test", "--data", data); code != 0 {
+		t.Fatal(e)
+	}
+	p := &pgp.Plugin{}
+	if err := p.Configure(ctx, sdk.Config{JSON: []byte(`{"discovery":["local"]}`), DataDir: data}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Configure(ctx, sdk.Config{JSON: []byte(`{}`), DataDir: t.TempDir()})
+	ans, err := p.CanHandle(ctx, &sdk.Envelope{}, []sdk.Recipient{{Address: "anyone@partner.test"}, {Address: "x@sub.partner.test"}})
+	if err != nil || !ans[0].CanHandle || !strings.Contains(ans[0].Reason, pgpmail.Fingerprint(gw)) || ans[1].CanHandle {
+		t.Errorf("domain key: %+v %v", ans, err)
+	}
+}
+
+func TestImportProtectedSecretKeyWarns(t *testing.T) {
+	e, _ := pgpmail.Generate("locked@example.org", pgpmail.GenerateOptions{})
+	if err := e.EncryptPrivateKeys([]byte("secret"), nil); err != nil {
+		t.Fatal(err)
+	}
+	arm, err := pgpmail.Armor(e, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := cli(t, string(arm), "keys", "import", "-", "--data", t.TempDir())
+	if code != 0 || !strings.Contains(out, " own ") || !strings.Contains(errOut, "passphrase") {
+		t.Errorf("import: %d %q %q", code, out, errOut)
+	}
+}

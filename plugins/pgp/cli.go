@@ -122,6 +122,12 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		ks, err := k.Import(ctx, in, keystore.SourceImported, !*unverified, addrs)
 		for _, sk := range ks {
 			printKey(stdout, sk)
+			for _, e := range entities([]keystore.Key{sk}) {
+				if sk.Own && pgpmail.CanSign(e, time.Now()) != nil {
+					fmt.Fprintf(stderr, "posthorn-pgp: warning: %s: the secret key is not usable (%v); the plugin cannot sign or decrypt with it — remove the passphrase (gpg --passwd) and import it again\n",
+						sk.Fingerprint, pgpmail.CanSign(e, time.Now()))
+				}
+			}
 		}
 		if err != nil {
 			return fail(err)

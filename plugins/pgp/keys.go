@@ -148,6 +148,21 @@ func (k *Keys) publicWhere(ctx context.Context, addr string, ok func(keystore.Ke
 	if err != nil {
 		return nil, keystore.Key{}, err
 	}
+	// Domain keys (a partner's gateway key an operator imported for a
+	// bare domain, or our own) serve every address at the domain.
+	domainKey := map[string]bool{}
+	if d := domainOf(addr); d != addr {
+		dks, err := k.Store.ByAddress(ctx, d)
+		if err != nil {
+			return nil, keystore.Key{}, err
+		}
+		for _, sk := range dks {
+			if sk.Own || (sk.Verified && (sk.Source == keystore.SourceImported || sk.Source == keystore.SourceGenerated)) {
+				domainKey[sk.Fingerprint] = true
+				ks = append(ks, sk)
+			}
+		}
+	}
 	var best *openpgp.Entity
 	var bestKey keystore.Key
 	var why []string
@@ -164,7 +179,7 @@ func (k *Keys) publicWhere(ctx context.Context, addr string, ok func(keystore.Ke
 				why = append(why, fmt.Sprintf("key %s: %v", short(sk.Fingerprint), err))
 				continue
 			}
-			if !sk.Own && !pgpmail.HasAddress(e, addr) {
+			if !sk.Own && !domainKey[sk.Fingerprint] && !pgpmail.HasAddress(e, addr) {
 				why = append(why, fmt.Sprintf("key %s: no user ID for %s", short(sk.Fingerprint), addr))
 				continue
 			}
