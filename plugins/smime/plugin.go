@@ -120,16 +120,24 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	}
 	st.host = c.Host
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	old := p.st
-	p.st = st
-	p.mu.Unlock()
-	if old != nil {
-		old.close()
+	if old != nil && old.srv != nil {
+		old.srv.Close() // frees the address for the new server
+		old.srv = nil
 	}
 	if cfg.PublishListen != "" {
 		if err := p.startPublish(st); err != nil {
+			st.close()
+			if old != nil && old.cfg.PublishListen != "" {
+				p.startPublish(old) // keep serving with the old configuration
+			}
 			return &sdk.ConfigError{Key: "publish_listen", Message: err.Error()}
 		}
+	}
+	p.st = st
+	if old != nil {
+		old.close()
 	}
 	go p.expiryLoop(st)
 	sdk.Logger().Info("configured", "identities", len(st.ids.all), "collection_address", cfg.CollectionAddress, "publish", cfg.PublishListen)

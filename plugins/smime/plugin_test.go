@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -292,5 +294,42 @@ func TestForgedResultHeaderRemoved(t *testing.T) {
 	v, repl = f.inspect(t, "alice@org.test", signed)
 	if v.Action != sdk.ActionReplace || bytes.Count(repl, []byte("-SMIME: ")) != 1 || !bytes.HasPrefix(repl, []byte("X-Posthorn-SMIME: signature=valid; signer=bob@ext.test\r\n")) {
 		t.Fatalf("%+v %q", v, repl)
+	}
+}
+
+func TestReconfigurePublish(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	f := newFixture(t, map[string]any{"publish_listen": addr})
+	get := func() int {
+		resp, err := http.Get("http://" + addr + "/smime/alice@org.test.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && !bytes.Equal(b, certPEM(f.alice.Cert)) {
+			t.Fatalf("%s", b)
+		}
+		return resp.StatusCode
+	}
+	if c := get(); c != 200 {
+		t.Fatal(c)
+	}
+	// Reload with the same address: still served.
+	js, _ := json.Marshal(map[string]any{
+		"identity":       []map[string]any{{"cert": "alice.pem", "key": "alice.key"}},
+		"trust_store":    "ca.pem",
+		"publish_listen": addr,
+	})
+	if err := f.p.Configure(context.Background(), sdk.Config{JSON: js, DataDir: f.dir, Host: f.host}); err != nil {
+		t.Fatal(err)
+	}
+	if c := get(); c != 200 {
+		t.Fatal(c)
 	}
 }
