@@ -37,7 +37,7 @@ func TestDivertStoresEncryptedAndNotifies(t *testing.T) {
 		t.Fatalf("activation events = %+v", e.host.events)
 	}
 	ev := act[0]
-	if ev.Recipient != "bob@partner.test" || ev.Sender != "alice@org.example" || ev.QueueID != "QBob@Partner.test" ||
+	if ev.Recipient != "bob@partner.test" || ev.Sender != "alice@org.example" || ev.QueueID != "Q1" ||
 		!strings.HasPrefix(ev.Attributes["link"], "https://mail.example.org/box/activate?t=") || ev.Attributes["expires"] == "" || ev.Language != "de" {
 		t.Errorf("activation event = %+v", ev)
 	}
@@ -96,7 +96,7 @@ func TestDivertSeveralRecipientsAndQuota(t *testing.T) {
 		if c.Recipient == "a@x.test" {
 			want = sdk.ConfirmFailed
 		}
-		if c.Outcome != want || c.QueueID != "Qa@x.test" {
+		if c.Outcome != want || c.QueueID != "Q2" {
 			t.Errorf("confirmation %+v, want outcome %v", c, want)
 		}
 	}
@@ -146,5 +146,42 @@ func TestConfigErrors(t *testing.T) {
 		if !ok || ce.Key != tc.key {
 			t.Errorf("config %s: error %v, want a ConfigError for %s", js, err, tc.key)
 		}
+	}
+}
+
+func TestDivertRetryAfterFailedNotification(t *testing.T) {
+	e := newEnv(t, nil)
+	e.host.failEmits = 1
+	en := &sdk.Envelope{ID: "Q77", MailFrom: "alice@org.example", Recipients: []sdk.Recipient{{Address: "bob@partner.test"}}}
+	if _, err := e.p.Transform(context.Background(), en, en.Recipients, strings.NewReader(testMsg)); err == nil {
+		t.Fatal("Transform succeeded although the activation event was not emitted")
+	}
+	res, err := e.p.Transform(context.Background(), en, en.Recipients, strings.NewReader(testMsg))
+	if err != nil || res.Action != sdk.OutboundDiverted {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	if ms, _ := e.sv.store.ListMessages(context.Background(), "bob@partner.test", ""); len(ms) != 1 {
+		t.Errorf("stored %d times", len(ms))
+	}
+	if n := len(e.host.eventsOf("webmailbox.activation")); n != 1 {
+		t.Errorf("activation events = %d", n)
+	}
+}
+
+func TestDivertPINNotDeliveredUndoesMailbox(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["sender_pin"] = true })
+	e.host.failEmits = 1
+	en := &sdk.Envelope{ID: "Q78", MailFrom: "alice@org.example", Recipients: []sdk.Recipient{{Address: "bob@partner.test"}}}
+	if _, err := e.p.Transform(context.Background(), en, en.Recipients, strings.NewReader(testMsg)); err == nil {
+		t.Fatal("Transform succeeded although the PIN was not emitted")
+	}
+	if _, err := e.sv.store.GetMailbox(context.Background(), "bob@partner.test"); err != ErrNotFound {
+		t.Fatalf("mailbox kept without a PIN at the sender: %v", err)
+	}
+	if _, err := e.p.Transform(context.Background(), en, en.Recipients, strings.NewReader(testMsg)); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.host.eventsOf("webmailbox.pin")) != 1 || len(e.host.eventsOf("webmailbox.activation")) != 1 {
+		t.Errorf("events = %+v", e.host.events)
 	}
 }

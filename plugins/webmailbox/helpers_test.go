@@ -3,6 +3,8 @@ package webmailbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,6 +27,8 @@ type fakeHost struct {
 	events []sdk.Event
 	subs   []submission
 	confs  []sdk.Confirmation
+	// failEmits makes the next n Emit calls fail.
+	failEmits int
 }
 
 type submission struct {
@@ -50,6 +54,10 @@ func (h *fakeHost) Emit(_ context.Context, ev sdk.Event) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failEmits > 0 {
+		h.failEmits--
+		return errors.New("host busy")
+	}
 	h.events = append(h.events, ev)
 	return nil
 }
@@ -105,6 +113,7 @@ type env struct {
 	clock *clock
 	dir   string
 	srv   *httptest.Server
+	seq   int
 }
 
 func baseConfig() map[string]any {
@@ -171,7 +180,8 @@ const testMsg = "From: Alice Sender <alice@org.example>\r\n" +
 // divert runs Transform for rcpts like the host does.
 func (e *env) divert(msg string, rcpts ...string) sdk.OutboundResult {
 	e.t.Helper()
-	en := &sdk.Envelope{ID: "Q" + rcpts[0], MailFrom: "alice@org.example"}
+	e.seq++
+	en := &sdk.Envelope{ID: fmt.Sprintf("Q%d", e.seq), MailFrom: "alice@org.example"}
 	for _, r := range rcpts {
 		en.Recipients = append(en.Recipients, sdk.Recipient{Address: r})
 	}

@@ -166,8 +166,10 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		results[i] = svc.Divert(ctx, env, r.Address, raw)
 		if errors.Is(results[i].Err, ErrQuota) {
 			full = true
-		} else if results[i].Err != nil && !results[i].Stored {
-			return sdk.OutboundResult{}, fmt.Errorf("storing for %s: %w", r.Address, results[i].Err)
+		} else if results[i].Err != nil {
+			// Storage or notification failed: the host defers and retries;
+			// a retry does not store the message twice (queue id).
+			return sdk.OutboundResult{}, fmt.Errorf("web mailbox of %s: %w", r.Address, results[i].Err)
 		}
 	}
 	if !full {

@@ -174,13 +174,27 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 				return DivertResult{Err: err}
 			}
 		} else if pin != "" {
-			sv.emit(ctx, sdk.Event{Type: "webmailbox.pin", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
-				Language: sv.s.defaultLang, Attributes: map[string]string{"pin": pin}})
+			if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.pin", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
+				Language: sv.s.defaultLang, Attributes: map[string]string{"pin": pin}}); err != nil {
+				// Without the PIN at the sender the mailbox is useless:
+				// undo, and let the host retry.
+				sv.store.DeleteMailbox(ctx, addr)
+				return DivertResult{Err: err}
+			}
 		}
 	} else if err != nil {
 		return DivertResult{Err: err}
 	}
 	size := int64(len(raw))
+	if env.ID != "" {
+		dup, err := sv.store.HasQueueID(ctx, addr, env.ID)
+		if err != nil {
+			return DivertResult{Err: err}
+		}
+		if dup { // a retry: stored before, only the notification failed
+			return DivertResult{Stored: true, Err: sv.notify(ctx, mb, env)}
+		}
+	}
 	if mb.UsedBytes+size > sv.s.quota {
 		sv.emit(ctx, sdk.Event{Type: "webmailbox.quota_exceeded", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
 			Language: mb.Language, Attributes: map[string]string{
@@ -197,18 +211,20 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 		return DivertResult{Err: err}
 	}
 	if _, err := sv.store.AddMessage(ctx, &Message{Mailbox: addr, Folder: "inbox", Received: now, Size: size, Unread: true, Meta: sm, Raw: sr,
-		Sender: aeadSeal(sv.master, []byte(env.MailFrom), adMK(addr))}); err != nil {
+		Sender: aeadSeal(sv.master, []byte(env.MailFrom), adMK(addr)), QueueID: env.ID}); err != nil {
 		return DivertResult{Err: err}
 	}
+	return DivertResult{Created: created, Stored: true, Err: sv.notify(ctx, mb, env)}
+}
+
+// notify tells the recipient about a stored message: an activation link
+// while the mailbox is pending, else "new message".
+func (sv *Service) notify(ctx context.Context, mb *Mailbox, env *sdk.Envelope) error {
 	if mb.State == StatePending {
-		if err := sv.issueActivation(ctx, mb, env.ID, env.MailFrom); err != nil {
-			return DivertResult{Created: created, Stored: true, Err: err}
-		}
-	} else {
-		sv.emit(ctx, sdk.Event{Type: "webmailbox.new_message", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
-			Language: mb.Language, Attributes: map[string]string{"link": sv.link("/login")}})
+		return sv.issueActivation(ctx, mb, env.ID, env.MailFrom)
 	}
-	return DivertResult{Created: created, Stored: true}
+	return sv.emit(ctx, sdk.Event{Type: "webmailbox.new_message", QueueID: env.ID, Sender: env.MailFrom, Recipient: mb.Address,
+		Language: mb.Language, Attributes: map[string]string{"link": sv.link("/login")}})
 }
 
 // issueActivation stores a new single-use token and emits the link.
@@ -218,18 +234,20 @@ func (sv *Service) issueActivation(ctx context.Context, mb *Mailbox, queueID, se
 	if err := sv.store.PutToken(ctx, &Token{Hash: tokenHash(tok), Mailbox: mb.Address, Kind: "activate", Expires: exp}); err != nil {
 		return err
 	}
-	sv.emit(ctx, sdk.Event{Type: "webmailbox.activation", QueueID: queueID, Sender: sender, Recipient: mb.Address,
+	return sv.emit(ctx, sdk.Event{Type: "webmailbox.activation", QueueID: queueID, Sender: sender, Recipient: mb.Address,
 		Language: mb.Language, Attributes: map[string]string{"link": sv.link("/activate?t=" + tok), "expires": exp.Format(time.RFC3339)}})
-	return nil
 }
 
-func (sv *Service) emit(ctx context.Context, ev sdk.Event) {
+func (sv *Service) emit(ctx context.Context, ev sdk.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = sv.Now()
 	}
-	if err := sv.host.Emit(ctx, ev); err != nil {
+	err := sv.host.Emit(ctx, ev)
+	if err != nil {
 		sv.log.Error("event not emitted", "type", ev.Type, "recipient", ev.Recipient, "error", err)
+		return fmt.Errorf("webmailbox: emitting %s: %w", ev.Type, err)
 	}
+	return nil
 }
 
 func newPIN() string {

@@ -58,6 +58,9 @@ type Message struct {
 	// Sender is the envelope sender sealed with the master key (for
 	// reminders to the sender before the recipient ever logs in).
 	Sender []byte
+	// QueueID is the host's queue id of a diverted message: a retried
+	// Transform for the same message does not store it twice.
+	QueueID string
 }
 
 // Token is a single-use link token (activation); only its hash is stored.
@@ -92,6 +95,9 @@ type Store interface {
 
 	AddMessage(ctx context.Context, m *Message) (int64, error)
 	GetMessage(ctx context.Context, mailbox string, id int64) (*Message, error)
+	// HasQueueID reports whether the mailbox holds the message with the
+	// host's queue id (an earlier, interrupted Transform stored it).
+	HasQueueID(ctx context.Context, mailbox, queueID string) (bool, error)
 	ListMessages(ctx context.Context, mailbox, folder string) ([]*Message, error)
 	MarkRead(ctx context.Context, mailbox string, id int64) error
 	SetReminded(ctx context.Context, mailbox string, id int64, n int) error
@@ -132,7 +138,7 @@ CREATE TABLE IF NOT EXISTS message (
 	mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
 	folder TEXT NOT NULL, received INTEGER NOT NULL, size INTEGER NOT NULL,
 	unread INTEGER NOT NULL, meta BLOB NOT NULL, raw BLOB NOT NULL,
-	reminded INTEGER NOT NULL DEFAULT 0, sender BLOB);
+	reminded INTEGER NOT NULL DEFAULT 0, sender BLOB, queue_id TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS message_mailbox ON message(mailbox, folder, received);
 CREATE TABLE IF NOT EXISTS token (
 	hash BLOB PRIMARY KEY, mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
@@ -266,8 +272,8 @@ func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message) (int64, error)
 		return 0, err
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `INSERT INTO message (mailbox, folder, received, size, unread, meta, raw, reminded, sender)
-		VALUES (?,?,?,?,?,?,?,?,?)`, strings.ToLower(m.Mailbox), m.Folder, ut(m.Received), m.Size, b2i(m.Unread), m.Meta, m.Raw, m.Reminded, m.Sender)
+	res, err := tx.ExecContext(ctx, `INSERT INTO message (mailbox, folder, received, size, unread, meta, raw, reminded, sender, queue_id)
+		VALUES (?,?,?,?,?,?,?,?,?,?)`, strings.ToLower(m.Mailbox), m.Folder, ut(m.Received), m.Size, b2i(m.Unread), m.Meta, m.Raw, m.Reminded, m.Sender, m.QueueID)
 	if err != nil {
 		return 0, err
 	}
@@ -281,13 +287,13 @@ func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message) (int64, error)
 	return id, tx.Commit()
 }
 
-const messageCols = `id, mailbox, folder, received, size, unread, meta, raw, reminded, sender`
+const messageCols = `id, mailbox, folder, received, size, unread, meta, raw, reminded, sender, queue_id`
 
 func scanMessage(sc interface{ Scan(...any) error }) (*Message, error) {
 	var m Message
 	var recv int64
 	var unread int
-	err := sc.Scan(&m.ID, &m.Mailbox, &m.Folder, &recv, &m.Size, &unread, &m.Meta, &m.Raw, &m.Reminded, &m.Sender)
+	err := sc.Scan(&m.ID, &m.Mailbox, &m.Folder, &recv, &m.Size, &unread, &m.Meta, &m.Raw, &m.Reminded, &m.Sender, &m.QueueID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -301,6 +307,14 @@ func scanMessage(sc interface{ Scan(...any) error }) (*Message, error) {
 // GetMessage returns one message of a mailbox.
 func (s *SQLiteStore) GetMessage(ctx context.Context, mailbox string, id int64) (*Message, error) {
 	return scanMessage(s.db.QueryRowContext(ctx, `SELECT `+messageCols+` FROM message WHERE mailbox = ? AND id = ?`, strings.ToLower(mailbox), id))
+}
+
+// HasQueueID reports whether a message with the queue id is stored.
+func (s *SQLiteStore) HasQueueID(ctx context.Context, mailbox, queueID string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM message WHERE mailbox = ? AND queue_id = ? AND folder = 'inbox'`,
+		strings.ToLower(mailbox), queueID).Scan(&n)
+	return n > 0, err
 }
 
 // ListMessages returns a folder's messages, newest first.
