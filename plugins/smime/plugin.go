@@ -76,14 +76,17 @@ var (
 )
 
 type state struct {
-	cfg    Config
-	ids    *identities
-	roots  *x509.CertPool
-	store  Store
-	host   sdk.Host
-	srv    *http.Server
-	stop   chan struct{}
-	warned map[string]string // fingerprint → day warned
+	cfg   Config
+	ids   *identities
+	roots *x509.CertPool
+	store Store
+	path  string // of the store
+	// storeGiven: the store went on to the next state; close leaves it.
+	storeGiven bool
+	host       sdk.Host
+	srv        *http.Server
+	stop       chan struct{}
+	warned     map[string]string // fingerprint → day warned
 }
 
 func (p *Plugin) clock() time.Time {
@@ -134,6 +137,12 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 			}
 			return &sdk.ConfigError{Key: "publish_listen", Message: err.Error()}
 		}
+	}
+	if old != nil && old.path == st.path {
+		// Same store: hand it over, so hooks still running on the old
+		// state keep a working store.
+		st.store.Close()
+		st.store, old.storeGiven = old.store, true
 	}
 	p.st = st
 	if old != nil {
@@ -191,7 +200,7 @@ func newState(cfg Config, dir string) (*state, error) {
 	if err != nil {
 		return nil, &sdk.ConfigError{Key: "store", Message: err.Error()}
 	}
-	st.store = store
+	st.store, st.path = store, path
 	return st, nil
 }
 
@@ -200,7 +209,9 @@ func (st *state) close() {
 	if st.srv != nil {
 		st.srv.Close()
 	}
-	st.store.Close()
+	if !st.storeGiven {
+		st.store.Close()
+	}
 }
 
 func (p *Plugin) state() (*state, error) {
