@@ -2,6 +2,9 @@ package webmailbox
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -34,8 +37,26 @@ func TestProcessDivert(t *testing.T) {
 	if err != nil || !info.Has(sdk.HookOutbound) {
 		t.Fatalf("Describe: %+v, %v", info, err)
 	}
-	if err := c.Configure(ctx, mustJSON(baseConfig()), t.TempDir(), host); err != nil {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := baseConfig()
+	cfg["listen"] = addr
+	if err := c.Configure(ctx, mustJSON(cfg), t.TempDir(), host); err != nil {
 		t.Fatalf("Configure: %v", err)
+	}
+	// The plugin's own web server answers.
+	r, err := http.Get("http://" + addr + "/box/login")
+	if err != nil {
+		t.Fatalf("web server: %v", err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || !strings.Contains(string(body), `name="password"`) || r.Header.Get("Content-Security-Policy") == "" {
+		t.Errorf("login page from the plugin process: %d %s", r.StatusCode, body)
 	}
 	env := &sdk.Envelope{ID: "Q42", MailFrom: "alice@org.example", Recipients: []sdk.Recipient{{Address: "bob@partner.test"}}}
 	res, err := c.Transform(ctx, env, env.Recipients, strings.NewReader(testMsg))
