@@ -333,3 +333,26 @@ func TestReconfigurePublish(t *testing.T) {
 		t.Fatal(c)
 	}
 }
+
+// TestInboundFromOpenSSLClient: a correspondent's client (openssl here)
+// signs, then encrypts with AES-256-GCM to Alice; the plugin decrypts,
+// verifies and harvests.
+func TestInboundFromOpenSSLClient(t *testing.T) {
+	needOpenSSL(t)
+	f := newFixture(t, nil)
+	dir := t.TempDir()
+	bc := writeFile(t, dir, "bob.pem", certPEM(f.bob.Cert))
+	bk := writeFile(t, dir, "bob.key", keyPEM(t, f.bob))
+	ac := writeFile(t, dir, "alice.pem", certPEM(f.alice.Cert))
+	signed := openssl(t, []byte("Content-Type: text/plain\r\n\r\nfrom a real client\r\n"), "cms", "-sign", "-signer", bc, "-inkey", bk, "-md", "sha256")
+	enc := openssl(t, signed, "cms", "-encrypt", "-aes-256-gcm", "-from", "bob@ext.test", "-to", "alice@org.test", "-subject", "hello", ac)
+	v, repl := f.inspect(t, "alice@org.test", enc)
+	if v.Action != sdk.ActionReplace || !bytes.Contains(repl, []byte("decrypted; cipher=aes256-gcm; key-transport=rsa-pkcs1v15; signature=valid; signer=bob@ext.test")) ||
+		!bytes.Contains(repl, []byte("from a real client")) || !bytes.Contains(repl, []byte("Subject: hello")) {
+		t.Fatalf("%+v\n%s", v, repl)
+	}
+	ans, _ := f.p.CanHandle(context.Background(), &sdk.Envelope{}, []sdk.Recipient{{Address: "bob@ext.test"}})
+	if !ans[0].CanHandle {
+		t.Fatal("not harvested")
+	}
+}
