@@ -2,6 +2,7 @@ package pgp_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,25 @@ func TestImportProtectedSecretKeyWarns(t *testing.T) {
 	out, errOut, code := cli(t, string(arm), "keys", "import", "-", "--data", t.TempDir())
 	if code != 0 || !strings.Contains(out, " own ") || !strings.Contains(errOut, "passphrase") {
 		t.Errorf("import: %d %q %q", code, out, errOut)
+	}
+}
+
+func TestOutputOverHostLimit(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	k, _ := pgpmail.Generate("big@partner.test", pgpmail.GenerateOptions{})
+	arm, _ := pgpmail.Armor(k, false)
+	if _, e, code := cli(t, string(arm), "keys", "import", "-", "--data", data); code != 0 {
+		t.Fatal(e)
+	}
+	p := &pgp.Plugin{}
+	if err := p.Configure(ctx, sdk.Config{JSON: []byte(`{"discovery":["local"]}`), DataDir: data, MaxMessageSize: 300}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Configure(ctx, sdk.Config{JSON: []byte(`{}`), DataDir: t.TempDir()})
+	rc := []sdk.Recipient{{Address: "big@partner.test"}}
+	_, err := p.Transform(ctx, &sdk.Envelope{MailFrom: "a@example.org"}, rc, strings.NewReader("Subject: x\r\n\r\nhello\r\n"))
+	if !errors.Is(err, sdk.ErrMessageTooLarge) {
+		t.Errorf("Transform: %v", err)
 	}
 }

@@ -104,6 +104,7 @@ type Plugin struct {
 	internal map[string]bool
 	srv      *http.Server
 	stop     context.CancelFunc
+	maxOut   int64
 	// Now overrides the clock (tests).
 	Now func() time.Time
 }
@@ -203,6 +204,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	p.mu.Lock()
 	old, oldSrv, oldStop := p.store, p.srv, p.stop
 	p.cfg, p.store, p.keys, p.disc, p.internal, p.srv, p.stop = cfg, st, keys, disc, internal, srv, stop
+	p.maxOut = c.MaxMessageSize
 	p.mu.Unlock()
 	if oldStop != nil {
 		oldStop()
@@ -388,6 +390,12 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	out, err := pgpmail.Encrypt(msg, o)
 	if err != nil {
 		return sdk.OutboundResult{}, err
+	}
+	p.mu.Lock()
+	maxOut := p.maxOut
+	p.mu.Unlock()
+	if maxOut > 0 && int64(len(out)) > maxOut {
+		return sdk.OutboundResult{}, fmt.Errorf("the encrypted message is %d bytes, more than the %d the host accepts: %w", len(out), maxOut, sdk.ErrMessageTooLarge)
 	}
 	return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(out)}), nil
 }

@@ -123,7 +123,10 @@ func Encrypt(msg []byte, o EncryptOptions) (out []byte, err error) {
 	inner.WriteString("\r\n")
 	inner.Write(body)
 
-	cfg := &packet.Config{Time: func() time.Time { return now }}
+	// Compressed inside the encryption (as GnuPG does by default): the
+	// armored result of a large mail stays near the original's size.
+	cfg := &packet.Config{Time: func() time.Time { return now },
+		DefaultCompressionAlgo: packet.CompressionZLIB, CompressionConfig: &packet.CompressionConfig{Level: 6}}
 	var armored bytes.Buffer
 	aw, err := armor.Encode(&armored, "PGP MESSAGE", nil)
 	if err != nil {

@@ -89,6 +89,8 @@ func Generate(addr string, o GenerateOptions) (*openpgp.Entity, error) {
 	cfg := &packet.Config{
 		Time:            func() time.Time { return now },
 		KeyLifetimeSecs: uint32(o.Lifetime / time.Second),
+		// Advertise ZLIB besides "none", as GnuPG keys do.
+		DefaultCompressionAlgo: packet.CompressionZLIB,
 	}
 	if o.V6 {
 		cfg.V6Keys = true
