@@ -13,7 +13,7 @@ func TestParseMessageBrokenInput(t *testing.T) {
 		"no header end":      "Subject: x",
 		"multipart no bound": "Content-Type: multipart/mixed\r\n\r\nx",
 		"unterminated":       "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: text/plain\r\n\r\nhello",
-		"deep": "Content-Type: multipart/mixed; boundary=a\r\n\r\n" + strings.Repeat("--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n", 40),
+		"deep":               "Content-Type: multipart/mixed; boundary=a\r\n\r\n" + strings.Repeat("--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n", 40),
 	} {
 		p, err := ParseMessage([]byte(raw))
 		if p == nil {
