@@ -94,6 +94,9 @@ func (d *Discovery) Find(ctx context.Context, addr string) (Found, error) {
 		if ferr == nil {
 			return f, nil
 		}
+		if ctx.Err() != nil {
+			return Found{}, ctx.Err() // the caller gave up: not a miss
+		}
 		errs = append(errs, step+": "+ferr.Error())
 		d.miss(step, addr, now)
 		if e != nil {
