@@ -10,8 +10,8 @@ import (
 
 // A minimal Compound File Binary (MS-CFB) writer, version 3 (512-byte
 // sectors), enough for Outlook .msg files: storages and streams, the
-// mini stream for streams under 4096 bytes, no DIFAT sectors (files up to
-// about 6.8 MB).
+// mini stream for streams under 4096 bytes, DIFAT sectors for files over
+// about 6.8 MB.
 
 const (
 	cfbSector     = 512
@@ -20,11 +20,12 @@ const (
 	cfbFree       = 0xFFFFFFFF
 	cfbEndOfChain = 0xFFFFFFFE
 	cfbFATSect    = 0xFFFFFFFD
+	cfbDIFSect    = 0xFFFFFFFC
 	cfbNoStream   = 0xFFFFFFFF
 	cfbMaxFAT     = 109
 )
 
-// errCFBTooLarge: the writer has no DIFAT sectors.
+// errCFBTooLarge: version 3 files stay below 2 GB.
 var errCFBTooLarge = errors.New("webmailbox: message too large for .msg export")
 
 type cfbNode struct {
@@ -158,24 +159,54 @@ func (s *cfbStorage) Bytes() ([]byte, error) {
 		dir = append(dir, e...)
 	}
 	dirStart := place(dir)
-	// FAT sectors cover every sector including themselves.
-	nFAT := 1
-	for (len(fat)+nFAT+127)/128 > nFAT {
-		nFAT++
+	// FAT sectors cover every sector including themselves and the DIFAT
+	// sectors that list the FAT sectors beyond the header's 109.
+	nFAT, nDIFAT := 1, 0
+	for {
+		nDIFAT = 0
+		if nFAT > cfbMaxFAT {
+			nDIFAT = (nFAT - cfbMaxFAT + 126) / 127
+		}
+		need := (len(fat) + nFAT + nDIFAT + 127) / 128
+		if need <= nFAT {
+			break
+		}
+		nFAT = need
 	}
-	if nFAT > cfbMaxFAT {
+	if int64(len(fat)+nFAT+nDIFAT)*cfbSector > 1<<31 {
 		return nil, errCFBTooLarge
 	}
 	fatStart := uint32(len(fat))
 	for i := 0; i < nFAT; i++ {
 		fat = append(fat, cfbFATSect)
 	}
+	difatStart := uint32(len(fat))
+	for i := 0; i < nDIFAT; i++ {
+		fat = append(fat, cfbDIFSect)
+	}
 	fatBytes := make([]byte, nFAT*cfbSector)
-	for i := range fatBytes[:] {
+	for i := range fatBytes {
 		fatBytes[i] = 0xFF
 	}
 	for i, v := range fat {
 		binary.LittleEndian.PutUint32(fatBytes[i*4:], v)
+	}
+	difat := make([]byte, nDIFAT*cfbSector)
+	for i := range difat {
+		difat[i] = 0xFF
+	}
+	for d := 0; d < nDIFAT; d++ {
+		sec := difat[d*cfbSector:]
+		for j := 0; j < 127; j++ {
+			if k := cfbMaxFAT + d*127 + j; k < nFAT {
+				binary.LittleEndian.PutUint32(sec[j*4:], fatStart+uint32(k))
+			}
+		}
+		next := uint32(cfbEndOfChain)
+		if d < nDIFAT-1 {
+			next = difatStart + uint32(d) + 1
+		}
+		binary.LittleEndian.PutUint32(sec[508:], next)
 	}
 
 	h := make([]byte, cfbSector)
@@ -190,7 +221,12 @@ func (s *cfbStorage) Bytes() ([]byte, error) {
 	binary.LittleEndian.PutUint32(h[56:], cfbCutoff)
 	binary.LittleEndian.PutUint32(h[60:], miniFATStart)
 	binary.LittleEndian.PutUint32(h[64:], uint32((len(miniFAT)*4+cfbSector-1)/cfbSector))
-	binary.LittleEndian.PutUint32(h[68:], cfbEndOfChain)
+	if nDIFAT > 0 {
+		binary.LittleEndian.PutUint32(h[68:], difatStart)
+	} else {
+		binary.LittleEndian.PutUint32(h[68:], cfbEndOfChain)
+	}
+	binary.LittleEndian.PutUint32(h[72:], uint32(nDIFAT))
 	for i := 0; i < cfbMaxFAT; i++ {
 		v := uint32(cfbFree)
 		if i < nFAT {
@@ -199,7 +235,8 @@ func (s *cfbStorage) Bytes() ([]byte, error) {
 		binary.LittleEndian.PutUint32(h[76+i*4:], v)
 	}
 	out := append(h, body...)
-	return append(out, fatBytes...), nil
+	out = append(out, fatBytes...)
+	return append(out, difat...), nil
 }
 
 // balance links sorted siblings as a balanced binary tree and returns the

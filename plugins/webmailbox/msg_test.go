@@ -1,6 +1,8 @@
 package webmailbox
 
 import (
+	"bytes"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,4 +69,46 @@ func TestExportMSGLargeParts(t *testing.T) {
 	if strings.Count(string(eml), "LARGEBODY") != 400 || !strings.Contains(string(eml), "c@x.test") {
 		t.Errorf("large body or recipients lost: %d copies", strings.Count(string(eml), "LARGEBODY"))
 	}
+}
+
+func TestExportMSGBigAttachmentDIFAT(t *testing.T) {
+	bin, err := exec.LookPath("msgconvert")
+	if err != nil || testing.Short() {
+		t.Skip("msgconvert not installed or -short")
+	}
+	data := make([]byte, 8<<20) // > 6.8 MB: needs DIFAT sectors
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	raw := "From: a@org.example\r\nTo: b@x.test\r\nSubject: big\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n--q\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=big.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		base64Lines(data) + "--q--\r\n"
+	b, err := ExportMSG([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "m.msg")
+	os.WriteFile(f, b, 0o600)
+	if out, err := exec.Command(bin, "--outfile", filepath.Join(dir, "o.eml"), f).CombinedOutput(); err != nil {
+		t.Fatalf("msgconvert: %v %s", err, out)
+	}
+	eml, _ := os.ReadFile(filepath.Join(dir, "o.eml"))
+	p, err := ParseMessage(eml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Attachments) != 1 || !bytes.Equal(p.Attachments[0].Data, data) {
+		t.Fatalf("attachment did not survive: %d attachments", len(p.Attachments))
+	}
+}
+
+func base64Lines(b []byte) string {
+	s := base64.StdEncoding.EncodeToString(b)
+	var out strings.Builder
+	for len(s) > 76 {
+		out.WriteString(s[:76] + "\r\n")
+		s = s[76:]
+	}
+	out.WriteString(s + "\r\n")
+	return out.String()
 }
