@@ -299,18 +299,38 @@ type Envelope struct {
 	Recipient *x509.Certificate // the identity that could decrypt
 }
 
+// errNotDER makes Decrypt normalise BER and try again.
+var errNotDER = errors.New("not DER")
+
 // Decrypt opens a CMS EnvelopedData or AuthEnvelopedData (DER or BER) with
 // the first of ids that is among its recipients and returns the content.
 func Decrypt(der []byte, ids []Identity) ([]byte, *Envelope, error) {
+	if len(der) > maxCMSSize {
+		return nil, nil, errors.New("smime: CMS object too large")
+	}
+	// DER (what most clients send) parses as it is; BER is normalised
+	// first.
+	pt, env, err := decrypt(der, ids, false)
+	if !errors.Is(err, errNotDER) {
+		return pt, env, err
+	}
 	norm, err := normalizeBER(der)
 	if err != nil {
 		return nil, nil, err
 	}
+	return decrypt(norm, ids, true)
+}
+
+func decrypt(der []byte, ids []Identity, normalized bool) ([]byte, *Envelope, error) {
+	malformed := func(what string, err error) error {
+		if !normalized {
+			return errNotDER
+		}
+		return fmt.Errorf("smime: %s: %w", what, err)
+	}
 	var ci contentInfo
-	if rest, err := asn1.Unmarshal(norm, &ci); err != nil {
-		return nil, nil, fmt.Errorf("smime: not a CMS ContentInfo: %w", err)
-	} else if len(rest) > 0 {
-		return nil, nil, errors.New("smime: trailing data after the CMS ContentInfo")
+	if err := unmarshalAll(der, &ci); err != nil {
+		return nil, nil, malformed("not a CMS ContentInfo", err)
 	}
 	var infos []asn1.RawValue
 	var eci encryptedContentInfo
@@ -320,13 +340,13 @@ func Decrypt(der []byte, ids []Identity) ([]byte, *Envelope, error) {
 	case ci.ContentType.Equal(oidEnvelopedData):
 		var ed envelopedData
 		if err := unmarshalAll(ci.Content.Bytes, &ed); err != nil {
-			return nil, nil, fmt.Errorf("smime: malformed EnvelopedData: %w", err)
+			return nil, nil, malformed("malformed EnvelopedData", err)
 		}
 		infos, eci = ed.RecipientInfos, ed.EncryptedContentInfo
 	case ci.ContentType.Equal(oidAuthEnvelopedData):
 		var ad authEnvelopedData
 		if err := unmarshalAll(ci.Content.Bytes, &ad); err != nil {
-			return nil, nil, fmt.Errorf("smime: malformed AuthEnvelopedData: %w", err)
+			return nil, nil, malformed("malformed AuthEnvelopedData", err)
 		}
 		infos, eci, mac, auth = ad.RecipientInfos, ad.AuthEncryptedContentInfo, ad.MAC, true
 		if len(ad.AuthAttrs.FullBytes) > 0 {
@@ -344,6 +364,9 @@ func Decrypt(der []byte, ids []Identity) ([]byte, *Envelope, error) {
 	}
 	ct, err := encryptedBytes(eci.EncryptedContent)
 	if err != nil {
+		if !normalized {
+			return nil, nil, errNotDER
+		}
 		return nil, nil, err
 	}
 	alg := eci.Algorithm.Algorithm
