@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
@@ -18,7 +19,16 @@ import (
 type Keys struct {
 	Store keystore.Store
 	Now   func() time.Time
+
+	mu       sync.Mutex
+	ring     openpgp.EntityList
+	ringTime time.Time
 }
+
+// ringTTL bounds how long Keyring's parsed keys are reused; changes made
+// through this Keys are seen at once, those of other processes (the CLI,
+// other nodes) within ringTTL.
+const ringTTL = 30 * time.Second
 
 func (k *Keys) now() time.Time {
 	if k.Now != nil {
@@ -66,6 +76,7 @@ func (k *Keys) put(ctx context.Context, e *openpgp.Entity, source string, verifi
 			return old, nil
 		}
 	}
+	k.invalidate()
 	sk := keystore.Key{
 		Fingerprint: fpr, Addresses: addrs, Own: own, Source: source, Verified: verified,
 		Armored: armored, Created: e.PrimaryKey.CreationTime, Expires: pgpmail.Expiry(e, k.now()), Updated: k.now(),
@@ -207,11 +218,28 @@ func short(fpr string) string {
 // Keyring returns every stored key: own secret keys decrypt, all public
 // keys verify signatures.
 func (k *Keys) Keyring(ctx context.Context) (openpgp.EntityList, error) {
+	k.mu.Lock()
+	if k.ring != nil && time.Since(k.ringTime) < ringTTL {
+		r := k.ring
+		k.mu.Unlock()
+		return r, nil
+	}
+	k.mu.Unlock()
 	ks, err := k.Store.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return entities(ks), nil
+	r := entities(ks)
+	k.mu.Lock()
+	k.ring, k.ringTime = r, time.Now()
+	k.mu.Unlock()
+	return r, nil
+}
+
+func (k *Keys) invalidate() {
+	k.mu.Lock()
+	k.ring = nil
+	k.mu.Unlock()
 }
 
 // Find returns the stored keys matching q: a fingerprint, an address or
