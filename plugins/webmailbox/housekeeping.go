@@ -39,30 +39,45 @@ func (sv *Service) Housekeeping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var first error
 	for _, mb := range mbs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		deadline := mb.LastActive.Add(sv.s.inactivity)
-		if !now.Before(deadline) {
-			if err := sv.store.DeleteMailbox(ctx, mb.Address); err != nil {
-				return err
+		// One mailbox's failure (e.g. the host cannot take an event) does
+		// not stop the others; it is tried again next hour.
+		if err := sv.housekeepOne(ctx, mb, now); err != nil {
+			sv.log.Error("housekeeping", "mailbox", mb.Address, "error", err)
+			if first == nil {
+				first = err
 			}
-			sv.log.Info("inactive mailbox deleted", "mailbox", mb.Address, "last_active", mb.LastActive)
-			continue
 		}
-		if mb.State == StateActive && mb.WarnedAt.IsZero() && !now.Before(deadline.Add(-sv.s.inactivityWarn)) {
-			mb.WarnedAt = now
-			if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
-				return err
-			}
-			sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
-				Attributes: map[string]string{"link": sv.link("/login"), "expires": deadline.Format(time.RFC3339), "reason": "inactivity"}})
+	}
+	return first
+}
+
+func (sv *Service) housekeepOne(ctx context.Context, mb *Mailbox, now time.Time) error {
+	deadline := mb.LastActive.Add(sv.s.inactivity)
+	if !now.Before(deadline) {
+		if err := sv.store.DeleteMailbox(ctx, mb.Address); err != nil {
+			return err
 		}
-		if sv.s.reminderAfter > 0 {
-			if err := sv.remind(ctx, mb, now); err != nil {
-				return err
-			}
+		sv.log.Info("inactive mailbox deleted", "mailbox", mb.Address, "last_active", mb.LastActive)
+		return nil
+	}
+	if mb.State == StateActive && mb.WarnedAt.IsZero() && !now.Before(deadline.Add(-sv.s.inactivityWarn)) {
+		if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
+			Attributes: map[string]string{"link": sv.link("/login"), "expires": deadline.Format(time.RFC3339), "reason": "inactivity"}}); err != nil {
+			return err
+		}
+		mb.WarnedAt = now
+		if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
+			return err
+		}
+	}
+	if sv.s.reminderAfter > 0 {
+		if err := sv.remind(ctx, mb, now); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -81,9 +96,6 @@ func (sv *Service) remind(ctx context.Context, mb *Mailbox, now time.Time) error
 		if !m.Unread || m.Reminded > 0 || now.Sub(m.Received) < sv.s.reminderAfter {
 			continue
 		}
-		if err := sv.store.SetReminded(ctx, mb.Address, m.ID, 1); err != nil {
-			return err
-		}
 		state := "unread"
 		if mb.State == StatePending {
 			state = "unactivated"
@@ -99,14 +111,21 @@ func (sv *Service) remind(ctx context.Context, mb *Mailbox, now time.Time) error
 				}
 				link = sv.link("/activate?t=" + tok)
 			}
-			sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
-				Attributes: map[string]string{"link": link, "expires": m.Received.Add(sv.s.retention).Format(time.RFC3339)}})
+			if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
+				Attributes: map[string]string{"link": link, "expires": m.Received.Add(sv.s.retention).Format(time.RFC3339)}}); err != nil {
+				return err // not marked: the next run tries again
+			}
 		}
 		if m.Sender != nil {
 			if from, err := aeadOpen(sv.master, m.Sender, adMK(mb.Address)); err == nil && len(from) > 0 {
-				sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_sender", Sender: string(from), Recipient: mb.Address,
-					Language: sv.s.defaultLang, Attributes: map[string]string{"state": state, "sent": m.Received.Format(time.RFC3339)}})
+				if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_sender", Sender: string(from), Recipient: mb.Address,
+					Language: sv.s.defaultLang, Attributes: map[string]string{"state": state, "sent": m.Received.Format(time.RFC3339)}}); err != nil {
+					return err
+				}
 			}
+		}
+		if err := sv.store.SetReminded(ctx, mb.Address, m.ID, 1); err != nil {
+			return err
 		}
 	}
 	return nil

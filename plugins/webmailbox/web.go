@@ -590,7 +590,7 @@ func (sv *Service) messageHTML(w http.ResponseWriter, r *http.Request, se *sessi
 	h := w.Header()
 	// Shown only inside our own sandboxed frame: no scripts, no remote
 	// loads, no forms, no navigation of the top page.
-	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox")
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; frame-ancestors 'self'; sandbox")
 	h.Set("X-Frame-Options", "SAMEORIGIN")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	fmt.Fprintf(w, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>%s</body></html>", Sanitize(parsed.HTML))
