@@ -12,6 +12,7 @@ import (
 
 	"github.com/posthorn/posthorn/plugins/pgp/keystore"
 	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
+	"github.com/posthorn/posthorn/plugins/pgp/wkd"
 )
 
 // DataEnv names the environment variable with the default data directory
@@ -30,6 +31,10 @@ const usage = `usage: posthorn-pgp keys COMMAND [flags] [args]
   keys remove FPR         delete a key
   keys export [--secret] FPR|ADDR
                           print the armored public (or secret) key
+  keys discover ADDR [--order wkd,keyserver] [--keyserver URL] [--hkp]
+                     [--timeout 10s] [--ca-file PEM] [--resolve HOST=IP:PORT]...
+                          look ADDR's key up now (as the plugin would) and
+                          store it
 
 Every command takes --data DIR: the plugin's data directory (default $` + DataEnv + `).
 `
@@ -72,6 +77,13 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	secret := fs.Bool("secret", false, "export the secret key (export)")
 	var addrs multi
 	fs.Var(&addrs, "address", "address or domain the imported key is for (import; repeatable)")
+	order := fs.String("order", "wkd,keyserver", "discovery steps, comma-separated (discover)")
+	ksURL := fs.String("keyserver", "", "keyserver URL (discover)")
+	hkp := fs.Bool("hkp", false, "the keyserver speaks HKP, not VKS (discover)")
+	timeout := fs.Duration("timeout", 10*time.Second, "per lookup (discover)")
+	caFile := fs.String("ca-file", "", "extra trusted CAs, PEM (discover)")
+	var resolve multi
+	fs.Var(&resolve, "resolve", "HOST=IP:PORT: connect there for HOST (discover; repeatable)")
 	pos, err := parseInterspersed(fs, args[2:])
 	if err != nil {
 		return 2
@@ -80,7 +92,7 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "posthorn-pgp: no data directory: use --data DIR or set %s\n", DataEnv)
 		return 2
 	}
-	need := map[string]int{"generate": 1, "import": 1, "list": 0, "show": 1, "remove": 1, "export": 1}
+	need := map[string]int{"discover": 1, "generate": 1, "import": 1, "list": 0, "show": 1, "remove": 1, "export": 1}
 	n, ok := need[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "posthorn-pgp: unknown command %q\n%s", cmd, usage)
@@ -103,6 +115,28 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	switch cmd {
+	case "discover":
+		cfg := Config{CAFile: *caFile, Resolve: map[string]string{}}
+		for _, r := range resolve {
+			h, a, ok := strings.Cut(r, "=")
+			if !ok {
+				return fail(fmt.Errorf("--resolve %q: want HOST=IP:PORT", r))
+			}
+			cfg.Resolve[h] = a
+		}
+		hc, err := httpClient(cfg, "", *timeout)
+		if err != nil {
+			return fail(err)
+		}
+		d := &Discovery{Keys: k, Order: strings.Split(*order, ","), TTL: time.Nanosecond, Timeout: *timeout, WKD: &wkd.Client{HTTP: hc}}
+		if *ksURL != "" {
+			d.Keyserver = &Keyserver{URL: *ksURL, HKP: *hkp, HTTP: hc}
+		}
+		f, err := d.Find(ctx, pos[0])
+		if err != nil {
+			return fail(err)
+		}
+		printKey(stdout, f.Key)
 	case "generate":
 		sk, err := k.Generate(ctx, pos[0], pgpmail.GenerateOptions{Name: *name, V6: *v6, Lifetime: *lifetime}, *domain)
 		if err != nil {

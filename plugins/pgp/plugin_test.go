@@ -281,6 +281,17 @@ func TestWKDEndToEnd(t *testing.T) {
 		t.Errorf("harvested key: %+v", ans)
 	}
 
+	// The operator's discover command finds Bob's key the same way.
+	out, e, code := cli(t, "", "keys", "discover", "Bob@partner.test", "--order", "wkd", "--ca-file", caFile,
+		"--resolve", "openpgpkey.partner.test="+wkdAddr, "--data", t.TempDir())
+	if code != 0 || !strings.Contains(out, " public wkd verified ") || !strings.Contains(out, "bob@partner.test") {
+		t.Errorf("discover: %d %s %s", code, out, e)
+	}
+	if _, e, code := cli(t, "", "keys", "discover", "nobody@partner.test", "--order", "wkd", "--ca-file", caFile,
+		"--resolve", "openpgpkey.partner.test="+wkdAddr, "--resolve", "partner.test="+wkdAddr, "--data", t.TempDir()); code != 1 || !strings.Contains(e, "no key published") {
+		t.Errorf("discover nobody: %d %s", code, e)
+	}
+
 	// The lookup page and WKD of the partner serve Bob's key.
 	hc := newHTTPClient(c, wkdAddr)
 	resp, err := hc.Get("https://partner.test/?email=bob@partner.test")
