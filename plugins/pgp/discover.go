@@ -34,6 +34,7 @@ type Discovery struct {
 	Keys      *Keys
 	Order     []string
 	TTL       time.Duration
+	MissTTL   time.Duration // how long a miss is remembered; 0: TTL
 	Timeout   time.Duration // per network lookup
 	WKD       *wkd.Client
 	Keyserver *Keyserver // nil: step skipped
@@ -125,7 +126,11 @@ func (d *Discovery) miss(step, addr string, now time.Time) {
 	if len(d.misses) > 100000 {
 		d.misses = map[string]time.Time{}
 	}
-	d.misses[step+" "+addr] = now.Add(d.TTL)
+	ttl := d.MissTTL
+	if ttl <= 0 {
+		ttl = d.TTL
+	}
+	d.misses[step+" "+addr] = now.Add(ttl)
 }
 
 func (d *Discovery) fetch(ctx context.Context, step, addr string) (Found, error) {

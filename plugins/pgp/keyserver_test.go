@@ -58,7 +58,7 @@ func TestKeyserver(t *testing.T) {
 		var skew atomic.Int64 // the test's clock: time.Now() + skew
 		p := &pgp.Plugin{Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }}
 		cfg := `{"discovery":["local","keyserver"],"keyserver":"https://keys.example.net","keyserver_protocol":"` + proto +
-			`","ca_file":"` + caFile + `","resolve":{"keys.example.net":"` + addr + `"},"cache_ttl":"1h"}`
+			`","ca_file":"` + caFile + `","resolve":{"keys.example.net":"` + addr + `"},"cache_ttl":"1h","miss_ttl":"1h"}`
 		if err := p.Configure(ctx, sdk.Config{JSON: []byte(cfg), DataDir: t.TempDir()}); err != nil {
 			t.Fatal(err)
 		}

@@ -46,6 +46,8 @@ type Config struct {
 	Discovery []string `json:"discovery"`
 	// CacheTTL for keys and misses found over the network. Default "24h".
 	CacheTTL string `json:"cache_ttl"`
+	// MissTTL: how long "no key" is remembered. Default "1h".
+	MissTTL string `json:"miss_ttl"`
 	// LookupTimeout bounds each network lookup. Default "5s".
 	LookupTimeout string `json:"lookup_timeout"`
 	// Keyserver URL (https://keys.openpgp.org or hkps://…); empty: none.
@@ -144,6 +146,10 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if err != nil {
 		return err
 	}
+	missTTL, err := parseDur(cfg.MissTTL, time.Hour, "miss_ttl")
+	if err != nil {
+		return err
+	}
 	timeout, err := parseDur(cfg.LookupTimeout, 5*time.Second, "lookup_timeout")
 	if err != nil {
 		return err
@@ -179,7 +185,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 			return &sdk.ConfigError{Key: fmt.Sprintf("key[%d].file", i), Message: err.Error()}
 		}
 	}
-	disc := &Discovery{Keys: keys, Order: cfg.Discovery, TTL: ttl, Timeout: timeout, WKD: &wkd.Client{HTTP: hc}}
+	disc := &Discovery{Keys: keys, Order: cfg.Discovery, TTL: ttl, MissTTL: missTTL, Timeout: timeout, WKD: &wkd.Client{HTTP: hc}}
 	if cfg.Keyserver != "" {
 		disc.Keyserver = &Keyserver{URL: cfg.Keyserver, HKP: cfg.KeyserverProtocol == "hkp", HTTP: hc}
 	}
