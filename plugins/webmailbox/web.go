@@ -223,7 +223,11 @@ func (sv *Service) render(w http.ResponseWriter, status int, name string, p *pag
 }
 
 func (sv *Service) newPage(w http.ResponseWriter, r *http.Request, se *session) *page {
-	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: r.URL.Path, ResetAllowed: sv.s.resetAllowed}
+	back := sv.s.prefix + r.URL.Path
+	if r.Method == http.MethodGet && r.URL.RawQuery != "" {
+		back += "?" + r.URL.RawQuery
+	}
+	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed}
 	if se != nil {
 		p.Lang, p.CSRF, p.User = se.mb.Language, se.csrf, se.mb.Address
 		if ms, err := sv.store.ListMessages(r.Context(), se.mb.Address, "inbox"); err == nil {
@@ -381,6 +385,7 @@ func (sv *Service) activateForm(w http.ResponseWriter, r *http.Request) {
 func (sv *Service) activationPage(w http.ResponseWriter, r *http.Request, mb *Mailbox, tok string) *page {
 	p := sv.newPage(w, r, nil)
 	p.Title, p.Address, p.Token = p.T("activate"), mb.Address, tok
+	p.Back = sv.s.prefix + "/activate?t=" + url.QueryEscape(tok)
 	p.ResetAllowed, p.NeedPIN, p.NeedTAN = mb.ResetAllow, mb.PINHash != nil, sv.s.requireTAN
 	return p
 }

@@ -1,6 +1,7 @@
 package webmailbox
 
 import (
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -75,6 +76,16 @@ func TestActivationResetModeAndLogin(t *testing.T) {
 	r = b.post("/box/activate", url.Values{"t": {"x"}, "password": {"longenough"}})
 	if r.code != 403 {
 		t.Errorf("activation without csrf: %d", r.code)
+	}
+	// The language switch on the activation page keeps the token.
+	r = b.get(link)
+	back := regexp.MustCompile(`name="back" value="([^"]+)"`).FindStringSubmatch(r.body)[1]
+	r = b.post("/box/lang", url.Values{"csrf": {csrfRE.FindStringSubmatch(r.body)[1]}, "lang": {"en"}, "back": {html.UnescapeString(back)}})
+	if r.code != 303 || r.loc != link {
+		t.Errorf("language switch on the activation page: %d %q, want %q", r.code, r.loc, link)
+	}
+	if r := b.get(link); !strings.Contains(r.body, "Set up your mailbox") {
+		t.Errorf("activation page not in English after the switch")
 	}
 	r = b.activate("bob@partner.test", "correct horse", qa)
 	if r.code != 303 || !strings.HasSuffix(r.loc, "/box/login?activated=1") {
@@ -342,8 +353,13 @@ func TestReadReplyDeleteExport(t *testing.T) {
 		t.Errorf("someone else's message: %d", r.code)
 	}
 
-	// Language switch, then logout.
-	r = b.post("/box/lang", url.Values{"csrf": {tok}, "lang": {"de"}, "back": {"/box/inbox"}})
+	// Language switch (back to the page it was on), then logout.
+	r = b.get("/box/inbox")
+	back := regexp.MustCompile(`name="back" value="([^"]+)"`).FindStringSubmatch(r.body)[1]
+	if back != "/box/inbox" {
+		t.Errorf("back = %q", back)
+	}
+	r = b.post("/box/lang", url.Values{"csrf": {tok}, "lang": {"de"}, "back": {back}})
 	if r.code != 303 || r.loc != "/box/inbox" {
 		t.Fatalf("lang: %d %s", r.code, r.loc)
 	}
