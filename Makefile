@@ -14,6 +14,7 @@ build:
 	$(GO) build -o $(BIN)/posthorn ./mta/cmd/posthorn
 	ln -sf posthorn $(BIN)/sendmail
 	$(GO) build -o $(BIN)/posthorn-notify ./plugins/notify/cmd/posthorn-notify
+	$(GO) build -o $(BIN)/posthorn-smime ./plugins/smime/cmd/posthorn-smime
 
 run: build
 	./$(BIN)/posthorn serve
@@ -42,6 +43,7 @@ BENCH_C ?= 20
 bench: build
 	$(GO) run ./testbed/cmd/bench -posthorn $(BIN)/posthorn -n $(BENCH_N) -size $(BENCH_S) -c $(BENCH_C)
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./queue/ ./mta/maildir/
+	$(GO) test -run '^$$' -bench Protect -benchtime 5x ./plugins/smime/
 
 # demo: the testbed's fake internet and posthorn; one message per TLS level.
 demo:
