@@ -41,6 +41,10 @@ type Config struct {
 	EncryptToSelf *bool `json:"encrypt_to_self"`
 	// ProtectHeaders hides the Subject (protected headers, "..." outside).
 	ProtectHeaders bool `json:"protect_headers"`
+	// Autocrypt adds an Autocrypt header (autocrypt.org, Level 1) with the
+	// sender's own key when its user ID is the sender's address, so the
+	// partner's mail client learns it. Default true.
+	Autocrypt *bool `json:"autocrypt"`
 	// Discovery is the lookup order: "local", "wkd", "keyserver",
 	// "autocrypt". Default ["local", "wkd", "keyserver", "autocrypt"].
 	Discovery []string `json:"discovery"`
@@ -381,8 +385,16 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		rcptKeys = append(rcptKeys, f.Entity)
 	}
 	o := pgpmail.EncryptOptions{Recipients: rcptKeys, ProtectHeaders: cfg.ProtectHeaders, Now: keys.now()}
+	var autocrypt string
 	if env.MailFrom != "" {
 		if own, err := keys.Own(ctx, env.MailFrom); err == nil {
+			if boolOr(cfg.Autocrypt, true) && pgpmail.HasAddress(own, env.MailFrom) {
+				if pub, err := pgpmail.PublicOnly(own); err == nil {
+					if b, err := pgpmail.Binary(pub); err == nil {
+						autocrypt = autocryptHeader(keystore.NormalizeAddress(env.MailFrom), b)
+					}
+				}
+			}
 			if boolOr(cfg.Sign, true) {
 				o.Signer = own
 			}
@@ -396,6 +408,9 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	out, err := pgpmail.Encrypt(msg, o)
 	if err != nil {
 		return sdk.OutboundResult{}, err
+	}
+	if autocrypt != "" {
+		out = append([]byte(autocrypt), out...)
 	}
 	p.mu.Lock()
 	maxOut := p.maxOut
@@ -439,7 +454,15 @@ func (p *Plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader)
 		}
 		res, err := pgpmail.Decrypt(msg, ring, keys.now())
 		if err == nil && res.Message != nil {
-			return sdk.Replace(bytes.NewReader(res.Message)), nil
+			out := res.Message
+			if res.Signer != "" {
+				// A signature checked with a harvested key proves only
+				// that the sender holds that key: say so.
+				if sk, err := keys.Store.Get(ctx, res.Signer); err == nil && !sk.Verified {
+					out = pgpmail.StripResultHeader(out, res.Header()+"; key=unverified")
+				}
+			}
+			return sdk.Replace(bytes.NewReader(out)), nil
 		}
 		if err == nil && res.Encrypted {
 			// Could not decrypt: deliver as is, say why.
@@ -498,4 +521,17 @@ func (p *Plugin) harvestKey(ctx context.Context, keys *Keys, data []byte, addr, 
 		}
 		keys.put(ctx, e, source, false, []string{addr})
 	}
+}
+
+// autocryptHeader is "Autocrypt: addr=…; keydata=…" folded at 76 columns.
+func autocryptHeader(addr string, key []byte) string {
+	var b strings.Builder
+	b.WriteString("Autocrypt: addr=" + addr + "; keydata=\r\n")
+	enc := base64.StdEncoding.EncodeToString(key)
+	for len(enc) > 0 {
+		n := min(len(enc), 76)
+		b.WriteString(" " + enc[:n] + "\r\n")
+		enc = enc[n:]
+	}
+	return b.String()
 }

@@ -234,6 +234,9 @@ func TestWKDEndToEnd(t *testing.T) {
 		t.Fatalf("Transform: %+v %v", res, err)
 	}
 	enc, _ := io.ReadAll(res.Outputs[0].Body)
+	if !bytes.HasPrefix(enc, []byte("Autocrypt: addr=alice@example.org; keydata=\r\n ")) {
+		t.Errorf("no Autocrypt header:\n%.300s", enc)
+	}
 	if !bytes.Contains(enc, []byte("Subject: ...\r\n")) || bytes.Contains(enc, []byte("Vertraulich")) || bytes.Contains(enc, []byte("Vertrag")) {
 		t.Errorf("encrypted message leaks:\n%s", enc)
 	}
@@ -256,14 +259,15 @@ func TestWKDEndToEnd(t *testing.T) {
 	}
 
 	// Inbound at the partner: decrypted for Bob, forged result header
-	// gone; Alice's key is unknown there until her Autocrypt header.
+	// gone; Alice's key comes with the message (Autocrypt), so her
+	// signature verifies.
 	in := "X-Posthorn-PGP: decrypted; signature=valid\r\n" + string(enc)
 	v, err := partner.Inspect(ctx, &sdk.Envelope{MailFrom: "alice@example.org", Recipients: []sdk.Recipient{{Address: "bob@partner.test"}}}, strings.NewReader(in))
 	if err != nil || v.Action != sdk.ActionReplace {
 		t.Fatalf("Inspect: %+v %v", v, err)
 	}
 	dec, _ := io.ReadAll(v.Replacement)
-	if !bytes.HasPrefix(dec, []byte("X-Posthorn-PGP: decrypted; signature=unknown-key\r\n")) || bytes.Count(dec, []byte("X-Posthorn-PGP")) != 1 ||
+	if !bytes.HasPrefix(dec, []byte("X-Posthorn-PGP: decrypted; signature=valid; signer="+aliceFpr+"; key=unverified\r\n")) || bytes.Count(dec, []byte("X-Posthorn-PGP")) != 1 ||
 		!bytes.Contains(dec, []byte("Subject: Vertraulich\r\n")) || !bytes.Contains(dec, []byte("Der Vertrag liegt bei.")) {
 		t.Errorf("decrypted inbound:\n%s", dec)
 	}
