@@ -90,6 +90,13 @@ var texts = map[string][2]string{
 	"main_nav":          {"Hauptnavigation", "Main navigation"},
 	"forwarded_message": {"Weitergeleitete Nachricht", "Forwarded message"},
 	"wrote":             {"schrieb", "wrote"},
+	"settings":          {"Passwort", "Password"},
+	"old_password":      {"Bisheriges Passwort", "Current password"},
+	"pw_changed":        {"Ihr Passwort wurde geändert.", "Your password has been changed."},
+	"pw_fixed":          {"Das Passwort dieses Postfachs kann nicht geändert werden.", "The password of this mailbox cannot be changed."},
+	"old_pw_wrong":      {"Das bisherige Passwort ist falsch.", "The current password is wrong."},
+	"new_question":      {"Neue Sicherheitsfrage (optional)", "New security question (optional)"},
+	"change":            {"Ändern", "Change"},
 }
 
 // T returns the text for key in lang ("de" or "en").

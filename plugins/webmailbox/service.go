@@ -500,3 +500,32 @@ func (sv *Service) storeSent(ctx context.Context, mb *Mailbox, raw []byte) error
 	_, err = sv.store.AddMessage(ctx, &Message{Mailbox: mb.Address, Folder: "sent", Received: sv.Now(), Size: int64(len(raw)), Meta: sm, Raw: sr})
 	return err
 }
+
+// ChangePassword sets a new password (and, when given, a new security
+// question and answer) for a logged-in user who knows the current one.
+// Only mailboxes in reset mode may change it: in no-reset mode the
+// recipient was told the password is fixed.
+func (sv *Service) ChangePassword(ctx context.Context, ip, addr, oldPW, newPW, newPW2, question, answer string) error {
+	if len([]rune(newPW)) < 8 {
+		return &formError{"err_pw_short"}
+	}
+	if newPW != newPW2 {
+		return &formError{"err_pw_mismatch"}
+	}
+	if (question == "") != (answer == "") || (answer != "" && len([]rune(answerNorm(answer))) < 3) {
+		return &formError{"err_question"}
+	}
+	mb, priv, err := sv.Login(ctx, ip, addr, oldPW)
+	if err != nil {
+		return err
+	}
+	if !mb.ResetAllow {
+		return &formError{"reset_none"}
+	}
+	mb.WrappedPW = WrapWithSecret(priv, newPW, sv.s.kdf, adPW(mb.Address))
+	if question != "" {
+		mb.Question = strings.TrimSpace(question)
+		mb.WrappedQA = WrapWithSecret(priv, answerNorm(answer), sv.s.kdf, adQA(mb.Address))
+	}
+	return sv.store.UpdateMailbox(ctx, mb)
+}

@@ -115,6 +115,8 @@ func (sv *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /msg/{id}/delete", sv.auth(sv.deletePost))
 	mux.HandleFunc("GET /compose", sv.auth(sv.composeForm))
 	mux.HandleFunc("POST /send", sv.auth(sv.sendPost))
+	mux.HandleFunc("GET /settings", sv.auth(sv.settingsForm))
+	mux.HandleFunc("POST /settings", sv.auth(sv.settingsPost))
 	mux.HandleFunc("GET /keys", sv.auth(sv.keysForm))
 	mux.HandleFunc("POST /keys", sv.auth(sv.keysPost))
 	var h http.Handler = mux
@@ -849,4 +851,35 @@ func buildMessage(from string, to []*mail.Address, subject, body string, now tim
 	}
 	b.WriteString("--" + boundary + "--\r\n")
 	return b.Bytes()
+}
+
+func (sv *Service) settingsForm(w http.ResponseWriter, r *http.Request, se *session) {
+	p := sv.newPage(w, r, se)
+	p.Title, p.ResetAllowed, p.Question = p.T("settings"), se.mb.ResetAllow, se.mb.Question
+	if !se.mb.ResetAllow {
+		p.Notice = "pw_fixed"
+	}
+	sv.render(w, http.StatusOK, "settings", p)
+}
+
+func (sv *Service) settingsPost(w http.ResponseWriter, r *http.Request, se *session) {
+	err := sv.ChangePassword(r.Context(), sv.clientIP(r), se.mb.Address, r.PostFormValue("old"), r.PostFormValue("password"),
+		r.PostFormValue("password2"), r.PostFormValue("question"), r.PostFormValue("answer"))
+	p := sv.newPage(w, r, se)
+	p.Title, p.ResetAllowed, p.Question = p.T("settings"), se.mb.ResetAllow, se.mb.Question
+	var fe *formError
+	switch {
+	case err == nil:
+		p.Notice = "pw_changed"
+		sv.render(w, http.StatusOK, "settings", p)
+	case errors.As(err, &fe):
+		p.Error = fe.Key
+		sv.render(w, http.StatusUnprocessableEntity, "settings", p)
+	case errors.Is(err, ErrLoginFailed):
+		p.Error = "old_pw_wrong"
+		sv.render(w, http.StatusUnauthorized, "settings", p)
+	default:
+		sv.log.Error("changing a password", "error", err)
+		sv.fail(w, r, se, http.StatusInternalServerError, "err_internal")
+	}
 }

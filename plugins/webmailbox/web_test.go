@@ -404,3 +404,45 @@ func TestExpiredActivationLink(t *testing.T) {
 		t.Errorf("bad token: %d", r.code)
 	}
 }
+
+func TestChangePassword(t *testing.T) {
+	_, b := loggedIn(t, nil)
+	tok := b.csrf("/box/settings")
+	if r := b.post("/box/settings", url.Values{"csrf": {tok}, "old": {"wrong"}, "password": {"brand new pw"}, "password2": {"brand new pw"}}); r.code != 401 {
+		t.Errorf("wrong old password: %d", r.code)
+	}
+	if r := b.post("/box/settings", url.Values{"csrf": {tok}, "old": {"correct horse"}, "password": {"brand new pw"}, "password2": {"brand new pw"},
+		"question": {"Town?"}, "answer": {"Bonn"}}); r.code != 200 {
+		t.Fatalf("change: %d %s", r.code, r.body)
+	}
+	nb := e2browser(b)
+	if r := nb.login("bob@partner.test", "brand new pw"); r.code != 303 {
+		t.Fatalf("new password: %d", r.code)
+	}
+	if r := nb.get("/box/inbox"); !strings.Contains(r.body, "SECRETSUBJECT") {
+		t.Error("messages unreadable after the change")
+	}
+	if r := nb.get("/box/reset?address=bob@partner.test"); !strings.Contains(r.body, "Town?") {
+		t.Error("new question not used")
+	}
+}
+
+func TestNoResetModeCannotChangePassword(t *testing.T) {
+	e := newEnv(t, func(c map[string]any) { c["reset_mode"] = "none" })
+	e.divert(testMsg, "bob@partner.test")
+	b := e.browser()
+	b.activate("bob@partner.test", "correct horse", url.Values{"ack": {"1"}})
+	if r := b.login("bob@partner.test", "correct horse"); r.code != 303 {
+		t.Fatalf("login: %d", r.code)
+	}
+	r := b.get("/box/settings")
+	if strings.Contains(r.body, `name="old"`) {
+		t.Error("password form offered in no-reset mode")
+	}
+	tok := csrfRE.FindStringSubmatch(r.body)[1]
+	if r := b.post("/box/settings", url.Values{"csrf": {tok}, "old": {"correct horse"}, "password": {"brand new pw"}, "password2": {"brand new pw"}}); r.code != 422 {
+		t.Errorf("change in no-reset mode: %d", r.code)
+	}
+}
+
+func e2browser(b *browser) *browser { return b.e.browser() }
