@@ -195,11 +195,14 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 			return DivertResult{Stored: true, Err: sv.notify(ctx, mb, env)}
 		}
 	}
-	if mb.UsedBytes+size > sv.s.quota {
+	overQuota := func() DivertResult {
 		sv.emit(ctx, sdk.Event{Type: "webmailbox.quota_exceeded", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
 			Language: mb.Language, Attributes: map[string]string{
 				"used": fmt.Sprint(mb.UsedBytes), "limit": fmt.Sprint(sv.s.quota), "link": sv.link("/login")}})
 		return DivertResult{Created: created, Err: ErrQuota}
+	}
+	if mb.UsedBytes+size > sv.s.quota {
+		return overQuota()
 	}
 	meta, _ := json.Marshal(metaOf(raw))
 	sm, err := Seal(mb.PublicKey, meta, adMeta(addr))
@@ -211,7 +214,9 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 		return DivertResult{Err: err}
 	}
 	if _, err := sv.store.AddMessage(ctx, &Message{Mailbox: addr, Folder: "inbox", Received: now, Size: size, Unread: true, Meta: sm, Raw: sr,
-		Sender: aeadSeal(sv.master, []byte(env.MailFrom), adMK(addr)), QueueID: env.ID}); err != nil {
+		Sender: aeadSeal(sv.master, []byte(env.MailFrom), adMK(addr)), QueueID: env.ID}, sv.s.quota); errors.Is(err, ErrQuota) {
+		return overQuota() // a concurrent delivery filled it
+	} else if err != nil {
 		return DivertResult{Err: err}
 	}
 	return DivertResult{Created: created, Stored: true, Err: sv.notify(ctx, mb, env)}
@@ -497,7 +502,7 @@ func (sv *Service) storeSent(ctx context.Context, mb *Mailbox, raw []byte) error
 	if err != nil {
 		return err
 	}
-	_, err = sv.store.AddMessage(ctx, &Message{Mailbox: mb.Address, Folder: "sent", Received: sv.Now(), Size: int64(len(raw)), Meta: sm, Raw: sr})
+	_, err = sv.store.AddMessage(ctx, &Message{Mailbox: mb.Address, Folder: "sent", Received: sv.Now(), Size: int64(len(raw)), Meta: sm, Raw: sr}, 0)
 	return err
 }
 

@@ -93,7 +93,10 @@ type Store interface {
 	DeleteMailbox(ctx context.Context, addr string) error
 	ListMailboxes(ctx context.Context) ([]*Mailbox, error)
 
-	AddMessage(ctx context.Context, m *Message) (int64, error)
+	// AddMessage stores m and adds its size to the mailbox's usage; with
+	// limit > 0 it fails with ErrQuota, storing nothing, when the usage
+	// would exceed limit (checked atomically).
+	AddMessage(ctx context.Context, m *Message, limit int64) (int64, error)
 	GetMessage(ctx context.Context, mailbox string, id int64) (*Message, error)
 	// HasQueueID reports whether the mailbox holds the message with the
 	// host's queue id (an earlier, interrupted Transform stored it).
@@ -265,13 +268,25 @@ func (s *SQLiteStore) ListMailboxes(ctx context.Context) ([]*Mailbox, error) {
 	return out, rows.Err()
 }
 
-// AddMessage stores m and adds its size to the mailbox's usage.
-func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message) (int64, error) {
+// AddMessage stores m within the quota limit (0: none).
+func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message, limit int64) (int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
+	if limit > 0 {
+		var used int64
+		if err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM mailbox WHERE address = ?`, strings.ToLower(m.Mailbox)).Scan(&used); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return 0, ErrNotFound
+			}
+			return 0, err
+		}
+		if used+m.Size > limit {
+			return 0, ErrQuota
+		}
+	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO message (mailbox, folder, received, size, unread, meta, raw, reminded, sender, queue_id)
 		VALUES (?,?,?,?,?,?,?,?,?,?)`, strings.ToLower(m.Mailbox), m.Folder, ut(m.Received), m.Size, b2i(m.Unread), m.Meta, m.Raw, m.Reminded, m.Sender, m.QueueID)
 	if err != nil {
