@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/pluginhost"
 	"github.com/posthorn/posthorn/plugins/pgp/internal/gpgtest"
+	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/sdk/plugintest"
 )
@@ -52,6 +55,12 @@ func TestThroughHost(t *testing.T) {
 		t.Fatal(e)
 	}
 
+	finn, _ := pgpmail.Generate("finn@partner.test", pgpmail.GenerateOptions{V6: true})
+	finnPub, _ := pgpmail.Armor(finn, false)
+	if _, e, code := cli(t, string(finnPub), "keys", "import", "-", "--data", data); code != 0 {
+		t.Fatal(e)
+	}
+
 	h := pluginhost.New([]conf.Plugin{{
 		Name: "pgp", Path: bin, Timeout: conf.Duration(20 * time.Second), OnFailure: "tempfail", DataDir: data,
 		Config: conf.PluginConfig{
@@ -88,6 +97,44 @@ func TestThroughHost(t *testing.T) {
 	plain, status := g.Run(enc[i:j+25], "--status-fd", "2", "--decrypt")
 	if !strings.Contains(status, "VALIDSIG "+fpr) || !strings.Contains(plain, "Anbei das Angebot.") {
 		t.Errorf("gpg:\n%s\n%s", status, plain)
+	}
+
+	// Two recipients: a message each, so neither sees the other's key.
+	two := []sdk.Recipient{{Address: "dora@partner.test"}, {Address: "finn@partner.test"}}
+	res, err = h.Transform(ctx, "pgp", env, two, strings.NewReader("From: erik@example.org\r\nTo: dora@partner.test\r\nBcc: finn@partner.test\r\nSubject: x\r\n\r\nHallo beide.\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies [][]byte
+	for {
+		o, err := res.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(o.Body)
+		if err != nil || len(o.Recipients) != 1 || o.Recipients[0] != two[len(bodies)].Address {
+			t.Fatalf("output %d: %v %v", len(bodies), o.Recipients, err)
+		}
+		bodies = append(bodies, b)
+	}
+	res.Close()
+	if len(bodies) != 2 {
+		t.Fatalf("%d outputs", len(bodies))
+	}
+	armOf := func(b []byte) []byte {
+		return b[bytes.Index(b, []byte("-----BEGIN PGP MESSAGE-----")) : bytes.Index(b, []byte("-----END PGP MESSAGE-----"))+25]
+	}
+	if plain, _ := g.Run(armOf(bodies[0]), "--decrypt"); !strings.Contains(plain, "Hallo beide.") {
+		t.Errorf("dora's copy: %s", plain)
+	}
+	if _, e, err := g.Try(armOf(bodies[1]), "--decrypt"); err == nil || !strings.Contains(e, "No secret key") {
+		t.Errorf("finn's copy is readable with dora's key: %v %s", err, e)
+	}
+	if r, err := pgpmail.Decrypt(bodies[1], openpgp.EntityList{finn}, time.Time{}); err != nil || !r.Decrypted || r.Signature != pgpmail.SigUnknownKey {
+		t.Errorf("finn (v6): %+v %v", r, err)
 	}
 
 	// Inbound: gpg encrypts and signs to the domain key.

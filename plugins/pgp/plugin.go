@@ -41,6 +41,10 @@ type Config struct {
 	EncryptToSelf *bool `json:"encrypt_to_self"`
 	// ProtectHeaders hides the Subject (protected headers, "..." outside).
 	ProtectHeaders bool `json:"protect_headers"`
+	// OnePerRecipient makes a separate message per recipient so that no
+	// recipient sees the others' key IDs (Bcc). Default true; false makes
+	// one message encrypted to all.
+	OnePerRecipient *bool `json:"one_per_recipient"`
 	// Autocrypt adds an Autocrypt header (autocrypt.org, Level 1) with the
 	// sender's own key when its user ID is the sender's address, so the
 	// partner's mail client learns it. Default true.
@@ -384,7 +388,8 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		}
 		rcptKeys = append(rcptKeys, f.Entity)
 	}
-	o := pgpmail.EncryptOptions{Recipients: rcptKeys, ProtectHeaders: cfg.ProtectHeaders, Now: keys.now()}
+	o := pgpmail.EncryptOptions{ProtectHeaders: cfg.ProtectHeaders, Now: keys.now()}
+	var self []*openpgp.Entity
 	var autocrypt string
 	if env.MailFrom != "" {
 		if own, err := keys.Own(ctx, env.MailFrom); err == nil {
@@ -400,25 +405,66 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 			}
 			if boolOr(cfg.EncryptToSelf, true) {
 				if pub, err := pgpmail.PublicOnly(own); err == nil && pgpmail.CanEncrypt(pub, keys.now()) == nil {
-					o.Recipients = append(o.Recipients, pub)
+					self = append(self, pub)
 				}
 			}
 		}
 	}
-	out, err := pgpmail.Encrypt(msg, o)
-	if err != nil {
-		return sdk.OutboundResult{}, err
-	}
-	if autocrypt != "" {
-		out = append([]byte(autocrypt), out...)
-	}
 	p.mu.Lock()
 	maxOut := p.maxOut
 	p.mu.Unlock()
-	if maxOut > 0 && int64(len(out)) > maxOut {
-		return sdk.OutboundResult{}, fmt.Errorf("the encrypted message is %d bytes, more than the %d the host accepts: %w", len(out), maxOut, sdk.ErrMessageTooLarge)
+	encrypt := func(to []*openpgp.Entity) ([]byte, error) {
+		o := o
+		o.Recipients = append(append([]*openpgp.Entity{}, to...), self...)
+		out, err := pgpmail.Encrypt(msg, o)
+		if err != nil {
+			return nil, err
+		}
+		if autocrypt != "" {
+			out = append([]byte(autocrypt), out...)
+		}
+		if maxOut > 0 && int64(len(out)) > maxOut {
+			return nil, fmt.Errorf("the encrypted message is %d bytes, more than the %d the host accepts: %w", len(out), maxOut, sdk.ErrMessageTooLarge)
+		}
+		return out, nil
 	}
-	return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(out)}), nil
+	if !boolOr(cfg.OnePerRecipient, true) || len(group) == 1 {
+		out, err := encrypt(rcptKeys)
+		if err != nil {
+			return sdk.OutboundResult{}, err
+		}
+		return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(out)}), nil
+	}
+	// One message per recipient: nobody learns the others' key IDs (Bcc).
+	// The first is made now (errors surface here), the rest as the host
+	// reads them, so only one is in memory at a time.
+	first, err := encrypt(rcptKeys[:1])
+	if err != nil {
+		return sdk.OutboundResult{}, err
+	}
+	outs := []sdk.Output{{Recipients: all[:1], Body: bytes.NewReader(first)}}
+	for i := 1; i < len(group); i++ {
+		to := rcptKeys[i : i+1]
+		outs = append(outs, sdk.Output{Recipients: all[i : i+1], Body: &lazyReader{make: func() ([]byte, error) { return encrypt(to) }}})
+	}
+	return sdk.Transformed(outs...), nil
+}
+
+// lazyReader produces its content on the first Read.
+type lazyReader struct {
+	make func() ([]byte, error)
+	r    io.Reader
+}
+
+func (l *lazyReader) Read(p []byte) (int, error) {
+	if l.r == nil {
+		b, err := l.make()
+		if err != nil {
+			return 0, err
+		}
+		l.r = bytes.NewReader(b)
+	}
+	return l.r.Read(p)
 }
 
 // Inspect decrypts and verifies mail to the organisation's users,
