@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/pkcs12"
+	"software.sslmate.com/src/go-pkcs12"
 )
 
 // IdentityConfig is one [[plugin.config.identity]]: a certificate with
@@ -22,8 +22,8 @@ type IdentityConfig struct {
 	// Cert.
 	Cert string `json:"cert"`
 	Key  string `json:"key"`
-	// PKCS12 is a .p12/.pfx file instead of Cert and Key (legacy
-	// encryption: openssl pkcs12 -export -legacy), with its password
+	// PKCS12 is a .p12/.pfx file instead of Cert and Key (modern or
+	// legacy encryption), with its password
 	// in Password or the first line of PasswordFile.
 	PKCS12       string `json:"pkcs12"`
 	Password     string `json:"password"`
@@ -128,24 +128,18 @@ func LoadIdentity(c IdentityConfig, dir string) (*OrgIdentity, error) {
 			pw, _, _ = strings.Cut(string(b), "\n")
 			pw = strings.TrimRight(pw, "\r")
 		}
-		blocks, err := pkcs12.ToPEM(data, pw)
+		// Modern (AES-256, PBKDF2: OpenSSL 3's default) and legacy
+		// (3DES/RC2) encrypted files alike.
+		k, cert, chain, err := pkcs12.DecodeChain(data, pw)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w (only legacy-encrypted PKCS#12 is readable: openssl pkcs12 -export -legacy)", c.PKCS12, err)
+			return nil, fmt.Errorf("%s: %w", c.PKCS12, err)
 		}
-		for _, b := range blocks {
-			switch b.Type {
-			case "CERTIFICATE":
-				cert, err := x509.ParseCertificate(b.Bytes)
-				if err != nil {
-					return nil, err
-				}
-				certs = append(certs, cert)
-			case "PRIVATE KEY":
-				if key, err = parseKey(b.Bytes); err != nil {
-					return nil, err
-				}
-			}
+		signer, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%s: unsupported private key type %T", c.PKCS12, k)
 		}
+		key = signer
+		certs = append([]*x509.Certificate{cert}, chain...)
 	case c.Cert != "":
 		data, err := os.ReadFile(resolve(dir, c.Cert))
 		if err != nil {

@@ -226,6 +226,11 @@ func TestLoadPKCS12(t *testing.T) {
 	key := writeFile(t, dir, "gw.key", keyPEM(t, gw))
 	writeFile(t, dir, "pass", []byte("s3cret\n"))
 	openssl(t, nil, "pkcs12", "-export", "-legacy", "-in", cert, "-inkey", key, "-passout", "pass:s3cret", "-out", filepath.Join(dir, "gw.p12"))
+	// OpenSSL 3's default (AES-256-CBC, PBKDF2) must load too.
+	openssl(t, nil, "pkcs12", "-export", "-in", cert, "-inkey", key, "-passout", "pass:s3cret", "-out", filepath.Join(dir, "modern.p12"))
+	if id, err := LoadIdentity(IdentityConfig{PKCS12: "modern.p12", Password: "s3cret"}, dir); err != nil || id == nil {
+		t.Fatalf("modern PKCS#12: %v", err)
+	}
 	id, err := LoadIdentity(IdentityConfig{PKCS12: "gw.p12", PasswordFile: "pass", Domains: []string{"Org.test"}}, dir)
 	if err != nil {
 		t.Fatal(err)
