@@ -80,6 +80,8 @@ var texts = map[string][2]string{
 	"key_file":          {"Datei (PEM, DER oder ASCII-armored)", "File (PEM, DER or ASCII armored)"},
 	"key_ok":            {"Der Schlüssel wurde übernommen.", "The key has been accepted."},
 	"key_bad":           {"Die Datei ist weder ein gültiges Zertifikat noch ein öffentlicher PGP-Schlüssel für diese Adresse.", "The file is neither a valid certificate nor a public PGP key for this address."},
+	"key_private":       {"Das ist ein privater Schlüssel. Laden Sie nur das Zertifikat bzw. den öffentlichen Schlüssel hoch – und geben Sie Ihren privaten Schlüssel niemandem.", "This is a private key. Upload only the certificate or public key – and never give anyone your private key."},
+	"key_other_addr":    {"Zertifikat bzw. Schlüssel gehören nicht zur Adresse dieses Postfachs.", "The certificate or key does not belong to this mailbox's address."},
 	"session_expired":   {"Ihre Sitzung ist abgelaufen. Bitte melden Sie sich erneut an.", "Your session has expired. Please log in again."},
 	"logged_out":        {"Sie wurden abgemeldet.", "You have been logged out."},
 	"message":           {"Nachricht", "Message"},

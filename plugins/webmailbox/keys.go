@@ -24,6 +24,12 @@ type UploadedKey struct {
 	Armored     string // PEM certificate or ASCII-armored public key
 }
 
+// Upload errors the page explains in the user's language.
+var (
+	errPrivateKey   = errors.New("this is a private key: upload only the public key or certificate")
+	errKeyOtherAddr = errors.New("not for this address")
+)
+
 // ParseUploadedKey accepts an X.509 certificate (PEM or DER) or an OpenPGP
 // public key (armored or binary) that names addr.
 func ParseUploadedKey(data []byte, addr string) (*UploadedKey, error) {
@@ -31,7 +37,10 @@ func ParseUploadedKey(data []byte, addr string) (*UploadedKey, error) {
 	der := data
 	if blk, _ := pem.Decode(data); blk != nil {
 		if blk.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %q is not a certificate (a private key must never be uploaded)", blk.Type)
+			if strings.Contains(blk.Type, "PRIVATE") {
+				return nil, errPrivateKey
+			}
+			return nil, fmt.Errorf("PEM block %q is not a certificate", blk.Type)
 		}
 		der = blk.Bytes
 	}
@@ -41,7 +50,7 @@ func ParseUploadedKey(data []byte, addr string) (*UploadedKey, error) {
 			ok = ok || strings.EqualFold(e, addr)
 		}
 		if !ok {
-			return nil, fmt.Errorf("the certificate is not for %s", addr)
+			return nil, fmt.Errorf("%w: the certificate is not for %s", errKeyOtherAddr, addr)
 		}
 		if cert.PublicKeyAlgorithm == x509.UnknownPublicKeyAlgorithm {
 			return nil, errors.New("the certificate's key type is not supported")
@@ -62,14 +71,14 @@ func ParseUploadedKey(data []byte, addr string) (*UploadedKey, error) {
 	}
 	e := el[0]
 	if e.PrivateKey != nil {
-		return nil, errors.New("this is a private key: upload only the public key")
+		return nil, errPrivateKey
 	}
 	ok := false
 	for _, id := range e.Identities {
 		ok = ok || strings.EqualFold(id.UserId.Email, addr)
 	}
 	if !ok {
-		return nil, fmt.Errorf("the key has no user id for %s", addr)
+		return nil, fmt.Errorf("%w: the key has no user id for %s", errKeyOtherAddr, addr)
 	}
 	var buf bytes.Buffer
 	if err := e.Serialize(&buf); err != nil {
@@ -102,7 +111,14 @@ func (sv *Service) keysPost(w http.ResponseWriter, r *http.Request, se *session)
 		k, err = ParseUploadedKey(data, se.mb.Address)
 	}
 	if err != nil {
-		p.Error, p.ErrorExtra = "key_bad", err.Error()
+		switch {
+		case errors.Is(err, errPrivateKey):
+			p.Error = "key_private"
+		case errors.Is(err, errKeyOtherAddr):
+			p.Error = "key_other_addr"
+		default:
+			p.Error = "key_bad"
+		}
 		sv.render(w, http.StatusUnprocessableEntity, "keys", p)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"mime/multipart"
 	"net/http"
@@ -52,7 +53,7 @@ func TestParseUploadedKey(t *testing.T) {
 	if _, err := ParseUploadedKey(priv.Bytes(), "bob@partner.test"); err == nil {
 		t.Error("private key accepted")
 	}
-	if _, err := ParseUploadedKey([]byte("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"), "bob@partner.test"); err == nil || !strings.Contains(err.Error(), "private key") {
+	if _, err := ParseUploadedKey([]byte("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"), "bob@partner.test"); !errors.Is(err, errPrivateKey) {
 		t.Errorf("PEM private key: %v", err)
 	}
 	if _, err := ParseUploadedKey([]byte("garbage"), "bob@partner.test"); err == nil {
@@ -77,8 +78,11 @@ func TestKeyUploadOverHTTP(t *testing.T) {
 	if r := upload(testCert(t, "bob@partner.test"), "wrong"); r.code != 403 {
 		t.Errorf("upload without csrf: %d", r.code)
 	}
-	if r := upload([]byte("nonsense"), tok); r.code != 422 {
+	if r := upload([]byte("nonsense"), tok); r.code != 422 || !strings.Contains(r.body, "neither a valid certificate") {
 		t.Errorf("bad key: %d", r.code)
+	}
+	if r := upload(testCert(t, "other@x.test"), tok); r.code != 422 || !strings.Contains(r.body, "does not belong") {
+		t.Errorf("someone else's certificate: %d", r.code)
 	}
 	if r := upload(testCert(t, "bob@partner.test"), tok); r.code != 200 {
 		t.Fatalf("upload: %d %s", r.code, r.body)
