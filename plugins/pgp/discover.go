@@ -39,8 +39,18 @@ type Discovery struct {
 	WKD       *wkd.Client
 	Keyserver *Keyserver // nil: step skipped
 
-	mu     sync.Mutex
-	misses map[string]time.Time // step + " " + addr → until
+	mu      sync.Mutex
+	misses  map[string]time.Time // step + " " + addr → until
+	flights map[string]*flight   // lookups under way
+}
+
+// flight is one network lookup, shared by everyone who asks meanwhile. It
+// runs to its own timeout even when the asking hook gives up, so a slow
+// server's key is there for the next attempt.
+type flight struct {
+	done chan struct{}
+	f    Found
+	err  error
 }
 
 // Found is a discovered key.
@@ -91,15 +101,14 @@ func (d *Discovery) Find(ctx context.Context, addr string) (Found, error) {
 			}
 			continue
 		}
-		f, ferr := d.fetch(ctx, step, addr)
+		f, ferr := d.shared(ctx, step, addr)
 		if ferr == nil {
 			return f, nil
 		}
 		if ctx.Err() != nil {
-			return Found{}, ctx.Err() // the caller gave up: not a miss
+			return Found{}, ctx.Err() // the caller gave up; the lookup goes on
 		}
 		errs = append(errs, step+": "+ferr.Error())
-		d.miss(step, addr, now)
 		if e != nil {
 			return Found{e, sk}, nil
 		}
@@ -131,6 +140,42 @@ func (d *Discovery) miss(step, addr string, now time.Time) {
 		ttl = d.TTL
 	}
 	d.misses[step+" "+addr] = now.Add(ttl)
+}
+
+// shared runs (or joins) the lookup of addr in step.
+func (d *Discovery) shared(ctx context.Context, step, addr string) (Found, error) {
+	key := step + " " + addr
+	d.mu.Lock()
+	fl := d.flights[key]
+	if fl == nil {
+		if d.flights == nil {
+			d.flights = map[string]*flight{}
+		}
+		fl = &flight{done: make(chan struct{})}
+		d.flights[key] = fl
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					fl.err = fmt.Errorf("lookup failed: %v", r)
+				}
+				if fl.err != nil {
+					d.miss(step, addr, d.Keys.now())
+				}
+				d.mu.Lock()
+				delete(d.flights, key)
+				d.mu.Unlock()
+				close(fl.done)
+			}()
+			fl.f, fl.err = d.fetch(context.Background(), step, addr)
+		}()
+	}
+	d.mu.Unlock()
+	select {
+	case <-fl.done:
+		return fl.f, fl.err
+	case <-ctx.Done():
+		return Found{}, ctx.Err()
+	}
 }
 
 func (d *Discovery) fetch(ctx context.Context, step, addr string) (Found, error) {

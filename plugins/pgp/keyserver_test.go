@@ -84,3 +84,44 @@ func TestKeyserver(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowLookupFinishesForNextTime: the hook gives up before a slow
+// keyserver answers; the lookup goes on and the next call finds the key.
+func TestSlowLookupFinishesForNextTime(t *testing.T) {
+	c, _ := ca.New("slow CA")
+	cert, _ := c.Issue("slow.example.net")
+	caFile, _ := c.WriteCAFile(t.TempDir())
+	k, _ := pgpmail.Generate("gina@partner.test", pgpmail.GenerateOptions{})
+	arm, _ := pgpmail.Armor(k, false)
+	var hits atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		time.Sleep(600 * time.Millisecond)
+		w.Write(arm)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	defer srv.Close()
+	p := &pgp.Plugin{}
+	cfg := `{"discovery":["keyserver"],"keyserver":"https://slow.example.net","ca_file":"` + caFile +
+		`","resolve":{"slow.example.net":"` + srv.Listener.Addr().String() + `"},"lookup_timeout":"5s"}`
+	if err := p.Configure(context.Background(), sdk.Config{JSON: []byte(cfg), DataDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Configure(context.Background(), sdk.Config{JSON: []byte(`{}`), DataDir: t.TempDir()})
+	rc := []sdk.Recipient{{Address: "gina@partner.test"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	_, err := p.CanHandle(ctx, &sdk.Envelope{}, rc)
+	cancel()
+	if err != context.DeadlineExceeded {
+		t.Fatalf("first call: %v", err)
+	}
+	// A second caller joins the lookup under way instead of starting one.
+	ans, err := p.CanHandle(context.Background(), &sdk.Envelope{}, rc)
+	if err != nil || !ans[0].CanHandle {
+		t.Fatalf("second call: %+v %v", ans, err)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+}
