@@ -3,6 +3,7 @@ package webmailbox
 import (
 	"bytes"
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,9 +117,23 @@ func TestSenderPIN(t *testing.T) {
 	if len(pins) != 1 || pins[0].Sender != "alice@org.example" || len(pins[0].Attributes["pin"]) != 6 {
 		t.Fatalf("pin events = %+v", pins)
 	}
+	// A further message before activation: the same PIN to its sender again.
 	e.divert(testMsg, "bob@partner.test")
-	if n := len(e.host.eventsOf("webmailbox.pin")); n != 1 {
-		t.Errorf("a PIN per mailbox, got %d events", n)
+	pins = e.host.eventsOf("webmailbox.pin")
+	if len(pins) != 2 || pins[1].Attributes["pin"] != pins[0].Attributes["pin"] || pins[1].Attributes["repeated"] != "true" {
+		t.Errorf("repeated PIN events = %+v", pins)
+	}
+	// Not after activation.
+	b := e.browser()
+	if r := b.activate("bob@partner.test", "correct horse", url.Values{"question": {"q?"}, "answer": {"abc"}, "pin": {pins[0].Attributes["pin"]}}); r.code != 303 {
+		t.Fatalf("activation with PIN: %d", r.code)
+	}
+	e.divert(testMsg, "bob@partner.test")
+	if n := len(e.host.eventsOf("webmailbox.pin")); n != 2 {
+		t.Errorf("PIN sent after activation: %d events", n)
+	}
+	if mb, _ := e.sv.store.GetMailbox(context.Background(), "bob@partner.test"); mb.PINSealed != nil {
+		t.Error("sealed PIN kept after activation")
 	}
 }
 

@@ -104,6 +104,7 @@ func loadMasterKey(path string) ([]byte, error) {
 // Close releases the store.
 func (sv *Service) Close() error { return sv.store.Close() }
 
+func adPIN(addr string) []byte           { return []byte("pin\x00" + addr) }
 func adMK(addr string) []byte            { return []byte("mk\x00" + addr) }
 func adPW(addr string) []byte            { return []byte("pw\x00" + addr) }
 func adQA(addr string) []byte            { return []byte("qa\x00" + addr) }
@@ -165,6 +166,7 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 		if sv.s.senderPIN && env.MailFrom != "" {
 			pin = newPIN()
 			mb.PINHash = slowHash(pin, pinKDF)
+			mb.PINSealed = aeadSeal(sv.master, []byte(pin), adPIN(addr))
 		}
 		if created, err = sv.store.CreateMailbox(ctx, mb); err != nil {
 			return DivertResult{Err: err}
@@ -192,7 +194,7 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 			return DivertResult{Err: err}
 		}
 		if dup { // a retry: stored before, only the notification failed
-			return DivertResult{Stored: true, Err: sv.notify(ctx, mb, env)}
+			return DivertResult{Stored: true, Err: sv.notify(ctx, mb, env, false)}
 		}
 	}
 	overQuota := func() DivertResult {
@@ -219,17 +221,38 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 	} else if err != nil {
 		return DivertResult{Err: err}
 	}
-	return DivertResult{Created: created, Stored: true, Err: sv.notify(ctx, mb, env)}
+	return DivertResult{Created: created, Stored: true, Err: sv.notify(ctx, mb, env, !created)}
 }
 
 // notify tells the recipient about a stored message: an activation link
 // while the mailbox is pending, else "new message".
-func (sv *Service) notify(ctx context.Context, mb *Mailbox, env *sdk.Envelope) error {
+func (sv *Service) notify(ctx context.Context, mb *Mailbox, env *sdk.Envelope, pinAgain bool) error {
 	if mb.State == StatePending {
-		return sv.issueActivation(ctx, mb, env.ID, env.MailFrom)
+		if err := sv.issueActivation(ctx, mb, env.ID, env.MailFrom); err != nil {
+			return err
+		}
+		if pinAgain {
+			return sv.repeatPIN(ctx, mb, env)
+		}
+		return nil
 	}
 	return sv.emit(ctx, sdk.Event{Type: "webmailbox.new_message", QueueID: env.ID, Sender: env.MailFrom, Recipient: mb.Address,
 		Language: mb.Language, Attributes: map[string]string{"link": sv.link("/login")}})
+}
+
+// repeatPIN tells the sender of a further message to a mailbox that is
+// not activated yet its PIN again (the sender may have lost it, or be a
+// colleague of the first sender).
+func (sv *Service) repeatPIN(ctx context.Context, mb *Mailbox, env *sdk.Envelope) error {
+	if mb.PINSealed == nil || env.MailFrom == "" {
+		return nil
+	}
+	pin, err := aeadOpen(sv.master, mb.PINSealed, adPIN(mb.Address))
+	if err != nil {
+		return err
+	}
+	return sv.emit(ctx, sdk.Event{Type: "webmailbox.pin", QueueID: env.ID, Sender: env.MailFrom, Recipient: mb.Address,
+		Language: sv.s.defaultLang, Attributes: map[string]string{"pin": string(pin), "repeated": "true"}})
 }
 
 // issueActivation stores a new single-use token and emits the link.
@@ -327,7 +350,7 @@ func (sv *Service) Activate(ctx context.Context, in ActivationInput) (*Mailbox, 
 	if _, err := sv.store.UseToken(ctx, tokenHash(in.Token), "activate", sv.Now()); err != nil {
 		return nil, err
 	}
-	mb.State, mb.Language, mb.WrappedMK = StateActive, in.Language, nil
+	mb.State, mb.Language, mb.WrappedMK, mb.PINSealed = StateActive, in.Language, nil, nil
 	mb.WrappedPW = WrapWithSecret(priv, in.Password, sv.s.kdf, adPW(mb.Address))
 	if mb.ResetAllow {
 		mb.Question = strings.TrimSpace(in.Question)

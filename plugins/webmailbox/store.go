@@ -34,6 +34,7 @@ type Mailbox struct {
 	Question    string
 	ResetAllow  bool
 	PINHash     []byte // sender's PIN (slowHash); nil without PIN
+	PINSealed   []byte // the PIN under the master key, to tell senders again until activation
 	TANHash     []byte // operator's TAN (slowHash); nil without TAN
 	Failed      int    // failed logins since the last success
 	LockedUntil time.Time
@@ -135,7 +136,7 @@ CREATE TABLE IF NOT EXISTS mailbox (
 	pin_hash BLOB, tan_hash BLOB, failed INTEGER NOT NULL DEFAULT 0,
 	locked_until INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,
 	last_active INTEGER NOT NULL, warned_at INTEGER NOT NULL DEFAULT 0,
-	used_bytes INTEGER NOT NULL DEFAULT 0);
+	used_bytes INTEGER NOT NULL DEFAULT 0, pin_sealed BLOB);
 CREATE TABLE IF NOT EXISTS message (
 	id INTEGER PRIMARY KEY AUTOINCREMENT,
 	mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
@@ -191,14 +192,14 @@ func b2i(b bool) int {
 }
 
 const mailboxCols = `address, state, language, public_key, wrapped_pw, wrapped_qa, wrapped_mk, question,
-	reset_allow, pin_hash, tan_hash, failed, locked_until, created, last_active, warned_at, used_bytes`
+	reset_allow, pin_hash, tan_hash, failed, locked_until, created, last_active, warned_at, used_bytes, pin_sealed`
 
 func scanMailbox(sc interface{ Scan(...any) error }) (*Mailbox, error) {
 	var m Mailbox
 	var reset int
 	var locked, created, active, warned int64
 	err := sc.Scan(&m.Address, &m.State, &m.Language, &m.PublicKey, &m.WrappedPW, &m.WrappedQA, &m.WrappedMK,
-		&m.Question, &reset, &m.PINHash, &m.TANHash, &m.Failed, &locked, &created, &active, &warned, &m.UsedBytes)
+		&m.Question, &reset, &m.PINHash, &m.TANHash, &m.Failed, &locked, &created, &active, &warned, &m.UsedBytes, &m.PINSealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -217,10 +218,10 @@ func (s *SQLiteStore) GetMailbox(ctx context.Context, addr string) (*Mailbox, er
 
 // CreateMailbox inserts m unless a mailbox for its address exists.
 func (s *SQLiteStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO mailbox (`+mailboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO mailbox (`+mailboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(address) DO NOTHING`,
 		strings.ToLower(m.Address), m.State, m.Language, m.PublicKey, m.WrappedPW, m.WrappedQA, m.WrappedMK, m.Question,
-		b2i(m.ResetAllow), m.PINHash, m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes)
+		b2i(m.ResetAllow), m.PINHash, m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed)
 	if err != nil {
 		return false, err
 	}
@@ -232,9 +233,9 @@ func (s *SQLiteStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, erro
 func (s *SQLiteStore) UpdateMailbox(ctx context.Context, m *Mailbox) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE mailbox SET state=?, language=?, public_key=?, wrapped_pw=?, wrapped_qa=?,
 		wrapped_mk=?, question=?, reset_allow=?, pin_hash=?, tan_hash=?, failed=?, locked_until=?, created=?, last_active=?,
-		warned_at=?, used_bytes=? WHERE address=?`,
+		warned_at=?, used_bytes=?, pin_sealed=? WHERE address=?`,
 		m.State, m.Language, m.PublicKey, m.WrappedPW, m.WrappedQA, m.WrappedMK, m.Question, b2i(m.ResetAllow), m.PINHash,
-		m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, strings.ToLower(m.Address))
+		m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed, strings.ToLower(m.Address))
 	if err != nil {
 		return err
 	}
