@@ -196,6 +196,14 @@ func TestDecryptWhatGPGEncrypted(t *testing.T) {
 		t.Errorf("decrypted message:\n%s", out)
 	}
 
+	// Hidden recipients (gpg --throw-keyids, as for Bcc): found by trying
+	// our secret keys.
+	hidden, _ := g.run([]byte(entity), "--armor", "--encrypt", "--throw-keyids", "--recipient", "alice@example.org", "--recipient", "bob@partner.test")
+	msgH := strings.Replace(msg, enc, hidden, 1)
+	if res, err := Decrypt([]byte(msgH), keys, time.Time{}); err != nil || !res.Decrypted {
+		t.Errorf("hidden recipients: %+v %v", res, err)
+	}
+
 	// Without Bob's public key the signature is from an unknown key.
 	res, _ = Decrypt([]byte(msg), openpgp.EntityList{alice}, time.Time{})
 	if !res.Decrypted || res.Signature != SigUnknownKey {
