@@ -8,6 +8,19 @@ import (
 )
 
 func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
+	// The per-IP failure map is pruned more often than the rest.
+	go func() {
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				sv.pruneIPs()
+			}
+		}
+	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -27,6 +40,7 @@ func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
 // reminders. It runs hourly; tests call it with a moved clock.
 func (sv *Service) Housekeeping(ctx context.Context) error {
 	now := sv.Now()
+	sv.pruneIPs()
 	if n, err := sv.store.DeleteMessagesBefore(ctx, now.Add(-sv.s.retention)); err != nil {
 		return err
 	} else if n > 0 {

@@ -405,6 +405,18 @@ func (sv *Service) ipAllowed(ip string, fail bool) bool {
 	return len(keep) < 20
 }
 
+// pruneIPs forgets login failures older than the window.
+func (sv *Service) pruneIPs() {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	now := sv.Now()
+	for ip, ts := range sv.ipFailed {
+		if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= 10*time.Minute {
+			delete(sv.ipFailed, ip)
+		}
+	}
+}
+
 // Login checks the password and returns the mailbox and its private key.
 // Every failure is ErrLoginFailed: unknown address, wrong password,
 // locked, not activated.
