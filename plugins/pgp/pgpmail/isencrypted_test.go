@@ -51,3 +51,18 @@ func TestProtectedHeadersOnlySubject(t *testing.T) {
 		t.Errorf("decrypted:\n%s", got)
 	}
 }
+
+func TestToCRLF(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                "",
+		"a\r\nb\r\n":      "a\r\nb\r\n",
+		"a\nb\n":          "a\r\nb\r\n",
+		"a\rb\r\n\n":      "a\r\nb\r\n\r\n",
+		"a\r":             "a\r\n",
+		"x\r\ny\nz\r\r\n": "x\r\ny\r\nz\r\n\r\n",
+	} {
+		if got := string(toCRLF([]byte(in))); got != want {
+			t.Errorf("toCRLF(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

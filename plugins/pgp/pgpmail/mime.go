@@ -29,8 +29,8 @@ func (f field) value() string {
 
 // toCRLF turns bare LF and bare CR into CRLF.
 func toCRLF(b []byte) []byte {
-	if !bytes.ContainsAny(b, "\r\n") {
-		return b
+	if isCRLF(b) {
+		return b // the usual case: no copy
 	}
 	out := make([]byte, 0, len(b)+len(b)/40)
 	for i := 0; i < len(b); i++ {
@@ -47,6 +47,23 @@ func toCRLF(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// isCRLF reports whether every CR in b is followed by LF and every LF
+// preceded by CR.
+func isCRLF(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '\r':
+			if i+1 >= len(b) || b[i+1] != '\n' {
+				return false
+			}
+			i++
+		case '\n':
+			return false
+		}
+	}
+	return true
 }
 
 // splitEntity splits a CRLF entity into header fields and body.
