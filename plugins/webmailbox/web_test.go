@@ -446,3 +446,26 @@ func TestNoResetModeCannotChangePassword(t *testing.T) {
 }
 
 func e2browser(b *browser) *browser { return b.e.browser() }
+
+// TestPagesSelfContained: no scripts, no external assets, a language and a
+// viewport on every page.
+func TestPagesSelfContained(t *testing.T) {
+	_, b := loggedIn(t, nil)
+	id := msgLinkRE.FindStringSubmatch(b.get("/box/inbox").body)[1]
+	for _, p := range []string{"/box/inbox", "/box/sent", "/box/msg/" + id, "/box/msg/" + id + "/print", "/box/compose", "/box/keys", "/box/settings", "/box/login", "/box/reset"} {
+		r := b.get(p)
+		if r.code != 200 {
+			t.Errorf("%s: %d", p, r.code)
+			continue
+		}
+		if strings.Contains(r.body, "<script") || regexp.MustCompile(`(src|href)="(https?:)?//`).MatchString(r.body) {
+			t.Errorf("%s has scripts or external assets", p)
+		}
+		if !strings.Contains(r.body, `<html lang="`) || !strings.Contains(r.body, `name="viewport"`) {
+			t.Errorf("%s lacks lang or viewport", p)
+		}
+	}
+	if r := b.get("/box/style.css"); r.code != 200 || !strings.Contains(r.h.Get("Content-Type"), "text/css") || strings.Contains(r.body, "url(") {
+		t.Errorf("style.css: %d", r.code)
+	}
+}
