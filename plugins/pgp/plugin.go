@@ -355,9 +355,10 @@ func answer(ctx context.Context, disc *Discovery, addr string) (a sdk.Answer) {
 	return a
 }
 
-// Transform encrypts the message to every recipient of the group (and
-// the sender's own key), signed with the sender's own key: one output.
-// Mail that is already encrypted goes on unchanged.
+// Transform encrypts the message to each recipient of the group (and to
+// the sender's own key), signed with the sender's own key: one output per
+// recipient, or one for all with one_per_recipient = false. Mail that is
+// already encrypted goes on unchanged.
 func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (sdk.OutboundResult, error) {
 	cfg, keys, disc, _, err := p.state()
 	if err != nil {
