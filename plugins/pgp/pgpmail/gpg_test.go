@@ -204,6 +204,18 @@ func TestDecryptWhatGPGEncrypted(t *testing.T) {
 		t.Errorf("hidden recipients: %+v %v", res, err)
 	}
 
+	// Signed, then encrypted (RFC 3156 §6.1, as Enigmail did): a
+	// multipart/signed entity inside the encryption.
+	part := "Content-Type: text/plain; charset=us-ascii\r\n\r\nzuerst signiert\r\n"
+	dsig, _ := g.run([]byte(part), "--armor", "--detach-sign", "--local-user", "bob@partner.test")
+	signedEntity := "Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"in\"\r\n\r\n" +
+		"--in\r\n" + part + "\r\n--in\r\nContent-Type: application/pgp-signature\r\n\r\n" + dsig + "\r\n--in--\r\n"
+	enc2, _ := g.run([]byte(signedEntity), "--armor", "--encrypt", "--recipient", "alice@example.org")
+	res, err = Decrypt([]byte(strings.Replace(msg, enc, enc2, 1)), keys, time.Time{})
+	if err != nil || !res.Decrypted || res.Signature != SigValid || res.Signer != Fingerprint(bob) {
+		t.Errorf("signed then encrypted: %+v %v", res, err)
+	}
+
 	// Without Bob's public key the signature is from an unknown key.
 	res, _ = Decrypt([]byte(msg), openpgp.EntityList{alice}, time.Time{})
 	if !res.Decrypted || res.Signature != SigUnknownKey {
