@@ -295,3 +295,46 @@ func TestV6RoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestRSAKeyFromGPG: GnuPG's RSA keys (its default for years) work both
+// ways too.
+func TestRSAKeyFromGPG(t *testing.T) {
+	g := newGPG(t)
+	g.run(nil, "--quick-gen-key", "Rita <rita@partner.test>", "rsa2048", "sign", "never")
+	colons, _ := g.run(nil, "--with-colons", "--list-keys", "rita@partner.test")
+	var fpr string
+	for _, l := range strings.Split(colons, "\n") {
+		if f := strings.Split(l, ":"); f[0] == "fpr" && fpr == "" {
+			fpr = f[9]
+		}
+	}
+	g.run(nil, "--quick-add-key", fpr, "rsa2048", "encr", "never")
+	pub, _ := g.run(nil, "--armor", "--export", "rita@partner.test")
+	el, err := ParseKeys([]byte(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rita := el[0]
+	if err := CanEncrypt(rita, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	out, err := Encrypt([]byte(testMsg), EncryptOptions{Recipients: []*openpgp.Entity{rita}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, status := g.run(armoredPart(t, out), "--status-fd", "2", "--decrypt")
+	if !strings.Contains(status, "DECRYPTION_OKAY") || !strings.Contains(plain, "the numbers are up") {
+		t.Errorf("gpg:\n%s\n%s", status, plain)
+	}
+	sec, _ := g.run(nil, "--armor", "--export-secret-keys", "rita@partner.test")
+	ring, err := ParseKeys([]byte(sec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := g.run([]byte("Content-Type: text/plain\r\n\r\nRSA geht.\r\n"), "--armor", "--encrypt", "--sign", "--local-user", "rita@partner.test", "--recipient", "rita@partner.test")
+	msg := "Subject: r\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"r\"\r\n\r\n--r\r\n\r\nVersion: 1\r\n--r\r\n\r\n" + enc + "\r\n--r--\r\n"
+	res, err := Decrypt([]byte(msg), ring, time.Time{})
+	if err != nil || !res.Decrypted || res.Signature != SigValid || !strings.Contains(string(res.Message), "RSA geht.") {
+		t.Errorf("%+v %v", res, err)
+	}
+}
