@@ -1,0 +1,136 @@
+package webmailbox
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// storeSuite checks the Store contract; a PostgreSQL store runs the same.
+func storeSuite(t *testing.T, st Store) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mb := &Mailbox{Address: "Bob@X.test", State: StatePending, Language: "de", PublicKey: []byte{1}, Created: now, LastActive: now}
+	if created, err := st.CreateMailbox(ctx, mb); err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	if created, err := st.CreateMailbox(ctx, mb); err != nil || created {
+		t.Fatalf("second create: %v %v", created, err)
+	}
+	got, err := st.GetMailbox(ctx, "bob@x.TEST")
+	if err != nil || got.Address != "bob@x.test" || !got.Created.Equal(now) {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	if _, err := st.GetMailbox(ctx, "none@x.test"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing mailbox: %v", err)
+	}
+	got.State, got.Failed, got.LockedUntil = StateActive, 2, now.Add(time.Hour)
+	if err := st.UpdateMailbox(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := st.GetMailbox(ctx, "bob@x.test"); g.State != StateActive || g.Failed != 2 || !g.LockedUntil.Equal(now.Add(time.Hour)) {
+		t.Errorf("update lost: %+v", g)
+	}
+
+	// Messages and quota.
+	id, err := st.AddMessage(ctx, &Message{Mailbox: "bob@x.test", Folder: "inbox", Received: now, Size: 60, Unread: true, Meta: []byte{1}, Raw: []byte{2}, QueueID: "Q1"}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddMessage(ctx, &Message{Mailbox: "bob@x.test", Folder: "inbox", Received: now, Size: 50, Meta: []byte{1}, Raw: []byte{2}}, 100); !errors.Is(err, ErrQuota) {
+		t.Errorf("over quota: %v", err)
+	}
+	if _, err := st.AddMessage(ctx, &Message{Mailbox: "bob@x.test", Folder: "sent", Received: now.Add(time.Hour), Size: 50, Meta: []byte{1}, Raw: []byte{2}}, 0); err != nil {
+		t.Errorf("no limit: %v", err)
+	}
+	if dup, _ := st.HasQueueID(ctx, "bob@x.test", "Q1"); !dup {
+		t.Error("queue id not found")
+	}
+	if ms, _ := st.ListMessages(ctx, "bob@x.test", "inbox"); len(ms) != 1 || ms[0].ID != id || !ms[0].Unread {
+		t.Errorf("inbox: %+v", ms)
+	}
+	if ms, _ := st.ListMessages(ctx, "bob@x.test", ""); len(ms) != 2 || ms[0].Folder != "sent" {
+		t.Errorf("all, newest first: %+v", ms)
+	}
+	st.MarkRead(ctx, "bob@x.test", id)
+	if m, _ := st.GetMessage(ctx, "bob@x.test", id); m.Unread {
+		t.Error("still unread")
+	}
+	if _, err := st.GetMessage(ctx, "other@x.test", id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("message of another mailbox: %v", err)
+	}
+	if err := st.DeleteMessage(ctx, "bob@x.test", id); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := st.GetMailbox(ctx, "bob@x.test"); g.UsedBytes != 50 {
+		t.Errorf("used after delete = %d", g.UsedBytes)
+	}
+	if n, err := st.DeleteMessagesBefore(ctx, now.Add(2*time.Hour)); err != nil || n != 1 {
+		t.Errorf("retention: %d %v", n, err)
+	}
+	if g, _ := st.GetMailbox(ctx, "bob@x.test"); g.UsedBytes != 0 {
+		t.Errorf("used after retention = %d", g.UsedBytes)
+	}
+
+	// Tokens: single use, expiring.
+	tok := &Token{Hash: []byte("h1"), Mailbox: "bob@x.test", Kind: "activate", Expires: now.Add(time.Hour)}
+	if err := st.PutToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PeekToken(ctx, []byte("h1"), "other", now); !errors.Is(err, ErrNotFound) {
+		t.Errorf("wrong kind: %v", err)
+	}
+	if _, err := st.UseToken(ctx, []byte("h1"), "activate", now.Add(2*time.Hour)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("expired: %v", err)
+	}
+	if _, err := st.UseToken(ctx, []byte("h1"), "activate", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UseToken(ctx, []byte("h1"), "activate", now); !errors.Is(err, ErrNotFound) {
+		t.Errorf("reused: %v", err)
+	}
+
+	// Sessions.
+	se := &Session{IDHash: []byte("s1"), Mailbox: "bob@x.test", Wrapped: []byte{3}, CSRF: "c", Created: now, LastSeen: now}
+	if err := st.PutSession(ctx, se); err != nil {
+		t.Fatal(err)
+	}
+	st.TouchSession(ctx, []byte("s1"), now.Add(time.Minute))
+	if g, err := st.GetSession(ctx, []byte("s1")); err != nil || !g.LastSeen.Equal(now.Add(time.Minute)) {
+		t.Errorf("session: %+v %v", g, err)
+	}
+	st.DeleteSessionsBefore(ctx, now.Add(time.Hour))
+	if _, err := st.GetSession(ctx, []byte("s1")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("idle session kept: %v", err)
+	}
+
+	// Deleting a mailbox takes everything with it.
+	st.AddMessage(ctx, &Message{Mailbox: "bob@x.test", Folder: "inbox", Received: now, Size: 1, Meta: []byte{1}, Raw: []byte{2}}, 0)
+	st.PutSession(ctx, &Session{IDHash: []byte("s2"), Mailbox: "bob@x.test", Wrapped: []byte{3}, CSRF: "c", Created: now, LastSeen: now})
+	if err := st.DeleteMailbox(ctx, "bob@x.test"); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := st.ListMessages(ctx, "bob@x.test", ""); len(ms) != 0 {
+		t.Error("messages outlived their mailbox")
+	}
+	if _, err := st.GetSession(ctx, []byte("s2")); !errors.Is(err, ErrNotFound) {
+		t.Error("session outlived its mailbox")
+	}
+}
+
+func TestSQLiteStore(t *testing.T) {
+	st, err := OpenSQLite(filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	storeSuite(t, st)
+}
+
+func TestOpenSQLiteErrors(t *testing.T) {
+	if _, err := OpenSQLite(filepath.Join(t.TempDir(), "no", "such", "dir", "t.db")); err == nil {
+		t.Error("opened a database in a missing directory")
+	}
+}
