@@ -709,7 +709,15 @@ func (sv *Service) composeForm(w http.ResponseWriter, r *http.Request, se *sessi
 		}
 		parsed, _ := ParseMessage(m.Raw)
 		p.ReplyID = id
-		if a, err := mail.ParseAddress(firstNonEmpty(parsed.Header.Get("Reply-To"), parsed.Header.Get("From"))); err == nil {
+		if m.Folder == "sent" { // following up on one's own message
+			if l, err := parsed.Header.AddressList("To"); err == nil {
+				var tos []string
+				for _, a := range l {
+					tos = append(tos, a.Address)
+				}
+				p.To = strings.Join(tos, ", ")
+			}
+		} else if a, err := mail.ParseAddress(firstNonEmpty(parsed.Header.Get("Reply-To"), parsed.Header.Get("From"))); err == nil {
 			p.To = a.Address
 		}
 		p.Subject = m.Meta.Subject

@@ -322,8 +322,13 @@ func TestReadReplyDeleteExport(t *testing.T) {
 		subs[0].key != "webmailbox-send:"+nonce {
 		t.Fatalf("submission = %+v", subs)
 	}
-	if r := b.get("/box/sent"); !strings.Contains(r.body, "Re: Quarterly") {
+	r = b.get("/box/sent")
+	if !strings.Contains(r.body, "Re: Quarterly") {
 		t.Errorf("sent folder: %s", r.body)
+	}
+	sentID := msgLinkRE.FindStringSubmatch(r.body)[1]
+	if r := b.get("/box/compose?reply=" + sentID); !strings.Contains(r.body, `name="to" required value="alice@org.example"`) {
+		t.Errorf("follow-up on a sent message does not go to its recipient")
 	}
 	// Forward to an allowed full address.
 	r = b.get("/box/compose?forward=" + id)
