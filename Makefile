@@ -15,6 +15,7 @@ build:
 	ln -sf posthorn $(BIN)/sendmail
 	$(GO) build -o $(BIN)/posthorn-notify ./plugins/notify/cmd/posthorn-notify
 	$(GO) build -o $(BIN)/posthorn-smime ./plugins/smime/cmd/posthorn-smime
+	$(GO) build -o $(BIN)/posthorn-pgp ./plugins/pgp/cmd/posthorn-pgp
 
 run: build
 	./$(BIN)/posthorn serve

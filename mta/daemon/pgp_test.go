@@ -1,0 +1,146 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/plugins/pgp/wkd"
+	"github.com/posthorn/posthorn/testbed/ca"
+	"github.com/posthorn/posthorn/testbed/remotemta"
+)
+
+// oneKey is a WKD source publishing one key for one address.
+type oneKey struct {
+	domain, hash string
+	key          []byte
+}
+
+func (o oneKey) WKDKeys(_ context.Context, domain, hash string) ([][]byte, error) {
+	if domain == o.domain && hash == o.hash {
+		return [][]byte{o.key}, nil
+	}
+	return nil, nil
+}
+func (o oneKey) WKDDomains(context.Context) ([]string, error) { return []string{o.domain}, nil }
+
+// TestPGPKeyFromWKDGetsEncryptedMail: the recipient's key is published by
+// WKD (over HTTPS with a certificate from a test CA); the pgp plugin finds
+// it, the mail leaves as PGP/MIME, and gpg decrypts it with bob's key.
+func TestPGPKeyFromWKDGetsEncryptedMail(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Skip("gpg not installed (.ci/run installs it)")
+	}
+	dir := shortTempDir(t)
+	bin := filepath.Join(dir, "posthorn-pgp")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../plugins/pgp/cmd/posthorn-pgp").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// Bob's key, made by gpg in a home of its own.
+	home, err := os.MkdirTemp("/tmp", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
+		os.RemoveAll(home)
+	}()
+	gpg := func(stdin []byte, args ...string) []byte {
+		cmd := exec.Command("gpg", append([]string{"--homedir", home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("gpg %v: %v\n%s", args, err, stderr.String())
+		}
+		return out
+	}
+	gpg(nil, "--quick-gen-key", "Bob <bob@remote.test>", "default", "default", "never")
+	bobKey := gpg(nil, "--export", "bob@remote.test")
+
+	// The WKD server for remote.test.
+	root, err := ca.New("WKD CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := root.Issue("openpgpkey.remote.test", "remote.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: wkd.Handler(oneKey{domain: "remote.test", hash: wkd.Hash("bob"), key: bobKey}, nil)}
+	go srv.Serve(ln)
+	defer srv.Close()
+	caFile, _ := root.WriteCAFile(dir)
+	addr := ln.Addr().(*net.TCPAddr).String()
+
+	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
+[[plugin]]
+name = "pgp"
+path = %q
+timeout = "20s"
+[plugin.config]
+internal_domains = ["example.test"]
+discovery = ["local", "wkd"]
+sign = false
+encrypt_to_self = false
+ca_file = %q
+resolve = { "openpgpkey.remote.test" = %q, "remote.test" = %q }
+
+[[encryption.rule]]
+recipients = ["remote.test"]
+encrypt = "required"
+methods = ["pgp"]
+`, bin, caFile, addr, addr))
+	deadline := time.Now().Add(30 * time.Second)
+	for running := false; !running; {
+		for _, s := range e.d.PluginStatus() {
+			running = s.State == "running"
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgp plugin not running: %+v", e.d.PluginStatus())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := e.dialTLS(smtpd.Submission)
+	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(s, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: for bob only\r\n\r\nSecret plans.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := m.WaitMessages(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := msgs[0].Data
+	if !bytes.Contains(data, []byte("multipart/encrypted")) || !bytes.Contains(data, []byte("application/pgp-encrypted")) || bytes.Contains(data, []byte("Secret plans.")) {
+		t.Fatalf("not PGP/MIME encrypted:\n%s", data)
+	}
+	// gpg decrypts the encrypted part.
+	i := bytes.Index(data, []byte("-----BEGIN PGP MESSAGE-----"))
+	j := bytes.Index(data, []byte("-----END PGP MESSAGE-----"))
+	if i < 0 || j < i {
+		t.Fatalf("no PGP message:\n%s", data)
+	}
+	plain := gpg(data[i:j+len("-----END PGP MESSAGE-----")], "--decrypt")
+	if !strings.Contains(string(plain), "Secret plans.") {
+		t.Fatalf("decrypted:\n%s", plain)
+	}
+}
