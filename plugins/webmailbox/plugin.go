@@ -30,7 +30,7 @@ const Version = "0.1.0"
 // Plugin is the sdk.Plugin: outbound hook (method "webmailbox") and the web
 // server.
 type Plugin struct {
-	// Logger; nil: sdk.Logger() as slog.
+	// Logger; nil: the SDK's logger (hclog JSON on stderr, merged by the host).
 	Logger *slog.Logger
 	// Now is the clock; nil: time.Now. Tests move it.
 	Now func() time.Time
@@ -71,7 +71,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	}
 	log := p.Logger
 	if log == nil {
-		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		log = newSDKLogger()
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
