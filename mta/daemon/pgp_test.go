@@ -19,6 +19,7 @@ import (
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/plugins/pgp/wkd"
 	"github.com/posthorn/posthorn/testbed/ca"
+	"github.com/posthorn/posthorn/testbed/dnsserver"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -88,8 +89,9 @@ func TestPGPKeyFromWKDGetsEncryptedMail(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 	caFile, _ := root.WriteCAFile(dir)
-	addr := ln.Addr().(*net.TCPAddr).String()
+	port := ln.Addr().(*net.TCPAddr).Port
 
+	// remoteEnv's testbed DNS server gets the WKD host (set below).
 	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
 [[plugin]]
 name = "pgp"
@@ -101,13 +103,16 @@ discovery = ["local", "wkd"]
 sign = false
 encrypt_to_self = false
 ca_file = %q
-resolve = { "openpgpkey.remote.test" = %q, "remote.test" = %q }
+dns_resolver = "%s"
+resolve = { "openpgpkey.remote.test" = ":%d" }
 
 [[encryption.rule]]
 recipients = ["remote.test"]
 encrypt = "required"
 methods = ["pgp"]
-`, bin, caFile, addr, addr))
+`, bin, caFile, "{DNS}", port))
+	// The WKD host's address comes from the testbed's DNS.
+	e.dns.Zone("remote.test", dnsserver.Insecure).A("openpgpkey.remote.test.", "127.0.0.1")
 	deadline := time.Now().Add(30 * time.Second)
 	for running := false; !running; {
 		for _, s := range e.d.PluginStatus() {

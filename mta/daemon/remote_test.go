@@ -37,6 +37,7 @@ func remoteEnv(t *testing.T, mcfg remotemta.Config, extra string) (*testEnv, *re
 	}
 	t.Cleanup(func() { m.Close() })
 	dns.Zone("remote.test", dnsserver.Insecure).MX("remote.test.", 10, "mx.remote.test.").A("mx.remote.test.", "127.0.0.1")
+	extra = strings.ReplaceAll(extra, "{DNS}", dns.Addr()) // for plugins that need the testbed's DNS
 	e := startEnvConfig(t, func(s string) string {
 		s = strings.Replace(s, "client_networks = []", `client_networks = ["127.0.0.0/8"]`, 1)
 		return s + fmt.Sprintf(`

@@ -19,6 +19,7 @@ import (
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
+	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/plugins/pgp/keystore"
 	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
 	"github.com/posthorn/posthorn/plugins/pgp/wkd"
@@ -65,8 +66,12 @@ type Config struct {
 	// CAFile adds trusted CAs (PEM) for WKD and keyserver HTTPS.
 	CAFile string `json:"ca_file"`
 	// Resolve maps host names to "ip:port" for WKD and keyserver
-	// connections (split horizon, tests).
+	// connections (split horizon, tests); ":port" keeps the address from
+	// DNS and changes only the port.
 	Resolve map[string]string `json:"resolve"`
+	// DNSResolver, "HOST:PORT", is the resolver for WKD and keyserver host
+	// names (e.g. the MTA's own [dns] resolver); empty: the system's.
+	DNSResolver string `json:"dns_resolver"`
 	// InternalDomains are the organisation's domains: inbound mail whose
 	// recipients are all there (or have own keys) is decrypted.
 	InternalDomains []string `json:"internal_domains"`
@@ -282,6 +287,14 @@ func httpClient(cfg Config, dir string, timeout time.Duration) (*http.Client, er
 		}
 		resolve[strings.ToLower(h)] = a
 	}
+	var res *resolver.Resolver
+	if cfg.DNSResolver != "" {
+		r, err := resolver.New(resolver.Options{Server: cfg.DNSResolver, Timeout: timeout})
+		if err != nil {
+			return nil, &sdk.ConfigError{Key: "dns_resolver", Message: err.Error()}
+		}
+		res = r
+	}
 	d := &net.Dialer{Timeout: timeout}
 	tr := &http.Transport{
 		TLSClientConfig:       tlsCfg,
@@ -290,11 +303,30 @@ func httpClient(cfg Config, dir string, timeout time.Duration) (*http.Client, er
 		MaxIdleConns:          10,
 		IdleConnTimeout:       time.Minute,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, _, _ := net.SplitHostPort(addr)
+			host, port, _ := net.SplitHostPort(addr)
 			if a, ok := resolve[strings.ToLower(host)]; ok {
-				addr = a
+				if h, p, _ := net.SplitHostPort(a); h != "" {
+					return d.DialContext(ctx, network, a)
+				} else {
+					port = p
+				}
 			}
-			return d.DialContext(ctx, network, addr)
+			if res == nil {
+				return d.DialContext(ctx, network, net.JoinHostPort(host, port))
+			}
+			ips, _, err := res.IP(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			var last error
+			for _, ip := range ips {
+				c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+				if err == nil {
+					return c, nil
+				}
+				last = err
+			}
+			return nil, last
 		},
 	}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
