@@ -60,7 +60,6 @@ type page struct {
 	Attachments                           []Attachment
 	To, Subject, Body, Nonce, AllowedList string
 	ReplyID, ForwardID                    string
-	dateFmt                               func(time.Time) string
 }
 
 // T translates a text key.
