@@ -30,6 +30,24 @@ type Attachment struct {
 	Name        string
 	ContentType string
 	Data        []byte
+	ContentID   string // without <>, for inline images (cid: URLs)
+}
+
+// inlineImages maps Content-IDs of image parts to data: URLs for the HTML
+// view (only common raster types, at most 2 MB each).
+func (p *Parsed) inlineImages() map[string]string {
+	out := map[string]string{}
+	for _, a := range p.Attachments {
+		switch a.ContentType {
+		case "image/png", "image/jpeg", "image/gif", "image/webp":
+		default:
+			continue
+		}
+		if a.ContentID != "" && len(a.Data) <= 2<<20 {
+			out[a.ContentID] = "data:" + a.ContentType + ";base64," + base64.StdEncoding.EncodeToString(a.Data)
+		}
+	}
+	return out
 }
 
 const (
@@ -61,7 +79,7 @@ func ParseMessage(raw []byte) (*Parsed, error) {
 	}
 	p := &Parsed{Header: m.Header}
 	n := 0
-	err = p.walk(m.Header.Get("Content-Type"), m.Header.Get("Content-Transfer-Encoding"), m.Header.Get("Content-Disposition"), m.Body, 0, &n)
+	err = p.walk(m.Header.Get("Content-Type"), m.Header.Get("Content-Transfer-Encoding"), m.Header.Get("Content-Disposition"), "", m.Body, 0, &n)
 	return p, err
 }
 
@@ -94,7 +112,7 @@ func (c *b64Cleaner) Read(p []byte) (int, error) {
 	}
 }
 
-func (p *Parsed) walk(ctype, te, disp string, body io.Reader, depth int, n *int) error {
+func (p *Parsed) walk(ctype, te, disp, cid string, body io.Reader, depth int, n *int) error {
 	*n++
 	if depth > maxDepth || *n > maxParts {
 		return fmt.Errorf("%w: too deeply nested or too many parts", ErrBadMessage)
@@ -130,7 +148,7 @@ func (p *Parsed) walk(ctype, te, disp string, body io.Reader, depth int, n *int)
 				return fmt.Errorf("%w: %v", ErrBadMessage, err)
 			}
 			if err := p.walk(part.Header.Get("Content-Type"), part.Header.Get("Content-Transfer-Encoding"),
-				part.Header.Get("Content-Disposition"), part, depth+1, n); err != nil {
+				part.Header.Get("Content-Disposition"), part.Header.Get("Content-Id"), part, depth+1, n); err != nil {
 				return err
 			}
 		}
@@ -167,7 +185,8 @@ func (p *Parsed) walk(ctype, te, disp string, body io.Reader, depth int, n *int)
 		}
 		name = fmt.Sprintf("attachment-%d%s", len(p.Attachments)+1, ext)
 	}
-	p.Attachments = append(p.Attachments, Attachment{Name: name, ContentType: mt, Data: data})
+	p.Attachments = append(p.Attachments, Attachment{Name: name, ContentType: mt, Data: data,
+		ContentID: strings.Trim(strings.TrimSpace(cid), "<>")})
 	return nil
 }
 

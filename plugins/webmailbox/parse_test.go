@@ -99,3 +99,17 @@ func TestTextsComplete(t *testing.T) {
 		}
 	}
 }
+
+func TestInlineImages(t *testing.T) {
+	raw := "Content-Type: multipart/related; boundary=r\r\n\r\n" +
+		"--r\r\nContent-Type: text/html\r\n\r\n<p>Logo <img src=\"cid:logo@x\"> and <img src=\"cid:missing\"></p>\r\n" +
+		"--r\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--r--\r\n"
+	p, err := ParseMessage([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := SanitizeWith(p.HTML, p.inlineImages())
+	if !strings.Contains(out, `src="data:image/png;base64,iVBORw0KGgo="`) || strings.Contains(out, "cid:") {
+		t.Errorf("inline image: %s", out)
+	}
+}

@@ -12,7 +12,11 @@ import (
 // attributes; scripts, styles, forms, frames, event handlers and remote
 // resources are removed. The result is still shown only inside a
 // sandboxed frame under a CSP that forbids scripts and remote loads.
-func Sanitize(in string) string {
+func Sanitize(in string) string { return SanitizeWith(in, nil) }
+
+// SanitizeWith is Sanitize with inline images: src="cid:X" becomes
+// cids[X] (a data: URL) when present.
+func SanitizeWith(in string, cids map[string]string) string {
 	var b strings.Builder
 	z := html.NewTokenizer(strings.NewReader(in))
 	skip := 0 // depth inside a dropped-with-content element
@@ -46,6 +50,11 @@ func Sanitize(in string) string {
 			b.WriteByte('<')
 			b.WriteString(tok.DataAtom.String())
 			for _, a := range tok.Attr {
+				if tok.DataAtom == atom.Img && a.Key == "src" && a.Namespace == "" {
+					if u, ok := cids[strings.TrimPrefix(strings.TrimSpace(a.Val), "cid:")]; ok && strings.HasPrefix(strings.TrimSpace(a.Val), "cid:") {
+						a.Val = u
+					}
+				}
 				if v, ok := cleanAttr(tok.DataAtom, a); ok {
 					b.WriteByte(' ')
 					b.WriteString(a.Key)

@@ -599,7 +599,7 @@ func (sv *Service) messageHTML(w http.ResponseWriter, r *http.Request, se *sessi
 	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; frame-ancestors 'self'; sandbox")
 	h.Set("X-Frame-Options", "SAMEORIGIN")
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>%s</body></html>", Sanitize(parsed.HTML))
+	fmt.Fprintf(w, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>%s</body></html>", SanitizeWith(parsed.HTML, parsed.inlineImages()))
 }
 
 func (sv *Service) attachment(w http.ResponseWriter, r *http.Request, se *session) {
