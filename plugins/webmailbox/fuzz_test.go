@@ -76,3 +76,28 @@ func FuzzParseUploadedKey(f *testing.F) {
 		}
 	})
 }
+
+func FuzzExportMSG(f *testing.F) {
+	f.Add([]byte(testMsg))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Disposition: attachment; filename=averyveryverylongnamewithoutdot\r\n\r\nx\r\n--a--\r\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b, err := ExportMSG(raw)
+		if err != nil {
+			return
+		}
+		if len(b) < 1024 || len(b)%512 != 0 || string(b[:4]) != "\xD0\xCF\x11\xE0" {
+			t.Fatalf("not a compound file: %d bytes", len(b))
+		}
+	})
+}
+
+func FuzzExportPDF(f *testing.F) {
+	f.Add([]byte(testMsg))
+	f.Add([]byte("Subject: =?utf-8?b?5pel5pys6Kqe?=\r\n\r\n\x00\xff\t\t" + strings.Repeat("x", 300)))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b, err := ExportPDF(raw, "en")
+		if err == nil && !strings.HasPrefix(string(b), "%PDF-") {
+			t.Fatal("not a PDF")
+		}
+	})
+}

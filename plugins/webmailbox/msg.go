@@ -164,13 +164,7 @@ func ExportMSG(raw []byte) ([]byte, error) {
 	}
 	for i, a := range p.Attachments {
 		st := root.Storage(fmt.Sprintf("__attach_version1.0_#%08X", i))
-		short := a.Name
-		if len(short) > 12 {
-			short = short[:8] + short[strings.LastIndexByte(short, '.')+0:]
-			if len(short) > 12 {
-				short = short[:12]
-			}
-		}
+		short := shortName(a.Name)
 		writeProps(st, []mapiProp{
 			pLong(0x3705, 1), pLong(0x0E21, uint32(i)), pLong(0x0E20, uint32(len(a.Data))), pLong(0x370B, 0xFFFFFFFF),
 			pBin(0x3701, a.Data), pStr(0x3704, short), pStr(0x3707, a.Name), pStr(0x3001, a.Name), pStr(0x370E, a.ContentType),
@@ -178,4 +172,23 @@ func ExportMSG(raw []byte) ([]byte, error) {
 	}
 	writeProps(root, props, 32, []uint32{uint32(n), uint32(len(p.Attachments)), uint32(n), uint32(len(p.Attachments))})
 	return root.Bytes()
+}
+
+// shortName makes an 8.3 name for PR_ATTACH_FILENAME.
+func shortName(name string) string {
+	base, ext := name, ""
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		base, ext = name[:i], name[i:]
+	}
+	clip := func(s string, n int) string {
+		r := []rune(s)
+		if len(r) > n {
+			r = r[:n]
+		}
+		return string(r)
+	}
+	if len([]rune(base)) > 8 {
+		base = clip(base, 6) + "~1"
+	}
+	return base + clip(ext, 4)
 }
