@@ -231,6 +231,9 @@ type outboundServer struct {
 func (o *outboundServer) CanHandle(ctx context.Context, req *pb.CanHandleRequest) (_ *pb.CanHandleResponse, err error) {
 	defer o.srv.recoverPanic("CanHandle", &err)
 	rcpts := recipientsFromPB(req.GetRecipients())
+	if req.GetPurpose() == pb.Purpose_PURPOSE_SIGN {
+		ctx = WithSignOnly(ctx)
+	}
 	answers, err := o.hook.CanHandle(ctx, envelopeFromPB(req.GetEnvelope()), rcpts)
 	if err != nil {
 		return nil, toStatus("CanHandle", err)
@@ -281,7 +284,11 @@ func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err erro
 		return c.Chunk, nil
 	}, maxIn, ErrMessageTooLarge)
 
-	res, err := o.hook.Transform(stream.Context(), envelopeFromPB(start.GetEnvelope()), group, body)
+	tctx := stream.Context()
+	if start.GetPurpose() == pb.Purpose_PURPOSE_SIGN {
+		tctx = WithSignOnly(tctx)
+	}
+	res, err := o.hook.Transform(tctx, envelopeFromPB(start.GetEnvelope()), group, body)
 	for _, out := range res.Outputs {
 		if c, ok := out.Body.(io.Closer); ok {
 			defer c.Close()

@@ -106,6 +106,7 @@ key = %q
 recipients = ["remote.test"]
 encrypt = "opportunistic"
 methods = ["smime"]
+sign = true
 `, bin, trust, aliceCrt, aliceKey))
 	deadline := time.Now().Add(30 * time.Second)
 	for running := false; !running; {
@@ -159,5 +160,25 @@ methods = ["smime"]
 	}
 	if !bytes.Contains(plain, []byte("The figures, encrypted.")) {
 		t.Fatalf("decrypted:\n%s", plain)
+	}
+
+	// Carol's certificate is unknown: her mail cannot be encrypted, but
+	// the rule asks for signing, so it leaves signed, with alice's
+	// certificate attached, and OpenSSL verifies it.
+	if err := send(s, testUser, []string{"carol@remote.test"}, "From: alice@example.test\r\nTo: carol@remote.test\r\nSubject: hello\r\n\r\nSigned, not sealed.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = m.WaitMessages(2, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toCarol := msgs[1].Data
+	if !bytes.Contains(toCarol, []byte("multipart/signed")) || !bytes.Contains(toCarol, []byte("Signed, not sealed.")) {
+		t.Fatalf("not signed:\n%s", toCarol)
+	}
+	verify := exec.Command("openssl", "cms", "-verify", "-CAfile", trust, "-purpose", "any")
+	verify.Stdin = bytes.NewReader(toCarol)
+	if out, err := verify.CombinedOutput(); err != nil || !bytes.Contains(out, []byte("Signed, not sealed.")) {
+		t.Fatalf("openssl cms -verify: %v\n%s", err, out)
 	}
 }

@@ -195,7 +195,95 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 	for _, m := range order {
 		e.transform(ctx, env, senv, m, groups[m], plan)
 	}
+	e.signPlain(ctx, env, senv, decisions, plan)
 	return plan
+}
+
+// signPlain offers recipients that go out unencrypted under a rule with
+// sign = true to the rule's methods for a signature only (protocol minor
+// 1); the first method that can sign for the sender does. A recipient
+// nobody can sign for goes out as it is: signing is about integrity and
+// about partners learning our certificate, never a reason to hold mail.
+func (e *Encryption) signPlain(ctx context.Context, env *queue.Envelope, senv *sdk.Envelope, decisions map[int]policychain.Decision, plan *Plan) {
+	want := map[int]bool{}
+	var methods []string
+	seen := map[string]bool{}
+	for _, i := range plan.Plain {
+		d := decisions[i]
+		if !d.Sign {
+			continue
+		}
+		want[i] = true
+		for _, m := range d.Methods {
+			if !seen[m] {
+				seen[m] = true
+				methods = append(methods, m)
+			}
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	sctx := sdk.WithSignOnly(ctx)
+	for _, m := range methods {
+		var ask []int
+		for _, i := range plan.Plain {
+			if want[i] && contains(decisions[i].Methods, m) {
+				ask = append(ask, i)
+			}
+		}
+		if len(ask) == 0 {
+			continue
+		}
+		ans, err := e.Plugins.CanHandle(sctx, m, senv, sdkRecipients(env, ask))
+		if err != nil {
+			e.Logger.Warn("signing method could not be asked", "queue_id", env.ID, "method", m, "err", err)
+			continue
+		}
+		var group []int
+		for k, a := range ans {
+			if k < len(ask) && a.CanHandle {
+				group = append(group, ask[k])
+			}
+		}
+		if len(group) == 0 {
+			continue
+		}
+		sub := &Plan{Outcomes: map[int]Outcome{}, PlainBody: plan.PlainBody}
+		e.transform(sctx, env, senv, m, group, sub)
+		signed := map[int]bool{}
+		for _, o := range sub.Outputs {
+			for _, i := range o.Idx {
+				signed[i] = true
+			}
+		}
+		if len(signed) == 0 {
+			e.Logger.Warn("signing failed; sending unsigned", "queue_id", env.ID, "method", m)
+			sub.Close()
+			continue
+		}
+		plan.Outputs = append(plan.Outputs, sub.Outputs...)
+		plan.cleanup = append(plan.cleanup, sub.cleanup...)
+		var rest []int
+		for _, i := range plan.Plain {
+			if signed[i] {
+				delete(want, i)
+				e.Logger.Info("signed without encryption", "queue_id", env.ID, "rcpt", env.Recipients[i].Addr, "method", m)
+			} else {
+				rest = append(rest, i)
+			}
+		}
+		plan.Plain = rest
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *sdk.Envelope, method string, group []int, plan *Plan) {

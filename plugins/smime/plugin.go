@@ -292,6 +292,22 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 	}
 	now := p.clock()
 	var out []sdk.Answer
+	if sdk.IsSignOnly(ctx) {
+		// Signing only (protocol minor 1): possible for every recipient
+		// when the sender has a signing identity and signing is on.
+		id := st.ids.signer(env.MailFrom, now)
+		for _, r := range rcpts {
+			switch {
+			case id == nil:
+				out = append(out, sdk.Answer{Recipient: r.Address, Reason: "no S/MIME identity for the sender"})
+			case st.cfg.Sign != nil && !*st.cfg.Sign:
+				out = append(out, sdk.Answer{Recipient: r.Address, Reason: "signing is off"})
+			default:
+				out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: "signed by " + id.Cert.Subject.CommonName})
+			}
+		}
+		return out, nil
+	}
 	for _, r := range rcpts {
 		rec, err := st.recipientCert(ctx, r.Address, now)
 		switch {
@@ -337,6 +353,21 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		msg, err := readAll(body)
 		if err != nil {
 			return sdk.OutboundResult{}, err
+		}
+		if sdk.IsSignOnly(ctx) {
+			// Sign only (multipart/signed, chain attached): partners
+			// learn our certificate from any mail.
+			from := fromAddress(msg)
+			id := st.ids.signer(from, now)
+			if id == nil || (st.cfg.Sign != nil && !*st.cfg.Sign) {
+				return sdk.Declined("no S/MIME identity to sign for " + from), nil
+			}
+			out, err := Protect(msg, &id.Identity, 0, nil)
+			if err != nil {
+				return sdk.OutboundResult{}, err
+			}
+			sdk.Logger().Info("signed", "queue_id", env.ID, "recipients", len(group))
+			return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: bytes.NewReader(out)}), nil
 		}
 		var rcpts []Recipient
 		gcm := true

@@ -144,7 +144,7 @@ func (r *replacement) Close() error {
 // in the order of rcpts, one per recipient.
 func (c *Client) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
 	const method = "CanHandle"
-	resp, err := c.outbound.CanHandle(ctx, &pb.CanHandleRequest{Envelope: envelopeToPB(env), Recipients: recipientsToPB(rcpts)})
+	resp, err := c.outbound.CanHandle(ctx, &pb.CanHandleRequest{Envelope: envelopeToPB(env), Recipients: recipientsToPB(rcpts), Purpose: purposeOf(ctx)})
 	if err != nil {
 		return nil, c.wrap(ctx, method, err)
 	}
@@ -215,6 +215,7 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	_ = stream.Send(&pb.TransformRequest{Msg: &pb.TransformRequest_Start{Start: &pb.TransformStart{
 		Envelope:   envelopeToPB(env),
 		Recipients: recipientsToPB(group),
+		Purpose:    purposeOf(ctx),
 	}}})
 	bc := startSend(cancel, body, c.limitIn(), func(b []byte) error {
 		return stream.Send(&pb.TransformRequest{Msg: &pb.TransformRequest_Chunk{Chunk: b}})
@@ -375,4 +376,12 @@ func (c *Client) DeliverEvent(ctx context.Context, ev sdk.Event) error {
 	}
 	_, err := c.events.Deliver(ctx, &pb.DeliverRequest{Event: eventToPB(ev)})
 	return c.wrap(ctx, "Deliver", err)
+}
+
+// purposeOf is the Outbound purpose the host put in ctx (sdk.WithSignOnly).
+func purposeOf(ctx context.Context) pb.Purpose {
+	if sdk.IsSignOnly(ctx) {
+		return pb.Purpose_PURPOSE_SIGN
+	}
+	return pb.Purpose_PURPOSE_ENCRYPT
 }

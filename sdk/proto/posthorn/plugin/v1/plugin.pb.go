@@ -75,6 +75,53 @@ func (Hook) EnumDescriptor() ([]byte, []int) {
 	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
 }
 
+// Purpose of an Outbound call (minor 1).
+type Purpose int32
+
+const (
+	Purpose_PURPOSE_ENCRYPT Purpose = 0
+	Purpose_PURPOSE_SIGN    Purpose = 1
+)
+
+// Enum value maps for Purpose.
+var (
+	Purpose_name = map[int32]string{
+		0: "PURPOSE_ENCRYPT",
+		1: "PURPOSE_SIGN",
+	}
+	Purpose_value = map[string]int32{
+		"PURPOSE_ENCRYPT": 0,
+		"PURPOSE_SIGN":    1,
+	}
+)
+
+func (x Purpose) Enum() *Purpose {
+	p := new(Purpose)
+	*p = x
+	return p
+}
+
+func (x Purpose) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Purpose) Descriptor() protoreflect.EnumDescriptor {
+	return file_posthorn_plugin_v1_plugin_proto_enumTypes[1].Descriptor()
+}
+
+func (Purpose) Type() protoreflect.EnumType {
+	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[1]
+}
+
+func (x Purpose) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Purpose.Descriptor instead.
+func (Purpose) EnumDescriptor() ([]byte, []int) {
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+}
+
 type Verdict_Action int32
 
 const (
@@ -121,11 +168,11 @@ func (x Verdict_Action) String() string {
 }
 
 func (Verdict_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_posthorn_plugin_v1_plugin_proto_enumTypes[1].Descriptor()
+	return file_posthorn_plugin_v1_plugin_proto_enumTypes[2].Descriptor()
 }
 
 func (Verdict_Action) Type() protoreflect.EnumType {
-	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[1]
+	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[2]
 }
 
 func (x Verdict_Action) Number() protoreflect.EnumNumber {
@@ -177,11 +224,11 @@ func (x TransformResult_Action) String() string {
 }
 
 func (TransformResult_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_posthorn_plugin_v1_plugin_proto_enumTypes[2].Descriptor()
+	return file_posthorn_plugin_v1_plugin_proto_enumTypes[3].Descriptor()
 }
 
 func (TransformResult_Action) Type() protoreflect.EnumType {
-	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[2]
+	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[3]
 }
 
 func (x TransformResult_Action) Number() protoreflect.EnumNumber {
@@ -228,11 +275,11 @@ func (x ConfirmRequest_Outcome) String() string {
 }
 
 func (ConfirmRequest_Outcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_posthorn_plugin_v1_plugin_proto_enumTypes[3].Descriptor()
+	return file_posthorn_plugin_v1_plugin_proto_enumTypes[4].Descriptor()
 }
 
 func (ConfirmRequest_Outcome) Type() protoreflect.EnumType {
-	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[3]
+	return &file_posthorn_plugin_v1_plugin_proto_enumTypes[4]
 }
 
 func (x ConfirmRequest_Outcome) Number() protoreflect.EnumNumber {
@@ -1099,9 +1146,13 @@ func (x *Verdict) GetHeaders() []*Header {
 }
 
 type CanHandleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Envelope      *Envelope              `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
-	Recipients    []*Recipient           `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Envelope   *Envelope              `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	Recipients []*Recipient           `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// What the host asks for (minor 1). ENCRYPT (the default, and all a
+	// minor-0 host asks) or SIGN: sign only, for recipients no method can
+	// encrypt to, under a rule that asks for signing.
+	Purpose       Purpose `protobuf:"varint,3,opt,name=purpose,proto3,enum=posthorn.plugin.v1.Purpose" json:"purpose,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1148,6 +1199,13 @@ func (x *CanHandleRequest) GetRecipients() []*Recipient {
 		return x.Recipients
 	}
 	return nil
+}
+
+func (x *CanHandleRequest) GetPurpose() Purpose {
+	if x != nil {
+		return x.Purpose
+	}
+	return Purpose_PURPOSE_ENCRYPT
 }
 
 type CanHandleResponse struct {
@@ -1342,7 +1400,9 @@ type TransformStart struct {
 	Envelope *Envelope              `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
 	// The recipient group this transform is for (a subset of
 	// envelope.recipients the plugin said it can handle).
-	Recipients    []*Recipient `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	Recipients []*Recipient `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// As in CanHandleRequest (minor 1).
+	Purpose       Purpose `protobuf:"varint,3,opt,name=purpose,proto3,enum=posthorn.plugin.v1.Purpose" json:"purpose,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1389,6 +1449,13 @@ func (x *TransformStart) GetRecipients() []*Recipient {
 		return x.Recipients
 	}
 	return nil
+}
+
+func (x *TransformStart) GetPurpose() Purpose {
+	if x != nil {
+		return x.Purpose
+	}
+	return Purpose_PURPOSE_ENCRYPT
 }
 
 type TransformResponse struct {
@@ -2243,12 +2310,13 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\rACTION_REJECT\x10\x02\x12\x13\n" +
 	"\x0fACTION_TEMPFAIL\x10\x03\x12\x16\n" +
 	"\x12ACTION_ADD_HEADERS\x10\x04\x12\x12\n" +
-	"\x0eACTION_REPLACE\x10\x05\"\x8b\x01\n" +
+	"\x0eACTION_REPLACE\x10\x05\"\xc2\x01\n" +
 	"\x10CanHandleRequest\x128\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1c.posthorn.plugin.v1.EnvelopeR\benvelope\x12=\n" +
 	"\n" +
 	"recipients\x18\x02 \x03(\v2\x1d.posthorn.plugin.v1.RecipientR\n" +
-	"recipients\"R\n" +
+	"recipients\x125\n" +
+	"\apurpose\x18\x03 \x01(\x0e2\x1b.posthorn.plugin.v1.PurposeR\apurpose\"R\n" +
 	"\x11CanHandleResponse\x12=\n" +
 	"\aanswers\x18\x01 \x03(\v2#.posthorn.plugin.v1.RecipientAnswerR\aanswers\"f\n" +
 	"\x0fRecipientAnswer\x12\x1c\n" +
@@ -2259,12 +2327,13 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x10TransformRequest\x12:\n" +
 	"\x05start\x18\x01 \x01(\v2\".posthorn.plugin.v1.TransformStartH\x00R\x05start\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x89\x01\n" +
+	"\x03msg\"\xc0\x01\n" +
 	"\x0eTransformStart\x128\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1c.posthorn.plugin.v1.EnvelopeR\benvelope\x12=\n" +
 	"\n" +
 	"recipients\x18\x02 \x03(\v2\x1d.posthorn.plugin.v1.RecipientR\n" +
-	"recipients\"\xad\x01\n" +
+	"recipients\x125\n" +
+	"\apurpose\x18\x03 \x01(\x0e2\x1b.posthorn.plugin.v1.PurposeR\apurpose\"\xad\x01\n" +
 	"\x11TransformResponse\x12=\n" +
 	"\x06result\x18\x01 \x01(\v2#.posthorn.plugin.v1.TransformResultH\x00R\x06result\x12:\n" +
 	"\x06output\x18\x02 \x01(\v2 .posthorn.plugin.v1.OutputHeaderH\x00R\x06output\x12\x16\n" +
@@ -2329,7 +2398,10 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x10HOOK_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fHOOK_INBOUND\x10\x01\x12\x11\n" +
 	"\rHOOK_OUTBOUND\x10\x02\x12\x0f\n" +
-	"\vHOOK_EVENTS\x10\x032\xb9\x01\n" +
+	"\vHOOK_EVENTS\x10\x03*0\n" +
+	"\aPurpose\x12\x13\n" +
+	"\x0fPURPOSE_ENCRYPT\x10\x00\x12\x10\n" +
+	"\fPURPOSE_SIGN\x10\x012\xb9\x01\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.posthorn.plugin.v1.DescribeRequest\x1a$.posthorn.plugin.v1.DescribeResponse\x12X\n" +
 	"\tConfigure\x12$.posthorn.plugin.v1.ConfigureRequest\x1a%.posthorn.plugin.v1.ConfigureResponse2a\n" +
@@ -2357,94 +2429,97 @@ func file_posthorn_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_posthorn_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_posthorn_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_posthorn_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_posthorn_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_posthorn_plugin_v1_plugin_proto_goTypes = []any{
 	(Hook)(0),                     // 0: posthorn.plugin.v1.Hook
-	(Verdict_Action)(0),           // 1: posthorn.plugin.v1.Verdict.Action
-	(TransformResult_Action)(0),   // 2: posthorn.plugin.v1.TransformResult.Action
-	(ConfirmRequest_Outcome)(0),   // 3: posthorn.plugin.v1.ConfirmRequest.Outcome
-	(*DescribeRequest)(nil),       // 4: posthorn.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),      // 5: posthorn.plugin.v1.DescribeResponse
-	(*ConfigureRequest)(nil),      // 6: posthorn.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),     // 7: posthorn.plugin.v1.ConfigureResponse
-	(*ConfigError)(nil),           // 8: posthorn.plugin.v1.ConfigError
-	(*Envelope)(nil),              // 9: posthorn.plugin.v1.Envelope
-	(*Recipient)(nil),             // 10: posthorn.plugin.v1.Recipient
-	(*TLSInfo)(nil),               // 11: posthorn.plugin.v1.TLSInfo
-	(*Header)(nil),                // 12: posthorn.plugin.v1.Header
-	(*InspectRequest)(nil),        // 13: posthorn.plugin.v1.InspectRequest
-	(*InspectResponse)(nil),       // 14: posthorn.plugin.v1.InspectResponse
-	(*Verdict)(nil),               // 15: posthorn.plugin.v1.Verdict
-	(*CanHandleRequest)(nil),      // 16: posthorn.plugin.v1.CanHandleRequest
-	(*CanHandleResponse)(nil),     // 17: posthorn.plugin.v1.CanHandleResponse
-	(*RecipientAnswer)(nil),       // 18: posthorn.plugin.v1.RecipientAnswer
-	(*TransformRequest)(nil),      // 19: posthorn.plugin.v1.TransformRequest
-	(*TransformStart)(nil),        // 20: posthorn.plugin.v1.TransformStart
-	(*TransformResponse)(nil),     // 21: posthorn.plugin.v1.TransformResponse
-	(*TransformResult)(nil),       // 22: posthorn.plugin.v1.TransformResult
-	(*OutputHeader)(nil),          // 23: posthorn.plugin.v1.OutputHeader
-	(*Event)(nil),                 // 24: posthorn.plugin.v1.Event
-	(*DeliverRequest)(nil),        // 25: posthorn.plugin.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 26: posthorn.plugin.v1.DeliverResponse
-	(*SubmitRequest)(nil),         // 27: posthorn.plugin.v1.SubmitRequest
-	(*SubmitStart)(nil),           // 28: posthorn.plugin.v1.SubmitStart
-	(*SubmitResponse)(nil),        // 29: posthorn.plugin.v1.SubmitResponse
-	(*EmitRequest)(nil),           // 30: posthorn.plugin.v1.EmitRequest
-	(*EmitResponse)(nil),          // 31: posthorn.plugin.v1.EmitResponse
-	(*ConfirmRequest)(nil),        // 32: posthorn.plugin.v1.ConfirmRequest
-	(*ConfirmResponse)(nil),       // 33: posthorn.plugin.v1.ConfirmResponse
-	nil,                           // 34: posthorn.plugin.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(Purpose)(0),                  // 1: posthorn.plugin.v1.Purpose
+	(Verdict_Action)(0),           // 2: posthorn.plugin.v1.Verdict.Action
+	(TransformResult_Action)(0),   // 3: posthorn.plugin.v1.TransformResult.Action
+	(ConfirmRequest_Outcome)(0),   // 4: posthorn.plugin.v1.ConfirmRequest.Outcome
+	(*DescribeRequest)(nil),       // 5: posthorn.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),      // 6: posthorn.plugin.v1.DescribeResponse
+	(*ConfigureRequest)(nil),      // 7: posthorn.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),     // 8: posthorn.plugin.v1.ConfigureResponse
+	(*ConfigError)(nil),           // 9: posthorn.plugin.v1.ConfigError
+	(*Envelope)(nil),              // 10: posthorn.plugin.v1.Envelope
+	(*Recipient)(nil),             // 11: posthorn.plugin.v1.Recipient
+	(*TLSInfo)(nil),               // 12: posthorn.plugin.v1.TLSInfo
+	(*Header)(nil),                // 13: posthorn.plugin.v1.Header
+	(*InspectRequest)(nil),        // 14: posthorn.plugin.v1.InspectRequest
+	(*InspectResponse)(nil),       // 15: posthorn.plugin.v1.InspectResponse
+	(*Verdict)(nil),               // 16: posthorn.plugin.v1.Verdict
+	(*CanHandleRequest)(nil),      // 17: posthorn.plugin.v1.CanHandleRequest
+	(*CanHandleResponse)(nil),     // 18: posthorn.plugin.v1.CanHandleResponse
+	(*RecipientAnswer)(nil),       // 19: posthorn.plugin.v1.RecipientAnswer
+	(*TransformRequest)(nil),      // 20: posthorn.plugin.v1.TransformRequest
+	(*TransformStart)(nil),        // 21: posthorn.plugin.v1.TransformStart
+	(*TransformResponse)(nil),     // 22: posthorn.plugin.v1.TransformResponse
+	(*TransformResult)(nil),       // 23: posthorn.plugin.v1.TransformResult
+	(*OutputHeader)(nil),          // 24: posthorn.plugin.v1.OutputHeader
+	(*Event)(nil),                 // 25: posthorn.plugin.v1.Event
+	(*DeliverRequest)(nil),        // 26: posthorn.plugin.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 27: posthorn.plugin.v1.DeliverResponse
+	(*SubmitRequest)(nil),         // 28: posthorn.plugin.v1.SubmitRequest
+	(*SubmitStart)(nil),           // 29: posthorn.plugin.v1.SubmitStart
+	(*SubmitResponse)(nil),        // 30: posthorn.plugin.v1.SubmitResponse
+	(*EmitRequest)(nil),           // 31: posthorn.plugin.v1.EmitRequest
+	(*EmitResponse)(nil),          // 32: posthorn.plugin.v1.EmitResponse
+	(*ConfirmRequest)(nil),        // 33: posthorn.plugin.v1.ConfirmRequest
+	(*ConfirmResponse)(nil),       // 34: posthorn.plugin.v1.ConfirmResponse
+	nil,                           // 35: posthorn.plugin.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_posthorn_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: posthorn.plugin.v1.DescribeResponse.hooks:type_name -> posthorn.plugin.v1.Hook
-	8,  // 1: posthorn.plugin.v1.ConfigureResponse.error:type_name -> posthorn.plugin.v1.ConfigError
-	10, // 2: posthorn.plugin.v1.Envelope.recipients:type_name -> posthorn.plugin.v1.Recipient
-	11, // 3: posthorn.plugin.v1.Envelope.tls:type_name -> posthorn.plugin.v1.TLSInfo
-	9,  // 4: posthorn.plugin.v1.InspectRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
-	15, // 5: posthorn.plugin.v1.InspectResponse.verdict:type_name -> posthorn.plugin.v1.Verdict
-	1,  // 6: posthorn.plugin.v1.Verdict.action:type_name -> posthorn.plugin.v1.Verdict.Action
-	12, // 7: posthorn.plugin.v1.Verdict.headers:type_name -> posthorn.plugin.v1.Header
-	9,  // 8: posthorn.plugin.v1.CanHandleRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
-	10, // 9: posthorn.plugin.v1.CanHandleRequest.recipients:type_name -> posthorn.plugin.v1.Recipient
-	18, // 10: posthorn.plugin.v1.CanHandleResponse.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
-	20, // 11: posthorn.plugin.v1.TransformRequest.start:type_name -> posthorn.plugin.v1.TransformStart
-	9,  // 12: posthorn.plugin.v1.TransformStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	10, // 13: posthorn.plugin.v1.TransformStart.recipients:type_name -> posthorn.plugin.v1.Recipient
-	22, // 14: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
-	23, // 15: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
-	2,  // 16: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
-	35, // 17: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
-	34, // 18: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
-	24, // 19: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
-	28, // 20: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
-	9,  // 21: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	24, // 22: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
-	3,  // 23: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
-	4,  // 24: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
-	6,  // 25: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
-	13, // 26: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
-	16, // 27: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
-	19, // 28: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
-	25, // 29: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
-	27, // 30: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
-	30, // 31: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
-	32, // 32: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
-	5,  // 33: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
-	7,  // 34: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
-	14, // 35: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
-	17, // 36: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
-	21, // 37: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
-	26, // 38: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
-	29, // 39: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
-	31, // 40: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
-	33, // 41: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
-	33, // [33:42] is the sub-list for method output_type
-	24, // [24:33] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	9,  // 1: posthorn.plugin.v1.ConfigureResponse.error:type_name -> posthorn.plugin.v1.ConfigError
+	11, // 2: posthorn.plugin.v1.Envelope.recipients:type_name -> posthorn.plugin.v1.Recipient
+	12, // 3: posthorn.plugin.v1.Envelope.tls:type_name -> posthorn.plugin.v1.TLSInfo
+	10, // 4: posthorn.plugin.v1.InspectRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
+	16, // 5: posthorn.plugin.v1.InspectResponse.verdict:type_name -> posthorn.plugin.v1.Verdict
+	2,  // 6: posthorn.plugin.v1.Verdict.action:type_name -> posthorn.plugin.v1.Verdict.Action
+	13, // 7: posthorn.plugin.v1.Verdict.headers:type_name -> posthorn.plugin.v1.Header
+	10, // 8: posthorn.plugin.v1.CanHandleRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
+	11, // 9: posthorn.plugin.v1.CanHandleRequest.recipients:type_name -> posthorn.plugin.v1.Recipient
+	1,  // 10: posthorn.plugin.v1.CanHandleRequest.purpose:type_name -> posthorn.plugin.v1.Purpose
+	19, // 11: posthorn.plugin.v1.CanHandleResponse.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
+	21, // 12: posthorn.plugin.v1.TransformRequest.start:type_name -> posthorn.plugin.v1.TransformStart
+	10, // 13: posthorn.plugin.v1.TransformStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	11, // 14: posthorn.plugin.v1.TransformStart.recipients:type_name -> posthorn.plugin.v1.Recipient
+	1,  // 15: posthorn.plugin.v1.TransformStart.purpose:type_name -> posthorn.plugin.v1.Purpose
+	23, // 16: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
+	24, // 17: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
+	3,  // 18: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
+	36, // 19: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	35, // 20: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
+	25, // 21: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
+	29, // 22: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
+	10, // 23: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	25, // 24: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
+	4,  // 25: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
+	5,  // 26: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
+	7,  // 27: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
+	14, // 28: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
+	17, // 29: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
+	20, // 30: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
+	26, // 31: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
+	28, // 32: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
+	31, // 33: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
+	33, // 34: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
+	6,  // 35: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
+	8,  // 36: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
+	15, // 37: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
+	18, // 38: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
+	22, // 39: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
+	27, // 40: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
+	30, // 41: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
+	32, // 42: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
+	34, // 43: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
+	35, // [35:44] is the sub-list for method output_type
+	26, // [26:35] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_posthorn_plugin_v1_plugin_proto_init() }
@@ -2478,7 +2553,7 @@ func file_posthorn_plugin_v1_plugin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_posthorn_plugin_v1_plugin_proto_rawDesc), len(file_posthorn_plugin_v1_plugin_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   5,
