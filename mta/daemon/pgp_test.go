@@ -71,6 +71,10 @@ func TestPGPKeyFromWKDGetsEncryptedMail(t *testing.T) {
 	}
 	gpg(nil, "--quick-gen-key", "Bob <bob@remote.test>", "default", "default", "never")
 	bobKey := gpg(nil, "--export", "bob@remote.test")
+	// Our own key for alice, also made by gpg (so gpg knows it to verify).
+	gpg(nil, "--quick-gen-key", "Alice <alice@example.test>", "default", "default", "never")
+	aliceSecret := filepath.Join(dir, "alice.sec.asc")
+	os.WriteFile(aliceSecret, gpg(nil, "--armor", "--export-secret-keys", "alice@example.test"), 0o600)
 
 	// The WKD server for remote.test.
 	root, err := ca.New("WKD CA")
@@ -100,17 +104,19 @@ timeout = "20s"
 [plugin.config]
 internal_domains = ["example.test"]
 discovery = ["local", "wkd"]
-sign = false
-encrypt_to_self = false
 ca_file = %q
 dns_resolver = "%s"
 resolve = { "openpgpkey.remote.test" = ":%d" }
+[[plugin.config.key]]
+file = %q
+addresses = ["alice@example.test"]
 
 [[encryption.rule]]
 recipients = ["remote.test"]
-encrypt = "required"
+encrypt = "opportunistic"
 methods = ["pgp"]
-`, bin, caFile, "{DNS}", port))
+sign = true
+`, bin, caFile, "{DNS}", port, aliceSecret))
 	// The WKD host's address comes from the testbed's DNS.
 	e.dns.Zone("remote.test", dnsserver.Insecure).A("openpgpkey.remote.test.", "127.0.0.1")
 	deadline := time.Now().Add(30 * time.Second)
@@ -147,5 +153,33 @@ methods = ["pgp"]
 	plain := gpg(data[i:j+len("-----END PGP MESSAGE-----")], "--decrypt")
 	if !strings.Contains(string(plain), "Secret plans.") {
 		t.Fatalf("decrypted:\n%s", plain)
+	}
+
+	// carol has no key anywhere: her mail cannot be encrypted, but the
+	// rule asks for signing, so it leaves as PGP/MIME multipart/signed,
+	// and gpg verifies alice's signature over the content part.
+	if err := send(s, testUser, []string{"carol@remote.test"}, "From: alice@example.test\r\nTo: carol@remote.test\r\nSubject: hi\r\n\r\nSigned, not sealed.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = m.WaitMessages(2, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm := string(msgs[1].Data)
+	if !strings.Contains(sm, "multipart/signed") || !strings.Contains(sm, "Signed, not sealed.") {
+		t.Fatalf("not signed:\n%s", sm)
+	}
+	bi := strings.Index(sm, "boundary=\"")
+	b := sm[bi+len("boundary=\""):]
+	b = b[:strings.IndexByte(b, '"')]
+	parts := strings.Split(sm, "--"+b)
+	content := strings.TrimSuffix(strings.TrimPrefix(parts[1], "\r\n"), "\r\n")
+	sig := parts[2][strings.Index(parts[2], "-----BEGIN PGP SIGNATURE-----"):]
+	sig = sig[:strings.Index(sig, "-----END PGP SIGNATURE-----")+len("-----END PGP SIGNATURE-----")]
+	os.WriteFile(filepath.Join(dir, "content"), []byte(content), 0o600)
+	os.WriteFile(filepath.Join(dir, "sig.asc"), []byte(sig), 0o600)
+	verify := exec.Command("gpg", "--homedir", home, "--batch", "--verify", filepath.Join(dir, "sig.asc"), filepath.Join(dir, "content"))
+	if out, err := verify.CombinedOutput(); err != nil || !strings.Contains(string(out), "Good signature") {
+		t.Fatalf("gpg --verify: %v\n%s\n---\n%s", err, out, sm)
 	}
 }

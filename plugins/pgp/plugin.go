@@ -344,9 +344,28 @@ func (p *Plugin) state() (Config, *Keys, *Discovery, map[string]bool, error) {
 // CanHandle says yes for recipients with a usable key, found within the
 // hook's deadline.
 func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
-	_, _, disc, _, err := p.state()
+	cfg, keys, disc, _, err := p.state()
 	if err != nil {
 		return nil, err
+	}
+	if sdk.IsSignOnly(ctx) {
+		// Signing only (protocol minor 1): possible for every recipient
+		// when we hold a usable key of the sender's and signing is on.
+		reason, can := "signing is off", false
+		if boolOr(cfg.Sign, true) {
+			if own, err := keys.Own(ctx, env.MailFrom); err != nil {
+				reason = "no own key for the sender: " + err.Error()
+			} else if err := pgpmail.CanSign(own, keys.now()); err != nil {
+				reason = "own key cannot sign: " + err.Error()
+			} else {
+				reason, can = "signed by "+pgpmail.Fingerprint(own), true
+			}
+		}
+		out := make([]sdk.Answer, len(rcpts))
+		for i, r := range rcpts {
+			out[i] = sdk.Answer{Recipient: r.Address, CanHandle: can, Reason: reason}
+		}
+		return out, nil
 	}
 	// Look the recipients up concurrently (each lookup is bounded).
 	out := make([]sdk.Answer, len(rcpts))
@@ -409,6 +428,17 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	all := sdk.Addresses(group)
 	if pgpmail.IsEncrypted(msg) {
 		return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(msg)}), nil
+	}
+	if sdk.IsSignOnly(ctx) {
+		own, err := keys.Own(ctx, env.MailFrom)
+		if err != nil || !boolOr(cfg.Sign, true) {
+			return sdk.Declined("no own key to sign for " + env.MailFrom), nil
+		}
+		out, err := pgpmail.Sign(msg, own, keys.now())
+		if err != nil {
+			return sdk.OutboundResult{}, err
+		}
+		return sdk.Transformed(sdk.Output{Recipients: all, Body: bytes.NewReader(out)}), nil
 	}
 	var rcptKeys []*openpgp.Entity
 	for _, r := range group {
