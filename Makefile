@@ -16,6 +16,7 @@ build:
 	$(GO) build -o $(BIN)/posthorn-notify ./plugins/notify/cmd/posthorn-notify
 	$(GO) build -o $(BIN)/posthorn-smime ./plugins/smime/cmd/posthorn-smime
 	$(GO) build -o $(BIN)/posthorn-pgp ./plugins/pgp/cmd/posthorn-pgp
+	$(GO) build -o $(BIN)/posthorn-webmailbox ./plugins/webmailbox/cmd/posthorn-webmailbox
 
 run: build
 	./$(BIN)/posthorn serve
