@@ -319,3 +319,12 @@ func startEnvWith(t *testing.T, edit func(string) string) *testEnv {
 }
 
 func osMkdirTemp() (string, error) { return os.MkdirTemp("", "phpl") }
+
+func freeLocalAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
