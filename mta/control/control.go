@@ -26,6 +26,8 @@ import (
 type Request struct {
 	Cmd string `json:"cmd"`
 	ID  string `json:"id,omitempty"`
+	// Body asks "show" for the whole message, not just its header.
+	Body bool `json:"body,omitempty"`
 
 	// For "submit" (posthorn sendmail): the envelope; the message follows
 	// the request line on the connection until the client closes its side.
@@ -165,11 +167,16 @@ func (s *Server) do(req Request) Response {
 		if err != nil {
 			return errResp(err)
 		}
-		hdr, err := s.headers(req.ID)
+		var text string
+		if req.Body {
+			text, err = s.content(req.ID)
+		} else {
+			text, err = s.headers(req.ID)
+		}
 		if err != nil {
 			return errResp(err)
 		}
-		return Response{Message: env, Headers: hdr}
+		return Response{Message: env, Headers: text}
 	case "summary":
 		sum := Summarize(s.q.List(), s.now())
 		return Response{Summary: &sum}
@@ -217,6 +224,27 @@ func (s *Server) submit(req Request, body io.Reader) Response {
 		return Response{Error: err.Error()}
 	}
 	return Response{QueueID: id}
+}
+
+// maxShowBody bounds what "show --body" returns.
+const maxShowBody = 1 << 20
+
+// content returns the message (up to maxShowBody bytes), line endings LF.
+func (s *Server) content(id string) (string, error) {
+	rc, err := s.q.Body(id)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxShowBody+1))
+	if err != nil {
+		return "", err
+	}
+	text := strings.ReplaceAll(string(b), "\r\n", "\n")
+	if len(b) > maxShowBody {
+		text = text[:maxShowBody] + "\n[... truncated at 1 MiB ...]\n"
+	}
+	return text, nil
 }
 
 // headers returns the message header (up to 64 KiB).

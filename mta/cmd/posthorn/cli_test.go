@@ -103,6 +103,10 @@ lmtp = "tcp:`+lmtpAddr+`"
 	if err != nil || !strings.Contains(out, "Message-ID: <down-1@test>") || !strings.Contains(out, "carol@lmtp.test  pending") {
 		t.Fatalf("queue show: %v\n%s", err, out)
 	}
+	out, err = in.cli("queue", "show", "--body", id)
+	if err != nil || !strings.Contains(out, "message:\n") || !strings.Contains(out, strings.Repeat("0123456789abcdef", 64)) {
+		t.Fatalf("queue show --body: %v\n%s", err, out)
+	}
 	out, err = in.cli("queue", "summary")
 	if err != nil || !regexpMatch(`lmtp.test\s+1\s+0\s+1\s+0`, out) {
 		t.Fatalf("queue summary: %v\n%s", err, out)

@@ -24,7 +24,8 @@ commands:
   config default                  print the embedded default config
   passwd [-c FILE] USER@DOMAIN    set a user's password (read from stdin)
   queue [-c FILE] list [--json]   list queued messages
-  queue [-c FILE] show ID         envelope, recipient states and headers
+  queue [-c FILE] show [--body] ID  envelope, recipient states and headers
+                                  (--body: the whole message, like postcat)
   queue [-c FILE] summary [--json] recipients per state and domain, by age
   queue [-c FILE] flush [ID]      retry now (one message, or all)
   queue [-c FILE] hold|release|requeue|delete ID

@@ -27,12 +27,15 @@ func queueMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sub, rest := rest[0], rest[1:]
-	asJSON := false
+	asJSON, withBody := false, false
 	var pos []string
 	for _, a := range rest {
-		if a == "--json" || a == "-json" {
+		switch a {
+		case "--json", "-json":
 			asJSON = true
-		} else {
+		case "--body", "-body":
+			withBody = true
+		default:
 			pos = append(pos, a)
 		}
 	}
@@ -42,7 +45,7 @@ func queueMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	sock := cfg.Control.Socket
-	req := control.Request{Cmd: sub}
+	req := control.Request{Cmd: sub, Body: withBody && sub == "show"}
 	switch sub {
 	case "list", "summary":
 	case "flush":
@@ -89,7 +92,7 @@ func queueMain(args []string, stdout, stderr io.Writer) int {
 	case "list":
 		printList(stdout, resp.Messages, now)
 	case "show":
-		printShow(stdout, resp.Message, resp.Headers)
+		printShow(stdout, resp.Message, resp.Headers, withBody)
 	case "summary":
 		printSummary(stdout, resp.Summary)
 	default:
@@ -139,7 +142,7 @@ func printList(w io.Writer, msgs []*queue.Envelope, now time.Time) {
 	fmt.Fprintf(w, "-- %d message(s), %d recipient(s) pending\n", len(msgs), n)
 }
 
-func printShow(w io.Writer, m *queue.Envelope, headers string) {
+func printShow(w io.Writer, m *queue.Envelope, headers string, withBody bool) {
 	if m == nil {
 		return
 	}
@@ -185,6 +188,12 @@ func printShow(w io.Writer, m *queue.Envelope, headers string) {
 		if r.Diagnostic != "" {
 			fmt.Fprintf(w, "      %s\n", r.Diagnostic)
 		}
+	}
+	if withBody {
+		// The whole message, as Postfix's postcat -q shows it.
+		fmt.Fprintln(w, "message:")
+		fmt.Fprint(w, headers)
+		return
 	}
 	fmt.Fprintln(w, "headers:")
 	for _, l := range strings.Split(strings.TrimRight(headers, "\n"), "\n") {
