@@ -71,10 +71,14 @@ func parse(filename string, data []byte, base string) (*Config, error) {
 	if errs != nil {
 		return nil, errs
 	}
-	// The embedded default runs the plugins that `make build` makes; an
-	// operator's file gets the plugins it lists, and none otherwise.
+	// The embedded default runs the plugins that `make build` makes, names
+	// one as the method for mail the subject tag marks, and routes a demo
+	// partner domain into a local directory; an operator's file gets the
+	// plugins, methods and transports it lists, none otherwise.
 	if !bytes.Equal(data, defaultTOML) {
 		cfg.Plugins = nil
+		cfg.Encryption.Methods = nil
+		cfg.Transports = nil // the default's demo route for partner.example
 	}
 	d := &decoder{file: filename, pos: buildPosIndex(string(data))}
 	d.decode("", raw, reflect.ValueOf(cfg).Elem())
@@ -168,8 +172,11 @@ func (c *Config) resolvePaths(base string) {
 	}
 	for i := range c.Transports {
 		abs(&c.Transports[i].AuthPasswordFile)
-		if c.Transports[i].Kind == "lmtp" {
+		switch c.Transports[i].Kind {
+		case "lmtp":
 			lmtp(&c.Transports[i].Host)
+		case "maildir":
+			abs(&c.Transports[i].Host)
 		}
 	}
 }

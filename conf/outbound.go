@@ -58,7 +58,9 @@ type TLSPolicy struct {
 // transport_maps). Domain "*" sets the default for every remote domain.
 type Transport struct {
 	Domain string `toml:"domain"`
-	// Kind: "mx" (the default), "smarthost", "lmtp" or "discard".
+	// Kind: "mx" (the default), "smarthost", "lmtp", "maildir" (into
+	// Host/LOCALPART, a Maildir per recipient: for development and
+	// archives) or "discard".
 	Kind string `toml:"kind"`
 	// Host: for smarthost HOST:PORT; for lmtp "tcp:HOST:PORT" or
 	// "unix:/path".
@@ -180,8 +182,12 @@ func (v *validator) outbound(c *Config) {
 			} else {
 				v.lmtp(key+".host", t.Host)
 			}
+		case "maildir":
+			if t.Host == "" {
+				v.errorf(key+".host", "maildir needs a directory")
+			}
 		default:
-			v.errorf(key+".kind", "unknown kind %q (use mx, smarthost, lmtp or discard)", t.Kind)
+			v.errorf(key+".kind", "unknown kind %q (use mx, smarthost, lmtp, maildir or discard)", t.Kind)
 		}
 		if t.TLSLevel != "" && !validTLSLevel(t.TLSLevel) {
 			v.errorf(key+".tls_level", "unknown TLS level %q (use one of %s)", t.TLSLevel, strings.Join(TLSLevels, ", "))

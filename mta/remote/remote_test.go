@@ -501,3 +501,25 @@ func TestPerDomainRate(t *testing.T) {
 		t.Fatal(len(m.Messages()))
 	}
 }
+
+// TestMaildirTransport: kind "maildir" writes a domain's mail into
+// HOST/LOCALPART, a Maildir per recipient.
+func TestMaildirTransport(t *testing.T) {
+	n := newNet(t)
+	dir := filepath.Join(n.dir, "out")
+	tr := n.transport(fmt.Sprintf("[[transport]]\ndomain = \"partner.example\"\nkind = \"maildir\"\nhost = %q\n", dir))
+	out := deliver(t, tr, env1("Friend@partner.example", "other@partner.example"), plainMsg)
+	if out[0].State != queue.Delivered || out[1].State != queue.Delivered {
+		t.Fatalf("%+v", out)
+	}
+	for _, box := range []string{"friend", "other"} {
+		files, _ := filepath.Glob(filepath.Join(dir, box, "new", "*"))
+		if len(files) != 1 {
+			t.Fatalf("%s: %d files", box, len(files))
+		}
+		b, _ := os.ReadFile(files[0])
+		if !strings.Contains(string(b), "Message-ID: <m@example.test>") || !strings.Contains(string(b), "Delivered-To: ") {
+			t.Fatalf("%s", b)
+		}
+	}
+}

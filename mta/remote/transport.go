@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ import (
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/dane"
 	"github.com/posthorn/posthorn/mta/delivery"
+	"github.com/posthorn/posthorn/mta/maildir"
 	"github.com/posthorn/posthorn/mta/mtasts"
 	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/mta/router"
@@ -236,6 +238,8 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 		return all(idx, delivery.Delivered("2.0.0", "x-posthorn; discarded by the transport map"))
 	case "lmtp":
 		return t.deliverLMTP(ctx, env, r.Host, idx, body)
+	case "maildir":
+		return t.deliverMaildir(env, r.Host, idx, body)
 	}
 	if err := t.acquire(ctx, domain); err != nil {
 		return all(idx, delivery.Deferred("4.4.5", "x-posthorn; "+oneLine(err)))
@@ -502,6 +506,42 @@ func (t *Transport) release(domain string) {
 	t.mu.Unlock()
 	<-dl.sem
 	<-t.global
+}
+
+// deliverMaildir writes each recipient's copy into DIR/LOCALPART, a
+// Maildir (the "maildir" transport: development, archives).
+func (t *Transport) deliverMaildir(env *queue.Envelope, dir string, idx []int, body delivery.Body) map[int]delivery.Outcome {
+	out := map[int]delivery.Outcome{}
+	for _, i := range idx {
+		local, _ := router.Split(env.Recipients[i].Addr)
+		box := filepath.Join(dir, strings.ToLower(strings.Map(func(r rune) rune {
+			if r == '/' || r == 0 {
+				return '_'
+			}
+			return r
+		}, local)))
+		uniq := fmt.Sprintf("%s.R%d", env.ID, i)
+		if ok, err := maildir.Exists(box, uniq); err == nil && ok {
+			out[i] = delivery.Delivered("2.0.0", "x-posthorn; already in "+box)
+			continue
+		}
+		rc, err := body()
+		if err != nil {
+			out[i] = delivery.Deferred("4.3.0", "x-posthorn; cannot read queued message: "+oneLine(err))
+			continue
+		}
+		_, err = maildir.Deliver(box, uniq, rc, []byte(fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", env.From, env.Recipients[i].Addr)))
+		rc.Close()
+		switch {
+		case err == nil:
+			out[i] = delivery.Delivered("2.0.0", "x-posthorn; delivered to "+box)
+		case maildir.IsTemporary(err):
+			out[i] = delivery.Deferred("4.2.0", "x-posthorn; "+oneLine(err))
+		default:
+			out[i] = delivery.Failed("5.2.0", "x-posthorn; "+oneLine(err))
+		}
+	}
+	return out
 }
 
 func (t *Transport) deliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []int, body delivery.Body) map[int]delivery.Outcome {
