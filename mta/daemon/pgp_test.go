@@ -18,6 +18,7 @@ import (
 
 	"github.com/posthorn/posthorn/mta/smtpd"
 	"github.com/posthorn/posthorn/plugins/pgp/wkd"
+	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/ca"
 	"github.com/posthorn/posthorn/testbed/dnsserver"
 	"github.com/posthorn/posthorn/testbed/remotemta"
@@ -179,7 +180,31 @@ sign = true
 	os.WriteFile(filepath.Join(dir, "content"), []byte(content), 0o600)
 	os.WriteFile(filepath.Join(dir, "sig.asc"), []byte(sig), 0o600)
 	verify := exec.Command("gpg", "--homedir", home, "--batch", "--verify", filepath.Join(dir, "sig.asc"), filepath.Join(dir, "content"))
-	if out, err := verify.CombinedOutput(); err != nil || !strings.Contains(string(out), "Good signature") {
+	out, err := verify.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Good signature") {
 		t.Fatalf("gpg --verify: %v\n%s\n---\n%s", err, out, sm)
+	}
+
+	// dave uploads his key in the web mailbox; the pgp plugin takes it from
+	// the event, and his mail leaves encrypted.
+	gpg(nil, "--quick-gen-key", "Dave <dave@remote.test>", "default", "default", "never")
+	daveKey := gpg(nil, "--armor", "--export", "dave@remote.test")
+	e.d.EmitForTest(sdk.Event{ID: "up-2", Type: "webmailbox.key_uploaded", Recipient: "dave@remote.test", Sender: "dave@remote.test",
+		SourcePlugin: "webmailbox", Time: time.Now(), Attributes: map[string]string{"kind": "pgp", "fingerprint": "x", "key": string(daveKey)}})
+	time.Sleep(500 * time.Millisecond)
+	if err := send(s, testUser, []string{"dave@remote.test"}, "From: alice@example.test\r\nTo: dave@remote.test\r\nSubject: for dave\r\n\r\nDave only.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = m.WaitMessages(3, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm := msgs[2].Data
+	di, dj := bytes.Index(dm, []byte("-----BEGIN PGP MESSAGE-----")), bytes.Index(dm, []byte("-----END PGP MESSAGE-----"))
+	if !bytes.Contains(dm, []byte("multipart/encrypted")) || di < 0 || dj < di {
+		t.Fatalf("not encrypted after the upload:\n%s", dm)
+	}
+	if plain := gpg(dm[di:dj+len("-----END PGP MESSAGE-----")], "--decrypt"); !strings.Contains(string(plain), "Dave only.") {
+		t.Fatalf("dave decrypts:\n%s", plain)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -89,6 +90,7 @@ func TestSMIMEHarvestThenEncrypt(t *testing.T) {
 	partners := newSMIMEPKI(t, dir)
 	bobCrt, bobKey := partners.issue("bob", "bob@remote.test")
 	aliceCrt, aliceKey := partners.issue("alice", "alice@example.test")
+	carolCrt, carolKey := partners.issue("carol", "carol@remote.test")
 	trust := partners.caFile("trust.pem")
 
 	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
@@ -180,5 +182,28 @@ sign = true
 	verify.Stdin = bytes.NewReader(toCarol)
 	if out, err := verify.CombinedOutput(); err != nil || !bytes.Contains(out, []byte("Signed, not sealed.")) {
 		t.Fatalf("openssl cms -verify: %v\n%s", err, out)
+	}
+
+	// carol uploads her certificate in the web mailbox; the smime plugin
+	// takes it from the event, and her next mail leaves encrypted.
+	pemCert, _ := os.ReadFile(carolCrt)
+	e.d.EmitForTest(sdk.Event{ID: "up-1", Type: "webmailbox.key_uploaded", Recipient: "carol@remote.test", Sender: "carol@remote.test",
+		SourcePlugin: "webmailbox", Time: time.Now(), Attributes: map[string]string{"kind": "smime", "fingerprint": "x", "key": string(pemCert)}})
+	time.Sleep(500 * time.Millisecond)
+	if err := send(s, testUser, []string{"carol@remote.test"}, "From: alice@example.test\r\nTo: carol@remote.test\r\nSubject: now sealed\r\n\r\nFor carol only.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = m.WaitMessages(3, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := msgs[2].Data
+	if !bytes.Contains(sealed, []byte("application/pkcs7-mime")) || bytes.Contains(sealed, []byte("For carol only.")) {
+		t.Fatalf("not encrypted after the upload:\n%s", sealed)
+	}
+	dec := exec.Command("openssl", "cms", "-decrypt", "-recip", carolCrt, "-inkey", carolKey)
+	dec.Stdin = bytes.NewReader(sealed)
+	if out, err := dec.CombinedOutput(); err != nil || !bytes.Contains(out, []byte("For carol only.")) {
+		t.Fatalf("carol decrypts: %v\n%s", err, out)
 	}
 }

@@ -130,7 +130,32 @@ var (
 )
 
 func (p *Plugin) Describe() sdk.Description {
-	return sdk.Description{Name: "pgp", Version: Version, MaxMessageSize: MaxMessageSize}
+	return sdk.Description{Name: "pgp", Version: Version, MaxMessageSize: MaxMessageSize, EventTypes: []string{EventKeyUploaded}}
+}
+
+// EventKeyUploaded is the web mailbox's event for a certificate or key a
+// recipient uploaded (attributes kind, fingerprint, key).
+const EventKeyUploaded = "webmailbox.key_uploaded"
+
+var _ sdk.EventHook = (*Plugin)(nil)
+
+// HandleEvent imports OpenPGP keys that web-mailbox users upload for their
+// own address (the upload came from the authenticated mailbox owner): from
+// then on, mail to them is encrypted the normal way.
+func (p *Plugin) HandleEvent(ctx context.Context, ev sdk.Event) error {
+	if ev.Type != EventKeyUploaded || ev.Attributes["kind"] != "pgp" {
+		return nil
+	}
+	_, keys, _, _, err := p.state()
+	if err != nil {
+		return err
+	}
+	if _, err := keys.Import(ctx, []byte(ev.Attributes["key"]), "webmailbox upload", true, []string{ev.Recipient}); err != nil {
+		sdk.Logger().Warn("uploaded key not imported", "mailbox", ev.Recipient, "error", err)
+		return nil
+	}
+	sdk.Logger().Info("key from the web mailbox stored", "address", ev.Recipient, "fingerprint", ev.Attributes["fingerprint"])
+	return nil
 }
 
 func boolOr(b *bool, def bool) bool {

@@ -101,7 +101,57 @@ func (p *Plugin) Describe() sdk.Description {
 	// No MaxMessageSize: inbound mail that is not S/MIME is never read
 	// whole, whatever its size; readAll enforces maxMessage where the
 	// whole message is needed.
-	return sdk.Description{Name: "smime", Version: Version}
+	return sdk.Description{Name: "smime", Version: Version, EventTypes: []string{EventKeyUploaded}}
+}
+
+// EventKeyUploaded is the web mailbox's event for a certificate or key a
+// recipient uploaded (attributes kind, fingerprint, key).
+const EventKeyUploaded = "webmailbox.key_uploaded"
+
+var _ sdk.EventHook = (*Plugin)(nil)
+
+// HandleEvent imports S/MIME certificates that web-mailbox users upload
+// for their own address: from then on, mail to them is encrypted the
+// normal way. The upload came from the authenticated mailbox owner, so
+// the certificate needs to name that address and be valid now, but need
+// not chain to the trust store.
+func (p *Plugin) HandleEvent(ctx context.Context, ev sdk.Event) error {
+	if ev.Type != EventKeyUploaded || ev.Attributes["kind"] != "smime" {
+		return nil
+	}
+	st, err := p.state()
+	if err != nil {
+		return err
+	}
+	certs, err := ParsePEMCerts([]byte(ev.Attributes["key"]))
+	if err != nil || len(certs) == 0 {
+		sdk.Logger().Warn("uploaded certificate unreadable", "mailbox", ev.Recipient, "error", err)
+		return nil
+	}
+	c := certs[0]
+	now := p.clock()
+	if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+		sdk.Logger().Warn("uploaded certificate not valid now", "mailbox", ev.Recipient)
+		return nil
+	}
+	names := false
+	for _, a := range CertAddresses(c) {
+		names = names || strings.EqualFold(a, ev.Recipient)
+	}
+	if !names {
+		sdk.Logger().Warn("uploaded certificate does not name the mailbox's address", "mailbox", ev.Recipient)
+		return nil
+	}
+	for _, r := range NewRecords(c, Capabilities{}, "webmailbox upload", now) {
+		if !strings.EqualFold(r.Address, ev.Recipient) {
+			continue
+		}
+		if err := st.store.Put(ctx, r); err != nil {
+			return err
+		}
+	}
+	sdk.Logger().Info("certificate from the web mailbox stored", "address", ev.Recipient, "fingerprint", Fingerprint(c))
+	return nil
 }
 
 func resolve(dir, p string) string {
