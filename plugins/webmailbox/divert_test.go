@@ -123,6 +123,10 @@ func TestSenderPIN(t *testing.T) {
 	if len(pins) != 2 || pins[1].Attributes["pin"] != pins[0].Attributes["pin"] || pins[1].Attributes["repeated"] != "true" {
 		t.Errorf("repeated PIN events = %+v", pins)
 	}
+	// The sender can also ask for it again, any time before activation.
+	if pin, err := e.sv.PINFor(context.Background(), "Bob@Partner.test"); err != nil || pin != pins[0].Attributes["pin"] {
+		t.Errorf("PINFor = %q, %v", pin, err)
+	}
 	// Not after activation.
 	b := e.browser()
 	if r := b.activate("bob@partner.test", "correct horse", url.Values{"question": {"q?"}, "answer": {"abc"}, "pin": {pins[0].Attributes["pin"]}}); r.code != 303 {
@@ -134,6 +138,12 @@ func TestSenderPIN(t *testing.T) {
 	}
 	if mb, _ := e.sv.store.GetMailbox(context.Background(), "bob@partner.test"); mb.PINSealed != nil {
 		t.Error("sealed PIN kept after activation")
+	}
+	if _, err := e.sv.PINFor(context.Background(), "bob@partner.test"); err == nil {
+		t.Error("a PIN shown after activation")
+	}
+	if _, err := e.sv.PINFor(context.Background(), "nobody@partner.test"); err == nil {
+		t.Error("a PIN for a mailbox that does not exist")
 	}
 }
 

@@ -3,6 +3,7 @@
 // hand for TANs:
 //
 //	posthorn-webmailbox tan issue -data DIR [-config FILE.json] [-o letter.pdf] ADDR
+//	posthorn-webmailbox pin show -data DIR ADDR   (a sender asks for the PIN again)
 package main
 
 import (
@@ -16,6 +17,13 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "tan" {
 		if err := webmailbox.TANCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "posthorn-webmailbox:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "pin" {
+		if err := webmailbox.PINCommand(os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "posthorn-webmailbox:", err)
 			os.Exit(1)
 		}
