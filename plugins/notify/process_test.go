@@ -18,10 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/pluginhost"
 	"github.com/posthorn/posthorn/plugins/notify"
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/hostside"
 	"github.com/posthorn/posthorn/sdk/plugintest"
 )
 
@@ -50,7 +49,7 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// api is a pluginhost.HostAPI standing in for the queue.
+// api is the host side standing in for the queue.
 type api struct {
 	mu   sync.Mutex
 	keys map[string]string
@@ -63,26 +62,45 @@ type queued struct {
 	msg []byte
 }
 
-func (a *api) Submit(_ context.Context, env *sdk.Envelope, body io.Reader, key string) (string, error) {
+func (a *api) Submit(_ context.Context, s hostside.Submission) (hostside.SubmitResult, error) {
 	a.mu.Lock()
-	id, dup := a.keys[key]
+	id, dup := a.keys[s.IdempotencyKey]
 	a.mu.Unlock()
 	if dup {
-		return id, pluginhost.ErrDuplicate
+		return hostside.SubmitResult{QueueID: id, Duplicate: true}, nil
 	}
-	b, err := io.ReadAll(body)
+	b, err := io.ReadAll(s.Body)
 	if err != nil {
-		return "", err
+		return hostside.SubmitResult{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	id = fmt.Sprintf("Q%d", len(a.keys)+1)
-	a.keys[key] = id
-	a.got <- queued{key, env, b}
-	return id, nil
+	a.keys[s.IdempotencyKey] = id
+	a.got <- queued{s.IdempotencyKey, s.Envelope, b}
+	return hostside.SubmitResult{QueueID: id}, nil
 }
 
-func (a *api) Confirm(context.Context, string, string, string, string, string) error { return nil }
+func (a *api) Emit(context.Context, sdk.Event) error           { return nil }
+func (a *api) Confirm(context.Context, sdk.Confirmation) error { return nil }
+
+// host is the notify plugin running under the SDK's host side.
+type host struct {
+	t *testing.T
+	c *hostside.Client
+}
+
+// Emit delivers ev to the plugin, stamped with the time as the MTA's
+// event fan-out does.
+func (h host) Emit(ev sdk.Event) {
+	h.t.Helper()
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if err := h.c.DeliverEvent(context.Background(), ev); err != nil {
+		h.t.Fatalf("DeliverEvent %s: %v", ev.ID, err)
+	}
+}
 
 func (a *api) next(t *testing.T) queued {
 	t.Helper()
@@ -95,24 +113,26 @@ func (a *api) next(t *testing.T) queued {
 	return queued{}
 }
 
-func startNotify(t *testing.T, cfg conf.PluginConfig) (*pluginhost.Host, *api) {
+func startNotify(t *testing.T, cfg map[string]any) (host, *api) {
 	t.Helper()
 	a := &api{keys: map[string]string{}, got: make(chan queued, 20)}
-	h := pluginhost.New([]conf.Plugin{{
-		Name: "notify", Path: bin, Timeout: conf.Duration(20 * time.Second), OnFailure: "accept",
-		DataDir: filepath.Join(t.TempDir(), "notify"), Config: cfg,
-	}}, a, plugintest.TestLogger(t, slog.LevelWarn), pluginhost.WithSocketDir(plugintest.ShortTempDir(t)))
-	t.Cleanup(h.Stop)
-	if err := h.Start(context.Background()); err != nil {
+	c := plugintest.Start(t, bin, hostside.Options{Name: "notify", Logger: plugintest.TestLogger(t, slog.LevelWarn)})
+	js, err := json.Marshal(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return h, a
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Configure(ctx, js, filepath.Join(t.TempDir(), "notify"), a); err != nil {
+		t.Fatal(err)
+	}
+	return host{t, c}, a
 }
 
 func TestLocalizedMailThroughHost(t *testing.T) {
-	h, a := startNotify(t, conf.PluginConfig{"from": "secure@example.org", "from_name": "Beispiel Sicherheit", "default_language": "en"})
-	if st := h.Status()[0]; st.State != pluginhost.StateRunning || st.Version != notify.Version {
-		t.Fatalf("status %+v", st)
+	h, a := startNotify(t, map[string]any{"from": "secure@example.org", "from_name": "Beispiel Sicherheit", "default_language": "en"})
+	if info, err := h.c.Describe(context.Background()); err != nil || info.Version != notify.Version {
+		t.Fatalf("describe %+v %v", info, err)
 	}
 	attrs := map[string]string{"link": "https://secure.example.org/activate/abc123", "expires": "2026-12-08T09:30:00Z"}
 	h.Emit(sdk.Event{ID: "act-1", Type: "webmailbox.activation", Sender: "alice@example.org", Recipient: "bob@partner.example",
@@ -129,10 +149,10 @@ func TestLocalizedMailThroughHost(t *testing.T) {
 		rcpt, key, lang, subject string
 		body                     []string
 	}{
-		{"bob@partner.example", "notify:mail:act-1:bob@partner.example", "de",
+		{"bob@partner.example", "mail:act-1:bob@partner.example", "de",
 			"Eine verschlüsselte Nachricht für Sie von alice@example.org",
 			[]string{"Guten Tag,", "aktivieren Sie bitte Ihr sicheres Webpostfach", "  https://secure.example.org/activate/abc123\n", "Der Link ist gültig bis 08.12.2026, 09:30 UTC."}},
-		{"carol@partner.example", "notify:mail:act-2:carol@partner.example", "en",
+		{"carol@partner.example", "mail:act-2:carol@partner.example", "en",
 			"An encrypted message for you from alice@example.org",
 			[]string{"Hello,", "activate your secure web mailbox", "  https://secure.example.org/activate/abc123\n", "The link is valid until 8 December 2026, 09:30 UTC."}},
 	} {
@@ -187,7 +207,7 @@ func TestLocalizedMailThroughHost(t *testing.T) {
 	h.Emit(sdk.Event{ID: "pin-1", Type: "webmailbox.pin", Sender: "alice@example.org", Recipient: "bob@partner.example",
 		Language: "en", Attributes: map[string]string{"pin": "831277"}})
 	q := a.next(t)
-	if q.key != "notify:mail:pin-1:alice@example.org" || !strings.Contains(string(q.msg), "831277") {
+	if q.key != "mail:pin-1:alice@example.org" || !strings.Contains(string(q.msg), "831277") {
 		t.Errorf("pin mail %q\n%s", q.key, q.msg)
 	}
 	select {
@@ -227,7 +247,7 @@ func TestWebhookThroughHost(t *testing.T) {
 	if !strings.HasPrefix(srv.URL, "http://127.0.0.1:") {
 		t.Fatalf("server on %s", srv.URL)
 	}
-	h, a := startNotify(t, conf.PluginConfig{
+	h, a := startNotify(t, map[string]any{
 		"from": "secure@example.org",
 		"webhook": []any{map[string]any{
 			"url": srv.URL + "/posthorn", "secret": secret, "events": []any{"bounced", "deferred"}, "timeout": "5s",

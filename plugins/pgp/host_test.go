@@ -3,6 +3,7 @@ package pgp_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -12,20 +13,12 @@ import (
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
-	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/pluginhost"
 	"github.com/posthorn/posthorn/plugins/pgp/internal/gpgtest"
 	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/hostside"
 	"github.com/posthorn/posthorn/sdk/plugintest"
 )
-
-type nopAPI struct{}
-
-func (nopAPI) Submit(context.Context, *sdk.Envelope, io.Reader, string) (string, error) {
-	return "", sdk.ErrNoHost
-}
-func (nopAPI) Confirm(context.Context, string, string, string, string, string) error { return nil }
 
 // TestThroughHost runs the built binary under the MTA's plugin host: the
 // organisation's key from a [[plugin.config.key]] file, gpg's key
@@ -61,26 +54,26 @@ func TestThroughHost(t *testing.T) {
 		t.Fatal(e)
 	}
 
-	h := pluginhost.New([]conf.Plugin{{
-		Name: "pgp", Path: bin, Timeout: conf.Duration(20 * time.Second), OnFailure: "tempfail", DataDir: data,
-		Config: conf.PluginConfig{
-			"discovery":        []any{"local"},
-			"internal_domains": []any{"example.org"},
-			"key":              []any{map[string]any{"file": keyFile, "addresses": []any{"example.org"}}},
-		},
-	}}, nopAPI{}, plugintest.TestLogger(t, slog.LevelWarn), pluginhost.WithSocketDir(plugintest.ShortTempDir(t)))
-	t.Cleanup(h.Stop)
-	if err := h.Start(ctx); err != nil {
+	h := plugintest.Start(t, bin, hostside.Options{Name: "pgp", Logger: plugintest.TestLogger(t, slog.LevelWarn)})
+	cfg, err := json.Marshal(map[string]any{
+		"discovery":        []any{"local"},
+		"internal_domains": []any{"example.org"},
+		"key":              []any{map[string]any{"file": keyFile, "addresses": []any{"example.org"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Configure(ctx, cfg, data, &plugintest.RecordingHost{}); err != nil {
 		t.Fatal(err)
 	}
 
 	// Outbound: anyone at example.org signs with the domain key.
 	env := &sdk.Envelope{ID: "Q7", MailFrom: "erik@example.org", Recipients: []sdk.Recipient{{Address: "dora@partner.test"}}}
-	ans, err := h.CanHandle(ctx, "pgp", env, env.Recipients)
+	ans, err := h.CanHandle(ctx, env, env.Recipients)
 	if err != nil || len(ans) != 1 || !ans[0].CanHandle {
 		t.Fatalf("CanHandle: %+v %v", ans, err)
 	}
-	res, err := h.Transform(ctx, "pgp", env, env.Recipients, strings.NewReader("From: erik@example.org\r\nTo: dora@partner.test\r\nSubject: Angebot\r\n\r\nAnbei das Angebot.\r\n"))
+	res, err := h.Transform(ctx, env, env.Recipients, strings.NewReader("From: erik@example.org\r\nTo: dora@partner.test\r\nSubject: Angebot\r\n\r\nAnbei das Angebot.\r\n"))
 	if err != nil || res.Action != sdk.OutboundTransformed {
 		t.Fatalf("Transform: %+v %v", res, err)
 	}
@@ -101,7 +94,7 @@ func TestThroughHost(t *testing.T) {
 
 	// Two recipients: a message each, so neither sees the other's key.
 	two := []sdk.Recipient{{Address: "dora@partner.test"}, {Address: "finn@partner.test"}}
-	res, err = h.Transform(ctx, "pgp", env, two, strings.NewReader("From: erik@example.org\r\nTo: dora@partner.test\r\nBcc: finn@partner.test\r\nSubject: x\r\n\r\nHallo beide.\r\n"))
+	res, err = h.Transform(ctx, env, two, strings.NewReader("From: erik@example.org\r\nTo: dora@partner.test\r\nBcc: finn@partner.test\r\nSubject: x\r\n\r\nHallo beide.\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +136,7 @@ func TestThroughHost(t *testing.T) {
 	msg := "From: dora@partner.test\r\nTo: erik@example.org\r\nSubject: Re: Angebot\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"zz\"\r\n\r\n--zz\r\n" +
 		"Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--zz\r\nContent-Type: application/octet-stream\r\n\r\n" + armored + "\r\n--zz--\r\n"
-	v, repl, err := h.Inspect(ctx, "pgp", &sdk.Envelope{MailFrom: "dora@partner.test", Recipients: []sdk.Recipient{{Address: "erik@example.org"}}}, strings.NewReader(msg))
+	v, repl, err := h.Inspect(ctx, &sdk.Envelope{MailFrom: "dora@partner.test", Recipients: []sdk.Recipient{{Address: "erik@example.org"}}}, strings.NewReader(msg))
 	if err != nil || v.Action != sdk.ActionReplace || repl == nil {
 		t.Fatalf("Inspect: %+v %v", v, err)
 	}

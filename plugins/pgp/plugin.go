@@ -19,11 +19,11 @@ import (
 
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
-	"github.com/posthorn/posthorn/mta/resolver"
 	"github.com/posthorn/posthorn/plugins/pgp/keystore"
 	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
 	"github.com/posthorn/posthorn/plugins/pgp/wkd"
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/netdial"
 )
 
 // Version is the plugin's version.
@@ -305,54 +305,23 @@ func httpClient(cfg Config, dir string, timeout time.Duration) (*http.Client, er
 		}
 		tlsCfg.RootCAs = pool
 	}
-	resolve := map[string]string{}
+	dialer := &netdial.Dialer{Server: cfg.DNSResolver, Timeout: timeout, Static: map[string]string{}}
 	for h, a := range cfg.Resolve {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return nil, &sdk.ConfigError{Key: "resolve." + h, Message: "want ip:port"}
 		}
-		resolve[strings.ToLower(h)] = a
+		dialer.Static[strings.ToLower(h)] = a
 	}
-	var res *resolver.Resolver
-	if cfg.DNSResolver != "" {
-		r, err := resolver.New(resolver.Options{Server: cfg.DNSResolver, Timeout: timeout})
-		if err != nil {
-			return nil, &sdk.ConfigError{Key: "dns_resolver", Message: err.Error()}
-		}
-		res = r
+	if err := dialer.Validate(); err != nil {
+		return nil, &sdk.ConfigError{Key: "dns_resolver", Message: err.Error()}
 	}
-	d := &net.Dialer{Timeout: timeout}
 	tr := &http.Transport{
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   timeout,
 		ResponseHeaderTimeout: timeout,
 		MaxIdleConns:          10,
 		IdleConnTimeout:       time.Minute,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, port, _ := net.SplitHostPort(addr)
-			if a, ok := resolve[strings.ToLower(host)]; ok {
-				if h, p, _ := net.SplitHostPort(a); h != "" {
-					return d.DialContext(ctx, network, a)
-				} else {
-					port = p
-				}
-			}
-			if res == nil {
-				return d.DialContext(ctx, network, net.JoinHostPort(host, port))
-			}
-			ips, _, err := res.IP(ctx, host)
-			if err != nil {
-				return nil, err
-			}
-			var last error
-			for _, ip := range ips {
-				c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
-				if err == nil {
-					return c, nil
-				}
-				last = err
-			}
-			return nil, last
-		},
+		DialContext:           dialer.DialContext,
 	}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }

@@ -311,7 +311,7 @@ func TestPluginListShowsNotify(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "posthorn-notify")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../../plugins/notify/cmd/posthorn-notify").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify").CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	in := newInstance(t, fmt.Sprintf("[[plugin]]\nname = \"notify\"\npath = %q\n[plugin.config]\nfrom = \"postmaster@example.test\"\n", bin))

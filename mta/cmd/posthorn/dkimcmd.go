@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/posthorn/posthorn/mta/dkim"
+	"github.com/posthorn/posthorn/mta/internal/dkim"
 )
 
 // dkimMain is `posthorn dkim keygen [-alg rsa|ed25519] [-out FILE] DOMAIN

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/posthorn/posthorn/mta/auth"
+	"github.com/posthorn/posthorn/mta/internal/auth"
 )
 
 // passwdMain sets a user's password in the configured password file. The

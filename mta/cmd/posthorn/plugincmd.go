@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/control"
-	"github.com/posthorn/posthorn/mta/pluginhost"
+	"github.com/posthorn/posthorn/mta/internal/control"
+	"github.com/posthorn/posthorn/mta/internal/pluginhost"
 )
 
 // pluginMain is `posthorn plugin list [--json]`: each plugin's state,

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/control"
+	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/queue"
 )
 

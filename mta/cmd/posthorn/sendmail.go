@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/control"
+	"github.com/posthorn/posthorn/mta/internal/control"
 )
 
 // sendmailOpts are the sendmail(1) flags we honour.

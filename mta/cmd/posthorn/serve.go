@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/daemon"
+	"github.com/posthorn/posthorn/mta/internal/daemon"
 )
 
 func serveMain(args []string, stderr io.Writer) int {

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/posthorn/posthorn/mta/daemon"
-	"github.com/posthorn/posthorn/mta/tlsutil"
+	"github.com/posthorn/posthorn/mta/internal/daemon"
+	"github.com/posthorn/posthorn/mta/internal/tlsutil"
 )
 
 // tlsMain is `posthorn tls …`.

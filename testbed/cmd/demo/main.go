@@ -23,8 +23,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/daemon"
-	"github.com/posthorn/posthorn/mta/smtpd"
+	"github.com/posthorn/posthorn/mta/server"
 	"github.com/posthorn/posthorn/testbed/ca"
 	"github.com/posthorn/posthorn/testbed/dnsserver"
 	"github.com/posthorn/posthorn/testbed/remotemta"
@@ -142,15 +141,15 @@ mailboxes = ["postmaster", "alice"]
 	if os.Getenv("DEMO_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	dmn, err := daemon.Start(cfg, log, daemon.Options{})
+	dmn, err := server.Start(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer dmn.Shutdown(context.Background())
 
-	fmt.Println("Posthorn demo: the testbed's DNS and remote MTAs on 127.0.0.1, posthorn at", dmn.Addr(smtpd.MX))
+	fmt.Println("Posthorn demo: the testbed's DNS and remote MTAs on 127.0.0.1, posthorn at", dmn.MXAddr())
 	fmt.Println()
-	c, err := smtp.Dial(dmn.Addr(smtpd.MX))
+	c, err := smtp.Dial(dmn.MXAddr())
 	if err != nil {
 		return err
 	}
@@ -175,7 +174,7 @@ mailboxes = ["postmaster", "alice"]
 			done += len(d.mta.Messages())
 		}
 		ents, _ := os.ReadDir(bounceDir)
-		if done >= len(dests)-1 && len(ents) >= 1 && len(dmn.Queue.List()) >= 1 {
+		if done >= len(dests)-1 && len(ents) >= 1 && len(dmn.Queued()) >= 1 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -197,7 +196,7 @@ mailboxes = ["postmaster", "alice"]
 			}
 		}
 		if res != "delivered" {
-			for _, env := range dmn.Queue.List() {
+			for _, env := range dmn.Queued() {
 				for _, r := range env.Recipients {
 					if r.Addr == "user@"+d.domain {
 						res, conn = "deferred "+r.Status, r.Diagnostic
@@ -210,8 +209,8 @@ mailboxes = ["postmaster", "alice"]
 	tw.Flush()
 	fmt.Println()
 	fmt.Println("$ posthorn tls explain dane.demo --probe")
-	if ex, err := daemon.Explain(cfg, "dane.demo", "", false, true); err == nil {
-		ex.Print(os.Stdout)
+	if err := server.Explain(os.Stdout, cfg, "dane.demo", "", false, true); err != nil {
+		fmt.Println(err)
 	}
 	ents, _ := os.ReadDir(bounceDir)
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })

@@ -1,0 +1,166 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/emersion/go-sasl"
+
+	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/testbed/remotemta"
+)
+
+// TestWebMailboxInBrowser drives Debian's Chromium (headless, through
+// chromedp) the way a recipient would: the activation link from the
+// notification, a password and a security question, logging in, the
+// inbox, the message, and a reply that reaches the sender through our
+// queue.
+// With POSTHORN_SCREENSHOTS=DIR it also saves the pages as PNGs.
+func TestWebMailboxInBrowser(t *testing.T) {
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (.ci/run installs it)")
+	}
+	dir := shortTempDir(t)
+	build := func(name, pkg string) string {
+		bin := filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return bin
+	}
+	wmb := build("posthorn-webmailbox", "github.com/posthorn/posthorn/plugins/webmailbox/cmd/posthorn-webmailbox")
+	notify := build("posthorn-notify", "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify")
+	web := freeLocalAddr(t)
+	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
+[[plugin]]
+name = "notify"
+path = %q
+[plugin.config]
+from = "notices@example.test"
+
+[[plugin]]
+name = "webmailbox"
+path = %q
+timeout = "60s"
+[plugin.config]
+base_url = "http://%s"
+listen = %q
+allowed_recipients = ["*@example.test"]
+reset_mode = "question"
+kdf = { time = 1, memory_kib = 8192, threads = 1 }
+
+[encryption]
+methods = ["webmailbox"]
+`, notify, wmb, web, web))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		running := 0
+		for _, s := range e.d.PluginStatus() {
+			if s.State == "running" {
+				running++
+			}
+		}
+		if running == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plugins not running: %+v", e.d.PluginStatus())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// alice marks her mail [secure]: it must not leave in the clear.
+	s := e.dialTLS(smtpd.Submission)
+	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(s, testUser, []string{"friend@remote.test"}, "From: alice@example.test\r\nTo: friend@remote.test\r\nSubject: [secure] the contract\r\n\r\nConfidential terms.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := m.WaitMessages(1, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	note := strings.ReplaceAll(strings.ReplaceAll(string(msgs[0].Data), "=\r\n", ""), "=3D", "=")
+	link := regexp.MustCompile(`http://` + regexp.QuoteMeta(web) + `/activate\?t=[A-Za-z0-9_-]+`).FindString(note)
+	if link == "" {
+		t.Fatalf("no activation link in the notification:\n%s", note)
+	}
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(900, 1000),
+		chromedp.UserDataDir(filepath.Join(dir, "chrome")))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	shot := func(name string) chromedp.Action {
+		return chromedp.ActionFunc(func(ctx context.Context) error {
+			out := os.Getenv("POSTHORN_SCREENSHOTS")
+			if out == "" {
+				return nil
+			}
+			var buf []byte
+			if err := chromedp.FullScreenshot(&buf, 100).Do(ctx); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(out, name+".png"), buf, 0o644)
+		})
+	}
+	var inbox, body, sent string
+	err = chromedp.Run(ctx,
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(`#pw`, chromedp.ByID),
+		shot("1-activate"),
+		chromedp.SendKeys(`#pw`, "a long passphrase", chromedp.ByID),
+		chromedp.SendKeys(`#pw2`, "a long passphrase", chromedp.ByID),
+		chromedp.SendKeys(`#q`, "First pet?", chromedp.ByID),
+		chromedp.SendKeys(`#a`, "Rex", chromedp.ByID),
+		chromedp.Click(`form[action$="/activate"] button[type=submit]`, chromedp.ByQuery),
+		// Activated: now log in as a returning recipient would.
+		chromedp.WaitVisible(`form[action$="/login"]`, chromedp.ByQuery),
+		chromedp.SetValue(`#addr`, "friend@remote.test", chromedp.ByID),
+		chromedp.SendKeys(`#pw`, "a long passphrase", chromedp.ByID),
+		shot("2-login"),
+		chromedp.Click(`form[action$="/login"] button[type=submit]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`table.list`, chromedp.ByQuery),
+		chromedp.Text(`table.list`, &inbox, chromedp.ByQuery),
+		shot("3-inbox"),
+		chromedp.Click(`table.list a`, chromedp.ByQuery),
+		chromedp.WaitVisible(`pre.body`, chromedp.ByQuery),
+		chromedp.Text(`pre.body`, &body, chromedp.ByQuery),
+		shot("4-message"),
+		chromedp.Click(`a[href*="compose?reply="]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#body`, chromedp.ByID),
+		chromedp.SendKeys(`#body`, "Agreed. Signed copy follows.\n", chromedp.ByID),
+		shot("5-reply"),
+		chromedp.Click(`form[action$="/send"] button[type=submit]`, chromedp.ByQuery),
+		chromedp.WaitReady(`body`, chromedp.ByQuery),
+		chromedp.Text(`body`, &sent, chromedp.ByQuery),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	if !strings.Contains(inbox, "the contract") || strings.Contains(inbox, "[secure]") {
+		t.Errorf("inbox: %q", inbox)
+	}
+	if !strings.Contains(body, "Confidential terms.") {
+		t.Errorf("message body: %q", body)
+	}
+	// The reply reaches alice through Host.Submit and our queue.
+	reply := e.waitMail("example.test", "alice", 1, 20*time.Second)[0]
+	if !strings.Contains(reply, "Agreed. Signed copy follows.") || !strings.Contains(reply, "friend@remote.test") {
+		t.Fatalf("reply:\n%s\n(page after sending: %q)", reply, sent)
+	}
+}

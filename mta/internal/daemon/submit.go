@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/posthorn/posthorn/mta/internal/control"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// errSubmitTooBig is what a local submission over the size limit gets.
+var errSubmitTooBig = errors.New("message exceeds max_message_size")
+
+// submit queues a message handed in locally (posthorn sendmail) over the
+// control socket. The client has already made the line endings CRLF.
+func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
+	if len(req.To) == 0 {
+		return "", errors.New("no recipients")
+	}
+	var rcpts []*queue.Recipient
+	for _, to := range req.To {
+		if !strings.Contains(to, "@") {
+			return "", fmt.Errorf("recipient %q is not an address", to)
+		}
+		rcpts = append(rcpts, &queue.Recipient{Addr: to, Notify: req.Notify})
+	}
+	rcpts, err := d.Router.ExpandRecipients(rcpts)
+	if err != nil {
+		return "", err
+	}
+	env := &queue.Envelope{
+		ID: d.Queue.NewID(), From: req.From, Recipients: rcpts,
+		Ret: req.Ret, EnvID: req.EnvID, AuthUser: req.User, ClientAddr: "local",
+		BodyType: "8BITMIME",
+	}
+	user := sanitizeComment(req.User)
+	rec := fmt.Sprintf("Received: by %s (Posthorn, from local user %s)\r\n\tid %s; %s\r\n",
+		d.cfg.Hostname, user, env.ID, time.Now().Format(time.RFC1123Z))
+	limit := d.cfg.SMTP.MaxMessageSize.Bytes()
+	if limit <= 0 {
+		limit = 1 << 62
+	}
+	lr := &limitReader{r: body, n: limit}
+	id, err := d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(rec), lr))
+	if err != nil {
+		return "", err
+	}
+	d.log.Info("queued", "queue_id", id, "from", env.From, "rcpts", len(env.Recipients), "via", "sendmail", "user", req.User)
+	return id, nil
+}
+
+type limitReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		var one [1]byte
+		if n, _ := l.r.Read(one[:]); n > 0 {
+			return 0, errSubmitTooBig
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+func sanitizeComment(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == '(' || r == ')' || r == '\\' || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

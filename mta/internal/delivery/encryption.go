@@ -1,0 +1,438 @@
+package delivery
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/textproto"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/posthorn/posthorn/mta/internal/header"
+	"github.com/posthorn/posthorn/mta/internal/pluginhost"
+	"github.com/posthorn/posthorn/mta/internal/policychain"
+	"github.com/posthorn/posthorn/queue"
+	"github.com/posthorn/posthorn/sdk"
+)
+
+// Encryption is the outbound stage of the encryption policy chain: for
+// each remote recipient the chain decides (rule, trigger), the plugins
+// named as methods are asked in order whether they can handle the
+// recipient, and the first that can transforms the message (sign/encrypt)
+// or takes it over (divert). When none can and encryption is required,
+// the recipient bounces with the reason; when a plugin that might have
+// could not be asked (down, failing), the recipient is deferred. Nothing
+// that needs encryption ever goes out without it.
+type Encryption struct {
+	Chain   *policychain.Chain
+	Plugins *pluginhost.Host
+	// SpoolDir holds transformed messages until they are delivered.
+	SpoolDir string
+	Logger   *slog.Logger
+	// Queue records which plugin took a recipient over (pending its
+	// confirmation through Host.Confirm).
+	Queue interface {
+		SetAttr(id, key, value string) error
+	}
+
+	mu       sync.Mutex
+	inflight map[string]*inflight // queueID + "|" + plugin
+}
+
+// inflight collects confirmations a plugin sends while its Transform call
+// is still running (it may divert and confirm in one go).
+type inflight struct {
+	rcpts     map[string]bool
+	confirmed map[string]Confirmation
+}
+
+// Confirmation is a plugin's word on a recipient it took over.
+type Confirmation struct {
+	Outcome, Reason string
+}
+
+// ConfirmInflight records a confirmation for a recipient of a Transform
+// still running; false if there is none (the caller then looks at the
+// queue).
+func (e *Encryption) ConfirmInflight(queueID, plugin, rcpt string, c Confirmation) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := e.inflight[queueID+"|"+plugin]
+	if f == nil || !f.rcpts[strings.ToLower(rcpt)] {
+		return false
+	}
+	f.confirmed[strings.ToLower(rcpt)] = c
+	return true
+}
+
+func (e *Encryption) begin(queueID, plugin string, env *queue.Envelope, group []int) (*inflight, func()) {
+	f := &inflight{rcpts: map[string]bool{}, confirmed: map[string]Confirmation{}}
+	for _, i := range group {
+		f.rcpts[strings.ToLower(env.Recipients[i].Addr)] = true
+	}
+	key := queueID + "|" + plugin
+	e.mu.Lock()
+	if e.inflight == nil {
+		e.inflight = map[string]*inflight{}
+	}
+	e.inflight[key] = f
+	e.mu.Unlock()
+	return f, func() {
+		e.mu.Lock()
+		delete(e.inflight, key)
+		e.mu.Unlock()
+	}
+}
+
+func (f *inflight) take(rcpt string, mu *sync.Mutex) (Confirmation, bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	c, ok := f.confirmed[strings.ToLower(rcpt)]
+	return c, ok
+}
+
+// Output is a transformed message for some of the recipients.
+type Output struct {
+	Idx  []int
+	Body Body
+}
+
+// Plan is what the stage decided for one message.
+type Plan struct {
+	// Plain recipients go out as they are (with the subject tag and the
+	// trigger header removed), through PlainBody.
+	Plain     []int
+	PlainBody Body
+	Outputs   []Output
+	// Outcomes are final for this attempt (bounced, deferred, diverted).
+	Outcomes map[int]Outcome
+	cleanup  []string
+}
+
+// Close removes the spooled outputs.
+func (p *Plan) Close() {
+	for _, f := range p.cleanup {
+		os.Remove(f)
+	}
+}
+
+// AttrDiverted marks a recipient taken over by a plugin that will confirm
+// its fate later: "divert.<index>" = plugin name.
+func AttrDiverted(i int) string { return fmt.Sprintf("divert.%d", i) }
+
+// Apply runs the chain for the remote recipients idx of env.
+func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, body Body) *Plan {
+	plan := &Plan{Outcomes: map[int]Outcome{}}
+	subject, headers, err := readHeader(body)
+	if err != nil {
+		for _, i := range idx {
+			plan.Outcomes[i] = Deferred("4.3.0", "x-posthorn; cannot read the queued message: "+errString(err))
+		}
+		return plan
+	}
+	trig := e.Chain.TriggerHeader()
+	plan.PlainBody = stripTrigger(body, e.Chain, trig)
+
+	decisions := map[int]policychain.Decision{}
+	wants := map[string][]int{} // method -> recipients that might use it
+	var methods []string
+	for _, i := range idx {
+		d := e.Chain.Decide(env.From, env.Recipients[i].Addr, subject, headers)
+		decisions[i] = d
+		if d.Encrypt == policychain.Never {
+			continue
+		}
+		for _, m := range d.Methods {
+			if _, ok := wants[m]; !ok {
+				methods = append(methods, m)
+			}
+			wants[m] = append(wants[m], i)
+		}
+	}
+	senv := sdkEnvelope(env)
+	answers := map[int]map[string]bool{}
+	for _, m := range methods {
+		rcpts := sdkRecipients(env, wants[m])
+		ans, err := e.Plugins.CanHandle(ctx, m, senv, rcpts)
+		if err != nil {
+			e.Logger.Warn("encryption method could not be asked", "queue_id", env.ID, "method", m, "err", err)
+			continue // missing answers count as "cannot" (and as temporary for required mail)
+		}
+		for k, a := range ans {
+			if k < len(wants[m]) {
+				i := wants[m][k]
+				if answers[i] == nil {
+					answers[i] = map[string]bool{}
+				}
+				answers[i][m] = a.CanHandle
+			}
+		}
+	}
+	groups := map[string][]int{}
+	var order []string
+	for _, i := range idx {
+		d := decisions[i]
+		c := policychain.ChooseDetail(d, answers[i])
+		policychain.Audit(ctx, e.Logger, env.ID, d, c)
+		switch {
+		case c.Method != "":
+			if _, ok := groups[c.Method]; !ok {
+				order = append(order, c.Method)
+			}
+			groups[c.Method] = append(groups[c.Method], i)
+		case c.OK:
+			plan.Plain = append(plan.Plain, i)
+		case c.Temporary:
+			plan.Outcomes[i] = Deferred("4.7.0", "x-posthorn; "+c.Why)
+		default:
+			plan.Outcomes[i] = Failed("5.7.1", "x-posthorn; "+c.Why)
+		}
+	}
+	for _, m := range order {
+		e.transform(ctx, env, senv, m, groups[m], plan)
+	}
+	e.signPlain(ctx, env, senv, decisions, plan)
+	return plan
+}
+
+// signPlain offers recipients that go out unencrypted under a rule with
+// sign = true to the rule's methods for a signature only (protocol minor
+// 1); the first method that can sign for the sender does. A recipient
+// nobody can sign for goes out as it is: signing is about integrity and
+// about partners learning our certificate, never a reason to hold mail.
+func (e *Encryption) signPlain(ctx context.Context, env *queue.Envelope, senv *sdk.Envelope, decisions map[int]policychain.Decision, plan *Plan) {
+	want := map[int]bool{}
+	var methods []string
+	seen := map[string]bool{}
+	for _, i := range plan.Plain {
+		d := decisions[i]
+		if !d.Sign {
+			continue
+		}
+		want[i] = true
+		for _, m := range d.Methods {
+			if !seen[m] {
+				seen[m] = true
+				methods = append(methods, m)
+			}
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	sctx := sdk.WithSignOnly(ctx)
+	for _, m := range methods {
+		var ask []int
+		for _, i := range plan.Plain {
+			if want[i] && contains(decisions[i].Methods, m) {
+				ask = append(ask, i)
+			}
+		}
+		if len(ask) == 0 {
+			continue
+		}
+		ans, err := e.Plugins.CanHandle(sctx, m, senv, sdkRecipients(env, ask))
+		if err != nil {
+			e.Logger.Warn("signing method could not be asked", "queue_id", env.ID, "method", m, "err", err)
+			continue
+		}
+		var group []int
+		for k, a := range ans {
+			if k < len(ask) && a.CanHandle {
+				group = append(group, ask[k])
+			}
+		}
+		if len(group) == 0 {
+			continue
+		}
+		sub := &Plan{Outcomes: map[int]Outcome{}, PlainBody: plan.PlainBody}
+		e.transform(sctx, env, senv, m, group, sub)
+		signed := map[int]bool{}
+		for _, o := range sub.Outputs {
+			for _, i := range o.Idx {
+				signed[i] = true
+			}
+		}
+		if len(signed) == 0 {
+			e.Logger.Warn("signing failed; sending unsigned", "queue_id", env.ID, "method", m)
+			sub.Close()
+			continue
+		}
+		plan.Outputs = append(plan.Outputs, sub.Outputs...)
+		plan.cleanup = append(plan.cleanup, sub.cleanup...)
+		var rest []int
+		for _, i := range plan.Plain {
+			if signed[i] {
+				delete(want, i)
+				e.Logger.Info("signed without encryption", "queue_id", env.ID, "rcpt", env.Recipients[i].Addr, "method", m)
+			} else {
+				rest = append(rest, i)
+			}
+		}
+		plan.Plain = rest
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *sdk.Envelope, method string, group []int, plan *Plan) {
+	fail := func(o Outcome) {
+		for _, i := range group {
+			plan.Outcomes[i] = o
+		}
+	}
+	rc, err := plan.PlainBody()
+	if err != nil {
+		fail(Deferred("4.3.0", "x-posthorn; cannot read the queued message: "+errString(err)))
+		return
+	}
+	defer rc.Close()
+	fl, done := e.begin(env.ID, method, env, group)
+	defer done()
+	res, err := e.Plugins.Transform(ctx, method, senv, sdkRecipients(env, group), rc)
+	if err != nil {
+		// A plugin that fails is "cannot right now": defer, never send
+		// the recipient a weaker message.
+		fail(Deferred("4.7.0", fmt.Sprintf("x-posthorn; encryption method %s failed: %s", method, errString(err))))
+		return
+	}
+	defer res.Close()
+	byAddr := map[string]int{}
+	for _, i := range group {
+		byAddr[strings.ToLower(env.Recipients[i].Addr)] = i
+	}
+	switch res.Action {
+	case sdk.OutboundDiverted:
+		for _, i := range group {
+			if c, ok := fl.take(env.Recipients[i].Addr, &e.mu); ok && res.Pending {
+				// Confirmed while diverting.
+				st, status := queue.Delivered, "2.0.0"
+				if c.Outcome != "delivered" {
+					st, status = queue.Failed, "5.0.0"
+				}
+				plan.Outcomes[i] = Outcome{State: st, Status: status, Diagnostic: "x-posthorn; " + method + ": " + c.Reason, RemoteMTA: method, diverted: method}
+				continue
+			}
+			if res.Pending {
+				if err := e.Queue.SetAttr(env.ID, AttrDiverted(i), method); err != nil {
+					plan.Outcomes[i] = Deferred("4.3.0", "x-posthorn; cannot record the diversion: "+errString(err))
+					continue
+				}
+				plan.Outcomes[i] = Outcome{State: queue.Pending, Status: "4.7.0", Diagnostic: "x-posthorn; taken over by " + method + ", awaiting its confirmation: " + res.Reason, diverted: method}
+			} else {
+				plan.Outcomes[i] = Outcome{State: queue.Delivered, Status: "2.0.0", Diagnostic: "x-posthorn; taken over by " + method + ": " + res.Reason, diverted: method}
+			}
+		}
+		return
+	case sdk.OutboundDeclined:
+		fail(Deferred("4.7.0", fmt.Sprintf("x-posthorn; encryption method %s declined after accepting: %s", method, res.Reason)))
+		return
+	}
+	var produced []Output
+	var files []string
+	for {
+		out, err := res.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			for _, f := range files {
+				os.Remove(f)
+			}
+			fail(Deferred("4.7.0", fmt.Sprintf("x-posthorn; encryption method %s failed: %s", method, errString(err))))
+			return
+		}
+		f, err := os.CreateTemp(e.SpoolDir, "out-*")
+		if err == nil {
+			_, err = io.Copy(f, out.Body)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			if f != nil {
+				os.Remove(f.Name())
+			}
+			fail(Deferred("4.3.0", "x-posthorn; cannot spool the transformed message: "+errString(err)))
+			return
+		}
+		files = append(files, f.Name())
+		name := f.Name()
+		o := Output{Body: func() (io.ReadCloser, error) { return os.Open(name) }}
+		for _, a := range out.Recipients {
+			if i, ok := byAddr[strings.ToLower(a)]; ok {
+				o.Idx = append(o.Idx, i)
+			}
+		}
+		produced = append(produced, o)
+	}
+	plan.cleanup = append(plan.cleanup, files...)
+	plan.Outputs = append(plan.Outputs, produced...)
+}
+
+func sdkEnvelope(env *queue.Envelope) *sdk.Envelope {
+	e := &sdk.Envelope{ID: env.ID, MailFrom: env.From, ClientAddr: env.ClientAddr, Helo: env.ClientHelo,
+		AuthUser: env.AuthUser, Size: env.Size, SMTPUTF8: env.SMTPUTF8}
+	for _, r := range env.Recipients {
+		e.Recipients = append(e.Recipients, sdk.Recipient{Address: r.Addr})
+	}
+	return e
+}
+
+func sdkRecipients(env *queue.Envelope, idx []int) []sdk.Recipient {
+	out := make([]sdk.Recipient, len(idx))
+	for k, i := range idx {
+		out[k] = sdk.Recipient{Address: env.Recipients[i].Addr}
+	}
+	return out
+}
+
+// readHeader reads the message header: the Subject and all fields.
+func readHeader(body Body) (string, map[string][]string, error) {
+	rc, err := body()
+	if err != nil {
+		return "", nil, err
+	}
+	defer rc.Close()
+	h, err := textproto.NewReader(bufio.NewReader(io.LimitReader(rc, 1<<20))).ReadMIMEHeader()
+	if err != nil && !errors.Is(err, io.EOF) && len(h) == 0 {
+		return "", nil, err
+	}
+	return h.Get("Subject"), h, nil
+}
+
+// stripTrigger removes the subject tag and the trigger header: they were
+// instructions to us, not part of the mail.
+func stripTrigger(body Body, chain *policychain.Chain, trigger string) Body {
+	return func() (io.ReadCloser, error) {
+		rc, err := body()
+		if err != nil {
+			return nil, err
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			defer rc.Close()
+			pw.CloseWithError(header.Rewrite(rc, pw, func(name, value string) (string, bool) {
+				switch {
+				case trigger != "" && strings.EqualFold(name, trigger):
+					return "", false
+				case strings.EqualFold(name, "Subject"):
+					return chain.StripTag(value), true
+				}
+				return value, true
+			}))
+		}()
+		return pr, nil
+	}
+}

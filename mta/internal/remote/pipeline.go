@@ -1,0 +1,162 @@
+package remote
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mta/internal/delivery"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// go-smtp's client sends one command and waits for its reply. For servers
+// that offer PIPELINING (RFC 2920) the transaction is spoken here instead:
+// MAIL, every RCPT and DATA go out in one write, and the replies are read
+// in order. It runs on the same connection between two go-smtp commands,
+// when no reply is pending, so neither side's buffer holds anything of the
+// other's.
+
+// pipelined runs one transaction; broken reports a connection that died
+// before the server said anything about this message.
+func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body delivery.Body, mailParams string, rcptParams []string) (map[int]delivery.Outcome, *attemptError, bool) {
+	wire := c.wire
+	out := map[int]delivery.Outcome{}
+	var b strings.Builder
+	fmt.Fprintf(&b, "MAIL FROM:<%s>%s\r\n", env.From, mailParams)
+	for k, i := range idx {
+		fmt.Fprintf(&b, "RCPT TO:<%s>%s\r\n", env.Recipients[i].Addr, rcptParams[k])
+	}
+	b.WriteString("DATA\r\n")
+	wire.SetDeadline(time.Now().Add(t.commandTimeout))
+	if _, err := io.WriteString(wire, b.String()); err != nil {
+		return nil, tempErr("4.4.2", "%s[%s]: lost connection at MAIL: %s", c.host, c.addr, oneLine(err)), true
+	}
+	tp := textproto.NewReader(bufio.NewReader(wire))
+	lost := func(stage string, err error) (map[int]delivery.Outcome, *attemptError, bool) {
+		return nil, tempErr("4.4.2", "%s[%s]: lost connection at %s: %s", c.host, c.addr, stage, oneLine(err)), false
+	}
+	mailErr, err := readReply(tp, 2)
+	if err != nil {
+		a, e, _ := lost("MAIL", err)
+		return a, e, true
+	}
+	var accepted []int
+	for _, i := range idx {
+		rerr, err := readReply(tp, 2)
+		if err != nil {
+			return lost("RCPT", err)
+		}
+		switch {
+		case mailErr != nil:
+			out[i] = outcomeFromReply(mailErr, c.host, "MAIL")
+		case rerr != nil:
+			out[i] = outcomeFromReply(rerr, c.host, "RCPT")
+		default:
+			accepted = append(accepted, i)
+		}
+	}
+	dataErr, err := readReply(tp, 3)
+	if err != nil {
+		return lost("DATA", err)
+	}
+	if dataErr != nil {
+		for _, i := range accepted {
+			out[i] = outcomeFromReply(dataErr, c.host, "DATA")
+		}
+		return out, nil, false
+	}
+	// 354: send the message, or, with no recipient left, an empty one the
+	// server will refuse (RFC 2920 §3.1).
+	wire.SetDeadline(time.Now().Add(t.dataTimeout))
+	dw := textproto.NewWriter(bufio.NewWriterSize(wire, 64<<10)).DotWriter()
+	if len(accepted) > 0 {
+		rc, err := body()
+		if err != nil {
+			dw.Close()
+			readReply(tp, 2)
+			for _, i := range accepted {
+				out[i] = delivery.Deferred("4.3.0", "x-posthorn; cannot read queued message: "+oneLine(err))
+			}
+			return out, nil, false
+		}
+		var src io.Reader = rc
+		if env.BodyType == "8BITMIME" && !c.ext8bit {
+			src = to7bit(rc)
+		}
+		_, werr := io.Copy(dw, src)
+		rc.Close()
+		if werr != nil {
+			return lost("DATA", werr)
+		}
+	}
+	if err := dw.Close(); err != nil {
+		return lost("end of DATA", err)
+	}
+	wire.SetDeadline(time.Now().Add(t.dataTimeout))
+	endErr, text, err := readReplyText(tp, 2)
+	wire.SetDeadline(time.Time{})
+	if err != nil {
+		// The message may or may not have arrived: retry (a duplicate is
+		// better than a loss).
+		return lost("end of DATA", err)
+	}
+	if len(accepted) == 0 {
+		return out, nil, false
+	}
+	if endErr != nil {
+		for _, i := range accepted {
+			out[i] = outcomeFromReply(endErr, c.host, "end of DATA")
+		}
+		return out, nil, false
+	}
+	c.msgs++
+	for _, i := range accepted {
+		out[i] = delivery.Outcome{State: queue.Delivered, Status: "2.0.0",
+			Diagnostic: fmt.Sprintf("smtp; 250 %s (%s)", oneLine(errors.New(text+" ")), c.tls), RemoteMTA: c.host, DSNPassedOn: c.extDSN}
+	}
+	t.log.Info("delivered", "queue_id", env.ID, "host", c.host, "addr", c.addr, "tls", c.tls.String(), "rcpts", len(accepted), "pipelined", true)
+	return out, nil, false
+}
+
+// readReply reads one reply; a reply of another class than want is
+// returned as an *smtp.SMTPError, an I/O or syntax problem as err.
+func readReply(tp *textproto.Reader, want int) (*smtp.SMTPError, error) {
+	se, _, err := readReplyText(tp, want)
+	return se, err
+}
+
+func readReplyText(tp *textproto.Reader, want int) (*smtp.SMTPError, string, error) {
+	code, msg, err := tp.ReadResponse(want)
+	if err == nil {
+		return nil, msg, nil
+	}
+	var te *textproto.Error
+	if !errors.As(err, &te) || code < 200 {
+		return nil, "", err
+	}
+	se := asSMTPError(te).(*smtp.SMTPError)
+	return se, msg, nil
+}
+
+// xtext encodes a DSN parameter value (RFC 3461 §4).
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '!' || c > '~' || c == '+' || c == '=' {
+			fmt.Fprintf(&b, "+%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+var _ net.Conn = (*greetedConn)(nil)

@@ -1,0 +1,208 @@
+// Package smtpd is posthorn's SMTP server (RFC 5321) on top of
+// emersion/go-smtp: the MX listener (STARTTLS, RFC 3207), submission (RFC
+// 6409, AUTH required, RFC 4954) and implicit-TLS submission (RFC 8314).
+// It advertises PIPELINING (RFC 2920), 8BITMIME (RFC 6152), SMTPUTF8 (RFC
+// 6531), SIZE (RFC 1870), ENHANCEDSTATUSCODES (RFC 2034/3463), DSN (RFC
+// 3461) and CHUNKING (RFC 3030). It checks recipients of local domains at
+// RCPT, never relays for strangers, enforces the operator's limits, refuses
+// SMTP smuggling (bare CR/LF in DATA), adds a Received header, and answers
+// 250 only after the queue has the message on disk.
+//
+// Every error leaves through reply (reply.go), the one place where errors
+// become SMTP replies.
+package smtpd
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/auth"
+	"github.com/posthorn/posthorn/mta/internal/metrics"
+	"github.com/posthorn/posthorn/mta/internal/router"
+	"github.com/posthorn/posthorn/queue"
+)
+
+// Kind is the role of a listener.
+type Kind int
+
+const (
+	// MX accepts mail for local domains from anyone and relays for client
+	// networks; STARTTLS offered, no AUTH.
+	MX Kind = iota
+	// Submission requires AUTH, which requires STARTTLS first.
+	Submission
+	// Submissions is Submission over implicit TLS.
+	Submissions
+)
+
+func (k Kind) String() string {
+	return [...]string{"mx", "submission", "submissions"}[k]
+}
+
+func (k Kind) authAllowed() bool  { return k != MX }
+func (k Kind) authRequired() bool { return k != MX }
+
+// Acceptor takes a message whose envelope is complete: it reserves a queue
+// ID (for the Received header), then enqueues durably. The daemon's
+// acceptor is where inbound plugin hooks run.
+type Acceptor interface {
+	NewID() string
+	Accept(m Meta, env *queue.Envelope, body io.Reader) (string, error)
+}
+
+// Meta tells the acceptor about the session a message came in on.
+type Meta struct {
+	Kind    Kind
+	Trusted bool // client in client_networks
+	TLS     bool
+}
+
+// Config is what a listener needs; the daemon builds it from conf.Config.
+type Config struct {
+	Kind     Kind
+	Address  string
+	Hostname string
+	TLS      *tls.Config // nil disables STARTTLS (and so AUTH)
+	Limits   conf.SMTP
+	Router   *router.Router
+	Users    *auth.Users // nil: no AUTH
+	Acceptor Acceptor
+	Logger   *slog.Logger
+	// AuthFailDelay slows down password guessing; default 1s.
+	AuthFailDelay time.Duration
+}
+
+// Listener is one running SMTP listener.
+type Listener struct {
+	name          string
+	kind          Kind
+	hostname      string
+	router        *router.Router
+	users         *auth.Users
+	acceptor      Acceptor
+	log           *slog.Logger
+	trusted       []*net.IPNet
+	maxSize       int64
+	maxRcpts      int
+	maxLine       int
+	authFailDelay time.Duration
+
+	srv *smtp.Server
+	ln  net.Listener
+}
+
+// Listen binds the listener's address; Serve runs it.
+func Listen(cfg Config) (*Listener, error) {
+	l := &Listener{
+		name: cfg.Kind.String(), kind: cfg.Kind, hostname: cfg.Hostname,
+		router: cfg.Router, users: cfg.Users, acceptor: cfg.Acceptor, log: cfg.Logger,
+		maxSize: cfg.Limits.MaxMessageSize.Bytes(), maxRcpts: cfg.Limits.MaxRecipients,
+		maxLine: cfg.Limits.MaxLineLength, authFailDelay: cfg.AuthFailDelay,
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	l.log = l.log.With("listener", l.name)
+	if l.authFailDelay == 0 {
+		l.authFailDelay = time.Second
+	}
+	for _, c := range cfg.Limits.ClientNetworks {
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			return nil, fmt.Errorf("client network %q: %w", c, err)
+		}
+		l.trusted = append(l.trusted, n)
+	}
+	if cfg.Kind == Submissions && cfg.TLS == nil {
+		return nil, fmt.Errorf("%s listener needs a TLS certificate", l.name)
+	}
+
+	var starttls *tls.Config
+	if cfg.Kind != Submissions {
+		starttls = cfg.TLS
+	}
+	l.srv = newServer(l, starttls)
+
+	ln, err := net.Listen("tcp", cfg.Address)
+	if err != nil {
+		return nil, err
+	}
+	lim := newLimitListener(ln, cfg.Limits.MaxSessionsPerIP, cfg.Limits.MaxSessions,
+		cfg.Limits.CommandTimeout.D(), cfg.Limits.DataTimeout.D(), func(reason string) {
+			metrics.SMTPRefused.WithLabelValues(l.name, reason).Inc()
+			l.log.Warn("connection refused", "reason", reason)
+		})
+	l.ln = lim
+	if cfg.Kind == Submissions {
+		l.ln = tls.NewListener(lim, cfg.TLS)
+	}
+	return l, nil
+}
+
+// newServer configures go-smtp for listener l; tlsConf enables STARTTLS.
+func newServer(l *Listener, tlsConf *tls.Config) *smtp.Server {
+	s := smtp.NewServer(l)
+	s.Domain = l.hostname
+	s.MaxMessageBytes = l.maxSize
+	s.MaxRecipients = l.maxRcpts
+	s.MaxLineLength = 2000 // commands; data lines are checked by checkedReader
+	s.EnableSMTPUTF8 = true
+	s.EnableDSN = true
+	// REQUIRETLS (RFC 8689) is advertised only on TLS sessions.
+	s.EnableREQUIRETLS = true
+	s.AllowInsecureAuth = false
+	s.ErrorLog = slogPrinter{l.log}
+	s.TLSConfig = tlsConf
+	return s
+}
+
+// Addr is the bound address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Serve runs until Close.
+func (l *Listener) Serve() error { return l.srv.Serve(l.ln) }
+
+// Close stops accepting and closes open sessions.
+func (l *Listener) Close() error { return l.srv.Close() }
+
+func (l *Listener) trustedNet(ip net.IP) bool {
+	for _, n := range l.trusted {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewSession implements smtp.Backend.
+func (l *Listener) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ip := net.ParseIP(hostOf(c.Conn().RemoteAddr()))
+	metrics.SMTPSessions.WithLabelValues(l.name).Inc()
+	metrics.SMTPActive.WithLabelValues(l.name).Inc()
+	s := &session{l: l, conn: c, ip: ip, tc: underlying(c.Conn()),
+		log: l.log.With("client", ip.String(), "helo", sanitizeHelo(c.Hostname()))}
+	return s, nil
+}
+
+// accept reserves the queue ID, completes the Received header with it and
+// hands the message to the acceptor.
+func (l *Listener) accept(m Meta, env *queue.Envelope, received []byte, body io.Reader) (string, error) {
+	env.ID = l.acceptor.NewID()
+	hdr := []byte(replaceID(string(received), env.ID))
+	return l.acceptor.Accept(m, env, io.MultiReader(bytesReader(hdr), body))
+}
+
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) { p.log.Debug(fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.log.Debug(fmt.Sprint(v...)) }
+
+// Kind is the listener's role.
+func (l *Listener) Kind() Kind { return l.kind }
