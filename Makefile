@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test test-short lint fmt vet bench generate check-generate demo clean
+.PHONY: all build run test test-short lint tidy-check fmt vet bench generate check-generate demo clean
 
 all: build
 
@@ -21,18 +21,38 @@ build:
 run: build
 	./$(BIN)/posthorn serve
 
+# The SDK is its own module (sdk/go.mod): every target covers both.
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	cd sdk && $(GO) test $(TESTFLAGS) ./...
 
 test-short:
 	$(GO) test -short $(PKGS)
+	cd sdk && $(GO) test -short ./...
 
-lint: vet
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: vet tidy-check
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) ./...
+	cd sdk && $(STATICCHECK) ./...
 
 vet:
 	$(GO) vet $(PKGS)
+	cd sdk && $(GO) vet ./...
+
+# tidy-check: go mod tidy must leave both modules' go.mod and go.sum as
+# committed.
+tidy-check:
+	@t=$$(mktemp -d); trap 'rm -rf $$t' EXIT; for m in . sdk; do \
+		cp $$m/go.mod $$m/go.sum $$t/; \
+		(cd $$m && $(GO) mod tidy) || exit 1; \
+		if ! cmp -s $$m/go.mod $$t/go.mod || ! cmp -s $$m/go.sum $$t/go.sum; then \
+			cp $$t/go.mod $$t/go.sum $$m/; \
+			echo "go mod tidy changes $$m/go.mod or $$m/go.sum: run it there and commit"; exit 1; \
+		fi; \
+	done
 
 fmt:
 	gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')

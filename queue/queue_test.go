@@ -615,7 +615,7 @@ func TestQuarantine(t *testing.T) {
 	// Quarantining the same name again does not clobber the first copy.
 	os.WriteFile(filepath.Join(msgDir, "Empty"), nil, 0o600)
 	q.Close()
-	q = open(t, dir, c)
+	open(t, dir, c).Close()
 	if ents, _ := os.ReadDir(filepath.Join(dir, "quarantine")); len(ents) != 6 {
 		t.Errorf("quarantine holds %d entries, want 6", len(ents))
 	}

@@ -179,7 +179,7 @@ func (v Verdict) Validate() error {
 	case ActionReplace:
 		// The host side carries the replacement outside the Verdict.
 	default:
-		return fmt.Errorf("verdict has no valid action (%v); use sdk.Accept(), sdk.Reject(...) etc.", v.Action)
+		return fmt.Errorf("verdict has no valid action (%v); use sdk.Accept(), sdk.Reject(…) and the like", v.Action)
 	}
 	return nil
 }

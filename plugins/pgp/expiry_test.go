@@ -59,7 +59,7 @@ func TestKeyExpiringEvent(t *testing.T) {
 	ev := evs[0]
 	na, err := time.Parse(time.RFC3339, ev.Attributes["not_after"])
 	if ev.Type != pgp.EventKeyExpiring || ev.Recipient != "alice@example.org" || err != nil ||
-		na.Sub(time.Now()) > 31*24*time.Hour || ev.Attributes["notify_to"] != "pki@example.org" ||
+		time.Until(na) > 31*24*time.Hour || ev.Attributes["notify_to"] != "pki@example.org" ||
 		ev.Attributes["uid"] != "<alice@example.org>" || len(ev.Attributes["fingerprint"]) != 40 {
 		t.Errorf("event %+v", ev)
 	}

@@ -233,7 +233,9 @@ func Encrypt(content []byte, c Cipher, rcpts []Recipient) ([]byte, error) {
 			},
 			MAC: tag,
 		}
-		inner, err = asn1.Marshal(ad)
+		if inner, err = asn1.Marshal(ad); err != nil {
+			return nil, err
+		}
 		ctype = oidAuthEnvelopedData
 	default:
 		return nil, fmt.Errorf("smime: encrypt: unsupported cipher %v", c)
@@ -270,6 +272,9 @@ func keyTransRecipient(key []byte, r Recipient) ([]byte, error) {
 		ek, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, key, nil)
 	case PKCS1v15, 0:
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue}
+		// PKCS #1 v1.5 stays for partners that announce nothing better:
+		// gpgsm and many S/MIME clients know no RSAES-OAEP.
+		//lint:ignore SA1019 interoperability, see above
 		ek, err = rsa.EncryptPKCS1v15(rand.Reader, pub, key)
 	default:
 		return nil, fmt.Errorf("smime: encrypt: unsupported key transport %v", r.Transport)
@@ -517,6 +522,7 @@ func recoverKey(infos []asn1.RawValue, ids []Identity, keyLen int) ([]byte, *Env
 				// then fails.
 				key := make([]byte, keyLen)
 				rand.Read(key)
+				//lint:ignore SA1019 most senders still wrap keys with PKCS #1 v1.5; the session-key API keeps the timing side channel closed
 				if err := rsa.DecryptPKCS1v15SessionKey(nil, priv, ri.EncryptedKey, key); err != nil {
 					return nil, nil, errors.New("smime: decryption failed (wrong key or corrupt message)")
 				}

@@ -31,7 +31,7 @@ func Build(t testing.TB, pkg string) string {
 func BuildIn(dir, pkg string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "go"
 	}
 	bin := filepath.Join(dir, "plugin")
 	if runtime.GOOS == "windows" {

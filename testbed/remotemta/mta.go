@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -392,5 +391,3 @@ func (m *MTA) accept() {
 		}()
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -140,7 +140,7 @@ func parse(name string, data []byte) (map[string]string, error) {
 		}
 		user, hash, ok := strings.Cut(line, ":")
 		if !ok || !strings.Contains(user, "@") || !strings.HasPrefix(hash, "$argon2id$") {
-			return nil, fmt.Errorf("%s:%d: want user@domain:$argon2id$...", name, n)
+			return nil, fmt.Errorf("%s:%d: want user@domain:$argon2id$… hash", name, n)
 		}
 		hashes[strings.ToLower(user)] = hash
 	}

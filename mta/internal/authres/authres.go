@@ -411,16 +411,16 @@ func fromDomain(hdr []byte) (string, error) {
 	for _, a := range addrs {
 		i := strings.LastIndexByte(a.Address, '@')
 		if i < 0 {
-			return "", errors.New("From address without domain")
+			return "", errors.New("address in From without domain")
 		}
 		d := strings.ToLower(strings.TrimSuffix(a.Address[i+1:], "."))
 		if domain != "" && d != domain {
-			return "", errors.New("From addresses in several domains")
+			return "", errors.New("addresses in From in several domains")
 		}
 		domain = d
 	}
 	if domain == "" || strings.HasPrefix(domain, "[") {
-		return "", errors.New("From address without domain name")
+		return "", errors.New("address in From without domain name")
 	}
 	return domain, nil
 }

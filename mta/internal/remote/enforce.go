@@ -61,13 +61,6 @@ func tlsRequiredNo(body delivery.Body) bool {
 	return strings.EqualFold(strings.TrimSpace(h.Get("TLS-Required")), "no")
 }
 
-// domainPolicy is what applies to one destination domain.
-type domainPolicy struct {
-	base   tlspolicy.Policy
-	sts    *mtasts.Policy // enforce or testing, when MTA-STS applies
-	stsErr error          // a failed fetch (for TLS-RPT)
-}
-
 // stsPolicy looks up the MTA-STS policy of domain (RFC 8461).
 func (t *Transport) stsPolicy(ctx context.Context, domain string) (*mtasts.Policy, error) {
 	if t.sts == nil {

@@ -48,7 +48,9 @@ func ParseKeys(data []byte) (el openpgp.EntityList, err error) {
 		if block.Type != openpgp.PublicKeyType && block.Type != openpgp.PrivateKeyType {
 			return nil, fmt.Errorf("armor type %q is not a key block", block.Type)
 		}
-		el, err = openpgp.ReadKeyRing(io.LimitReader(block.Body, MaxKeySize))
+		if el, err = openpgp.ReadKeyRing(io.LimitReader(block.Body, MaxKeySize)); err != nil {
+			return nil, fmt.Errorf("broken OpenPGP key: %w", err)
+		}
 	} else {
 		el, err = openpgp.ReadKeyRing(bytes.NewReader(data))
 	}
