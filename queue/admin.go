@@ -8,18 +8,12 @@ import (
 // update applies fn to a copy of a message's envelope, journals the copy
 // (fsync) and then makes it current. If writing fails nothing changes.
 func (q *Queue) update(id string, fn func(env *Envelope, now time.Time)) error {
-	if err := q.begin(); err != nil {
+	m, unlock, err := q.lockMsg(id)
+	if err != nil {
 		return err
 	}
-	defer q.end()
-	m := q.lookup(id)
-	if m == nil {
-		return ErrNotFound
-	}
-	m.io.Lock()
-	defer m.io.Unlock()
-	q.mu.Lock()
-	if m.gone || m.deleted {
+	defer unlock()
+	if m.deleted {
 		q.mu.Unlock()
 		return ErrNotFound
 	}
@@ -121,18 +115,12 @@ func (q *Queue) Flush(id string) error {
 // Release), and the results of that lease are dropped; Get, List and
 // Stats no longer show it.
 func (q *Queue) Delete(id string) error {
-	if err := q.begin(); err != nil {
+	m, unlock, err := q.lockMsg(id)
+	if err != nil {
 		return err
 	}
-	defer q.end()
-	m := q.lookup(id)
-	if m == nil {
-		return ErrNotFound
-	}
-	m.io.Lock()
-	defer m.io.Unlock()
-	q.mu.Lock()
-	if m.gone || m.deleted {
+	defer unlock()
+	if m.deleted {
 		q.mu.Unlock()
 		return ErrNotFound
 	}

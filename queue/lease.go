@@ -182,22 +182,11 @@ func (q *Queue) Settle(id string, results []Result) error {
 }
 
 func (q *Queue) report(id string, results []Result, release bool) error {
-	if err := q.begin(); err != nil {
+	m, unlock, err := q.lockMsg(id)
+	if err != nil {
 		return err
 	}
-	defer q.end()
-	m := q.lookup(id)
-	if m == nil {
-		return ErrNotFound
-	}
-	m.io.Lock()
-	defer m.io.Unlock()
-
-	q.mu.Lock()
-	if m.gone {
-		q.mu.Unlock()
-		return ErrNotFound
-	}
+	defer unlock()
 	if m.deleted {
 		q.mu.Unlock()
 		q.removeDeleted(m)
@@ -235,7 +224,6 @@ func (q *Queue) report(id string, results []Result, release bool) error {
 	}
 	q.mu.Unlock()
 
-	var err error
 	if done {
 		err = q.removeFile(m)
 	} else {
@@ -300,10 +288,33 @@ func (q *Queue) Release(id string) {
 	q.mu.Unlock()
 }
 
-func (q *Queue) lookup(id string) *msg {
+// lockMsg is the preamble of every write to one message's file. It
+// registers the write with begin (so Close waits for it), looks message id
+// up, takes the message's io lock and then q.mu (in that order), and
+// returns the message with both held; a message that is gone is
+// ErrNotFound. The caller checks m.deleted itself, unlocks q.mu when it
+// no longer needs it, and calls unlock at the end, which drops the io lock
+// and ends the write.
+func (q *Queue) lockMsg(id string) (m *msg, unlock func(), err error) {
+	if err := q.begin(); err != nil {
+		return nil, nil, err
+	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.msgs[id]
+	m = q.msgs[id]
+	q.mu.Unlock()
+	if m == nil {
+		q.end()
+		return nil, nil, ErrNotFound
+	}
+	m.io.Lock()
+	q.mu.Lock()
+	if m.gone {
+		q.mu.Unlock()
+		m.io.Unlock()
+		q.end()
+		return nil, nil, ErrNotFound
+	}
+	return m, func() { m.io.Unlock(); q.end() }, nil
 }
 
 // removeFile unlinks a finished message and fsyncs the directory, so it
