@@ -370,16 +370,6 @@ func overall(rs []RecipientReport) Action {
 	return a
 }
 
-func subjects(a Action) (en, de string) {
-	switch a {
-	case Failed:
-		return "Undelivered Mail Returned to Sender", "Unzustellbare Nachricht"
-	case Delayed:
-		return "Delayed Mail (still being retried)", "Verzögerte Zustellung"
-	}
-	return "Successful Mail Delivery Report", "Zustellbestätigung"
-}
-
 // writeStatus writes the message/delivery-status body.
 func writeStatus(w *bytes.Buffer, r Report, mta string, arrival time.Time, global bool) {
 	env := r.Envelope

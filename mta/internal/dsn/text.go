@@ -7,67 +7,182 @@ import (
 	"time"
 )
 
-// reason says in plain words what an RFC 3463 status means.
-func reason(st string) (en, de string) {
+// wording is the text of a notification in one language: the Subject and
+// the people's part. Fields ending in "f" are fmt formats. Adding a
+// language is adding a value to languages (and to Content-Language).
+type wording struct {
+	name string // in the divider before the language; unused for the first
+
+	subjects map[Action]string // the Subject, by the overall action; Delivered for the rest
+
+	introf    string // the MTA's name
+	about     string
+	subjectf  string // the original's Subject, quoted
+	receivedf string // the arrival time
+
+	headings map[Action]string // leads in to each group of recipients
+
+	reasonf, detailsf, reportedByf, retryUntilf string // lines under a recipient
+
+	next map[Action]string // what happens next, by group; Delivered for the rest
+
+	attachedFull, attachedHeader string // the original, or its header, is attached
+
+	// reasons says in plain words what an RFC 3463 status means, by
+	// "subject.detail" ("1.1") and, as a fallback, by subject ("1").
+	reasons map[string]string
+}
+
+// languages are the languages of a notification, in the order they appear.
+var languages = []*wording{english, german}
+
+var english = &wording{
+	subjects: map[Action]string{
+		Failed:    "Undelivered Mail Returned to Sender",
+		Delayed:   "Delayed Mail (still being retried)",
+		Delivered: "Successful Mail Delivery Report",
+	},
+	introf:    "This is the mail system at %s.\n\n",
+	about:     "This is a report about your message",
+	subjectf:  " \"%s\"",
+	receivedf: ", received %s",
+	headings: map[Action]string{
+		Failed:    "Your message could NOT be delivered to the following recipients. The problem is permanent; the mail system has given up:\n",
+		Delayed:   "Your message has not yet been delivered to the following recipients. The mail system is still trying:\n",
+		Delivered: "Your message was delivered successfully to the following recipients:\n",
+		Relayed:   "Your message was passed on to the following recipients' mail systems, which do not send delivery confirmations:\n",
+		Expanded:  "Your message was delivered to the following addresses, which pass it on to further recipients (a list or forwarding):\n",
+	},
+	reasonf:     "    Reason: %s\n",
+	detailsf:    "    Details: %s\n",
+	reportedByf: "    Reported by: %s\n",
+	retryUntilf: "    Will keep trying until: %s\n",
+	next: map[Action]string{
+		Failed:    "What happens next: nothing more will happen with this message for these recipients. Please check the address for typing mistakes, or reach the recipient in another way. If the problem persists, forward this report to your postmaster.\n",
+		Delayed:   "What happens next: you do not need to do anything, and you should not send the message again. If it still cannot be delivered when the mail system gives up, you will receive another report.\n",
+		Delivered: "What happens next: nothing; this is only a confirmation.\n",
+	},
+	attachedFull:   "\nThe original message is attached.\n",
+	attachedHeader: "\nThe header of the original message is attached.\n",
+	reasons: map[string]string{
+		"1.1":  "The mailbox does not exist.",
+		"1.2":  "The recipient's domain does not exist or does not accept mail.",
+		"1.3":  "The recipient address is not valid.",
+		"1.6":  "The recipient has moved and left no forwarding address.",
+		"2.1":  "The mailbox is disabled and does not accept messages.",
+		"2.2":  "The recipient's mailbox is full.",
+		"2.3":  "The message is too large for the recipient's mail system.",
+		"3.4":  "The message is too large for the recipient's mail system.",
+		"4.1":  "The recipient's mail server did not answer.",
+		"4.2":  "The connection to the recipient's mail server was lost.",
+		"4.3":  "The recipient's mail server could not be found.",
+		"4.4":  "The recipient's mail server could not be found.",
+		"4.6":  "The message was caught in a mail loop.",
+		"4.7":  "The message could not be delivered in time and has expired.",
+		"7.1":  "The recipient's mail system refused the message.",
+		"7.10": "The message needs an encrypted (TLS) connection, and none was possible.",
+		"7.11": "The message needs an encrypted (TLS) connection, and none was possible.",
+		"1":    "There is a problem with the recipient address.",
+		"2":    "There is a problem with the recipient's mailbox.",
+		"3":    "The recipient's mail system has a problem.",
+		"4":    "There was a network or routing problem.",
+		"5":    "The mail servers could not understand each other.",
+		"6":    "The message content could not be handled.",
+		"7":    "The message was refused for security or policy reasons.",
+	},
+}
+
+var german = &wording{
+	name: "Deutsch",
+	subjects: map[Action]string{
+		Failed:    "Unzustellbare Nachricht",
+		Delayed:   "Verzögerte Zustellung",
+		Delivered: "Zustellbestätigung",
+	},
+	introf:    "Dies ist das Mailsystem von %s.\n\n",
+	about:     "Dies ist ein Bericht über Ihre Nachricht",
+	subjectf:  " „%s“",
+	receivedf: ", eingegangen am %s",
+	headings: map[Action]string{
+		Failed:    "Ihre Nachricht konnte an die folgenden Empfänger NICHT zugestellt werden. Das Problem ist dauerhaft; das Mailsystem hat aufgegeben:\n",
+		Delayed:   "Ihre Nachricht wurde an die folgenden Empfänger noch nicht zugestellt. Das Mailsystem versucht es weiter:\n",
+		Delivered: "Ihre Nachricht wurde an die folgenden Empfänger erfolgreich zugestellt:\n",
+		Relayed:   "Ihre Nachricht wurde an die Mailsysteme der folgenden Empfänger weitergegeben, die keine Zustellbestätigungen senden:\n",
+		Expanded:  "Ihre Nachricht wurde an die folgenden Adressen zugestellt, die sie an weitere Empfänger weitergeben (Verteiler oder Weiterleitung):\n",
+	},
+	reasonf:     "    Grund: %s\n",
+	detailsf:    "    Einzelheiten: %s\n",
+	reportedByf: "    Gemeldet von: %s\n",
+	retryUntilf: "    Weitere Versuche bis: %s\n",
+	next: map[Action]string{
+		Failed:    "Wie es weitergeht: Für diese Empfänger geschieht mit der Nachricht nichts weiter. Bitte prüfen Sie die Adresse auf Tippfehler oder erreichen Sie den Empfänger auf anderem Weg. Besteht das Problem weiter, leiten Sie diesen Bericht an Ihren Postmaster weiter.\n",
+		Delayed:   "Wie es weitergeht: Sie müssen nichts tun und sollten die Nachricht nicht erneut senden. Kann sie auch bis zum Ende der Zustellversuche nicht zugestellt werden, erhalten Sie einen weiteren Bericht.\n",
+		Delivered: "Wie es weitergeht: Nichts; dies ist nur eine Bestätigung.\n",
+	},
+	attachedFull:   "\nDie ursprüngliche Nachricht ist angehängt.\n",
+	attachedHeader: "\nDie Kopfzeilen der ursprünglichen Nachricht sind angehängt.\n",
+	reasons: map[string]string{
+		"1.1":  "Das Postfach existiert nicht.",
+		"1.2":  "Die Domain des Empfängers existiert nicht oder nimmt keine E-Mail an.",
+		"1.3":  "Die Empfängeradresse ist ungültig.",
+		"1.6":  "Der Empfänger ist umgezogen und hat keine Weiterleitung hinterlassen.",
+		"2.1":  "Das Postfach ist gesperrt und nimmt keine Nachrichten an.",
+		"2.2":  "Das Postfach des Empfängers ist voll.",
+		"2.3":  "Die Nachricht ist für das Mailsystem des Empfängers zu groß.",
+		"3.4":  "Die Nachricht ist für das Mailsystem des Empfängers zu groß.",
+		"4.1":  "Der Mailserver des Empfängers hat nicht geantwortet.",
+		"4.2":  "Die Verbindung zum Mailserver des Empfängers ist abgebrochen.",
+		"4.3":  "Der Mailserver des Empfängers wurde nicht gefunden.",
+		"4.4":  "Der Mailserver des Empfängers wurde nicht gefunden.",
+		"4.6":  "Die Nachricht kreiste zwischen Mailservern (Mail-Schleife).",
+		"4.7":  "Die Nachricht konnte nicht rechtzeitig zugestellt werden und ist abgelaufen.",
+		"7.1":  "Das Mailsystem des Empfängers hat die Nachricht abgelehnt.",
+		"7.10": "Die Nachricht erfordert eine verschlüsselte (TLS-)Verbindung, die nicht möglich war.",
+		"7.11": "Die Nachricht erfordert eine verschlüsselte (TLS-)Verbindung, die nicht möglich war.",
+		"1":    "Es gibt ein Problem mit der Empfängeradresse.",
+		"2":    "Es gibt ein Problem mit dem Postfach des Empfängers.",
+		"3":    "Das Mailsystem des Empfängers hat ein Problem.",
+		"4":    "Es gab ein Netzwerk- oder Weiterleitungsproblem.",
+		"5":    "Die Mailserver konnten sich nicht verständigen.",
+		"6":    "Der Inhalt der Nachricht konnte nicht verarbeitet werden.",
+		"7":    "Die Nachricht wurde aus Sicherheits- oder Richtliniengründen abgelehnt.",
+	},
+}
+
+// reason says in plain words what an RFC 3463 status means, or "".
+func (w *wording) reason(st string) string {
 	parts := strings.SplitN(st, ".", 3)
 	if len(parts) != 3 {
-		return "", ""
+		return ""
 	}
-	sub := parts[1] + "." + parts[2]
-	switch sub {
-	case "1.1":
-		return "The mailbox does not exist.", "Das Postfach existiert nicht."
-	case "1.2":
-		return "The recipient's domain does not exist or does not accept mail.", "Die Domain des Empfängers existiert nicht oder nimmt keine E-Mail an."
-	case "1.3":
-		return "The recipient address is not valid.", "Die Empfängeradresse ist ungültig."
-	case "1.6":
-		return "The recipient has moved and left no forwarding address.", "Der Empfänger ist umgezogen und hat keine Weiterleitung hinterlassen."
-	case "2.1":
-		return "The mailbox is disabled and does not accept messages.", "Das Postfach ist gesperrt und nimmt keine Nachrichten an."
-	case "2.2":
-		return "The recipient's mailbox is full.", "Das Postfach des Empfängers ist voll."
-	case "2.3", "3.4":
-		return "The message is too large for the recipient's mail system.", "Die Nachricht ist für das Mailsystem des Empfängers zu groß."
-	case "4.1":
-		return "The recipient's mail server did not answer.", "Der Mailserver des Empfängers hat nicht geantwortet."
-	case "4.2":
-		return "The connection to the recipient's mail server was lost.", "Die Verbindung zum Mailserver des Empfängers ist abgebrochen."
-	case "4.3", "4.4":
-		return "The recipient's mail server could not be found.", "Der Mailserver des Empfängers wurde nicht gefunden."
-	case "4.6":
-		return "The message was caught in a mail loop.", "Die Nachricht kreiste zwischen Mailservern (Mail-Schleife)."
-	case "4.7":
-		return "The message could not be delivered in time and has expired.", "Die Nachricht konnte nicht rechtzeitig zugestellt werden und ist abgelaufen."
-	case "7.1":
-		return "The recipient's mail system refused the message.", "Das Mailsystem des Empfängers hat die Nachricht abgelehnt."
-	case "7.10", "7.11":
-		return "The message needs an encrypted (TLS) connection, and none was possible.", "Die Nachricht erfordert eine verschlüsselte (TLS-)Verbindung, die nicht möglich war."
+	if r, ok := w.reasons[parts[1]+"."+parts[2]]; ok {
+		return r
 	}
-	switch parts[1] {
-	case "1":
-		return "There is a problem with the recipient address.", "Es gibt ein Problem mit der Empfängeradresse."
-	case "2":
-		return "There is a problem with the recipient's mailbox.", "Es gibt ein Problem mit dem Postfach des Empfängers."
-	case "3":
-		return "The recipient's mail system has a problem.", "Das Mailsystem des Empfängers hat ein Problem."
-	case "4":
-		return "There was a network or routing problem.", "Es gab ein Netzwerk- oder Weiterleitungsproblem."
-	case "5":
-		return "The mail servers could not understand each other.", "Die Mailserver konnten sich nicht verständigen."
-	case "6":
-		return "The message content could not be handled.", "Der Inhalt der Nachricht konnte nicht verarbeitet werden."
-	case "7":
-		return "The message was refused for security or policy reasons.", "Die Nachricht wurde aus Sicherheits- oder Richtliniengründen abgelehnt."
+	return w.reasons[parts[1]]
+}
+
+// subject is the Subject for a notification whose overall action is a.
+func (w *wording) subject(a Action) string {
+	if s, ok := w.subjects[a]; ok {
+		return s
 	}
-	return "", ""
+	return w.subjects[Delivered]
+}
+
+// subjects is the Subject in English and in German.
+func subjects(a Action) (en, de string) {
+	return english.subject(a), german.subject(a)
 }
 
 func fmtTime(t time.Time) string {
 	return t.Format("2006-01-02 15:04 MST")
 }
 
-// humanText is the text/plain part, English first, then German.
+// groupOrder is the order of the groups of recipients in the text.
+var groupOrder = []Action{Failed, Delayed, Delivered, Relayed, Expanded}
+
+// humanText is the text/plain part: every language of languages in turn,
+// English first, then German.
 func humanText(r Report, mta string, header []byte, haveOriginal, full bool) string {
 	var b strings.Builder
 	subject := clean(decodeHeader(headerValue(header, "Subject")), true)
@@ -79,131 +194,60 @@ func humanText(r Report, mta string, header []byte, haveOriginal, full bool) str
 	for _, rr := range r.Recipients {
 		groups[rr.Action] = append(groups[rr.Action], rr)
 	}
-	order := []Action{Failed, Delayed, Delivered, Relayed, Expanded}
-
-	// English.
-	fmt.Fprintf(&b, "This is the mail system at %s.\n\n", mta)
-	fmt.Fprint(&b, "This is a report about your message")
-	if subject != "" {
-		fmt.Fprintf(&b, " \"%s\"", subject)
-	}
-	if !arrival.IsZero() {
-		fmt.Fprintf(&b, ", received %s", fmtTime(arrival))
-	}
-	b.WriteString(".\n")
-	for _, a := range order {
-		rs := groups[a]
-		if len(rs) == 0 {
-			continue
+	for i, w := range languages {
+		if i > 0 {
+			fmt.Fprintf(&b, "\n-------- %s --------\n\n", w.name)
 		}
-		b.WriteString("\n")
-		switch a {
-		case Failed:
-			b.WriteString("Your message could NOT be delivered to the following recipients. The problem is permanent; the mail system has given up:\n")
-		case Delayed:
-			b.WriteString("Your message has not yet been delivered to the following recipients. The mail system is still trying:\n")
-		case Delivered:
-			b.WriteString("Your message was delivered successfully to the following recipients:\n")
-		case Relayed:
-			b.WriteString("Your message was passed on to the following recipients' mail systems, which do not send delivery confirmations:\n")
-		case Expanded:
-			b.WriteString("Your message was delivered to the following addresses, which pass it on to further recipients (a list or forwarding):\n")
+		fmt.Fprintf(&b, w.introf, mta)
+		b.WriteString(w.about)
+		if subject != "" {
+			fmt.Fprintf(&b, w.subjectf, subject)
 		}
-		for _, rr := range rs {
-			fmt.Fprintf(&b, "\n  <%s>\n", clean(rr.Addr, true))
-			if en, _ := reason(status(rr)); en != "" && (a == Failed || a == Delayed) {
-				fmt.Fprintf(&b, "    Reason: %s\n", en)
-			}
-			if rr.Diagnostic != "" {
-				fmt.Fprintf(&b, "    Details: %s\n", clean(rr.Diagnostic, true))
-			}
-			if rr.RemoteMTA != "" {
-				fmt.Fprintf(&b, "    Reported by: %s\n", clean(rr.RemoteMTA, true))
-			}
-			if a == Delayed && !rr.WillRetryUntil.IsZero() {
-				fmt.Fprintf(&b, "    Will keep trying until: %s\n", fmtTime(rr.WillRetryUntil))
+		if !arrival.IsZero() {
+			fmt.Fprintf(&b, w.receivedf, fmtTime(arrival))
+		}
+		b.WriteString(".\n")
+		for _, a := range groupOrder {
+			if rs := groups[a]; len(rs) > 0 {
+				w.writeGroup(&b, a, rs)
 			}
 		}
-		b.WriteString("\n")
-		switch a {
-		case Failed:
-			b.WriteString("What happens next: nothing more will happen with this message for these recipients. Please check the address for typing mistakes, or reach the recipient in another way. If the problem persists, forward this report to your postmaster.\n")
-		case Delayed:
-			b.WriteString("What happens next: you do not need to do anything, and you should not send the message again. If it still cannot be delivered when the mail system gives up, you will receive another report.\n")
-		default:
-			b.WriteString("What happens next: nothing; this is only a confirmation.\n")
-		}
-	}
-	if haveOriginal {
-		if full {
-			b.WriteString("\nThe original message is attached.\n")
-		} else {
-			b.WriteString("\nThe header of the original message is attached.\n")
-		}
-	}
-
-	// German.
-	b.WriteString("\n-------- Deutsch --------\n\n")
-	fmt.Fprintf(&b, "Dies ist das Mailsystem von %s.\n\n", mta)
-	fmt.Fprint(&b, "Dies ist ein Bericht über Ihre Nachricht")
-	if subject != "" {
-		fmt.Fprintf(&b, " „%s“", subject)
-	}
-	if !arrival.IsZero() {
-		fmt.Fprintf(&b, ", eingegangen am %s", fmtTime(arrival))
-	}
-	b.WriteString(".\n")
-	for _, a := range order {
-		rs := groups[a]
-		if len(rs) == 0 {
-			continue
-		}
-		b.WriteString("\n")
-		switch a {
-		case Failed:
-			b.WriteString("Ihre Nachricht konnte an die folgenden Empfänger NICHT zugestellt werden. Das Problem ist dauerhaft; das Mailsystem hat aufgegeben:\n")
-		case Delayed:
-			b.WriteString("Ihre Nachricht wurde an die folgenden Empfänger noch nicht zugestellt. Das Mailsystem versucht es weiter:\n")
-		case Delivered:
-			b.WriteString("Ihre Nachricht wurde an die folgenden Empfänger erfolgreich zugestellt:\n")
-		case Relayed:
-			b.WriteString("Ihre Nachricht wurde an die Mailsysteme der folgenden Empfänger weitergegeben, die keine Zustellbestätigungen senden:\n")
-		case Expanded:
-			b.WriteString("Ihre Nachricht wurde an die folgenden Adressen zugestellt, die sie an weitere Empfänger weitergeben (Verteiler oder Weiterleitung):\n")
-		}
-		for _, rr := range rs {
-			fmt.Fprintf(&b, "\n  <%s>\n", clean(rr.Addr, true))
-			if _, de := reason(status(rr)); de != "" && (a == Failed || a == Delayed) {
-				fmt.Fprintf(&b, "    Grund: %s\n", de)
+		if haveOriginal {
+			if full {
+				b.WriteString(w.attachedFull)
+			} else {
+				b.WriteString(w.attachedHeader)
 			}
-			if rr.Diagnostic != "" {
-				fmt.Fprintf(&b, "    Einzelheiten: %s\n", clean(rr.Diagnostic, true))
-			}
-			if rr.RemoteMTA != "" {
-				fmt.Fprintf(&b, "    Gemeldet von: %s\n", clean(rr.RemoteMTA, true))
-			}
-			if a == Delayed && !rr.WillRetryUntil.IsZero() {
-				fmt.Fprintf(&b, "    Weitere Versuche bis: %s\n", fmtTime(rr.WillRetryUntil))
-			}
-		}
-		b.WriteString("\n")
-		switch a {
-		case Failed:
-			b.WriteString("Wie es weitergeht: Für diese Empfänger geschieht mit der Nachricht nichts weiter. Bitte prüfen Sie die Adresse auf Tippfehler oder erreichen Sie den Empfänger auf anderem Weg. Besteht das Problem weiter, leiten Sie diesen Bericht an Ihren Postmaster weiter.\n")
-		case Delayed:
-			b.WriteString("Wie es weitergeht: Sie müssen nichts tun und sollten die Nachricht nicht erneut senden. Kann sie auch bis zum Ende der Zustellversuche nicht zugestellt werden, erhalten Sie einen weiteren Bericht.\n")
-		default:
-			b.WriteString("Wie es weitergeht: Nichts; dies ist nur eine Bestätigung.\n")
-		}
-	}
-	if haveOriginal {
-		if full {
-			b.WriteString("\nDie ursprüngliche Nachricht ist angehängt.\n")
-		} else {
-			b.WriteString("\nDie Kopfzeilen der ursprünglichen Nachricht sind angehängt.\n")
 		}
 	}
 	return b.String()
+}
+
+// writeGroup writes the recipients with action a and what happens next.
+func (w *wording) writeGroup(b *strings.Builder, a Action, rs []RecipientReport) {
+	b.WriteString("\n")
+	b.WriteString(w.headings[a])
+	for _, rr := range rs {
+		fmt.Fprintf(b, "\n  <%s>\n", clean(rr.Addr, true))
+		if why := w.reason(status(rr)); why != "" && (a == Failed || a == Delayed) {
+			fmt.Fprintf(b, w.reasonf, why)
+		}
+		if rr.Diagnostic != "" {
+			fmt.Fprintf(b, w.detailsf, clean(rr.Diagnostic, true))
+		}
+		if rr.RemoteMTA != "" {
+			fmt.Fprintf(b, w.reportedByf, clean(rr.RemoteMTA, true))
+		}
+		if a == Delayed && !rr.WillRetryUntil.IsZero() {
+			fmt.Fprintf(b, w.retryUntilf, fmtTime(rr.WillRetryUntil))
+		}
+	}
+	b.WriteString("\n")
+	next, ok := w.next[a]
+	if !ok {
+		next = w.next[Delivered]
+	}
+	b.WriteString(next)
 }
 
 // decodeHeader decodes RFC 2047 encoded words, leaving s as it is when
