@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 		Control: Control{Socket: abs("var/control.sock")},
 		DNS:     DNS{TrustAD: "auto", Timeout: Duration(5 * time.Second)},
 		Outbound: Outbound{
-			TLSLevel: "may", Concurrency: 100, PerDomainConcurrency: 20,
+			TLSLevel: TLSMay, Concurrency: 100, PerDomainConcurrency: 20,
 			ConnectTimeout: Duration(30 * time.Second), CommandTimeout: Duration(5 * time.Minute),
 			DataTimeout: Duration(10 * time.Minute), ConnectionReuseTime: Duration(5 * time.Second),
 			MaxMessagesPerConnection: 100, IPv6: true,
@@ -65,8 +65,8 @@ func TestDefault(t *testing.T) {
 			ServeMaxAge: Duration(7 * 24 * time.Hour)},
 		DANE:   DANE{Enabled: true},
 		TLSRPT: TLSRPT{StateDir: abs("var/tls-rpt")},
-		SecureAlias: SecureAlias{Subdomain: "secure", Users: []string{"*"}, Level: "encrypt",
-			Levels: map[string]string{}},
+		SecureAlias: SecureAlias{Subdomain: "secure", Users: []string{"*"}, Level: TLSEncrypt,
+			Levels: map[string]TLSLevel{}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("default config\n got %+v\nwant %+v", c, want)

@@ -161,6 +161,8 @@ func wantName(t reflect.Type) string {
 		return `a duration string like "5m" or "5d"`
 	case reflect.TypeFor[Size]():
 		return `an integer (bytes) or a size string like "50MiB"`
+	case reflect.TypeFor[TLSLevel]():
+		return `a TLS level name like "may" or "verify"`
 	}
 	switch t.Kind() {
 	case reflect.String:

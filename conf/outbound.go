@@ -11,7 +11,7 @@ type Outbound struct {
 	HeloName string `toml:"helo_name"`
 	// TLSLevel is the default TLS security level (Postfix's words):
 	// none, may, encrypt, dane, dane-only, fingerprint, verify, secure.
-	TLSLevel string `toml:"tls_level"`
+	TLSLevel TLSLevel `toml:"tls_level"`
 	// Concurrency caps all outbound connections; PerDomainConcurrency
 	// caps those to one destination domain.
 	Concurrency          int `toml:"concurrency"`
@@ -42,8 +42,8 @@ type Outbound struct {
 type TLSPolicy struct {
 	// Domain is a destination domain; ".example.org" covers its
 	// subdomains too.
-	Domain string `toml:"domain"`
-	Level  string `toml:"level"`
+	Domain string   `toml:"domain"`
+	Level  TLSLevel `toml:"level"`
 	// Match lists what the certificate must name at verify and secure:
 	// "hostname" (the MX host), "nexthop" (the domain), "dot-nexthop"
 	// (any subdomain of it), or a literal name. Defaults as Postfix:
@@ -72,8 +72,9 @@ type Transport struct {
 	// only over TLS). The file holds the password on its first line.
 	AuthUser         string `toml:"auth_user"`
 	AuthPasswordFile string `toml:"auth_password_file"`
-	// TLSLevel for this transport; empty means the policy map decides.
-	TLSLevel string `toml:"tls_level"`
+	// TLSLevel for this transport; TLSUnset (not given) means the
+	// policy map decides.
+	TLSLevel TLSLevel `toml:"tls_level"`
 }
 
 // Testing holds settings meant for tests and demos only.
@@ -84,18 +85,6 @@ type Testing struct {
 	PortMap map[string]int `toml:"port_map"`
 }
 
-// TLSLevels are the outbound TLS security levels, weakest first.
-var TLSLevels = []string{"none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"}
-
-func validTLSLevel(l string) bool {
-	for _, x := range TLSLevels {
-		if x == l {
-			return true
-		}
-	}
-	return false
-}
-
 func (v *validator) outbound(c *Config) {
 	o := &c.Outbound
 	if o.HeloName != "" {
@@ -103,8 +92,8 @@ func (v *validator) outbound(c *Config) {
 			v.errorf("outbound.helo_name", "%v", err)
 		}
 	}
-	if !validTLSLevel(o.TLSLevel) {
-		v.errorf("outbound.tls_level", "unknown TLS level %q (use one of %s)", o.TLSLevel, strings.Join(TLSLevels, ", "))
+	if !o.TLSLevel.Valid() {
+		v.errorf("outbound.tls_level", "must be set (use one of %s)", strings.Join(TLSLevels, ", "))
 	}
 	v.atLeast("outbound.concurrency", o.Concurrency, 1)
 	v.atLeast("outbound.per_domain_concurrency", o.PerDomainConcurrency, 1)
@@ -131,10 +120,10 @@ func (v *validator) outbound(c *Config) {
 			v.errorf(key+".domain", "%q has a policy already", p.Domain)
 		}
 		seen[p.Domain] = true
-		if !validTLSLevel(p.Level) {
-			v.errorf(key+".level", "unknown TLS level %q (use one of %s)", p.Level, strings.Join(TLSLevels, ", "))
+		if !p.Level.Valid() {
+			v.errorf(key+".level", "must be set (use one of %s)", strings.Join(TLSLevels, ", "))
 		}
-		if p.Level == "fingerprint" && len(p.Fingerprints) == 0 {
+		if p.Level == TLSFingerprint && len(p.Fingerprints) == 0 {
 			v.errorf(key+".fingerprints", "level fingerprint needs at least one fingerprint")
 		}
 		for j, f := range p.Fingerprints {
@@ -188,9 +177,6 @@ func (v *validator) outbound(c *Config) {
 			}
 		default:
 			v.errorf(key+".kind", "unknown kind %q (use mx, smarthost, lmtp, maildir or discard)", t.Kind)
-		}
-		if t.TLSLevel != "" && !validTLSLevel(t.TLSLevel) {
-			v.errorf(key+".tls_level", "unknown TLS level %q (use one of %s)", t.TLSLevel, strings.Join(TLSLevels, ", "))
 		}
 		if (t.AuthUser == "") != (t.AuthPasswordFile == "") {
 			v.errorf(key+".auth_user", "auth_user and auth_password_file go together")

@@ -47,7 +47,7 @@ type TLSRPT struct {
 }
 
 // SecureAliasLevels are the TLS levels a secure alias may ask for.
-var SecureAliasLevels = []string{"encrypt", "dane-only", "verify"}
+var SecureAliasLevels = []TLSLevel{TLSEncrypt, TLSDaneOnly, TLSVerify}
 
 // SecureAlias configures secure aliases: mail from or to
 // user@SUBDOMAIN.DOMAIN travels only over TLS (strict TLS or a bounce).
@@ -60,10 +60,10 @@ type SecureAlias struct {
 	Users []string `toml:"users"`
 	// Level is the outbound TLS level of mail sent through a secure
 	// alias: encrypt, dane-only or verify.
-	Level string `toml:"level"`
+	Level TLSLevel `toml:"level"`
 	// Levels overrides Level per user (address -> level); keys are
 	// lower-cased by validation.
-	Levels map[string]string `toml:"levels"`
+	Levels map[string]TLSLevel `toml:"levels"`
 }
 
 // AllUsers reports whether every local user has a secure alias.
@@ -71,7 +71,7 @@ func (s *SecureAlias) AllUsers() bool { return len(s.Users) == 1 && s.Users[0] =
 
 // UserLevel returns the level for addr (any case) and whether addr has a
 // secure alias at all.
-func (s *SecureAlias) UserLevel(addr string) (string, bool) {
+func (s *SecureAlias) UserLevel(addr string) (TLSLevel, bool) {
 	a := strings.ToLower(addr)
 	ok := s.AllUsers()
 	for _, u := range s.Users {
@@ -80,7 +80,7 @@ func (s *SecureAlias) UserLevel(addr string) (string, bool) {
 		}
 	}
 	if !ok {
-		return "", false
+		return TLSUnset, false
 	}
 	if l, found := s.Levels[a]; found {
 		return l, true
@@ -88,13 +88,21 @@ func (s *SecureAlias) UserLevel(addr string) (string, bool) {
 	return s.Level, true
 }
 
-func validSecureAliasLevel(l string) bool {
+func validSecureAliasLevel(l TLSLevel) bool {
 	for _, x := range SecureAliasLevels {
 		if x == l {
 			return true
 		}
 	}
 	return false
+}
+
+func secureAliasLevelNames() string {
+	names := make([]string, len(SecureAliasLevels))
+	for i, l := range SecureAliasLevels {
+		names[i] = l.String()
+	}
+	return strings.Join(names, ", ")
 }
 
 func checkAddress(a string) error {
@@ -142,7 +150,7 @@ func (v *validator) tlsEnforcement(c *Config) {
 		s.Subdomain = strings.ToLower(s.Subdomain)
 	}
 	if !validSecureAliasLevel(s.Level) {
-		v.errorf("secure_alias.level", "level %q not allowed for a secure alias (use one of %s)", s.Level, strings.Join(SecureAliasLevels, ", "))
+		v.errorf("secure_alias.level", "level %q not allowed for a secure alias (use one of %s)", s.Level, secureAliasLevelNames())
 	}
 	users := map[string]bool{}
 	star := false
@@ -172,7 +180,7 @@ func (v *validator) tlsEnforcement(c *Config) {
 			addrs = append(addrs, a)
 		}
 		sort.Strings(addrs)
-		lower := make(map[string]string, len(s.Levels))
+		lower := make(map[string]TLSLevel, len(s.Levels))
 		for _, a := range addrs {
 			key := joinKey("secure_alias.levels", a)
 			l := s.Levels[a]
@@ -186,7 +194,7 @@ func (v *validator) tlsEnforcement(c *Config) {
 				continue
 			}
 			if !validSecureAliasLevel(l) {
-				v.errorf(key, "level %q not allowed for a secure alias (use one of %s)", l, strings.Join(SecureAliasLevels, ", "))
+				v.errorf(key, "level %q not allowed for a secure alias (use one of %s)", l, secureAliasLevelNames())
 			}
 			if !star && !users[la] {
 				v.errorf(key, "%q is not in secure_alias.users", a)

@@ -13,13 +13,14 @@ levels = { "ALICE@EXAMPLE.ORG" = "dane-only" }
 	}
 	s := &c.SecureAlias
 	for _, tc := range []struct {
-		addr, level string
-		ok          bool
+		addr  string
+		level TLSLevel
+		ok    bool
 	}{
-		{"alice@example.org", "dane-only", true},
-		{"ALICE@Example.Org", "dane-only", true},
-		{"bob@example.org", "encrypt", true},
-		{"carol@example.org", "", false},
+		{"alice@example.org", TLSDaneOnly, true},
+		{"ALICE@Example.Org", TLSDaneOnly, true},
+		{"bob@example.org", TLSEncrypt, true},
+		{"carol@example.org", TLSUnset, false},
 	} {
 		l, ok := s.UserLevel(tc.addr)
 		if l != tc.level || ok != tc.ok {
@@ -30,7 +31,7 @@ levels = { "ALICE@EXAMPLE.ORG" = "dane-only" }
 		t.Error("AllUsers")
 	}
 	d, _ := Parse("y.toml", []byte(""))
-	if l, ok := d.SecureAlias.UserLevel("anyone@example.test"); !ok || l != "encrypt" || !d.SecureAlias.AllUsers() {
+	if l, ok := d.SecureAlias.UserLevel("anyone@example.test"); !ok || l != TLSEncrypt || !d.SecureAlias.AllUsers() {
 		t.Errorf("default: %q %v", l, ok)
 	}
 }

@@ -20,7 +20,7 @@ import (
 // SecureAliases tells whether an envelope sender is a secure alias and
 // which TLS level its owner asked for (encrypt, dane-only, verify).
 type SecureAliases interface {
-	SecureAlias(addr string) (base, level string, ok bool)
+	SecureAlias(addr string) (base string, level tlspolicy.Level, ok bool)
 }
 
 // demands are what one message asks of its delivery beyond the policy
@@ -37,8 +37,7 @@ func (t *Transport) demandsOf(env *queue.Envelope, body delivery.Body) demands {
 	var d demands
 	if t.aliases != nil && env.From != "" {
 		if _, level, ok := t.aliases.SecureAlias(env.From); ok {
-			d.alias = env.From
-			d.aliasLevel, _ = tlspolicy.Parse(level)
+			d.alias, d.aliasLevel = env.From, level
 		}
 	}
 	d.requireTLS = env.RequireTLS

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/dane"
 	"github.com/posthorn/posthorn/mta/internal/mtasts"
 	"github.com/posthorn/posthorn/mta/internal/tlspolicy"
@@ -53,10 +54,9 @@ func (t *Transport) Explain(ctx context.Context, domain, sender string, requireT
 		ex.Extra = append(ex.Extra, "REQUIRETLS: the MX host must be authenticated by MTA-STS or DANE and offer REQUIRETLS")
 	}
 	if t.aliases != nil && sender != "" {
-		if base, level, ok := t.aliases.SecureAlias(sender); ok {
-			l, _ := tlspolicy.Parse(level)
+		if base, l, ok := t.aliases.SecureAlias(sender); ok {
 			ex.demands.alias, ex.demands.aliasLevel = sender, l
-			ex.Extra = append(ex.Extra, fmt.Sprintf("secure alias: %s (of %s) asks for at least %s; a TLS failure bounces at once", sender, base, level))
+			ex.Extra = append(ex.Extra, fmt.Sprintf("secure alias: %s (of %s) asks for at least %s; a TLS failure bounces at once", sender, base, l))
 			if l == tlspolicy.Verify {
 				if len(ex.Policy.Fingerprints) == 0 {
 					ex.Extra = append(ex.Extra, "  level verify: this destination's certificate is not pinned, so mail from the alias bounces")
@@ -69,9 +69,8 @@ func (t *Transport) Explain(ctx context.Context, domain, sender string, requireT
 	if r.Kind == "smarthost" || r.Kind == "lmtp" {
 		ex.Route += " " + r.Host
 	}
-	if r.TLSLevel != "" {
-		l, _ := tlspolicy.Parse(r.TLSLevel)
-		ex.Policy = tlspolicy.Stronger(ex.Policy, tlspolicy.Policy{Level: l, Source: "transport " + r.Domain})
+	if r.TLSLevel != conf.TLSUnset {
+		ex.Policy = tlspolicy.Stronger(ex.Policy, tlspolicy.Policy{Level: r.TLSLevel, Source: "transport " + r.Domain})
 	}
 	var cands []candidate
 	switch r.Kind {

@@ -127,6 +127,11 @@ func (t *Transport) dial(ctx context.Context, d dialSpec) (*conn, error) {
 }
 
 func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*conn, error) {
+	if !d.policy.Level.Valid() {
+		// Never reached from config (levels are checked at load), but a
+		// policy without a level must not mean "no TLS".
+		return nil, tempErr("4.7.5", "no valid TLS level for %s (%v, from %s); not connecting", d.host, d.policy.Level, d.policy.Source)
+	}
 	dctx, cancel := context.WithTimeout(ctx, t.connectTimeout)
 	defer cancel()
 	nd := net.Dialer{}
@@ -219,7 +224,8 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 		})
 		return cfg
 	}
-	if p.Level <= tlspolicy.Encrypt || p.Level == tlspolicy.DaneOnly {
+	switch p.Level {
+	case tlspolicy.None, tlspolicy.May, tlspolicy.Dane, tlspolicy.Encrypt, tlspolicy.DaneOnly:
 		// may, dane and dane-only without usable TLSA (acting as may and
 		// encrypt), encrypt: any certificate.
 		cfg.MinVersion = tls.VersionTLS10
@@ -233,6 +239,8 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 		}
 		return cfg
 	}
+	// fingerprint, verify, secure; anything else (an unset level) fails
+	// every handshake.
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("no certificate")

@@ -247,9 +247,8 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	defer t.release(domain)
 
 	policy := t.policies.Lookup(domain)
-	if r.TLSLevel != "" {
-		l, _ := tlspolicy.Parse(r.TLSLevel)
-		policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: l, Source: "transport " + r.Domain})
+	if r.TLSLevel != conf.TLSUnset {
+		policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: r.TLSLevel, Source: "transport " + r.Domain})
 	}
 
 	if dem.alias != "" {
@@ -423,7 +422,7 @@ func (t *Transport) hostPolicy(ctx context.Context, p tlspolicy.Policy, host str
 func (t *Transport) hostPolicyFor(ctx context.Context, p tlspolicy.Policy, host string, mxSecure bool, sts *mtasts.Policy, dem demands) (tlspolicy.Policy, *dane.Result, *attemptError) {
 	stsApplies := sts != nil && (sts.Mode == mtasts.Enforce || dem.requireTLS)
 	daneP := p
-	if t.dane && !dem.tlsOptional && (stsApplies || dem.requireTLS) && daneP.Level < tlspolicy.Dane {
+	if t.dane && !dem.tlsOptional && (stsApplies || dem.requireTLS) && tlspolicy.Dane.Stronger(daneP.Level) {
 		daneP.Level = tlspolicy.Dane
 	}
 	if dem.tlsOptional && (p.Level == tlspolicy.Dane || p.Level == tlspolicy.DaneOnly) && p.Source == "default (outbound.tls_level)" {

@@ -103,20 +103,20 @@ func (r *Router) secureParent(d string) string {
 // SecureAlias reports whether addr is a secure alias, user@SUB.DOMAIN of
 // a local user who has one (mailbox.org's "secure alias"), and returns
 // the user's own address and the TLS level they chose.
-func (r *Router) SecureAlias(addr string) (base, level string, ok bool) {
+func (r *Router) SecureAlias(addr string) (base string, level conf.TLSLevel, ok bool) {
 	local, d := Split(addr)
 	parent := r.secureParent(d)
 	if parent == "" {
-		return "", "", false
+		return "", conf.TLSUnset, false
 	}
 	base = strings.ToLower(r.base(local)) + "@" + parent
 	dom := r.doms[parent]
 	mailbox, aliases, err := r.lookup(local, dom)
 	if err != nil || aliases != nil || mailbox == "" {
-		return "", "", false
+		return "", conf.TLSUnset, false
 	}
 	if level, ok = r.cfg.SecureAlias.UserLevel(mailbox + "@" + parent); !ok {
-		return "", "", false
+		return "", conf.TLSUnset, false
 	}
 	return base, level, true
 }

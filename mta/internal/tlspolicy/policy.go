@@ -15,39 +15,22 @@ import (
 	"github.com/posthorn/posthorn/conf"
 )
 
-// Level is an outbound TLS security level. Levels are ordered: a higher
-// value never accepts a connection that a lower one would refuse.
-type Level int
+// Level is an outbound TLS security level: conf's type, parsed once when
+// the config is loaded. Compare levels with Stronger/AtLeast; the zero
+// value (conf.TLSUnset) is not a level and outranks every real one.
+type Level = conf.TLSLevel
 
+// The levels, weakest first.
 const (
-	None        Level = iota // no TLS at all
-	May                      // opportunistic: STARTTLS if offered, else plaintext
-	Dane                     // DANE if usable TLSA records, else May
-	Encrypt                  // TLS required, unauthenticated
-	DaneOnly                 // TLS required, authenticated by DANE TLSA
-	Fingerprint              // TLS required, certificate or key pinned
-	Verify                   // TLS required, PKIX-valid for the MX host name
-	Secure                   // TLS required, PKIX-valid for the destination domain
+	None        = conf.TLSNone        // no TLS at all
+	May         = conf.TLSMay         // opportunistic: STARTTLS if offered, else plaintext
+	Dane        = conf.TLSDane        // DANE if usable TLSA records, else May
+	Encrypt     = conf.TLSEncrypt     // TLS required, unauthenticated
+	DaneOnly    = conf.TLSDaneOnly    // TLS required, authenticated by DANE TLSA
+	Fingerprint = conf.TLSFingerprint // TLS required, certificate or key pinned
+	Verify      = conf.TLSVerify      // TLS required, PKIX-valid for the MX host name
+	Secure      = conf.TLSSecure      // TLS required, PKIX-valid for the destination domain
 )
-
-var names = map[Level]string{None: "none", May: "may", Dane: "dane", Encrypt: "encrypt", DaneOnly: "dane-only",
-	Fingerprint: "fingerprint", Verify: "verify", Secure: "secure"}
-
-func (l Level) String() string { return names[l] }
-
-// Parse turns a level's name into a Level.
-func Parse(s string) (Level, error) {
-	for l, n := range names {
-		if n == s {
-			return l, nil
-		}
-	}
-	return None, fmt.Errorf("unknown TLS level %q", s)
-}
-
-// RequiresTLS reports whether the level never sends in plaintext. Only
-// none, may (and dane without usable TLSA, which acts as may) do.
-func (l Level) RequiresTLS() bool { return l >= Encrypt || l == DaneOnly }
 
 // Policy is what one delivery must satisfy.
 type Policy struct {
@@ -61,9 +44,10 @@ type Policy struct {
 	Source string
 }
 
-// Stronger returns whichever of p and q demands more; on a tie p.
+// Stronger returns whichever of p and q demands more; on a tie p. A
+// policy without a valid level outranks every other.
 func Stronger(p, q Policy) Policy {
-	if q.Level > p.Level {
+	if q.Level.Stronger(p.Level) {
 		return q
 	}
 	return p
@@ -75,19 +59,18 @@ type Map struct {
 	entries map[string]Policy // "example.org" exact, ".example.org" subdomains
 }
 
-// NewMap builds the map from config (validated by conf).
-func NewMap(defaultLevel string, entries []conf.TLSPolicy) (*Map, error) {
-	l, err := Parse(defaultLevel)
-	if err != nil {
-		return nil, err
+// NewMap builds the map from config (validated by conf); a level that is
+// not set is an error, never a default.
+func NewMap(defaultLevel Level, entries []conf.TLSPolicy) (*Map, error) {
+	if !defaultLevel.Valid() {
+		return nil, fmt.Errorf("outbound.tls_level: no valid level (%v)", defaultLevel)
 	}
-	m := &Map{def: Policy{Level: l, Source: "default (outbound.tls_level)"}, entries: map[string]Policy{}}
+	m := &Map{def: Policy{Level: defaultLevel, Source: "default (outbound.tls_level)"}, entries: map[string]Policy{}}
 	for _, e := range entries {
-		l, err := Parse(e.Level)
-		if err != nil {
-			return nil, err
+		if !e.Level.Valid() {
+			return nil, fmt.Errorf("tls_policy %s: no valid level (%v)", e.Domain, e.Level)
 		}
-		p := Policy{Level: l, Match: e.Match, Source: "policy map entry " + e.Domain}
+		p := Policy{Level: e.Level, Match: e.Match, Source: "policy map entry " + e.Domain}
 		for _, f := range e.Fingerprints {
 			b, err := hex.DecodeString(strings.ReplaceAll(f, ":", ""))
 			if err != nil || len(b) != sha256.Size {

@@ -10,11 +10,11 @@ import (
 )
 
 func TestLookup(t *testing.T) {
-	m, err := NewMap("may", []conf.TLSPolicy{
-		{Domain: "bank.example", Level: "secure"},
-		{Domain: ".partner.example", Level: "verify"},
-		{Domain: "partner.example", Level: "encrypt"},
-		{Domain: ".example", Level: "none"},
+	m, err := NewMap(May, []conf.TLSPolicy{
+		{Domain: "bank.example", Level: Secure},
+		{Domain: ".partner.example", Level: Verify},
+		{Domain: "partner.example", Level: Encrypt},
+		{Domain: ".example", Level: None},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +36,11 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup(%s) = %s, want %s", domain, got, want)
 		}
 	}
-	if _, err := NewMap("bogus", nil); err == nil {
-		t.Error("bad default level accepted")
+	if _, err := NewMap(conf.TLSUnset, nil); err == nil {
+		t.Error("unset default level accepted")
+	}
+	if _, err := NewMap(May, []conf.TLSPolicy{{Domain: "x.example"}}); err == nil {
+		t.Error("entry without a level accepted")
 	}
 }
 
@@ -49,13 +52,15 @@ func TestLevels(t *testing.T) {
 		if c.l.RequiresTLS() != c.req {
 			t.Errorf("%s.RequiresTLS() = %v", c.l, !c.req)
 		}
-		if p, err := Parse(c.l.String()); err != nil || p != c.l {
-			t.Errorf("Parse(%s) = %v, %v", c.l, p, err)
-		}
 	}
 	a, b := Policy{Level: May, Source: "a"}, Policy{Level: Verify, Source: "b"}
 	if Stronger(a, b).Source != "b" || Stronger(b, a).Source != "b" || Stronger(a, Policy{Level: May, Source: "c"}).Source != "a" {
 		t.Error("Stronger")
+	}
+	// A policy whose level was never set is not "none": it wins.
+	unset := Policy{Source: "unset"}
+	if Stronger(unset, Policy{Level: Secure}).Source != "unset" || Stronger(Policy{Level: May}, unset).Source != "unset" {
+		t.Error("Stronger lets a real level outrank an unset one")
 	}
 }
 
