@@ -187,11 +187,10 @@ func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.F
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return f, "", err
 		}
-		senv := meta.envelope(env)
-		ctx, cancel := context.WithTimeout(context.Background(), h.Plugin(name).Timeout.D()+time.Second)
-		v, repl, err := h.Inspect(ctx, name, senv, f)
-		cancel()
+		v, nf, err := a.runInbound(name, meta.envelope(env), f)
 		if err != nil {
+			// Every failure is logged here, with its cause, whatever
+			// on_failure then does with the mail.
 			if h.Plugin(name).OnFailure == "accept" {
 				a.d.log.Warn("inbound plugin failed; accepting as configured", "plugin", name, "queue_id", env.ID, "err", err)
 				continue
@@ -216,18 +215,6 @@ func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.F
 				headers.WriteString(hd.Name + ": " + hd.Value + "\r\n")
 			}
 		case sdk.ActionReplace:
-			nf, err := os.CreateTemp(a.tmpDir, "repl-*")
-			if err != nil {
-				repl.Close()
-				return f, "", err
-			}
-			_, err = io.Copy(nf, repl)
-			repl.Close()
-			if err != nil {
-				nf.Close()
-				os.Remove(nf.Name())
-				return f, "", errPluginTempfail
-			}
 			f.Close()
 			os.Remove(f.Name())
 			f = nf
@@ -238,6 +225,42 @@ func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.F
 		return f, "", err
 	}
 	return f, headers.String(), nil
+}
+
+// runInbound calls one plugin's inbound hook over body. For
+// sdk.ActionReplace it returns the replacement, read to its end into a
+// new temporary file. The call's context lives until that read is over:
+// a gRPC stream whose context is cancelled before it has been drained
+// fails with "context canceled" at a random point of the message.
+func (a *acceptor) runInbound(name string, senv *sdk.Envelope, body io.Reader) (sdk.Verdict, *os.File, error) {
+	h := a.d.plugins
+	ctx, cancel := context.WithTimeout(context.Background(), h.Plugin(name).Timeout.D()+time.Second)
+	defer cancel()
+	v, repl, err := h.Inspect(ctx, name, senv, body)
+	if err != nil {
+		return v, nil, fmt.Errorf("inspect: %w", err)
+	}
+	if v.Action != sdk.ActionReplace {
+		if repl != nil {
+			repl.Close()
+		}
+		return v, nil, nil
+	}
+	if repl == nil {
+		return v, nil, errors.New("replace verdict without a replacement message")
+	}
+	defer repl.Close()
+	nf, err := os.CreateTemp(a.tmpDir, "repl-*")
+	if err != nil {
+		return v, nil, fmt.Errorf("spooling the replacement: %w", err)
+	}
+	n, err := io.Copy(nf, repl)
+	if err != nil {
+		nf.Close()
+		os.Remove(nf.Name())
+		return v, nil, fmt.Errorf("reading the replacement after %d bytes: %w", n, err)
+	}
+	return v, nf, nil
 }
 
 var errPluginTempfail = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
