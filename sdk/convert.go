@@ -1,12 +1,27 @@
 package sdk
 
 import (
+	"github.com/posthorn/posthorn/sdk/internal/pbconv"
 	pb "github.com/posthorn/posthorn/sdk/proto/posthorn/plugin/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Converters between the plain types and the generated protobuf types for
-// the plugin side. sdk/hostside has the mirror image.
+// The converters between the plain types and the generated protobuf types,
+// both ways, for both sides of the protocol: sdk/hostside gets them through
+// sdk/internal/pbconv (see there why). Enum tables are written once, plain
+// to protobuf, and inverted.
+
+func init() {
+	pbconv.EnvelopeToPB = envelopeToPB
+	pbconv.EnvelopeFromPB = envelopeFromPB
+	pbconv.RecipientsToPB = recipientsToPB
+	pbconv.EventToPB = eventToPB
+	pbconv.EventFromPB = eventFromPB
+	pbconv.HooksFromPB = hooksFromPB
+	pbconv.VerdictFromPB = verdictFromPB
+	pbconv.OutboundActionFromPB = func(a pb.TransformResult_Action) OutboundAction { return outboundActionFromPB[a] }
+	pbconv.ConfirmOutcomeFromPB = func(o pb.ConfirmRequest_Outcome) ConfirmOutcome { return confirmOutcomeFromPB[o] }
+}
 
 func envelopeFromPB(e *pb.Envelope) *Envelope {
 	if e == nil {
@@ -82,16 +97,32 @@ func recipientsToPB(rs []Recipient) []*pb.Recipient {
 	return out
 }
 
+var hookToPB = map[Hook]pb.Hook{
+	HookInbound:  pb.Hook_HOOK_INBOUND,
+	HookOutbound: pb.Hook_HOOK_OUTBOUND,
+	HookEvents:   pb.Hook_HOOK_EVENTS,
+}
+
+var hookFromPB = pbconv.Inverse(hookToPB)
+
+// hooksToPB converts hooks, leaving out unknown ones.
 func hooksToPB(hs []Hook) []pb.Hook {
 	out := make([]pb.Hook, 0, len(hs))
 	for _, h := range hs {
-		switch h {
-		case HookInbound:
-			out = append(out, pb.Hook_HOOK_INBOUND)
-		case HookOutbound:
-			out = append(out, pb.Hook_HOOK_OUTBOUND)
-		case HookEvents:
-			out = append(out, pb.Hook_HOOK_EVENTS)
+		if p, ok := hookToPB[h]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// hooksFromPB converts hooks, leaving out unknown ones (from a newer
+// protocol minor).
+func hooksFromPB(hs []pb.Hook) []Hook {
+	var out []Hook
+	for _, p := range hs {
+		if h, ok := hookFromPB[p]; ok {
+			out = append(out, h)
 		}
 	}
 	return out
@@ -104,6 +135,8 @@ var verdictActionToPB = map[VerdictAction]pb.Verdict_Action{
 	ActionAddHeaders: pb.Verdict_ACTION_ADD_HEADERS,
 	ActionReplace:    pb.Verdict_ACTION_REPLACE,
 }
+
+var verdictActionFromPB = pbconv.Inverse(verdictActionToPB)
 
 func verdictToPB(v Verdict) *pb.Verdict {
 	out := &pb.Verdict{
@@ -120,11 +153,28 @@ func verdictToPB(v Verdict) *pb.Verdict {
 	return out
 }
 
+// verdictFromPB converts a verdict without validating it; an unknown
+// action becomes the invalid zero value.
+func verdictFromPB(v *pb.Verdict) Verdict {
+	out := Verdict{
+		Action:       verdictActionFromPB[v.GetAction()],
+		Code:         int(v.GetSmtpCode()),
+		EnhancedCode: v.GetEnhancedCode(),
+		Text:         v.GetText(),
+	}
+	for _, h := range v.GetHeaders() {
+		out.Headers = append(out.Headers, Header{Name: h.GetName(), Value: h.GetValue()})
+	}
+	return out
+}
+
 var outboundActionToPB = map[OutboundAction]pb.TransformResult_Action{
 	OutboundTransformed: pb.TransformResult_ACTION_TRANSFORMED,
 	OutboundDiverted:    pb.TransformResult_ACTION_DIVERTED,
 	OutboundDeclined:    pb.TransformResult_ACTION_DECLINED,
 }
+
+var outboundActionFromPB = pbconv.Inverse(outboundActionToPB)
 
 func eventFromPB(e *pb.Event) Event {
 	out := Event{
@@ -164,3 +214,5 @@ var confirmOutcomeToPB = map[ConfirmOutcome]pb.ConfirmRequest_Outcome{
 	ConfirmDelivered: pb.ConfirmRequest_OUTCOME_DELIVERED,
 	ConfirmFailed:    pb.ConfirmRequest_OUTCOME_FAILED,
 }
+
+var confirmOutcomeFromPB = pbconv.Inverse(confirmOutcomeToPB)

@@ -205,8 +205,23 @@ func TestConvertRoundTrip(t *testing.T) {
 	if pv.Action != pb.Verdict_ACTION_REJECT || pv.SmtpCode != 554 || pv.EnhancedCode != "5.7.1" || pv.Text != "t" {
 		t.Fatalf("verdict: %v", pv)
 	}
-	if len(verdictActionToPB) != 5 || len(outboundActionToPB) != 3 || len(confirmOutcomeToPB) != 2 {
+	v.Headers = []Header{{Name: "X-A", Value: "1"}, {Name: "X-B", Value: "2"}}
+	if back := verdictFromPB(verdictToPB(v)); back.Action != v.Action || back.Code != v.Code || back.EnhancedCode != v.EnhancedCode ||
+		back.Text != v.Text || len(back.Headers) != 2 || back.Headers[1] != v.Headers[1] {
+		t.Fatalf("verdict round trip: %+v", back)
+	}
+	if back := verdictFromPB(&pb.Verdict{Action: pb.Verdict_ACTION_UNSPECIFIED}); back.Action != 0 || back.Validate() == nil {
+		t.Fatalf("unspecified action: %+v", back)
+	}
+	if len(verdictActionToPB) != 5 || len(outboundActionToPB) != 3 || len(confirmOutcomeToPB) != 2 || len(hookToPB) != 3 {
 		t.Fatal("an action is missing from the conversion tables")
+	}
+	if len(verdictActionFromPB) != 5 || len(outboundActionFromPB) != 3 || len(confirmOutcomeFromPB) != 2 || len(hookFromPB) != 3 {
+		t.Fatal("an inverted table lost an entry")
+	}
+	hooks := []Hook{HookEvents, "bogus", HookInbound, HookOutbound}
+	if back := hooksFromPB(append(hooksToPB(hooks), pb.Hook(99))); len(back) != 3 || back[0] != HookEvents || back[1] != HookInbound || back[2] != HookOutbound {
+		t.Fatalf("hooks round trip: %v", back)
 	}
 }
 

@@ -230,7 +230,7 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		return nil, c.fail(ctx, method, bc, fmt.Errorf("%w: output before result", ErrProtocol))
 	}
 	r := &TransformResult{
-		Action:  outboundActionFromPB[pr.GetAction()],
+		Action:  outboundActionFromPB(pr.GetAction()),
 		Pending: pr.GetPending(),
 		Reason:  pr.GetReason(),
 		c:       c,

@@ -168,7 +168,7 @@ func (h *hostAdapter) Confirm(ctx context.Context, req *pb.ConfirmRequest) (_ *p
 	c := sdk.Confirmation{
 		QueueID:   req.GetQueueId(),
 		Recipient: req.GetRecipient(),
-		Outcome:   confirmOutcomeFromPB[req.GetOutcome()],
+		Outcome:   confirmOutcomeFromPB(req.GetOutcome()),
 		Reason:    req.GetReason(),
 	}
 	if err := c.Validate(); err != nil {
