@@ -28,6 +28,12 @@ type Plugin struct {
 	// plugin is down does to the message: "tempfail" (451, the default) or
 	// "accept" (as if the plugin had accepted it).
 	OnFailure string `toml:"on_failure"`
+	// LocalSubmissions says whether the plugin's inbound hook also sees
+	// mail submitted locally (posthorn sendmail, the control socket):
+	// "inspect" (the default) or "skip" — like Postfix's
+	// non_smtpd_milters, which an operator leaves empty for a milter that
+	// only makes sense for mail from the network.
+	LocalSubmissions string `toml:"local_submissions"`
 	// DataDir is a directory the plugin owns for its state. Default:
 	// "plugins/NAME" beside the queue directory (with the default
 	// queue.dir "var/spool": "var/plugins/NAME"). Absolute after Load.
@@ -136,6 +142,13 @@ func (v *validator) plugins(c *Config) {
 		case "tempfail", "accept":
 		default:
 			v.errorf(key+".on_failure", "must be \"tempfail\" or \"accept\", not %q", p.OnFailure)
+		}
+		switch p.LocalSubmissions {
+		case "":
+			p.LocalSubmissions = "inspect"
+		case "inspect", "skip":
+		default:
+			v.errorf(key+".local_submissions", "must be \"inspect\" or \"skip\", not %q", p.LocalSubmissions)
 		}
 		if p.Config == nil {
 			p.Config = PluginConfig{}

@@ -50,6 +50,7 @@ type Daemon struct {
 	Resolver   *resolver.Resolver
 	plugins    *pluginhost.Host
 	hostAPI    *hostAPI
+	acc        *acceptor
 	encryption *delivery.Encryption
 	remote     *remote.Transport
 	listeners  []*smtpd.Listener
@@ -108,6 +109,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	if err := os.MkdirAll(acc.tmpDir, 0o700); err != nil {
 		return d, err
 	}
+	d.acc = acc
 	if cfg.AuthRes.Enabled {
 		acc.checker = authres.New(res, cfg.Hostname, authres.Options{Timeout: cfg.AuthRes.Timeout.D()})
 	}

@@ -184,6 +184,9 @@ func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.F
 	h := a.d.plugins
 	var headers strings.Builder
 	for _, name := range h.Inbound() {
+		if meta.local && h.Plugin(name).LocalSubmissions == "skip" {
+			continue
+		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return f, "", err
 		}
@@ -266,7 +269,10 @@ func (a *acceptor) runInbound(name string, senv *sdk.Envelope, body io.Reader) (
 var errPluginTempfail = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
 
 // sdkMeta carries session facts into the plugin's envelope.
-type sdkMeta struct{ tls bool }
+type sdkMeta struct {
+	tls   bool
+	local bool // submitted locally (posthorn sendmail), not over SMTP
+}
 
 func (m sdkMeta) envelope(env *queue.Envelope) *sdk.Envelope {
 	e := &sdk.Envelope{ID: env.ID, MailFrom: env.From, ClientAddr: env.ClientAddr, Helo: env.ClientHelo,

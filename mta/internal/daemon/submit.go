@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -44,12 +45,58 @@ func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
 		limit = 1 << 62
 	}
 	lr := &limitReader{r: body, n: limit}
-	id, err := d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(rec), lr))
+	var id string
+	if d.localHooks() {
+		id, err = d.submitInspected(env, io.MultiReader(strings.NewReader(rec), lr))
+	} else {
+		id, err = d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(rec), lr))
+	}
 	if err != nil {
 		return "", err
 	}
 	d.log.Info("queued", "queue_id", id, "from", env.From, "rcpts", len(env.Recipients), "via", "sendmail", "user", req.User)
 	return id, nil
+}
+
+// localHooks reports whether any inbound plugin inspects local
+// submissions (plugin.local_submissions = "inspect", the default).
+func (d *Daemon) localHooks() bool {
+	if d.plugins == nil {
+		return false
+	}
+	for _, name := range d.plugins.Inbound() {
+		if d.plugins.Plugin(name).LocalSubmissions != "skip" {
+			return true
+		}
+	}
+	return false
+}
+
+// submitInspected spools a local submission, runs the inbound hooks over
+// it as for mail received over SMTP (except those of plugins configured
+// with local_submissions = "skip") and queues what they leave. A plugin's
+// rejection comes back as the *smtp.SMTPError it would have been over
+// SMTP; posthorn sendmail prints it.
+func (d *Daemon) submitInspected(env *queue.Envelope, body io.Reader) (string, error) {
+	f, err := os.CreateTemp(d.acc.tmpDir, "local-*")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	n, err := io.Copy(f, body)
+	if err != nil {
+		return "", err
+	}
+	env.Size = n
+	nf, hdrs, err := d.acc.inbound(env, sdkMeta{local: true}, f)
+	f = nf // the deferred cleanup removes whichever file is current
+	if err != nil {
+		return "", err
+	}
+	return d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(hdrs), f))
 }
 
 type limitReader struct {
