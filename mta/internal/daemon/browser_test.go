@@ -127,27 +127,22 @@ methods = ["webmailbox"]
 		chromedp.SendKeys(`#pw2`, "a long passphrase", chromedp.ByID),
 		chromedp.SendKeys(`#q`, "First pet?", chromedp.ByID),
 		chromedp.SendKeys(`#a`, "Rex", chromedp.ByID),
-		chromedp.Click(`form[action$="/activate"] button[type=submit]`, chromedp.ByQuery),
+		clickAndLoad(`form[action$="/activate"] button[type=submit]`, `form[action$="/login"]`),
 		// Activated: now log in as a returning recipient would.
-		chromedp.WaitVisible(`form[action$="/login"]`, chromedp.ByQuery),
 		chromedp.SetValue(`#addr`, "friend@remote.test", chromedp.ByID),
 		chromedp.SendKeys(`#pw`, "a long passphrase", chromedp.ByID),
 		shot("2-login"),
-		chromedp.Click(`form[action$="/login"] button[type=submit]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`table.list`, chromedp.ByQuery),
+		clickAndLoad(`form[action$="/login"] button[type=submit]`, `table.list`),
 		chromedp.Text(`table.list`, &inbox, chromedp.ByQuery),
 		shot("3-inbox"),
-		chromedp.Click(`table.list a`, chromedp.ByQuery),
-		chromedp.WaitVisible(`pre.body`, chromedp.ByQuery),
+		clickAndLoad(`table.list a`, `pre.body`),
 		chromedp.Text(`pre.body`, &body, chromedp.ByQuery),
 		shot("4-message"),
-		chromedp.Click(`a[href*="compose?reply="]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#body`, chromedp.ByID),
+		clickAndLoad(`a[href*="compose?reply="]`, `#body`),
 		chromedp.SendKeys(`#body`, "Agreed. Signed copy follows.\n", chromedp.ByID),
 		shot("5-reply"),
-		chromedp.Click(`form[action$="/send"] button[type=submit]`, chromedp.ByQuery),
-		chromedp.WaitReady(`body`, chromedp.ByQuery),
-		chromedp.Text(`body`, &sent, chromedp.ByQuery),
+		clickAndLoad(`form[action$="/send"] button[type=submit]`, `main`),
+		chromedp.Text(`main`, &sent, chromedp.ByQuery),
 	)
 	if err != nil {
 		t.Fatalf("browser: %v", err)
@@ -163,4 +158,37 @@ methods = ["webmailbox"]
 	if !strings.Contains(reply, "Agreed. Signed copy follows.") || !strings.Contains(reply, "friend@remote.test") {
 		t.Fatalf("reply:\n%s\n(page after sending: %q)", reply, sent)
 	}
+}
+
+// clickAndLoad clicks the element sel, which must lead to a new page,
+// waits until that page has replaced the old one and finished loading,
+// and then until want is visible on it. Querying right after a click
+// could otherwise find the old page's nodes, which vanish under the
+// next action ("No node with given id found").
+func clickAndLoad(sel, want string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		if err := chromedp.Evaluate(`window.__posthornOldPage = true`, nil).Do(ctx); err != nil {
+			return err
+		}
+		if err := chromedp.Click(sel, chromedp.ByQuery, chromedp.NodeVisible).Do(ctx); err != nil {
+			return fmt.Errorf("click %s: %w", sel, err)
+		}
+		for {
+			var loaded bool
+			// Errors while the old document goes away are expected: ask again.
+			err := chromedp.Evaluate(`window.__posthornOldPage === undefined && document.readyState === "complete"`, &loaded).Do(ctx)
+			if err == nil && loaded {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for the page after clicking %s: %w", sel, ctx.Err())
+			case <-time.After(25 * time.Millisecond):
+			}
+		}
+		if err := chromedp.WaitVisible(want, chromedp.ByQuery).Do(ctx); err != nil {
+			return fmt.Errorf("after clicking %s, waiting for %s: %w", sel, want, err)
+		}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,14 +130,21 @@ func startEnvConfig(t *testing.T, edit func(string) string) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := newTestWriter(t) // its cleanup runs after the Shutdown below
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := daemon.Start(cfg, log, daemon.Options{AuthFailDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &testEnv{t: t, dir: dir, cfg: cfg, d: d, ca: c,
 		client: &tls.Config{RootCAs: c.Pool(), ServerName: "mx.example.test"}}
-	t.Cleanup(func() { d.Shutdown(t.Context()) })
+	t.Cleanup(func() {
+		// Not t.Context(): it is already cancelled when cleanups run, and
+		// Shutdown would then not wait for the daemon's goroutines.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d.Shutdown(ctx)
+	})
 	return e
 }
 
@@ -157,10 +166,34 @@ func writeCert(t *testing.T, dir string, cert tls.Certificate) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends the daemon's log to t until the test's cleanups have
+// run; after that (a plugin's stderr relay or a straggling goroutine
+// still logging) lines are dropped, since t.Log would panic with "Log in
+// goroutine after test has completed".
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+// newTestWriter registers its own cleanup: call it before registering
+// the cleanups that stop whatever logs through it.
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
