@@ -7,6 +7,9 @@ type Config struct {
 	// Hostname is the name this MTA gives itself in the SMTP greeting, in
 	// EHLO and in Received headers.
 	Hostname string `toml:"hostname"`
+	// Postmaster gets double bounces: a bounce we made that could not be
+	// delivered. Empty: postmaster@ the first [[domain]].
+	Postmaster string `toml:"postmaster"`
 
 	Log     Log      `toml:"log"`
 	SMTP    SMTP     `toml:"smtp"`

@@ -30,6 +30,11 @@ func (v *validator) config(c *Config) {
 	} else {
 		c.Hostname = strings.TrimSuffix(c.Hostname, ".")
 	}
+	if c.Postmaster != "" {
+		if err := checkAliasTarget(c.Postmaster); err != nil || !strings.Contains(c.Postmaster, "@") {
+			v.errorf("postmaster", "%q is not an address (user@domain)", c.Postmaster)
+		}
+	}
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

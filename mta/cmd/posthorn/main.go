@@ -75,6 +75,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return tlsMain(rest, stdout, stderr)
 	case "plugin":
 		return pluginMain(rest, stdout, stderr)
+	case "reload":
+		return reloadMain(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -111,19 +113,24 @@ func checkMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if _, err := conf.Load(*cfgPath); err != nil {
-		var errs conf.Errors
-		if errors.As(err, &errs) {
-			for _, e := range errs {
-				fmt.Fprintln(stderr, e.Error())
-			}
-			fmt.Fprintf(stderr, "%d error(s)\n", len(errs))
-		} else {
-			fmt.Fprintln(stderr, err)
-		}
+		printConfigErrors(stderr, err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
 	return 0
+}
+
+// printConfigErrors lists a config's errors, one a line.
+func printConfigErrors(w io.Writer, err error) {
+	var errs conf.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			fmt.Fprintln(w, e.Error())
+		}
+		fmt.Fprintf(w, "%d error(s)\n", len(errs))
+		return
+	}
+	fmt.Fprintln(w, err)
 }
 
 func trimNewline(s string) string { return strings.TrimRight(s, "\r\n") }

@@ -28,15 +28,26 @@ func serveMain(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "posthorn:", err)
 		return 1
 	}
-	log := newLogger(cfg.Log, stderr)
-	d, err := daemon.Start(cfg, log, daemon.Options{})
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, level, stderr)
+	// Signals are caught before anything starts: a SIGHUP during start
+	// must not kill the daemon.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	d, err := daemon.Start(cfg, log, daemon.Options{ConfigPath: *cfgPath, LogLevel: level})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
+	var s os.Signal
+	for s = range sig {
+		if s != syscall.SIGHUP {
+			break
+		}
+		log.Info("reloading", "signal", s.String(), "config", cfgName(*cfgPath))
+		d.ReloadFile() // logs what it did or why it refused
+	}
 	log.Info("shutting down", "signal", s.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -47,19 +58,18 @@ func serveMain(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(c conf.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	switch strings.ToLower(c.Level) {
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	default:
-		lvl = slog.LevelInfo
+func cfgName(path string) string {
+	if path == "" {
+		return conf.DefaultFile
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	return path
+}
+
+// newLogger makes the daemon's logger; level follows [log] level and
+// reloads.
+func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	level.Set(daemon.LogLevel(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
 	if strings.ToLower(c.Format) == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -8,6 +8,8 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
@@ -43,24 +46,72 @@ import (
 
 // Daemon is a running posthorn.
 type Daemon struct {
+	// cfg is the config the daemon started with; what a reload may change
+	// is in gen (plugins.go still reads its hostname and size limit here).
 	cfg        *conf.Config
+	opt        Options
 	log        *slog.Logger
 	Queue      *queue.Queue
-	Router     *router.Router
-	Resolver   *resolver.Resolver
+	Router     *liveRouter
 	plugins    *pluginhost.Host
 	hostAPI    *hostAPI
-	acc        *acceptor
 	encryption *delivery.Encryption
-	remote     *remote.Transport
-	listeners  []*smtpd.Listener
+	workers    *delivery.Workers
 	control    *control.Server
-	metrics    *http.Server
-	stsPub     *stspub.Server
-	metricsLn  net.Listener
+	tmpDir     string
 
+	gen   atomic.Pointer[generation]
+	ready atomic.Bool
+
+	// reloadMu serialises Reload and Shutdown and guards what follows.
+	reloadMu    sync.Mutex
+	sockets     map[smtpd.Kind]*socket
+	draining    []*smtpd.Listener
+	retired     []func()
+	metrics     *http.Server
+	metricsLn   net.Listener
+	metricsAddr string
+	stsPub      *stspub.Server
+	stsKey      string
+	shut        bool
+
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// generation is everything built from one config: a reload builds a new
+// one beside the running one and switches over only when all of it
+// could be built. Sessions and deliveries in progress finish with the
+// generation they started with.
+type generation struct {
+	cfg       *conf.Config
+	router    *router.Router
+	users     *auth.Users
+	cert      tls.Certificate
+	tlsConf   *tls.Config
+	resolver  *resolver.Resolver
+	remote    *remote.Transport
+	sts       *mtasts.Fetcher
+	rpt       *tlsrpt.Recorder
+	chain     *policychain.Chain // nil: no encryption stage
+	signer    delivery.SignFunc
+	acc       *acceptor
+	listeners []*smtpd.Listener
+	cancel    context.CancelFunc // stops the generation's loops
+}
+
+// close releases what a generation holds (not its listeners).
+func (g *generation) close() {
+	if g.cancel != nil {
+		g.cancel()
+	}
+	if g.remote != nil {
+		g.remote.Close()
+	}
+	if g.rpt != nil {
+		g.rpt.Close()
+	}
 }
 
 // Options tune a daemon for tests and tools.
@@ -69,11 +120,19 @@ type Options struct {
 	Now func() time.Time
 	// AuthFailDelay overrides the pause after a failed AUTH.
 	AuthFailDelay time.Duration
+	// ConfigPath is the file ReloadFile reads again; "" is the embedded
+	// default.
+	ConfigPath string
+	// LogLevel, if set, is the level of the daemon's logger; a reload
+	// sets it from [log] level.
+	LogLevel *slog.LevelVar
 }
 
 // Start brings a daemon up. On error, everything started so far is stopped.
 func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err error) {
-	d = &Daemon{cfg: cfg, log: log}
+	d = &Daemon{cfg: cfg, log: log, opt: opt, sockets: map[smtpd.Kind]*socket{}}
+	d.Router = &liveRouter{d: d}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			d.Shutdown(context.Background())
@@ -92,54 +151,18 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		return d, fmt.Errorf("queue %s: %w", cfg.Queue.Dir, err)
 	}
 	d.Queue = q
-
-	users, err := auth.Open(cfg.Auth.PasswordFile)
-	if err != nil {
-		return d, fmt.Errorf("password file: %w", err)
-	}
-	d.Router = router.New(cfg, users)
-
-	res, err := newResolver(cfg)
-	if err != nil {
-		return d, fmt.Errorf("dns: %w", err)
-	}
-	d.Resolver = res
-	acc := &acceptor{d: d, tmpDir: filepath.Join(cfg.Queue.Dir, "incoming"), authID: cfg.Hostname,
-		enforce: cfg.AuthRes.DMARCEnforce}
-	if err := os.MkdirAll(acc.tmpDir, 0o700); err != nil {
-		return d, err
-	}
-	d.acc = acc
-	if cfg.AuthRes.Enabled {
-		acc.checker = authres.New(res, cfg.Hostname, authres.Options{Timeout: cfg.AuthRes.Timeout.D()})
-	}
-	signer, err := loadDKIM(cfg)
-	if err != nil {
+	d.tmpDir = filepath.Join(cfg.Queue.Dir, "incoming")
+	if err := os.MkdirAll(d.tmpDir, 0o700); err != nil {
 		return d, err
 	}
 
-	cert, err := tlsutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.SelfSignedDir, cfg.Hostname)
+	g, err := d.build(cfg)
 	if err != nil {
 		return d, err
 	}
-	tlsConf := tlsutil.ServerConfig(cert)
-
-	for _, lc := range []struct {
-		kind smtpd.Kind
-		addr string
-	}{{smtpd.MX, cfg.SMTP.MX}, {smtpd.Submission, cfg.SMTP.Submission}, {smtpd.Submissions, cfg.SMTP.Submissions}} {
-		if lc.addr == "" {
-			continue
-		}
-		l, err := smtpd.Listen(smtpd.Config{
-			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: tlsConf,
-			Limits: cfg.SMTP, Router: d.Router, Users: users, Acceptor: acc,
-			Logger: log.With("component", "smtpd"), AuthFailDelay: opt.AuthFailDelay,
-		})
-		if err != nil {
-			return d, fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
-		}
-		d.listeners = append(d.listeners, l)
+	d.gen.Store(g)
+	if err := d.openListeners(g, nil); err != nil {
+		return d, err
 	}
 
 	if cfg.Control.Socket != "" {
@@ -149,34 +172,14 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		}
 		cs.Submit = d.submit
 		cs.Extra["plugins"] = d.pluginStatus
+		cs.Extra["reload"] = d.reloadCommand
 		d.control = cs
 	}
-	if cfg.MTASTS.ServeAddress != "" {
-		mx := cfg.MTASTS.ServeMX
-		if len(mx) == 0 {
-			mx = []string{cfg.Hostname}
-		}
-		p := stspub.Policy{Mode: cfg.MTASTS.ServeMode, MX: mx, MaxAge: cfg.MTASTS.ServeMaxAge.D()}
-		var doms []string
-		for _, dm := range cfg.Domains {
-			doms = append(doms, dm.Name)
-			log.Info("publishing MTA-STS policy", "domain", dm.Name, "txt", p.TXT(dm.Name), "mode", p.Mode)
-		}
-		pub, err := stspub.Listen(cfg.MTASTS.ServeAddress, cert, p, doms)
-		if err != nil {
-			return d, fmt.Errorf("mta_sts.serve_address: %w", err)
-		}
-		d.stsPub = pub
+	if err := d.startSTSPub(g); err != nil {
+		return d, err
 	}
-	if cfg.Metrics.Address != "" {
-		ln, err := net.Listen("tcp", cfg.Metrics.Address)
-		if err != nil {
-			return d, fmt.Errorf("metrics listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler())
-		d.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		d.metricsLn = ln
+	if err := d.startMetrics(cfg.Metrics.Address); err != nil {
+		return d, err
 	}
 
 	api, err := newHostAPI(d)
@@ -189,82 +192,302 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	if err := d.plugins.Start(context.Background()); err != nil {
 		return d, err
 	}
-	var enc *delivery.Encryption
-	if len(cfg.Plugins) > 0 || len(cfg.Encryption.Rules) > 0 {
-		chain, err := policychain.New(cfg.Encryption)
-		if err != nil {
-			return d, err
-		}
-		enc = &delivery.Encryption{Chain: chain, Plugins: d.plugins, SpoolDir: filepath.Join(cfg.Queue.Dir, "outgoing"),
-			Logger: log.With("component", "encryption"), Queue: q}
-		if err := os.MkdirAll(enc.SpoolDir, 0o700); err != nil {
-			return d, err
-		}
-		d.encryption = enc
-	}
-	rt, err := remote.New(cfg, res, log.With("component", "remote"))
-	if err != nil {
+	d.encryption = &delivery.Encryption{Chain: g.chain, Plugins: d.plugins, SpoolDir: filepath.Join(cfg.Queue.Dir, "outgoing"),
+		Logger: log.With("component", "encryption"), Queue: q}
+	if err := os.MkdirAll(d.encryption.SpoolDir, 0o700); err != nil {
 		return d, err
 	}
-	d.remote = rt
-	sts, err := newMTASTS(cfg, res, log.With("component", "mta-sts"))
-	if err != nil {
-		return d, err
-	}
-	rpt, err := d.newTLSRPT(res)
-	if err != nil {
-		return d, err
-	}
-	rt.SetEnforcement(sts, rpt, d.Router)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	postmaster := "postmaster"
-	if len(cfg.Domains) > 0 {
-		postmaster = "postmaster@" + strings.ToLower(cfg.Domains[0].Name)
-	}
-	workers := delivery.New(q, delivery.Options{
-		Hostname:       cfg.Hostname,
-		Postmaster:     postmaster,
-		MaxLifetime:    cfg.Queue.MaxLifetime.D(),
-		BounceLifetime: cfg.Queue.BounceLifetime.D(),
-		Now:            opt.Now,
-		Logger:         log.With("component", "delivery"),
-		Router:         d.Router,
-		Local:          &delivery.LocalTransport{Router: d.Router, Hostname: cfg.Hostname, Logger: log.With("component", "local")},
-		Remote:         rt,
-		DelayWarning:   cfg.Outbound.DelayWarning.D(),
-		Sign:           signer,
-		Encryption:     enc,
-		Events:         d.plugins.Emit,
-	})
-	d.goRun(func() { workers.Run(ctx, cfg.Queue.Workers) })
-	d.goRun(func() { d.gauges(ctx) })
-	if sts != nil {
-		d.goRun(func() { sts.RefreshLoop(ctx) })
-	}
-	if rpt != nil {
-		d.goRun(func() { rpt.DailyLoop(ctx) })
-	}
-	for _, l := range d.listeners {
-		d.goRun(func() { l.Serve() })
-		log.Info("listening", "listener", "smtp", "address", l.Addr().String())
-	}
+	d.workers = delivery.New(q, d.workerOptions(g))
+	d.goRun(func() { d.workers.Run(d.ctx, cfg.Queue.Workers) })
+	d.goRun(func() { d.gauges(d.ctx) })
+	d.startLoops(g)
+	d.serveListeners(g)
 	if d.control != nil {
 		d.goRun(func() { d.control.Serve() })
 	}
-	if d.stsPub != nil {
-		d.goRun(func() { d.stsPub.Serve() })
-	}
-	if d.metrics != nil {
-		d.goRun(func() {
-			if err := d.metrics.Serve(d.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", "err", err)
-			}
-		})
-	}
+	d.ready.Store(true)
 	log.Info("posthorn started", "hostname", cfg.Hostname, "queue", cfg.Queue.Dir, "workers", cfg.Queue.Workers)
 	return d, nil
+}
+
+// build makes a generation from cfg: users, router, DNS, DKIM keys, the
+// certificate, the outbound transport with MTA-STS and TLS-RPT, and the
+// encryption chain. It starts nothing and binds nothing.
+func (d *Daemon) build(cfg *conf.Config) (g *generation, err error) {
+	g = &generation{cfg: cfg}
+	defer func() {
+		if err != nil {
+			g.close()
+			g = nil
+		}
+	}()
+	if g.users, err = auth.Open(cfg.Auth.PasswordFile); err != nil {
+		return g, fmt.Errorf("password file: %w", err)
+	}
+	g.router = router.New(cfg, g.users)
+	if g.resolver, err = newResolver(cfg); err != nil {
+		return g, fmt.Errorf("dns: %w", err)
+	}
+	g.acc = &acceptor{d: d, tmpDir: d.tmpDir, authID: cfg.Hostname, enforce: cfg.AuthRes.DMARCEnforce,
+		timeout: cfg.AuthRes.Timeout.D()}
+	if cfg.AuthRes.Enabled {
+		g.acc.checker = authres.New(g.resolver, cfg.Hostname, authres.Options{Timeout: cfg.AuthRes.Timeout.D()})
+	}
+	if g.signer, err = loadDKIM(cfg); err != nil {
+		return g, err
+	}
+	if g.cert, err = tlsutil.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.SelfSignedDir, cfg.Hostname); err != nil {
+		return g, err
+	}
+	g.tlsConf = tlsutil.ServerConfig(g.cert)
+	if len(cfg.Plugins) > 0 || len(cfg.Encryption.Rules) > 0 {
+		if g.chain, err = policychain.New(cfg.Encryption); err != nil {
+			return g, err
+		}
+	}
+	if g.remote, err = remote.New(cfg, g.resolver, d.log.With("component", "remote")); err != nil {
+		return g, err
+	}
+	if g.sts, err = newMTASTS(cfg, g.resolver, d.log.With("component", "mta-sts")); err != nil {
+		return g, err
+	}
+	if g.rpt, err = d.newTLSRPT(cfg, g.resolver); err != nil {
+		return g, err
+	}
+	g.remote.SetEnforcement(g.sts, g.rpt, g.router)
+	return g, nil
+}
+
+// listenerRoles says what each listener is for, in the startup lines.
+var listenerRoles = map[smtpd.Kind]string{
+	smtpd.MX:          "mail from the internet for local domains (STARTTLS, no AUTH; relay for client_networks)",
+	smtpd.Submission:  "submission by users (STARTTLS, then AUTH required)",
+	smtpd.Submissions: "submission by users over implicit TLS (AUTH required)",
+}
+
+// openListeners makes g's SMTP listeners, on the sockets of the running
+// generation where the address is unchanged and on new sockets where it
+// is new. Nothing is served yet. On error the new sockets are closed.
+func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
+	cfg := g.cfg
+	fresh := map[smtpd.Kind]*socket{}
+	defer func() {
+		if err != nil {
+			for _, l := range g.listeners {
+				l.Close()
+			}
+			g.listeners = nil
+			for _, s := range fresh {
+				s.close()
+			}
+		}
+	}()
+	for _, lc := range []struct {
+		kind smtpd.Kind
+		addr string
+	}{{smtpd.MX, cfg.SMTP.MX}, {smtpd.Submission, cfg.SMTP.Submission}, {smtpd.Submissions, cfg.SMTP.Submissions}} {
+		if lc.addr == "" {
+			continue
+		}
+		s := d.sockets[lc.kind]
+		if s == nil || s.addr != lc.addr {
+			ln, err := net.Listen("tcp", lc.addr)
+			if err != nil {
+				return fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
+			}
+			s = newSocket(lc.addr, ln)
+			fresh[lc.kind] = s
+		}
+		l, err := smtpd.Listen(smtpd.Config{
+			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: g.tlsConf,
+			Limits: cfg.SMTP, Router: g.router, Users: g.users, Acceptor: g.acc,
+			Logger: d.log.With("component", "smtpd"), AuthFailDelay: d.opt.AuthFailDelay,
+			Listener: s.view(),
+		})
+		if err != nil {
+			return fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
+		}
+		g.listeners = append(g.listeners, l)
+	}
+	// Committed: sockets no longer configured close; their open sessions
+	// go on (the old listeners drain them).
+	for k, s := range d.sockets {
+		if _, replaced := fresh[k]; replaced || !hasKind(g, k) {
+			s.close()
+			delete(d.sockets, k)
+		}
+	}
+	for k, s := range fresh {
+		d.sockets[k] = s
+	}
+	return nil
+}
+
+func hasKind(g *generation, k smtpd.Kind) bool {
+	for _, l := range g.listeners {
+		if l.Kind() == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Daemon) serveListeners(g *generation) {
+	for _, l := range g.listeners {
+		d.goRun(func() { l.Serve() })
+		d.log.Info("listening", "listener", l.Kind().String(), "address", l.Addr().String(), "role", listenerRoles[l.Kind()])
+	}
+}
+
+// startLoops starts the generation's periodic jobs (MTA-STS refresh,
+// TLS-RPT reports); they stop when it is replaced.
+func (d *Daemon) startLoops(g *generation) {
+	ctx, cancel := context.WithCancel(d.ctx)
+	g.cancel = cancel
+	if g.sts != nil {
+		d.goRun(func() { g.sts.RefreshLoop(ctx) })
+	}
+	if g.rpt != nil {
+		d.goRun(func() { g.rpt.DailyLoop(ctx) })
+	}
+}
+
+// postmaster is who gets double bounces.
+func postmaster(cfg *conf.Config) string {
+	if cfg.Postmaster != "" {
+		return cfg.Postmaster
+	}
+	if len(cfg.Domains) > 0 {
+		return "postmaster@" + strings.ToLower(cfg.Domains[0].Name)
+	}
+	return "postmaster"
+}
+
+func (d *Daemon) workerOptions(g *generation) delivery.Options {
+	cfg := g.cfg
+	var enc *delivery.Encryption
+	if g.chain != nil {
+		enc = d.encryption
+	}
+	return delivery.Options{
+		Hostname:       cfg.Hostname,
+		Postmaster:     postmaster(cfg),
+		MaxLifetime:    cfg.Queue.MaxLifetime.D(),
+		BounceLifetime: cfg.Queue.BounceLifetime.D(),
+		Now:            d.opt.Now,
+		Logger:         d.log.With("component", "delivery"),
+		Router:         g.router,
+		Local:          &delivery.LocalTransport{Router: g.router, Hostname: cfg.Hostname, Logger: d.log.With("component", "local")},
+		Remote:         g.remote,
+		DelayWarning:   cfg.Outbound.DelayWarning.D(),
+		Sign:           g.signer,
+		Encryption:     enc,
+		Events:         d.plugins.Emit,
+	}
+}
+
+// stsKey identifies what the MTA-STS policy server serves.
+func stsKey(g *generation) string {
+	c := g.cfg
+	if c.MTASTS.ServeAddress == "" {
+		return ""
+	}
+	var doms []string
+	for _, dm := range c.Domains {
+		doms = append(doms, dm.Name)
+	}
+	sum := sha256.New()
+	for _, der := range g.cert.Certificate {
+		sum.Write(der)
+	}
+	return fmt.Sprint(c.MTASTS.ServeAddress, c.MTASTS.ServeMode, c.MTASTS.ServeMX, c.MTASTS.ServeMaxAge, doms, c.Hostname, sum.Sum(nil))
+}
+
+// startSTSPub (re)starts the MTA-STS policy server when what it serves
+// changed.
+func (d *Daemon) startSTSPub(g *generation) error {
+	key := stsKey(g)
+	if key == d.stsKey && (key == "") == (d.stsPub == nil) {
+		return nil
+	}
+	if d.stsPub != nil {
+		d.stsPub.Close()
+		d.stsPub = nil
+	}
+	d.stsKey = ""
+	cfg := g.cfg
+	if key == "" {
+		return nil
+	}
+	mx := cfg.MTASTS.ServeMX
+	if len(mx) == 0 {
+		mx = []string{cfg.Hostname}
+	}
+	p := stspub.Policy{Mode: cfg.MTASTS.ServeMode, MX: mx, MaxAge: cfg.MTASTS.ServeMaxAge.D()}
+	var doms []string
+	for _, dm := range cfg.Domains {
+		doms = append(doms, dm.Name)
+		d.log.Info("publishing MTA-STS policy", "domain", dm.Name, "txt", p.TXT(dm.Name), "mode", p.Mode)
+	}
+	pub, err := stspub.Listen(cfg.MTASTS.ServeAddress, g.cert, p, doms)
+	if err != nil {
+		return fmt.Errorf("mta_sts.serve_address: %w", err)
+	}
+	d.stsPub, d.stsKey = pub, key
+	d.goRun(func() { pub.Serve() })
+	return nil
+}
+
+// startMetrics (re)starts the metrics endpoint when its address changed.
+func (d *Daemon) startMetrics(addr string) error {
+	if addr == d.metricsAddr && (addr == "") == (d.metrics == nil) {
+		return nil
+	}
+	var ln net.Listener
+	if addr != "" {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+	}
+	if d.metrics != nil {
+		d.metrics.Close()
+		d.metrics, d.metricsLn = nil, nil
+	}
+	d.metricsAddr = addr
+	if ln == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", d.readyz)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	d.metrics, d.metricsLn = srv, ln
+	d.goRun(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("metrics server", "err", err)
+		}
+	})
+	d.log.Info("listening", "listener", "metrics", "address", ln.Addr().String(), "role", "Prometheus /metrics, /healthz, /readyz")
+	return nil
+}
+
+// readyz answers 200 when the daemon accepts and delivers mail: started,
+// not shutting down, the queue open and every listener serving.
+func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
+	if !d.ready.Load() {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	if _, err := os.Stat(d.cfg.Queue.Dir); err != nil {
+		http.Error(w, "queue directory: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }
 
 func (d *Daemon) goRun(f func()) {
@@ -274,7 +497,11 @@ func (d *Daemon) goRun(f func()) {
 
 // Addr returns the bound address of the listener of kind k, or "".
 func (d *Daemon) Addr(k smtpd.Kind) string {
-	for _, l := range d.listeners {
+	g := d.gen.Load()
+	if g == nil {
+		return ""
+	}
+	for _, l := range g.listeners {
 		if l.Kind() == k {
 			return l.Addr().String()
 		}
@@ -284,6 +511,8 @@ func (d *Daemon) Addr(k smtpd.Kind) string {
 
 // MTASTSAddr is the bound address of our MTA-STS policy server, or "".
 func (d *Daemon) MTASTSAddr() string {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	if d.stsPub == nil {
 		return ""
 	}
@@ -292,6 +521,8 @@ func (d *Daemon) MTASTSAddr() string {
 
 // MetricsAddr is the bound metrics address, or "".
 func (d *Daemon) MetricsAddr() string {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	if d.metricsLn == nil {
 		return ""
 	}
@@ -300,8 +531,20 @@ func (d *Daemon) MetricsAddr() string {
 
 // Shutdown stops everything in order.
 func (d *Daemon) Shutdown(ctx context.Context) error {
-	for _, l := range d.listeners {
+	d.ready.Store(false)
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	d.shut = true
+	if g := d.gen.Load(); g != nil {
+		for _, l := range g.listeners {
+			l.Close()
+		}
+	}
+	for _, l := range d.draining {
 		l.Close()
+	}
+	for _, s := range d.sockets {
+		s.close()
 	}
 	if d.control != nil {
 		d.control.Close()
@@ -321,8 +564,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
-	if d.remote != nil {
-		d.remote.Close()
+	if g := d.gen.Load(); g != nil {
+		g.close()
+	}
+	for _, f := range d.retired {
+		f()
 	}
 	if d.plugins != nil {
 		d.plugins.Stop()
@@ -476,8 +722,7 @@ func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger) (*mta
 
 // newTLSRPT makes the TLS-RPT recorder, or nil when [tls_rpt] is off.
 // Mailed reports go through our own queue, DKIM-signed like all our mail.
-func (d *Daemon) newTLSRPT(res *resolver.Resolver) (*tlsrpt.Recorder, error) {
-	cfg := d.cfg
+func (d *Daemon) newTLSRPT(cfg *conf.Config, res *resolver.Resolver) (*tlsrpt.Recorder, error) {
 	if !cfg.TLSRPT.Enabled {
 		return nil, nil
 	}

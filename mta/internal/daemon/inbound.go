@@ -30,6 +30,7 @@ type acceptor struct {
 	enforce bool             // refuse DMARC p=reject failures
 	tmpDir  string
 	authID  string // our authserv-id: Authentication-Results claiming it are removed
+	timeout time.Duration
 }
 
 var _ smtpd.Acceptor = (*acceptor)(nil)
@@ -70,7 +71,7 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 	}
 	var prepend strings.Builder
 	if needAuth {
-		ctx, cancel := context.WithTimeout(context.Background(), a.d.cfg.AuthRes.Timeout.D())
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 		res, err := a.checker.Check(ctx, net.ParseIP(env.ClientAddr), env.ClientHelo, env.From, f)
 		cancel()
 		if err != nil {

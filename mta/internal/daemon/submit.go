@@ -37,10 +37,11 @@ func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
 		Ret: req.Ret, EnvID: req.EnvID, AuthUser: req.User, ClientAddr: "local",
 		BodyType: "8BITMIME",
 	}
+	cfg := d.gen.Load().cfg
 	user := sanitizeComment(req.User)
 	rec := fmt.Sprintf("Received: by %s (Posthorn, from local user %s)\r\n\tid %s; %s\r\n",
-		d.cfg.Hostname, user, env.ID, time.Now().Format(time.RFC1123Z))
-	limit := d.cfg.SMTP.MaxMessageSize.Bytes()
+		cfg.Hostname, user, env.ID, time.Now().Format(time.RFC1123Z))
+	limit := cfg.SMTP.MaxMessageSize.Bytes()
 	if limit <= 0 {
 		limit = 1 << 62
 	}
@@ -78,7 +79,7 @@ func (d *Daemon) localHooks() bool {
 // rejection comes back as the *smtp.SMTPError it would have been over
 // SMTP; posthorn sendmail prints it.
 func (d *Daemon) submitInspected(env *queue.Envelope, body io.Reader) (string, error) {
-	f, err := os.CreateTemp(d.acc.tmpDir, "local-*")
+	f, err := os.CreateTemp(d.tmpDir, "local-*")
 	if err != nil {
 		return "", err
 	}
@@ -91,7 +92,7 @@ func (d *Daemon) submitInspected(env *queue.Envelope, body io.Reader) (string, e
 		return "", err
 	}
 	env.Size = n
-	nf, hdrs, err := d.acc.inbound(env, sdkMeta{local: true}, f)
+	nf, hdrs, err := d.gen.Load().acc.inbound(env, sdkMeta{local: true}, f)
 	f = nf // the deferred cleanup removes whichever file is current
 	if err != nil {
 		return "", err

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/posthorn/posthorn/mta/internal/dsn"
@@ -108,17 +109,35 @@ type Workers struct {
 	q   Queue
 	opt Options
 	log *slog.Logger
+	// live holds the options in force: SetOptions replaces them (a
+	// reload); each message is processed with the options of its start.
+	live *atomic.Pointer[Options]
 }
 
 // New returns the delivery workers for q.
 func New(q Queue, opt Options) *Workers {
+	w := &Workers{q: q, live: new(atomic.Pointer[Options])}
+	w.SetOptions(opt)
+	w.opt, w.log = *w.live.Load(), w.live.Load().Logger
+	return w
+}
+
+// SetOptions replaces the options for messages leased from now on;
+// deliveries in progress finish with the options they started with.
+func (w *Workers) SetOptions(opt Options) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	return &Workers{q: q, opt: opt, log: opt.Logger}
+	w.live.Store(&opt)
+}
+
+// current is the workers with the options now in force.
+func (w *Workers) current() *Workers {
+	opt := w.live.Load()
+	return &Workers{q: w.q, opt: *opt, log: opt.Logger, live: w.live}
 }
 
 // Run starts n workers and returns when ctx is done and all have stopped.
@@ -147,6 +166,10 @@ func (w *Workers) Run(ctx context.Context, n int) {
 
 // Process delivers the due recipients of one leased message and reports.
 func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
+	w.current().process(ctx, env)
+}
+
+func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 	log := w.log.With("queue_id", env.ID)
 	now := w.opt.Now()
 	var local, remote, expiredDiverted, waiting []int

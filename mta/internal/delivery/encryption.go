@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/posthorn/posthorn/mta/internal/header"
 	"github.com/posthorn/posthorn/mta/internal/pluginhost"
@@ -41,6 +42,17 @@ type Encryption struct {
 
 	mu       sync.Mutex
 	inflight map[string]*inflight // queueID + "|" + plugin
+	live     atomic.Pointer[policychain.Chain]
+}
+
+// SetChain replaces Chain for messages from now on (a reload).
+func (e *Encryption) SetChain(c *policychain.Chain) { e.live.Store(c) }
+
+func (e *Encryption) chain() *policychain.Chain {
+	if c := e.live.Load(); c != nil {
+		return c
+	}
+	return e.Chain
 }
 
 // inflight collects confirmations a plugin sends while its Transform call
@@ -134,14 +146,15 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 		}
 		return plan
 	}
-	trig := e.Chain.TriggerHeader()
-	plan.PlainBody = stripTrigger(body, e.Chain, trig)
+	chain := e.chain()
+	trig := chain.TriggerHeader()
+	plan.PlainBody = stripTrigger(body, chain, trig)
 
 	decisions := map[int]policychain.Decision{}
 	wants := map[string][]int{} // method -> recipients that might use it
 	var methods []string
 	for _, i := range idx {
-		d := e.Chain.Decide(env.From, env.Recipients[i].Addr, subject, headers)
+		d := chain.Decide(env.From, env.Recipients[i].Addr, subject, headers)
 		decisions[i] = d
 		if d.Encrypt == policychain.Never {
 			continue

@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -177,11 +178,14 @@ func WithEventQueue(length, workers int) Option {
 // Host runs and supervises the configured plugins. Its methods are safe
 // for concurrent use.
 type Host struct {
-	api     HostAPI
-	log     *slog.Logger
-	opts    options
+	api  HostAPI
+	log  *slog.Logger
+	opts options
+
+	mu      sync.RWMutex // guards plugins and byName (Reconfigure replaces them)
 	plugins []*plugin
 	byName  map[string]*plugin
+	reMu    sync.Mutex // one Reconfigure at a time
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -210,23 +214,156 @@ func New(cfg []conf.Plugin, api HostAPI, log *slog.Logger, opts ...Option) *Host
 		o(&h.opts)
 	}
 	for _, c := range cfg {
-		if c.Timeout <= 0 {
-			c.Timeout = conf.Duration(conf.DefaultPluginTimeout)
-		}
-		p := &plugin{
-			h:      h,
-			cfg:    c,
-			log:    log.With("plugin", c.Name),
-			state:  StateStarting,
-			since:  time.Now(),
-			up:     make(chan struct{}),
-			wake:   make(chan struct{}, 1),
-			events: make(chan sdk.Event, max(h.opts.eventQueue, 1)),
-		}
+		p := h.newPlugin(c)
 		h.plugins = append(h.plugins, p)
 		h.byName[c.Name] = p
 	}
 	return h
+}
+
+func (h *Host) newPlugin(c conf.Plugin) *plugin {
+	c = normalise(c)
+	return &plugin{
+		h:      h,
+		cfg:    c,
+		log:    h.log.With("plugin", c.Name),
+		state:  StateStarting,
+		since:  time.Now(),
+		up:     make(chan struct{}),
+		wake:   make(chan struct{}, 1),
+		events: make(chan sdk.Event, max(h.opts.eventQueue, 1)),
+		quit:   make(chan struct{}),
+	}
+}
+
+func normalise(c conf.Plugin) conf.Plugin {
+	if c.Timeout <= 0 {
+		c.Timeout = conf.Duration(conf.DefaultPluginTimeout)
+	}
+	return c
+}
+
+// list is the current plugins, in config order.
+func (h *Host) list() []*plugin {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.plugins
+}
+
+func (h *Host) lookup(name string) *plugin {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.byName[name]
+}
+
+// run starts p's supervisor and event workers.
+func (h *Host) run(p *plugin) {
+	h.wg.Add(1 + h.opts.eventWorkers)
+	go p.supervise()
+	for range h.opts.eventWorkers {
+		go p.dispatch()
+	}
+}
+
+// Changes returns which of cfg would start anew on Reconfigure: plugins
+// that are new, whose settings changed, or whose binary changed on disk.
+// It checks those binaries first (present, matching a pinned sha256), so
+// that a reload can be refused before anything changes.
+func (h *Host) Changes(cfg []conf.Plugin) (changed []string, err error) {
+	var errs []error
+	for _, c := range cfg {
+		c = normalise(c)
+		p := h.lookup(c.Name)
+		sum, verr := VerifyBinary(c)
+		if verr != nil {
+			errs = append(errs, verr)
+			continue
+		}
+		if p == nil || !reflect.DeepEqual(p.cfg, c) {
+			changed = append(changed, c.Name)
+			continue
+		}
+		p.mu.Lock()
+		old := p.binSum
+		p.mu.Unlock()
+		if old != "" && old != sum {
+			changed = append(changed, c.Name)
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+// Reconfigure makes the running plugins those of cfg (a reload): a
+// plugin whose settings and binary are unchanged keeps running; one that
+// is new, changed or whose binary changed is started (a changed one after
+// its old process is stopped: it may hold a port or files); one no longer
+// configured is stopped. Events queued for a plugin that is restarted are
+// dropped. It returns the names started or restarted, and like Start an
+// error for plugins that will not be retried.
+func (h *Host) Reconfigure(ctx context.Context, cfg []conf.Plugin) ([]string, error) {
+	h.reMu.Lock()
+	defer h.reMu.Unlock()
+	changed, err := h.Changes(cfg)
+	if err != nil {
+		return nil, err
+	}
+	restart := map[string]bool{}
+	for _, n := range changed {
+		restart[n] = true
+	}
+	h.mu.RLock()
+	old := h.byName
+	h.mu.RUnlock()
+	var next, fresh []*plugin
+	byName := map[string]*plugin{}
+	for _, c := range cfg {
+		p := old[c.Name]
+		if p == nil || restart[c.Name] {
+			p = h.newPlugin(c)
+			fresh = append(fresh, p)
+		}
+		next = append(next, p)
+		byName[c.Name] = p
+	}
+	var retired []*plugin
+	for name, p := range old {
+		if byName[name] != p {
+			retired = append(retired, p)
+		}
+	}
+	h.mu.Lock()
+	h.plugins, h.byName = next, byName
+	h.mu.Unlock()
+	for _, p := range retired {
+		p.retire()
+	}
+	for _, p := range retired {
+		p.shutdown()
+		p.log.Info("plugin stopped for reload")
+	}
+	if h.stopped() {
+		return nil, ErrNotRunning
+	}
+	errs := make([]error, len(fresh))
+	var wg sync.WaitGroup
+	for i, p := range fresh {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.start(ctx); err != nil && p.status().State == StateDisabled {
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range fresh {
+		h.run(p)
+	}
+	names := make([]string, len(fresh))
+	for i, p := range fresh {
+		names[i] = p.cfg.Name
+	}
+	return names, errors.Join(errs...)
 }
 
 // Start starts every plugin once, in parallel, then supervises them. A
@@ -241,9 +378,10 @@ func (h *Host) Start(ctx context.Context) error {
 		return errors.New("pluginhost: Start called twice")
 	}
 	h.started = true
-	errs := make([]error, len(h.plugins))
+	plugins := h.list()
+	errs := make([]error, len(plugins))
 	var wg sync.WaitGroup
-	for i, p := range h.plugins {
+	for i, p := range plugins {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -253,12 +391,8 @@ func (h *Host) Start(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	for _, p := range h.plugins {
-		h.wg.Add(1 + h.opts.eventWorkers)
-		go p.supervise()
-		for range h.opts.eventWorkers {
-			go p.dispatch()
-		}
+	for _, p := range plugins {
+		h.run(p)
 	}
 	return errors.Join(errs...)
 }
@@ -267,13 +401,18 @@ func (h *Host) Start(ctx context.Context) error {
 // they are gone. Events still queued are dropped.
 func (h *Host) Stop() {
 	h.stopOnce.Do(func() { close(h.stop) })
+	h.reMu.Lock() // a reload in progress finishes first
+	defer h.reMu.Unlock()
+	for _, p := range h.list() {
+		p.retire()
+	}
 	h.startMu.Lock()
 	started := h.started
 	h.startMu.Unlock()
 	if started {
 		h.wg.Wait()
 	}
-	for _, p := range h.plugins {
+	for _, p := range h.list() {
 		p.shutdown()
 	}
 }
@@ -293,7 +432,7 @@ func (h *Host) stopped() bool {
 // hooks are unknown) is included too, for the same reason.
 func (h *Host) Inbound() []string {
 	var out []string
-	for _, p := range h.plugins {
+	for _, p := range h.list() {
 		p.mu.Lock()
 		info := p.info
 		p.mu.Unlock()
@@ -307,7 +446,7 @@ func (h *Host) Inbound() []string {
 // Plugin returns the configuration of the named plugin (its on_failure,
 // timeout…), or nil.
 func (h *Host) Plugin(name string) *conf.Plugin {
-	if p := h.byName[name]; p != nil {
+	if p := h.lookup(name); p != nil {
 		c := p.cfg
 		return &c
 	}
@@ -316,8 +455,9 @@ func (h *Host) Plugin(name string) *conf.Plugin {
 
 // Status returns every plugin's state, in config order.
 func (h *Host) Status() []PluginStatus {
-	out := make([]PluginStatus, 0, len(h.plugins))
-	for _, p := range h.plugins {
+	plugins := h.list()
+	out := make([]PluginStatus, 0, len(plugins))
+	for _, p := range plugins {
 		out = append(out, p.status())
 	}
 	return out
@@ -337,7 +477,7 @@ func (h *Host) Emit(ev sdk.Event) {
 	if h.stopped() {
 		return
 	}
-	for _, p := range h.plugins {
+	for _, p := range h.list() {
 		p.mu.Lock()
 		info := p.info
 		p.mu.Unlock()

@@ -38,6 +38,39 @@ type plugin struct {
 	wake    chan struct{} // a call saw the plugin fail: check now
 	events  chan sdk.Event
 	dropped atomic.Int64
+
+	// quit is closed when the host stops or a reload retires this
+	// plugin; its goroutines end and its process is killed.
+	quit     chan struct{}
+	quitOnce sync.Once
+	// binSum is the SHA-256 of the binary last started, so that a
+	// reload can tell whether it changed on disk.
+	binSum string
+}
+
+func (p *plugin) retire() { p.quitOnce.Do(func() { close(p.quit) }) }
+
+func (p *plugin) stopped() bool {
+	select {
+	case <-p.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// fileSHA256 is the hex SHA-256 of the file at path.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
 func (p *plugin) status() PluginStatus {
@@ -68,24 +101,24 @@ func (p *plugin) setState(state string, err error) {
 	}
 }
 
-// verify checks the binary against the configured sha256.
-func (p *plugin) verify() error {
-	if p.cfg.SHA256 == "" {
-		return nil
-	}
-	f, err := os.Open(p.cfg.Path)
+// verify checks the binary against the configured sha256 and returns
+// its SHA-256.
+func (p *plugin) verify() (string, error) {
+	return VerifyBinary(p.cfg)
+}
+
+// VerifyBinary checks that c's binary is there and, when c pins it,
+// that it has the configured SHA-256 (an error wrapping ErrChecksum
+// otherwise). It returns the binary's SHA-256.
+func VerifyBinary(c conf.Plugin) (string, error) {
+	got, err := fileSHA256(c.Path)
 	if err != nil {
-		return err
+		return "", fmt.Errorf("plugin %s: %w", c.Name, err)
 	}
-	defer f.Close()
-	sum := sha256.New()
-	if _, err := io.Copy(sum, f); err != nil {
-		return err
+	if c.SHA256 != "" && got != c.SHA256 {
+		return got, fmt.Errorf("plugin %s: %s has SHA-256 %s, configured sha256 is %s: %w", c.Name, c.Path, got, c.SHA256, ErrChecksum)
 	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != p.cfg.SHA256 {
-		return fmt.Errorf("plugin %s: %s has SHA-256 %s, configured sha256 is %s: %w", p.cfg.Name, p.cfg.Path, got, p.cfg.SHA256, ErrChecksum)
-	}
-	return nil
+	return got, nil
 }
 
 // start starts a new process, describes and configures it. On success the
@@ -111,7 +144,7 @@ func (p *plugin) start(ctx context.Context) error {
 		}
 		return err
 	}
-	if p.h.stopped() {
+	if p.stopped() {
 		go kill(c, 2*time.Second)
 		p.setState(StateStopped, nil)
 		return ErrNotRunning
@@ -129,9 +162,13 @@ func (p *plugin) start(ctx context.Context) error {
 }
 
 func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, error) {
-	if err := p.verify(); err != nil {
+	sum, err := p.verify()
+	if err != nil {
 		return nil, nil, err
 	}
+	p.mu.Lock()
+	p.binSum = sum
+	p.mu.Unlock()
 	cfgJSON, err := configJSON(p.cfg.Config)
 	if err != nil {
 		return nil, nil, fmt.Errorf("plugin %s: config: %w", p.cfg.Name, err)
@@ -235,7 +272,7 @@ func (p *plugin) supervise() {
 	defer cancel()
 	go func() {
 		select {
-		case <-p.h.stop:
+		case <-p.quit:
 			cancel()
 		case <-ctx.Done():
 		}
@@ -248,11 +285,11 @@ func (p *plugin) supervise() {
 		p.mu.Unlock()
 		switch {
 		case state == StateDisabled:
-			<-p.h.stop
+			<-p.quit
 			return
 		case c == nil:
 			select {
-			case <-p.h.stop:
+			case <-p.quit:
 				return
 			case <-time.After(backoff):
 			}
@@ -280,7 +317,7 @@ func (p *plugin) watch(c *hostside.Client) bool {
 	for {
 		check := false
 		select {
-		case <-p.h.stop:
+		case <-p.quit:
 			return false
 		case <-p.wake:
 			check = true
@@ -314,7 +351,7 @@ func ping(c *hostside.Client, timeout time.Duration) error {
 
 // acquire returns the running client, or an *Error.
 func (h *Host) acquire(name, hook string) (*plugin, *hostside.Client, error) {
-	p := h.byName[name]
+	p := h.lookup(name)
 	if p == nil {
 		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrUnknownPlugin, Detail: "no such plugin"}
 	}
@@ -361,7 +398,7 @@ func (p *plugin) dispatch() {
 	defer p.h.wg.Done()
 	for {
 		select {
-		case <-p.h.stop:
+		case <-p.quit:
 			return
 		case ev := <-p.events:
 			p.deliver(ev)
@@ -377,7 +414,7 @@ func (p *plugin) deliver(ev sdk.Event) {
 		up := p.up
 		p.mu.Unlock()
 		select {
-		case <-p.h.stop:
+		case <-p.quit:
 			return
 		case <-up:
 		}
@@ -387,7 +424,7 @@ func (p *plugin) deliver(ev sdk.Event) {
 		}
 		p.log.Warn("event delivery failed", "event_id", ev.ID, "event_type", ev.Type, "attempt", attempt, "error", err)
 		select {
-		case <-p.h.stop:
+		case <-p.quit:
 			return
 		case <-time.After(wait):
 		}

@@ -13,6 +13,7 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -77,6 +78,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// AuthFailDelay slows down password guessing; default 1s.
 	AuthFailDelay time.Duration
+	// Listener, if set, is used instead of binding Address: the daemon
+	// hands the same socket to the listener of a reloaded config.
+	Listener net.Listener
 }
 
 // Listener is one running SMTP listener.
@@ -130,9 +134,12 @@ func Listen(cfg Config) (*Listener, error) {
 	}
 	l.srv = newServer(l, starttls)
 
-	ln, err := net.Listen("tcp", cfg.Address)
-	if err != nil {
-		return nil, err
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Address); err != nil {
+			return nil, err
+		}
 	}
 	lim := newLimitListener(ln, cfg.Limits.MaxSessionsPerIP, cfg.Limits.MaxSessions,
 		cfg.Limits.CommandTimeout.D(), cfg.Limits.DataTimeout.D(), func(reason string) {
@@ -171,6 +178,10 @@ func (l *Listener) Serve() error { return l.srv.Serve(l.ln) }
 
 // Close stops accepting and closes open sessions.
 func (l *Listener) Close() error { return l.srv.Close() }
+
+// Shutdown stops accepting and waits until the open sessions have ended
+// by themselves, or ctx is done (then Close ends the rest).
+func (l *Listener) Shutdown(ctx context.Context) error { return l.srv.Shutdown(ctx) }
 
 func (l *Listener) trustedNet(ip net.IP) bool {
 	for _, n := range l.trusted {
