@@ -55,7 +55,10 @@ type Config struct {
 	LinkTTL string `json:"link_ttl"`
 	// SessionTimeout: idle time after which a login ends; default "30m".
 	SessionTimeout string `json:"session_timeout"`
-	// MaxFailedLogins before the mailbox is locked for Lockout; default 5, "15m".
+	// MaxFailedLogins: failed attempts (passwords, reset answers, PINs,
+	// TANs) one client may make for one account before it has to wait,
+	// 30 s doubling up to Lockout; default 5, "15m". Other clients are not
+	// affected (see throttle.go).
 	MaxFailedLogins int    `json:"max_failed_logins"`
 	Lockout         string `json:"lockout"`
 	// DefaultLanguage "de" or "en"; default "de".

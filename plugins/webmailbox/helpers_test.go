@@ -114,6 +114,25 @@ type env struct {
 	dir   string
 	srv   *httptest.Server
 	seq   int
+	logs  *logBuffer // what the plugin logged
+}
+
+// logBuffer collects log output safely across goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func baseConfig() map[string]any {
@@ -133,11 +152,12 @@ func newEnv(t *testing.T, change func(map[string]any)) *env {
 		change(cfg)
 	}
 	js, _ := json.Marshal(cfg)
-	e := &env{t: t, host: &fakeHost{}, dir: t.TempDir(), clock: &clock{t: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}}
-	e.p = &Plugin{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: e.clock.Now}
+	e := &env{t: t, host: &fakeHost{}, dir: t.TempDir(), clock: &clock{t: time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)}, logs: &logBuffer{}}
+	var out io.Writer = e.logs
 	if testing.Verbose() {
-		e.p.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		out = io.MultiWriter(e.logs, os.Stderr)
 	}
+	e.p = &Plugin{Logger: slog.New(slog.NewTextHandler(out, nil)), Now: e.clock.Now}
 	if err := e.p.Configure(context.Background(), sdk.Config{JSON: js, DataDir: e.dir, Host: e.host}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
@@ -203,14 +223,17 @@ type browser struct {
 	e   *env
 	c   *http.Client
 	url string
+	// ip, when set, is sent as X-Real-IP (for envs configured with
+	// client_ip_header = "X-Real-IP"): a client at another address.
+	ip string
 }
 
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
-	c := e.srv.Client()
+	c := *e.srv.Client() // a client of its own: its own cookie jar
 	c.Jar = jar
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &browser{t: e.t, e: e, c: c, url: e.srv.URL}
+	return &browser{t: e.t, e: e, c: &c, url: e.srv.URL}
 }
 
 type resp struct {
@@ -222,6 +245,9 @@ type resp struct {
 
 func (b *browser) do(req *http.Request) resp {
 	b.t.Helper()
+	if b.ip != "" {
+		req.Header.Set("X-Real-IP", b.ip)
+	}
 	r, err := b.c.Do(req)
 	if err != nil {
 		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)

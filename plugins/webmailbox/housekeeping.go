@@ -8,7 +8,7 @@ import (
 )
 
 func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
-	// The per-IP failure map is pruned more often than the rest.
+	// The guessing limits' state is pruned more often than the rest.
 	go func() {
 		t := time.NewTicker(10 * time.Minute)
 		defer t.Stop()
@@ -17,7 +17,7 @@ func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				sv.pruneIPs()
+				sv.th.prune(sv.Now())
 			}
 		}
 	}()
@@ -40,7 +40,7 @@ func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
 // reminders. It runs hourly; tests call it with a moved clock.
 func (sv *Service) Housekeeping(ctx context.Context) error {
 	now := sv.Now()
-	sv.pruneIPs()
+	sv.th.prune(now)
 	if n, err := sv.store.DeleteMessagesBefore(ctx, now.Add(-sv.s.retention)); err != nil {
 		return err
 	} else if n > 0 {

@@ -1,6 +1,10 @@
 package webmailbox
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // texts holds every user-visible text: key → {German, English}.
 var texts = map[string][2]string{
@@ -31,8 +35,10 @@ var texts = map[string][2]string{
 	"err_pw_short":      {"Das Passwort muss mindestens 8 Zeichen lang sein.", "The password must be at least 8 characters long."},
 	"err_pw_mismatch":   {"Die Passwörter stimmen nicht überein.", "The passwords do not match."},
 	"err_question":      {"Bitte geben Sie eine Sicherheitsfrage und eine Antwort (mindestens 3 Zeichen) an.", "Please enter a security question and an answer (at least 3 characters)."},
-	"err_pin":           {"PIN oder TAN ist falsch.", "PIN or TAN is wrong."},
-	"err_locked":        {"Zu viele Fehlversuche. Bitte versuchen Sie es später erneut.", "Too many failed attempts. Please try again later."},
+	"err_pin":           {"Die PIN ist falsch.", "The PIN is wrong."},
+	"err_tan":           {"Die TAN ist falsch.", "The TAN is wrong."},
+	"err_pin_tan":       {"PIN oder TAN ist falsch.", "The PIN or the TAN is wrong."},
+	"err_wait":          {"Zu viele Fehlversuche von Ihrem Anschluss. Sie können es wieder versuchen in", "Too many failed attempts from your connection. You can try again in"},
 	"err_ack":           {"Bitte bestätigen Sie den Hinweis zum Passwort.", "Please confirm the note about the password."},
 	"err_csrf":          {"Das Formular ist abgelaufen. Bitte laden Sie die Seite neu.", "The form has expired. Please reload the page."},
 	"err_internal":      {"Ein interner Fehler ist aufgetreten. Bitte versuchen Sie es später erneut.", "An internal error occurred. Please try again later."},
@@ -40,7 +46,10 @@ var texts = map[string][2]string{
 	"err_recipient":     {"Nachrichten können nur an diese Adressen gesendet werden:", "Messages can only be sent to these addresses:"},
 	"err_no_recipient":  {"Bitte geben Sie einen Empfänger an.", "Please enter a recipient."},
 	"reset":             {"Neues Passwort setzen", "Set a new password"},
-	"reset_intro":       {"Geben Sie Ihre Adresse ein, um Ihre Sicherheitsfrage zu sehen.", "Enter your address to see your security question."},
+	"reset_intro":       {"Geben Sie die Adresse Ihres Postfachs ein. Wir senden Ihnen einen Link, mit dem Sie nach Beantwortung Ihrer Sicherheitsfrage ein neues Passwort setzen können.", "Enter the address of your mailbox. We will send you a link with which you can set a new password after answering your security question."},
+	"send_link":         {"Link senden", "Send me a link"},
+	"reset_link_sent":   {"Wenn zu dieser Adresse ein Postfach gehört, haben wir soeben einen Link dorthin gesendet. Er ist eine Stunde gültig. Prüfen Sie auch den Spam-Ordner.", "If this address has a mailbox, we have just sent a link to it. It is valid for one hour. Please check your spam folder too."},
+	"reset_step2":       {"Beantworten Sie Ihre Sicherheitsfrage und wählen Sie ein neues Passwort. Alle anderen Anmeldungen dieses Postfachs werden danach beendet.", "Answer your security question and choose a new password. Every other login to this mailbox ends then."},
 	"reset_failed":      {"Das hat nicht geklappt. Bitte prüfen Sie Ihre Angaben oder versuchen Sie es später erneut.", "That did not work. Please check your entries or try again later."},
 	"reset_done":        {"Ihr Passwort wurde geändert. Bitte melden Sie sich an.", "Your password has been changed. Please log in."},
 	"reset_none":        {"Für dieses Postfach kann das Passwort nicht zurückgesetzt werden.", "The password of this mailbox cannot be reset."},
@@ -94,11 +103,27 @@ var texts = map[string][2]string{
 	"wrote":             {"schrieb", "wrote"},
 	"settings":          {"Passwort", "Password"},
 	"old_password":      {"Bisheriges Passwort", "Current password"},
-	"pw_changed":        {"Ihr Passwort wurde geändert.", "Your password has been changed."},
+	"pw_changed":        {"Ihr Passwort wurde geändert. Alle anderen Anmeldungen dieses Postfachs wurden beendet.", "Your password has been changed. Every other login to this mailbox has been ended."},
 	"pw_fixed":          {"Das Passwort dieses Postfachs kann nicht geändert werden.", "The password of this mailbox cannot be changed."},
 	"old_pw_wrong":      {"Das bisherige Passwort ist falsch.", "The current password is wrong."},
 	"new_question":      {"Neue Sicherheitsfrage (optional)", "New security question (optional)"},
 	"change":            {"Ändern", "Change"},
+}
+
+// waitText says how long to wait, rounded up to seconds or minutes.
+func waitText(lang string, d time.Duration) string {
+	if d <= time.Minute {
+		n := int((d + time.Second - 1) / time.Second)
+		if lang == "en" {
+			return fmt.Sprintf("%d seconds.", n)
+		}
+		return fmt.Sprintf("%d Sekunden.", n)
+	}
+	n := int((d + time.Minute - 1) / time.Minute)
+	if lang == "en" {
+		return fmt.Sprintf("%d minutes.", n)
+	}
+	return fmt.Sprintf("%d Minuten.", n)
 }
 
 // T returns the text for key in lang ("de" or "en").

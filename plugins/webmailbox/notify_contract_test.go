@@ -19,6 +19,8 @@ func TestEventsRenderWithNotify(t *testing.T) {
 	b := e.browser()
 	pin := e.host.eventsOf("webmailbox.pin")[0].Attributes["pin"]
 	b.activate("bob@partner.test", "correct horse", url2(qa, "pin", pin))
+	e.sv.RequestReset("bob@partner.test", "192.0.2.1") // reset_link
+	e.sv.bg.Wait()
 	e.divert(testMsg, "bob@partner.test") // new_message
 	e.divert(testMsg, "bob@partner.test")
 	e.divert(testMsg, "bob@partner.test") // quota_exceeded
@@ -62,7 +64,7 @@ func TestEventsRenderWithNotify(t *testing.T) {
 			}
 		}
 	}
-	for _, typ := range []string{"webmailbox.activation", "webmailbox.pin", "webmailbox.new_message", "webmailbox.quota_exceeded", "webmailbox.reminder_recipient", "webmailbox.reminder_sender"} {
+	for _, typ := range []string{"webmailbox.activation", "webmailbox.pin", "webmailbox.new_message", "webmailbox.quota_exceeded", "webmailbox.reminder_recipient", "webmailbox.reminder_sender", "webmailbox.reset_link"} {
 		if !seen[typ] {
 			t.Errorf("scenario emitted no %s", typ)
 		}

@@ -34,8 +34,11 @@ type Service struct {
 	master []byte
 	dummy  []byte // a wrapped key that makes unknown addresses cost as much as known ones
 
-	mu       sync.Mutex
-	ipFailed map[string][]time.Time // login failures per client IP
+	th *throttle // guessing limits
+
+	mu        sync.Mutex
+	resetSent map[string]time.Time // when a reset link last went to an address
+	bg        sync.WaitGroup       // background work (reset links)
 }
 
 // pinKDF is for PINs and TANs: short secrets behind a lockout.
@@ -62,7 +65,7 @@ func newService(s *settings, host sdk.Host, log *slog.Logger) (*Service, error) 
 		host = noHost{}
 	}
 	return &Service{s: s, store: st, host: host, log: log, Now: func() time.Time { return time.Now().UTC() },
-		master: mk, ipFailed: map[string][]time.Time{}, dummy: WrapWithSecret(mustKey(), "-", s.kdf, nil)}, nil
+		master: mk, th: newThrottle(s.maxFailed, s.lockout), resetSent: map[string]time.Time{}, dummy: WrapWithSecret(mustKey(), "-", s.kdf, nil)}, nil
 }
 
 type noHost struct{}
@@ -101,8 +104,11 @@ func loadMasterKey(path string) ([]byte, error) {
 	return k, nil
 }
 
-// Close releases the store.
-func (sv *Service) Close() error { return sv.store.Close() }
+// Close waits for background work and releases the store.
+func (sv *Service) Close() error {
+	sv.bg.Wait()
+	return sv.store.Close()
+}
 
 func adPIN(addr string) []byte           { return []byte("pin\x00" + addr) }
 func adMK(addr string) []byte            { return []byte("mk\x00" + addr) }
@@ -289,6 +295,7 @@ func newPIN() string {
 // ActivationInput is what the recipient enters on the activation page.
 type ActivationInput struct {
 	Token, Language, Password, Password2, Question, Answer, PIN, TAN string
+	Client                                                           string // the client's address, for the guessing limits
 }
 
 // Activation problems the form shows (text keys).
@@ -328,8 +335,8 @@ func (sv *Service) Activate(ctx context.Context, in ActivationInput) (*Mailbox, 
 		return nil, &formError{"err_question"}
 	}
 	if mb.PINHash != nil || (sv.s.requireTAN) {
-		if err := sv.checkLock(mb); err != nil {
-			return nil, &formError{"err_locked"}
+		if err := sv.attempt("pin", mb.Address, in.Client); err != nil {
+			return nil, err
 		}
 		ok := true
 		if mb.PINHash != nil && !slowHashEqual(mb.PINHash, strings.TrimSpace(in.PIN), pinKDF) {
@@ -339,9 +346,10 @@ func (sv *Service) Activate(ctx context.Context, in ActivationInput) (*Mailbox, 
 			ok = false
 		}
 		if !ok {
-			sv.recordFailure(ctx, mb)
-			return nil, &formError{"err_pin"}
+			sv.failed("pin", mb.Address, in.Client)
+			return nil, &formError{pinErrorKey(mb.PINHash != nil, sv.s.requireTAN)}
 		}
+		sv.th.success(mb.Address, in.Client, sv.Now())
 	}
 	priv, err := UnwrapWithKey(mb.WrappedMK, sv.master, adMK(mb.Address))
 	if err != nil {
@@ -360,87 +368,47 @@ func (sv *Service) Activate(ctx context.Context, in ActivationInput) (*Mailbox, 
 	return mb, sv.store.UpdateMailbox(ctx, mb)
 }
 
+// pinErrorKey is the error text for a wrong PIN and/or TAN, naming only
+// what the mode asks for.
+func pinErrorKey(pin, tan bool) string {
+	switch {
+	case pin && tan:
+		return "err_pin_tan"
+	case tan:
+		return "err_tan"
+	}
+	return "err_pin"
+}
+
 func normTAN(s string) string {
 	return strings.ToUpper(strings.NewReplacer(" ", "", "-", "").Replace(s))
 }
 
-func (sv *Service) checkLock(mb *Mailbox) error {
-	if sv.Now().Before(mb.LockedUntil) {
-		return ErrLoginFailed
-	}
-	return nil
-}
-
-func (sv *Service) recordFailure(ctx context.Context, mb *Mailbox) {
-	mb.Failed++
-	if mb.Failed >= sv.s.maxFailed {
-		mb.LockedUntil, mb.Failed = sv.Now().Add(sv.s.lockout), 0
-		sv.log.Warn("mailbox locked after failed logins", "mailbox", mb.Address, "until", mb.LockedUntil)
-	}
-	if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
-		sv.log.Error("recording a failed login", "error", err)
-	}
-}
-
-// ipAllowed is a per-client rate limit on failed logins: at most 20 in 10
-// minutes from one address.
-func (sv *Service) ipAllowed(ip string, fail bool) bool {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	now := sv.Now()
-	var keep []time.Time
-	for _, t := range sv.ipFailed[ip] {
-		if now.Sub(t) < 10*time.Minute {
-			keep = append(keep, t)
-		}
-	}
-	if fail {
-		keep = append(keep, now)
-	}
-	if len(keep) == 0 {
-		delete(sv.ipFailed, ip)
-	} else {
-		sv.ipFailed[ip] = keep
-	}
-	return len(keep) < 20
-}
-
-// pruneIPs forgets login failures older than the window.
-func (sv *Service) pruneIPs() {
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
-	now := sv.Now()
-	for ip, ts := range sv.ipFailed {
-		if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= 10*time.Minute {
-			delete(sv.ipFailed, ip)
-		}
-	}
-}
-
 // Login checks the password and returns the mailbox and its private key.
-// Every failure is ErrLoginFailed: unknown address, wrong password,
-// locked, not activated.
+// Every failure is ErrLoginFailed (unknown address, wrong password, not
+// activated) or a *ThrottledError, the same for every address.
 func (sv *Service) Login(ctx context.Context, ip, addr, password string) (*Mailbox, *ecdh.PrivateKey, error) {
-	if !sv.ipAllowed(ip, false) {
-		return nil, nil, ErrLoginFailed
+	addr = normAddr(addr)
+	if err := sv.attempt("password", addr, ip); err != nil {
+		return nil, nil, err
 	}
-	mb, err := sv.store.GetMailbox(ctx, normAddr(addr))
-	if err != nil || mb.State != StateActive || sv.checkLock(mb) != nil {
+	mb, err := sv.store.GetMailbox(ctx, addr)
+	if err != nil || mb.State != StateActive {
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, nil, err
 		}
 		// Spend the same time as a real check.
 		UnwrapWithSecret(sv.dummy, password, nil)
-		sv.ipAllowed(ip, true)
+		sv.failed("password", addr, ip)
 		return nil, nil, ErrLoginFailed
 	}
 	priv, err := UnwrapWithSecret(mb.WrappedPW, password, adPW(mb.Address))
 	if err != nil {
-		sv.ipAllowed(ip, true)
-		sv.recordFailure(ctx, mb)
+		sv.failed("password", addr, ip)
 		return nil, nil, ErrLoginFailed
 	}
-	mb.Failed, mb.LastActive, mb.WarnedAt = 0, sv.Now(), time.Time{}
+	sv.th.success(addr, ip, sv.Now())
+	mb.LastActive, mb.WarnedAt = sv.Now(), time.Time{}
 	if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
 		return nil, nil, err
 	}
@@ -455,31 +423,112 @@ func mustKey() *ecdh.PrivateKey {
 	return k
 }
 
-// ResetPassword sets a new password with the security answer (reset mode).
-func (sv *Service) ResetPassword(ctx context.Context, ip, addr, answer, newPW, newPW2 string) error {
+// resetLinkTTL is how long a reset link is valid.
+const resetLinkTTL = time.Hour
+
+// resetLinkInterval: at most one reset link per address in this time.
+const resetLinkInterval = 5 * time.Minute
+
+// RequestReset mails a reset link to addr when it has an active mailbox
+// in reset mode; else it does nothing. It returns at once, doing the
+// work in the background, so that neither the answer nor its timing
+// tells whether the address has a mailbox.
+func (sv *Service) RequestReset(addr, client string) {
+	addr = normAddr(addr)
+	if !sv.s.resetAllowed || addr == "" {
+		return
+	}
+	sv.mu.Lock()
+	now := sv.Now()
+	for a, t := range sv.resetSent {
+		if now.Sub(t) >= resetLinkInterval {
+			delete(sv.resetSent, a)
+		}
+	}
+	if _, recent := sv.resetSent[addr]; recent {
+		sv.mu.Unlock()
+		sv.log.Info("reset link not sent again so soon", "mailbox", addr, "client", client)
+		return
+	}
+	sv.resetSent[addr] = now
+	sv.bg.Add(1)
+	sv.mu.Unlock()
+	go func() {
+		defer sv.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		mb, err := sv.store.GetMailbox(ctx, addr)
+		if err != nil || mb.State != StateActive || !mb.ResetAllow || mb.WrappedQA == nil {
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				sv.log.Error("reset link", "mailbox", addr, "error", err)
+			}
+			sv.log.Info("reset link requested for an address without a resettable mailbox", "address", addr, "client", client)
+			return
+		}
+		tok := newToken()
+		exp := sv.Now().Add(resetLinkTTL)
+		if err := sv.store.PutToken(ctx, &Token{Hash: tokenHash(tok), Mailbox: mb.Address, Kind: "reset", Expires: exp}); err != nil {
+			sv.log.Error("reset link", "mailbox", addr, "error", err)
+			return
+		}
+		if sv.emit(ctx, sdk.Event{Type: "webmailbox.reset_link", Recipient: mb.Address, Language: mb.Language,
+			Attributes: map[string]string{"link": sv.link("/reset?t=" + tok), "expires": exp.Format(time.RFC3339), "client": client}}) == nil {
+			sv.log.Info("reset link sent", "mailbox", mb.Address, "client", client)
+		}
+	}()
+}
+
+// ResetTarget returns the mailbox a valid reset link belongs to.
+func (sv *Service) ResetTarget(ctx context.Context, tok string) (*Mailbox, error) {
+	t, err := sv.store.PeekToken(ctx, tokenHash(tok), "reset", sv.Now())
+	if err != nil {
+		return nil, err
+	}
+	mb, err := sv.store.GetMailbox(ctx, t.Mailbox)
+	if err != nil {
+		return nil, err
+	}
+	if mb.State != StateActive || !mb.ResetAllow || mb.WrappedQA == nil {
+		return nil, ErrNotFound
+	}
+	return mb, nil
+}
+
+// ResetPassword sets a new password with a reset link's token and the
+// security answer. It ends every session of the mailbox.
+func (sv *Service) ResetPassword(ctx context.Context, ip, tok, answer, newPW, newPW2 string) error {
+	mb, err := sv.ResetTarget(ctx, tok)
+	if err != nil {
+		return err
+	}
 	if len([]rune(newPW)) < 8 {
 		return &formError{"err_pw_short"}
 	}
 	if newPW != newPW2 {
 		return &formError{"err_pw_mismatch"}
 	}
-	if !sv.ipAllowed(ip, false) {
-		return ErrLoginFailed
-	}
-	mb, err := sv.store.GetMailbox(ctx, normAddr(addr))
-	if err != nil || mb.State != StateActive || !mb.ResetAllow || mb.WrappedQA == nil || sv.checkLock(mb) != nil {
-		sv.ipAllowed(ip, true)
-		return ErrLoginFailed
+	if err := sv.attempt("answer", mb.Address, ip); err != nil {
+		return err
 	}
 	priv, err := UnwrapWithSecret(mb.WrappedQA, answerNorm(answer), adQA(mb.Address))
 	if err != nil {
-		sv.ipAllowed(ip, true)
-		sv.recordFailure(ctx, mb)
+		sv.failed("answer", mb.Address, ip)
 		return ErrLoginFailed
 	}
+	if _, err := sv.store.UseToken(ctx, tokenHash(tok), "reset", sv.Now()); err != nil {
+		return err
+	}
+	sv.th.success(mb.Address, ip, sv.Now())
 	mb.WrappedPW = WrapWithSecret(priv, newPW, sv.s.kdf, adPW(mb.Address))
-	mb.Failed, mb.LockedUntil = 0, time.Time{}
-	return sv.store.UpdateMailbox(ctx, mb)
+	if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
+		return err
+	}
+	n, err := sv.store.DeleteSessionsOf(ctx, mb.Address, nil)
+	if err != nil {
+		return err
+	}
+	sv.log.Info("password reset; all sessions ended", "mailbox", mb.Address, "client", ip, "sessions_ended", n)
+	return nil
 }
 
 // StoredMessage is a decrypted message.
@@ -545,7 +594,9 @@ func (sv *Service) storeSent(ctx context.Context, mb *Mailbox, raw []byte) error
 // question and answer) for a logged-in user who knows the current one.
 // Only mailboxes in reset mode may change it: in no-reset mode the
 // recipient was told the password is fixed.
-func (sv *Service) ChangePassword(ctx context.Context, ip, addr, oldPW, newPW, newPW2, question, answer string) error {
+// Every other session of the mailbox ends; keep (the hash of the current
+// session's id) stays.
+func (sv *Service) ChangePassword(ctx context.Context, ip, addr string, keep []byte, oldPW, newPW, newPW2, question, answer string) error {
 	if len([]rune(newPW)) < 8 {
 		return &formError{"err_pw_short"}
 	}
@@ -567,5 +618,13 @@ func (sv *Service) ChangePassword(ctx context.Context, ip, addr, oldPW, newPW, n
 		mb.Question = strings.TrimSpace(question)
 		mb.WrappedQA = WrapWithSecret(priv, answerNorm(answer), sv.s.kdf, adQA(mb.Address))
 	}
-	return sv.store.UpdateMailbox(ctx, mb)
+	if err := sv.store.UpdateMailbox(ctx, mb); err != nil {
+		return err
+	}
+	n, err := sv.store.DeleteSessionsOf(ctx, mb.Address, keep)
+	if err != nil {
+		return err
+	}
+	sv.log.Info("password changed; other sessions ended", "mailbox", mb.Address, "client", ip, "sessions_ended", n)
+	return nil
 }

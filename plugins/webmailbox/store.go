@@ -24,19 +24,21 @@ const (
 // Mailbox is one recipient's mailbox. Secrets are stored only wrapped or
 // hashed.
 type Mailbox struct {
-	Address     string
-	State       string
-	Language    string // "de" or "en"
-	PublicKey   []byte
-	WrappedPW   []byte // private key under argon2id(password)
-	WrappedQA   []byte // private key under argon2id(answer); nil in no-reset mode
-	WrappedMK   []byte // private key under the master key; only while pending
-	Question    string
-	ResetAllow  bool
-	PINHash     []byte // sender's PIN (slowHash); nil without PIN
-	PINSealed   []byte // the PIN under the master key, to tell senders again until activation
-	TANHash     []byte // operator's TAN (slowHash); nil without TAN
-	Failed      int    // failed logins since the last success
+	Address    string
+	State      string
+	Language   string // "de" or "en"
+	PublicKey  []byte
+	WrappedPW  []byte // private key under argon2id(password)
+	WrappedQA  []byte // private key under argon2id(answer); nil in no-reset mode
+	WrappedMK  []byte // private key under the master key; only while pending
+	Question   string
+	ResetAllow bool
+	PINHash    []byte // sender's PIN (slowHash); nil without PIN
+	PINSealed  []byte // the PIN under the master key, to tell senders again until activation
+	TANHash    []byte // operator's TAN (slowHash); nil without TAN
+	// Failed and LockedUntil are no longer used: guessing is limited per
+	// client and account in memory (throttle.go). Kept for the schema.
+	Failed      int
 	LockedUntil time.Time
 	Created     time.Time
 	LastActive  time.Time
@@ -119,6 +121,9 @@ type Store interface {
 	TouchSession(ctx context.Context, idHash []byte, t time.Time) error
 	DeleteSession(ctx context.Context, idHash []byte) error
 	DeleteSessionsBefore(ctx context.Context, t time.Time) error
+	// DeleteSessionsOf ends every session of mailbox but the one whose id
+	// hash is keep (nil: all) and says how many ended.
+	DeleteSessionsOf(ctx context.Context, mailbox string, keep []byte) (int, error)
 
 	Close() error
 }
@@ -501,4 +506,17 @@ func (s *SQLiteStore) DeleteSession(ctx context.Context, idHash []byte) error {
 func (s *SQLiteStore) DeleteSessionsBefore(ctx context.Context, t time.Time) error {
 	_, err := s.db.ExecContext(ctx, `DELETE FROM session WHERE last_seen < ?`, ut(t))
 	return err
+}
+
+// DeleteSessionsOf ends the sessions of mailbox except keep.
+func (s *SQLiteStore) DeleteSessionsOf(ctx context.Context, mailbox string, keep []byte) (int, error) {
+	if keep == nil {
+		keep = []byte{}
+	}
+	r, err := s.db.ExecContext(ctx, `DELETE FROM session WHERE mailbox = ? AND id_hash != ?`, strings.ToLower(mailbox), keep)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.RowsAffected()
+	return int(n), err
 }

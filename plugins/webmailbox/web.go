@@ -65,6 +65,16 @@ type page struct {
 // T translates a text key.
 func (p *page) T(key string) string { return T(p.Lang, key) }
 
+// throttled sets the "please wait" error when err is a *ThrottledError.
+func (p *page) throttled(err error) bool {
+	var te *ThrottledError
+	if !errors.As(err, &te) {
+		return false
+	}
+	p.Error, p.ErrorExtra = "err_wait", waitText(p.Lang, te.Wait)
+	return true
+}
+
 // Date formats a time for the page's language.
 func (p *page) Date(t time.Time) string {
 	if p.Lang == "de" {
@@ -102,6 +112,7 @@ func (sv *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /activate", sv.activatePost)
 	mux.HandleFunc("GET /reset", sv.resetForm)
 	mux.HandleFunc("POST /reset", sv.resetPost)
+	mux.HandleFunc("POST /reset/link", sv.resetLinkPost)
 	mux.HandleFunc("POST /lang", sv.langPost)
 	mux.HandleFunc("POST /logout", sv.logoutPost)
 	mux.HandleFunc("GET /inbox", sv.auth(sv.folderPage("inbox")))
@@ -356,12 +367,16 @@ func (sv *Service) loginPost(w http.ResponseWriter, r *http.Request) {
 	addr := r.PostFormValue("address")
 	mb, priv, err := sv.Login(r.Context(), sv.clientIP(r), addr, r.PostFormValue("password"))
 	if err != nil {
-		if !errors.Is(err, ErrLoginFailed) {
+		if !errors.Is(err, ErrLoginFailed) && !errors.Is(err, ErrThrottled) {
 			sv.log.Error("login", "error", err)
 		}
 		p := sv.newPage(w, r, nil)
 		p.Title, p.Error, p.Address = p.T("login"), "login_failed", addr
-		sv.render(w, http.StatusUnauthorized, "login", p)
+		status := http.StatusUnauthorized
+		if p.throttled(err) {
+			status = http.StatusTooManyRequests
+		}
+		sv.render(w, status, "login", p)
 		return
 	}
 	if err := sv.startSession(r.Context(), w, mb, priv); err != nil {
@@ -399,7 +414,7 @@ func (sv *Service) activatePost(w http.ResponseWriter, r *http.Request) {
 	}
 	in := ActivationInput{Token: r.PostFormValue("t"), Language: r.PostFormValue("language"), Password: r.PostFormValue("password"),
 		Password2: r.PostFormValue("password2"), Question: r.PostFormValue("question"), Answer: r.PostFormValue("answer"),
-		PIN: r.PostFormValue("pin"), TAN: r.PostFormValue("tan")}
+		PIN: r.PostFormValue("pin"), TAN: r.PostFormValue("tan"), Client: sv.clientIP(r)}
 	mb, err := sv.ActivationTarget(r.Context(), in.Token)
 	if err != nil || mb.State != StatePending {
 		sv.fail(w, r, nil, http.StatusNotFound, "link_invalid")
@@ -410,7 +425,10 @@ func (sv *Service) activatePost(w http.ResponseWriter, r *http.Request) {
 		fe = &formError{"err_ack"}
 	} else {
 		_, err = sv.Activate(r.Context(), in)
+		var te *ThrottledError
 		if errors.As(err, &fe) {
+		} else if errors.As(err, &te) {
+			fe = &formError{"err_wait"}
 		} else if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				sv.fail(w, r, nil, http.StatusNotFound, "link_invalid")
@@ -424,6 +442,7 @@ func (sv *Service) activatePost(w http.ResponseWriter, r *http.Request) {
 	if fe != nil {
 		p := sv.activationPage(w, r, mb, in.Token)
 		p.Error, p.Question = fe.Key, in.Question
+		p.throttled(err)
 		if in.Language == "de" || in.Language == "en" {
 			p.Lang = in.Language
 		}
@@ -435,6 +454,8 @@ func (sv *Service) activatePost(w http.ResponseWriter, r *http.Request) {
 	sv.redirect(w, r, "/login?activated=1")
 }
 
+// resetForm is the first step, "send me a reset link", or with a link's
+// token the second: the security question and a new password.
 func (sv *Service) resetForm(w http.ResponseWriter, r *http.Request) {
 	p := sv.newPage(w, r, nil)
 	p.Title = p.T("reset")
@@ -443,18 +464,30 @@ func (sv *Service) resetForm(w http.ResponseWriter, r *http.Request) {
 		sv.render(w, http.StatusNotFound, "plain", p)
 		return
 	}
-	if a := r.URL.Query().Get("address"); a != "" {
-		p.Address = a
-		mb, err := sv.store.GetMailbox(r.Context(), normAddr(a))
-		if err != nil || mb.State != StateActive || !mb.ResetAllow || mb.Question == "" {
-			// Do not tell which addresses exist: the same page with a
-			// question nobody can answer.
-			p.Question = "?"
-		} else {
-			p.Question = mb.Question
+	if tok := r.URL.Query().Get("t"); tok != "" {
+		mb, err := sv.ResetTarget(r.Context(), tok)
+		if err != nil {
+			sv.fail(w, r, nil, http.StatusNotFound, "link_invalid")
+			return
 		}
+		p.Token, p.Question, p.Address = tok, mb.Question, mb.Address
+		p.Back = sv.s.prefix + "/reset?t=" + url.QueryEscape(tok)
 	}
 	sv.render(w, http.StatusOK, "reset", p)
+}
+
+// resetLinkPost sends a reset link (when the address has a mailbox) and
+// answers the same either way.
+func (sv *Service) resetLinkPost(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if !sv.checkAnonCSRF(r) || !sv.s.resetAllowed {
+		sv.fail(w, r, nil, http.StatusForbidden, "err_csrf")
+		return
+	}
+	sv.RequestReset(r.PostFormValue("address"), sv.clientIP(r))
+	p := sv.newPage(w, r, nil)
+	p.Title, p.Notice = p.T("reset"), "reset_link_sent"
+	sv.render(w, http.StatusOK, "reset_sent", p)
 }
 
 func (sv *Service) resetPost(w http.ResponseWriter, r *http.Request) {
@@ -463,21 +496,32 @@ func (sv *Service) resetPost(w http.ResponseWriter, r *http.Request) {
 		sv.fail(w, r, nil, http.StatusForbidden, "err_csrf")
 		return
 	}
-	addr := r.PostFormValue("address")
-	err := sv.ResetPassword(r.Context(), sv.clientIP(r), addr, r.PostFormValue("answer"), r.PostFormValue("password"), r.PostFormValue("password2"))
+	tok := r.PostFormValue("t")
+	err := sv.ResetPassword(r.Context(), sv.clientIP(r), tok, r.PostFormValue("answer"), r.PostFormValue("password"), r.PostFormValue("password2"))
+	if errors.Is(err, ErrNotFound) {
+		sv.fail(w, r, nil, http.StatusNotFound, "link_invalid")
+		return
+	}
 	if err != nil {
 		p := sv.newPage(w, r, nil)
-		p.Title, p.Address, p.Error = p.T("reset"), addr, "reset_failed"
+		p.Title, p.Token, p.Error = p.T("reset"), tok, "reset_failed"
+		p.Back = sv.s.prefix + "/reset?t=" + url.QueryEscape(tok)
+		status := http.StatusUnauthorized
 		var fe *formError
-		if errors.As(err, &fe) {
-			p.Error = fe.Key
+		switch {
+		case errors.As(err, &fe):
+			p.Error, status = fe.Key, http.StatusUnprocessableEntity
+		case p.throttled(err):
+			status = http.StatusTooManyRequests
+		case !errors.Is(err, ErrLoginFailed):
+			sv.log.Error("password reset", "error", err)
+			sv.fail(w, r, nil, http.StatusInternalServerError, "err_internal")
+			return
 		}
-		if mb, err := sv.store.GetMailbox(r.Context(), normAddr(addr)); err == nil && mb.Question != "" {
-			p.Question = mb.Question
-		} else {
-			p.Question = "?"
+		if mb, err := sv.ResetTarget(r.Context(), tok); err == nil {
+			p.Question, p.Address = mb.Question, mb.Address
 		}
-		sv.render(w, http.StatusUnauthorized, "reset", p)
+		sv.render(w, status, "reset", p)
 		return
 	}
 	sv.redirect(w, r, "/login?reset=1")
@@ -870,7 +914,7 @@ func (sv *Service) settingsForm(w http.ResponseWriter, r *http.Request, se *sess
 }
 
 func (sv *Service) settingsPost(w http.ResponseWriter, r *http.Request, se *session) {
-	err := sv.ChangePassword(r.Context(), sv.clientIP(r), se.mb.Address, r.PostFormValue("old"), r.PostFormValue("password"),
+	err := sv.ChangePassword(r.Context(), sv.clientIP(r), se.mb.Address, se.idHash, r.PostFormValue("old"), r.PostFormValue("password"),
 		r.PostFormValue("password2"), r.PostFormValue("question"), r.PostFormValue("answer"))
 	p := sv.newPage(w, r, se)
 	p.Title, p.ResetAllowed, p.Question = p.T("settings"), se.mb.ResetAllow, se.mb.Question
@@ -885,6 +929,8 @@ func (sv *Service) settingsPost(w http.ResponseWriter, r *http.Request, se *sess
 	case errors.Is(err, ErrLoginFailed):
 		p.Error = "old_pw_wrong"
 		sv.render(w, http.StatusUnauthorized, "settings", p)
+	case p.throttled(err):
+		sv.render(w, http.StatusTooManyRequests, "settings", p)
 	default:
 		sv.log.Error("changing a password", "error", err)
 		sv.fail(w, r, se, http.StatusInternalServerError, "err_internal")
