@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"mime"
 	"strings"
+
+	"github.com/posthorn/posthorn/sdk/mime7bit"
 )
 
 // Message handling (RFC 8551 §3): a message is split into its transport
@@ -202,7 +204,13 @@ func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte,
 	}
 	outer, entity := m.split()
 	if signer != nil {
-		if entity, err = signEntity(to7bit(entity, 0), *signer); err != nil {
+		// Signed content must be 7-bit, or a relay may re-encode it and
+		// break the signature (RFC 8551 §3.1.3). An entity nested too deep
+		// to convert is signed as it is.
+		if seven, err := mime7bit.Bytes(entity); err == nil {
+			entity = seven
+		}
+		if entity, err = signEntity(entity, *signer); err != nil {
 			return nil, err
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/posthorn/posthorn/mta/internal/delivery"
 	"github.com/posthorn/posthorn/queue"
+	"github.com/posthorn/posthorn/sdk/mime7bit"
 )
 
 // go-smtp's client sends one command and waits for its reply. For servers
@@ -88,7 +89,9 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 		}
 		var src io.Reader = rc
 		if env.BodyType == "8BITMIME" && !c.ext8bit {
-			src = to7bit(rc)
+			conv := mime7bit.Reader(rc) // RFC 6152 §3
+			defer conv.Close()
+			src = conv
 		}
 		_, werr := io.Copy(dw, src)
 		rc.Close()

@@ -41,6 +41,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/tlspolicy"
 	"github.com/posthorn/posthorn/mta/internal/tlsrpt"
 	"github.com/posthorn/posthorn/queue"
+	"github.com/posthorn/posthorn/sdk/mime7bit"
 )
 
 // Resolver is the DNS the transport needs (MX and addresses, and TLSA
@@ -673,7 +674,9 @@ func (t *Transport) send(env *queue.Envelope, c *conn, idx []int, body delivery.
 	}
 	var src io.Reader = rc
 	if env.BodyType == "8BITMIME" && !eightBit {
-		src = to7bit(rc)
+		conv := mime7bit.Reader(rc) // RFC 6152 §3
+		defer conv.Close()
+		src = conv
 	}
 	_, werr := io.Copy(w, src)
 	resp, cerr := w.CloseWithResponse()
