@@ -21,6 +21,7 @@ func init() {
 	pbconv.VerdictFromPB = verdictFromPB
 	pbconv.OutboundActionFromPB = func(a pb.TransformResult_Action) OutboundAction { return outboundActionFromPB[a] }
 	pbconv.ConfirmOutcomeFromPB = func(o pb.ConfirmRequest_Outcome) ConfirmOutcome { return confirmOutcomeFromPB[o] }
+	pbconv.InboundFilterFromPB = inboundFilterFromPB
 }
 
 func envelopeFromPB(e *pb.Envelope) *Envelope {

@@ -64,6 +64,9 @@ type Description struct {
 	// 0 for no limit of its own. Bigger messages are refused by the SDK
 	// with ErrMessageTooLarge.
 	MaxMessageSize int64
+	// InboundFilter selects the received mail Inspect is called for
+	// (protocol minor 2); nil: every message. Requires InboundHook.
+	InboundFilter *InboundFilter
 }
 
 var (
@@ -90,7 +93,7 @@ func (d Description) Validate() error {
 	if d.MaxMessageSize < 0 {
 		return errors.New("negative MaxMessageSize")
 	}
-	return nil
+	return d.InboundFilter.Validate()
 }
 
 // Config is what Configure receives.

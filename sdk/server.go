@@ -102,6 +102,7 @@ func (p *pluginServer) Describe(context.Context, *pb.DescribeRequest) (_ *pb.Des
 		Hooks:         hooksToPB(p.srv.hooks),
 		ProtocolMinor: ProtocolMinor,
 		EventTypes:    d.EventTypes,
+		InboundFilter: inboundFilterToPB(d.InboundFilter),
 	}
 	if d.MaxMessageSize > 0 {
 		resp.MaxMessageSize = uint64(d.MaxMessageSize)
@@ -139,7 +140,15 @@ func (p *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 		}
 		return &pb.ConfigureResponse{Error: &pb.ConfigError{Message: err.Error()}}, nil
 	}
-	return &pb.ConfigureResponse{}, nil
+	resp := &pb.ConfigureResponse{}
+	if ff, ok := s.impl.(InboundFilterer); ok {
+		f := ff.InboundFilter()
+		if err := f.Validate(); err != nil {
+			return &pb.ConfigureResponse{Error: &pb.ConfigError{Message: err.Error()}}, nil
+		}
+		resp.InboundFilter = inboundFilterToPB(f)
+	}
+	return resp, nil
 }
 
 // dialHost opens (once per broker id) the long-lived connection to the

@@ -101,8 +101,36 @@ func (p *Plugin) Describe() sdk.Description {
 	// No MaxMessageSize: inbound mail that is not S/MIME is never read
 	// whole, whatever its size; readAll enforces maxMessage where the
 	// whole message is needed.
-	return sdk.Description{Name: "smime", Version: Version, EventTypes: []string{EventKeyUploaded}}
+	return sdk.Description{Name: "smime", Version: Version, EventTypes: []string{EventKeyUploaded},
+		InboundFilter: inboundFilter("X-Posthorn-SMIME", "")}
 }
+
+// smimeTypes are the top-level content types Inspect does something with.
+var smimeTypes = []string{"application/pkcs7-mime", "application/x-pkcs7-mime", "multipart/signed"}
+
+// inboundFilter is the mail Inspect wants (protocol minor 2): S/MIME
+// mail, mail carrying our result header (a forgery Inspect removes), and
+// mail to the collection address. Everything else goes by without the
+// plugin, and is not held up while it is down.
+func inboundFilter(resultHeader, collection string) *sdk.InboundFilter {
+	f := &sdk.InboundFilter{Rules: []sdk.InboundMatch{{ContentTypes: smimeTypes}, {Headers: []string{resultHeader}}}}
+	if collection != "" {
+		f.Rules = append(f.Rules, sdk.InboundMatch{Recipients: []string{collection}})
+	}
+	return f
+}
+
+// InboundFilter implements sdk.InboundFilterer: the filter with this
+// configuration's result header and collection address.
+func (p *Plugin) InboundFilter() *sdk.InboundFilter {
+	st, err := p.state()
+	if err != nil {
+		return nil
+	}
+	return inboundFilter(st.cfg.ResultHeader, st.cfg.CollectionAddress)
+}
+
+var _ sdk.InboundFilterer = (*Plugin)(nil)
 
 // EventKeyUploaded is the web mailbox's event for a certificate or key a
 // recipient uploaded (attributes kind, fingerprint, key).

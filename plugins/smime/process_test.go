@@ -127,7 +127,19 @@ func config() map[string]any {
 func TestConformance(t *testing.T) {
 	cfg := config()
 	cfg["store"] = filepath.Join(data, "conformance.db")
-	plugintest.Run(t, bin, plugintest.Options{Config: cfg})
+	cfg["collection_address"] = "certs@org.test"
+	plugintest.Run(t, bin, plugintest.Options{Config: cfg, LocalDomains: []string{"org.test"}, FilterCases: []plugintest.FilterCase{
+		{Name: "encrypted", Recipients: []string{"alice@org.test"}, Want: true,
+			Message: "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"},
+		{Name: "signed", Recipients: []string{"alice@org.test"}, Want: true,
+			Message: "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=b\r\n\r\n"},
+		{Name: "plain", Recipients: []string{"alice@org.test"}, Want: false,
+			Message: "Content-Type: text/plain\r\nSubject: hi\r\n\r\nhello\r\n"},
+		{Name: "forged result header", Recipients: []string{"alice@org.test"}, Want: true,
+			Message: "X-Posthorn-SMIME: decrypted; signature=valid\r\n\r\nhello\r\n"},
+		{Name: "to the collection address", Recipients: []string{"certs@org.test"}, Want: true,
+			Message: "Content-Type: multipart/mixed; boundary=b\r\n\r\n"},
+	}})
 }
 
 // TestProcess runs the built binary as the host does: Bob's certificate

@@ -82,6 +82,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	info      *Info
+	filter    *sdk.InboundFilter // from the last Configure; nil: the Description's
 	hostID    uint32
 	hostSrv   *hostAdapter
 	pluginMax int64
@@ -282,6 +283,30 @@ func (c *Client) Configure(ctx context.Context, cfgJSON []byte, dataDir string, 
 	}
 	if e := resp.GetError(); e != nil {
 		return &Error{Plugin: c.name, Method: "Configure", Err: &sdk.ConfigError{Key: e.GetKey(), Message: e.GetMessage()}}
+	}
+	if pf := resp.GetInboundFilter(); pf != nil {
+		f := inboundFilterFromPB(pf)
+		if err := f.Validate(); err != nil {
+			return c.wrap(ctx, "Configure", fmt.Errorf("%w: %v", ErrProtocol, err))
+		}
+		c.mu.Lock()
+		c.filter = f
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// InboundFilter is the plugin's inbound filter (protocol minor 2): the one
+// its last Configure answer carried, else the one of Describe; nil (every
+// message) for older plugins or before Describe.
+func (c *Client) InboundFilter() *sdk.InboundFilter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.filter != nil {
+		return c.filter
+	}
+	if c.info != nil {
+		return c.info.InboundFilter
 	}
 	return nil
 }

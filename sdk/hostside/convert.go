@@ -22,6 +22,7 @@ var (
 	outboundActionFromPB = pbconv.Get[func(pb.TransformResult_Action) sdk.OutboundAction](pbconv.OutboundActionFromPB)
 	confirmOutcomeFromPB = pbconv.Get[func(pb.ConfirmRequest_Outcome) sdk.ConfirmOutcome](pbconv.ConfirmOutcomeFromPB)
 	verdictFromPBRaw     = pbconv.Get[func(*pb.Verdict) sdk.Verdict](pbconv.VerdictFromPB)
+	inboundFilterFromPB  = pbconv.Get[func(*pb.InboundFilter) *sdk.InboundFilter](pbconv.InboundFilterFromPB)
 )
 
 func infoFromPB(r *pb.DescribeResponse) *Info {
@@ -31,6 +32,7 @@ func infoFromPB(r *pb.DescribeResponse) *Info {
 			Version:        r.GetVersion(),
 			EventTypes:     r.GetEventTypes(),
 			MaxMessageSize: int64(r.GetMaxMessageSize()),
+			InboundFilter:  inboundFilterFromPB(r.GetInboundFilter()),
 		},
 		Hooks:         hooksFromPB(r.GetHooks()),
 		ProtocolMinor: r.GetProtocolMinor(),

@@ -58,6 +58,21 @@ type Options struct {
 	Host hostside.HostServer
 	// Logger receives the plugin's log. nil: t.Log, warnings and up.
 	Logger *slog.Logger
+	// FilterCases pin which mail the plugin's inbound filter (protocol
+	// minor 2) selects, evaluated the way the host does (sdk.ReadFilterInput
+	// and sdk.InboundFilter.Match) on the filter in effect after Configure.
+	FilterCases []FilterCase
+	// LocalDomains are the host's local domains for FilterCases.
+	LocalDomains []string
+}
+
+// FilterCase is a message and whether the plugin's inbound filter must
+// select it.
+type FilterCase struct {
+	Name       string
+	Recipients []string // envelope recipients
+	Message    string   // at least the header
+	Want       bool
 }
 
 func (o *Options) defaults(t *testing.T) {
@@ -172,6 +187,7 @@ func Run(t *testing.T, binary string, opts Options) {
 	}
 
 	t.Run("HooksMatchServices", func(t *testing.T) { checkHooks(t, c, info, opts) })
+	t.Run("InboundFilter", func(t *testing.T) { inboundFilter(t, c, info, opts) })
 
 	if info.Has(sdk.HookInbound) {
 		t.Run("InboundLarge", func(t *testing.T) { inboundLarge(t, c, info, opts) })
@@ -226,6 +242,40 @@ func checkHooks(t *testing.T, c *hostside.Client, info *hostside.Info, opts Opti
 			t.Errorf("events hook not declared, but DeliverEvent gave %v, want ErrNotImplemented", err)
 		}
 	}
+}
+
+// inboundFilter checks the filter in effect after Configure: declared
+// only with the inbound hook, well formed (hostside has validated it), a
+// message the filter selects gets a verdict from Inspect, and the
+// FilterCases hold.
+func inboundFilter(t *testing.T, c *hostside.Client, info *hostside.Info, opts Options) {
+	f := c.InboundFilter()
+	if f == nil {
+		if len(opts.FilterCases) > 0 {
+			t.Fatal("FilterCases given, but the plugin declares no inbound filter")
+		}
+		t.Skip("no inbound filter: the plugin sees every message")
+	}
+	if !info.Has(sdk.HookInbound) {
+		t.Fatal("an inbound filter without the inbound hook")
+	}
+	if info.ProtocolMinor < 2 {
+		t.Errorf("an inbound filter from a plugin of protocol minor %d (filters are minor 2)", info.ProtocolMinor)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	local := map[string]bool{}
+	for _, d := range opts.LocalDomains {
+		local[strings.ToLower(d)] = true
+	}
+	for _, fc := range opts.FilterCases {
+		in := sdk.ReadFilterInput(strings.NewReader(fc.Message), fc.Recipients, func(d string) bool { return local[d] })
+		if got := f.Match(in); got != fc.Want {
+			t.Errorf("%s: filter selects = %v, want %v", fc.Name, got, fc.Want)
+		}
+	}
+	t.Logf("filter: %+v", *f)
 }
 
 func largeSize(info *hostside.Info, opts Options) int64 {

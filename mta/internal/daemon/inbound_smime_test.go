@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,4 +195,66 @@ func total(ms []string) int {
 		n += len(m)
 	}
 	return n
+}
+
+// TestPlainMailWhileSMIMEPluginStopped: the smime plugin declares which
+// mail it wants (S/MIME content types, its result header, the collection
+// address). While it is SIGSTOPped, plain mail is accepted at once; an
+// encrypted mail, which it would have seen, gets its on_failure (451).
+func TestPlainMailWhileSMIMEPluginStopped(t *testing.T) {
+	needOpenSSL(t)
+	bin := smimePlugin(t)
+	dir := shortTempDir(t)
+	pki := newSMIMEPKI(t, dir)
+	bobCrt, bobKey := pki.issue("bob", "bob@example.test")
+	e := startEnv(t, fmt.Sprintf(`
+[[plugin]]
+name = "smime"
+path = %q
+timeout = "2s"
+on_failure = "tempfail"
+[plugin.config]
+trust_store = %q
+internal_domains = ["example.test"]
+[[plugin.config.identity]]
+cert = %q
+key = %q
+`, bin, pki.caFile("trust.pem"), bobCrt, bobKey))
+	waitPluginNamed(t, e, "smime", "running")
+	var pid int
+	for _, s := range e.d.PluginStatus() {
+		if s.Name == "smime" {
+			pid = s.Pid
+		}
+	}
+	if pid == 0 {
+		t.Fatal("no pid for the smime plugin")
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+
+	c := e.dial(smtpd.MX)
+	for i := range 5 {
+		start := time.Now()
+		if err := send(c, "carol@remote.test", []string{"bob@example.test"}, testMessage(fmt.Sprintf("plain%d", i))); err != nil {
+			t.Fatalf("plain mail %d while the smime plugin is stopped: %v", i, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("plain mail %d took %s: held up by the stopped plugin", i, d)
+		}
+	}
+	e.waitMail("example.test", "bob", 5, 10*time.Second)
+
+	in := filepath.Join(dir, "plain.txt")
+	os.WriteFile(in, []byte("Content-Type: text/plain\r\n\r\nsealed\r\n"), 0o600)
+	sealed, err := exec.Command("openssl", "cms", "-encrypt", "-aes256", "-in", in, "-to", "bob@example.test", bobCrt).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := strings.ReplaceAll(strings.ReplaceAll(string(sealed), "\r\n", "\n"), "\n", "\r\n")
+	if err := send(c, "carol@remote.test", []string{"bob@example.test"}, msg); codeOf(err) != 451 {
+		t.Fatalf("encrypted mail while the smime plugin is stopped: want 451 (on_failure), got %v", err)
+	}
 }

@@ -183,9 +183,25 @@ func (a *hostAPI) Confirm(ctx context.Context, plugin, queueID, rcpt, outcome, r
 func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.File, string, error) {
 	h := a.d.plugins
 	var headers strings.Builder
+	var in *sdk.FilterInput // of the current f; nil: not read yet
 	for _, name := range h.Inbound() {
 		if meta.local && h.Plugin(name).LocalSubmissions == "skip" {
 			continue
+		}
+		if filter, known := h.InboundFilter(name); known && filter != nil {
+			if in == nil {
+				fi, err := a.filterInput(env, f)
+				if err != nil {
+					return f, "", err
+				}
+				in = fi
+			}
+			if !filter.Match(*in) {
+				// Not for this plugin: it is not asked, and its being
+				// down does not hold this mail up.
+				a.d.log.Debug("inbound plugin not interested", "plugin", name, "queue_id", env.ID)
+				continue
+			}
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return f, "", err
@@ -221,6 +237,7 @@ func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.F
 			f.Close()
 			os.Remove(f.Name())
 			f = nf
+			in = nil
 			a.d.log.Info("message replaced by plugin", "plugin", name, "queue_id", env.ID)
 		}
 	}
@@ -228,6 +245,20 @@ func (a *acceptor) inbound(env *queue.Envelope, meta sdkMeta, f *os.File) (*os.F
 		return f, "", err
 	}
 	return f, headers.String(), nil
+}
+
+// filterInput reads what plugins' inbound filters look at from the
+// header of the spooled message f.
+func (a *acceptor) filterInput(env *queue.Envelope, f *os.File) (*sdk.FilterInput, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var rcpts []string
+	for _, r := range env.Recipients {
+		rcpts = append(rcpts, r.Addr)
+	}
+	in := sdk.ReadFilterInput(f, rcpts, a.d.Router.LocalDomain)
+	return &in, nil
 }
 
 // runInbound calls one plugin's inbound hook over body. For

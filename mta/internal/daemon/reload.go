@@ -187,3 +187,8 @@ type liveRouter struct{ d *Daemon }
 func (r *liveRouter) ExpandRecipients(rcpts []*queue.Recipient) ([]*queue.Recipient, error) {
 	return r.d.gen.Load().router.ExpandRecipients(rcpts)
 }
+
+// LocalDomain reports whether domain is local under the current config.
+func (r *liveRouter) LocalDomain(domain string) bool {
+	return r.d.gen.Load().router.LocalDomain(domain)
+}

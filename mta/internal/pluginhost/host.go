@@ -443,6 +443,24 @@ func (h *Host) Inbound() []string {
 	return out
 }
 
+// InboundFilter returns the named plugin's inbound filter as last
+// declared (Describe, or Configure's answer), kept while the plugin is
+// down, so that a host can tell which mail the plugin would have seen.
+// known is false before the plugin first ran: then it must be assumed to
+// want every message.
+func (h *Host) InboundFilter(name string) (f *sdk.InboundFilter, known bool) {
+	p := h.byName[name]
+	if p == nil {
+		return nil, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.info == nil {
+		return nil, false
+	}
+	return p.info.InboundFilter, true
+}
+
 // Plugin returns the configuration of the named plugin (its on_failure,
 // timeout…), or nil.
 func (h *Host) Plugin(name string) *conf.Plugin {

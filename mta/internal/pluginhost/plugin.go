@@ -200,7 +200,10 @@ func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, er
 		kill(c, 2*time.Second)
 		return nil, nil, err
 	}
-	return c, info, nil
+	// The filter its configuration gave it, if any, replaces Describe's.
+	eff := *info
+	eff.InboundFilter = c.InboundFilter()
+	return c, &eff, nil
 }
 
 // down marks a running plugin as crashed and kills its process.

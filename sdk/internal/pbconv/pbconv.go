@@ -29,6 +29,7 @@ var (
 	VerdictFromPB        any // func(*pb.Verdict) sdk.Verdict, not validated
 	OutboundActionFromPB any // func(pb.TransformResult_Action) sdk.OutboundAction
 	ConfirmOutcomeFromPB any // func(pb.ConfirmRequest_Outcome) sdk.ConfirmOutcome
+	InboundFilterFromPB  any // func(*pb.InboundFilter) *sdk.InboundFilter
 )
 
 // Get returns the converter v as a function of type F. It panics when v

@@ -181,7 +181,7 @@ func (x Verdict_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Verdict_Action.Descriptor instead.
 func (Verdict_Action) EnumDescriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{11, 0}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type TransformResult_Action int32
@@ -237,7 +237,7 @@ func (x TransformResult_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransformResult_Action.Descriptor instead.
 func (TransformResult_Action) EnumDescriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{18, 0}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type ConfirmRequest_Outcome int32
@@ -288,7 +288,7 @@ func (x ConfirmRequest_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConfirmRequest_Outcome.Descriptor instead.
 func (ConfirmRequest_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{28, 0}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{30, 0}
 }
 
 type DescribeRequest struct {
@@ -360,8 +360,13 @@ type DescribeResponse struct {
 	// The largest message the plugin accepts on Inbound.Inspect and
 	// Outbound.Transform, in bytes. 0: no limit of its own.
 	MaxMessageSize uint64 `protobuf:"varint,6,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Which received mail Inbound.Inspect wants to see (minor 2). Absent:
+	// every message. The host does not call Inspect for other mail, and a
+	// plugin that is down or failing (on_failure) only affects mail it would
+	// have seen.
+	InboundFilter *InboundFilter `protobuf:"bytes,7,opt,name=inbound_filter,json=inboundFilter,proto3" json:"inbound_filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -436,6 +441,137 @@ func (x *DescribeResponse) GetMaxMessageSize() uint64 {
 	return 0
 }
 
+func (x *DescribeResponse) GetInboundFilter() *InboundFilter {
+	if x != nil {
+		return x.InboundFilter
+	}
+	return nil
+}
+
+// InboundFilter selects received mail for a plugin's Inspect (minor 2).
+// A message is shown to the plugin when it matches at least one of the
+// rules; a filter without rules matches every message.
+type InboundFilter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*InboundMatch        `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboundFilter) Reset() {
+	*x = InboundFilter{}
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboundFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboundFilter) ProtoMessage() {}
+
+func (x *InboundFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboundFilter.ProtoReflect.Descriptor instead.
+func (*InboundFilter) Descriptor() ([]byte, []int) {
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InboundFilter) GetRules() []*InboundMatch {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// InboundMatch is one rule: every condition that is set must hold.
+type InboundMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The top-level Content-Type (type/subtype, compared case-insensitively,
+	// parameters ignored) is one of these; "type/*" matches any subtype.
+	// A message without Content-Type is "text/plain".
+	ContentTypes []string `protobuf:"bytes,1,rep,name=content_types,json=contentTypes,proto3" json:"content_types,omitempty"`
+	// At least one envelope recipient is in one of the host's local domains.
+	LocalRecipient bool `protobuf:"varint,2,opt,name=local_recipient,json=localRecipient,proto3" json:"local_recipient,omitempty"`
+	// At least one envelope recipient is one of these: an address
+	// ("a@example.org") or a domain ("example.org"), case-insensitive.
+	Recipients []string `protobuf:"bytes,3,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// At least one of these header fields is present (names
+	// case-insensitive).
+	Headers       []string `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboundMatch) Reset() {
+	*x = InboundMatch{}
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboundMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboundMatch) ProtoMessage() {}
+
+func (x *InboundMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboundMatch.ProtoReflect.Descriptor instead.
+func (*InboundMatch) Descriptor() ([]byte, []int) {
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *InboundMatch) GetContentTypes() []string {
+	if x != nil {
+		return x.ContentTypes
+	}
+	return nil
+}
+
+func (x *InboundMatch) GetLocalRecipient() bool {
+	if x != nil {
+		return x.LocalRecipient
+	}
+	return false
+}
+
+func (x *InboundMatch) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *InboundMatch) GetHeaders() []string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 type ConfigureRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The plugin's [plugin.config] TOML table, encoded as a JSON object.
@@ -457,7 +593,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +605,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +618,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConfigureRequest) GetConfigJson() []byte {
@@ -523,14 +659,18 @@ func (x *ConfigureRequest) GetHostProtocolMinor() uint32 {
 type ConfigureResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set when the configuration is not acceptable.
-	Error         *ConfigError `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Error *ConfigError `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	// Set by a plugin whose inbound filter depends on its configuration (a
+	// collection address, say): it replaces DescribeResponse.inbound_filter
+	// from here on (minor 2).
+	InboundFilter *InboundFilter `protobuf:"bytes,2,opt,name=inbound_filter,json=inboundFilter,proto3" json:"inbound_filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +682,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,12 +695,19 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConfigureResponse) GetError() *ConfigError {
 	if x != nil {
 		return x.Error
+	}
+	return nil
+}
+
+func (x *ConfigureResponse) GetInboundFilter() *InboundFilter {
+	if x != nil {
+		return x.InboundFilter
 	}
 	return nil
 }
@@ -577,7 +724,7 @@ type ConfigError struct {
 
 func (x *ConfigError) Reset() {
 	*x = ConfigError{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +736,7 @@ func (x *ConfigError) String() string {
 func (*ConfigError) ProtoMessage() {}
 
 func (x *ConfigError) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +749,7 @@ func (x *ConfigError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigError.ProtoReflect.Descriptor instead.
 func (*ConfigError) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfigError) GetMessage() string {
@@ -642,7 +789,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +801,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +814,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Envelope) GetId() string {
@@ -742,7 +889,7 @@ type Recipient struct {
 
 func (x *Recipient) Reset() {
 	*x = Recipient{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +901,7 @@ func (x *Recipient) String() string {
 func (*Recipient) ProtoMessage() {}
 
 func (x *Recipient) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +914,7 @@ func (x *Recipient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recipient.ProtoReflect.Descriptor instead.
 func (*Recipient) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Recipient) GetAddress() string {
@@ -793,7 +940,7 @@ type TLSInfo struct {
 
 func (x *TLSInfo) Reset() {
 	*x = TLSInfo{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +952,7 @@ func (x *TLSInfo) String() string {
 func (*TLSInfo) ProtoMessage() {}
 
 func (x *TLSInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +965,7 @@ func (x *TLSInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSInfo.ProtoReflect.Descriptor instead.
 func (*TLSInfo) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TLSInfo) GetVersion() string {
@@ -860,7 +1007,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1019,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1032,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Header) GetName() string {
@@ -915,7 +1062,7 @@ type InspectRequest struct {
 
 func (x *InspectRequest) Reset() {
 	*x = InspectRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1074,7 @@ func (x *InspectRequest) String() string {
 func (*InspectRequest) ProtoMessage() {}
 
 func (x *InspectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1087,7 @@ func (x *InspectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectRequest.ProtoReflect.Descriptor instead.
 func (*InspectRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InspectRequest) GetMsg() isInspectRequest_Msg {
@@ -998,7 +1145,7 @@ type InspectResponse struct {
 
 func (x *InspectResponse) Reset() {
 	*x = InspectResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1157,7 @@ func (x *InspectResponse) String() string {
 func (*InspectResponse) ProtoMessage() {}
 
 func (x *InspectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1170,7 @@ func (x *InspectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectResponse.ProtoReflect.Descriptor instead.
 func (*InspectResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InspectResponse) GetMsg() isInspectResponse_Msg {
@@ -1082,7 +1229,7 @@ type Verdict struct {
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1241,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1254,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Verdict) GetAction() Verdict_Action {
@@ -1159,7 +1306,7 @@ type CanHandleRequest struct {
 
 func (x *CanHandleRequest) Reset() {
 	*x = CanHandleRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1318,7 @@ func (x *CanHandleRequest) String() string {
 func (*CanHandleRequest) ProtoMessage() {}
 
 func (x *CanHandleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1331,7 @@ func (x *CanHandleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanHandleRequest.ProtoReflect.Descriptor instead.
 func (*CanHandleRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CanHandleRequest) GetEnvelope() *Envelope {
@@ -1218,7 +1365,7 @@ type CanHandleResponse struct {
 
 func (x *CanHandleResponse) Reset() {
 	*x = CanHandleResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1377,7 @@ func (x *CanHandleResponse) String() string {
 func (*CanHandleResponse) ProtoMessage() {}
 
 func (x *CanHandleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1390,7 @@ func (x *CanHandleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanHandleResponse.ProtoReflect.Descriptor instead.
 func (*CanHandleResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CanHandleResponse) GetAnswers() []*RecipientAnswer {
@@ -1264,7 +1411,7 @@ type RecipientAnswer struct {
 
 func (x *RecipientAnswer) Reset() {
 	*x = RecipientAnswer{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1423,7 @@ func (x *RecipientAnswer) String() string {
 func (*RecipientAnswer) ProtoMessage() {}
 
 func (x *RecipientAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1436,7 @@ func (x *RecipientAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecipientAnswer.ProtoReflect.Descriptor instead.
 func (*RecipientAnswer) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecipientAnswer) GetRecipient() string {
@@ -1326,7 +1473,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1485,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1498,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -1409,7 +1556,7 @@ type TransformStart struct {
 
 func (x *TransformStart) Reset() {
 	*x = TransformStart{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1568,7 @@ func (x *TransformStart) String() string {
 func (*TransformStart) ProtoMessage() {}
 
 func (x *TransformStart) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1581,7 @@ func (x *TransformStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformStart.ProtoReflect.Descriptor instead.
 func (*TransformStart) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransformStart) GetEnvelope() *Envelope {
@@ -1472,7 +1619,7 @@ type TransformResponse struct {
 
 func (x *TransformResponse) Reset() {
 	*x = TransformResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1631,7 @@ func (x *TransformResponse) String() string {
 func (*TransformResponse) ProtoMessage() {}
 
 func (x *TransformResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1644,7 @@ func (x *TransformResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResponse.ProtoReflect.Descriptor instead.
 func (*TransformResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransformResponse) GetMsg() isTransformResponse_Msg {
@@ -1571,7 +1718,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1730,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1743,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TransformResult) GetAction() TransformResult_Action {
@@ -1637,7 +1784,7 @@ type OutputHeader struct {
 
 func (x *OutputHeader) Reset() {
 	*x = OutputHeader{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1796,7 @@ func (x *OutputHeader) String() string {
 func (*OutputHeader) ProtoMessage() {}
 
 func (x *OutputHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1809,7 @@ func (x *OutputHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputHeader.ProtoReflect.Descriptor instead.
 func (*OutputHeader) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *OutputHeader) GetRecipients() []string {
@@ -1694,7 +1841,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +1853,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +1866,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetId() string {
@@ -1794,7 +1941,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1953,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1966,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeliverRequest) GetEvent() *Event {
@@ -1837,7 +1984,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1996,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2009,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 type SubmitRequest struct {
@@ -1878,7 +2025,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2037,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2050,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitRequest) GetMsg() isSubmitRequest_Msg {
@@ -1959,7 +2106,7 @@ type SubmitStart struct {
 
 func (x *SubmitStart) Reset() {
 	*x = SubmitStart{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2118,7 @@ func (x *SubmitStart) String() string {
 func (*SubmitStart) ProtoMessage() {}
 
 func (x *SubmitStart) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2131,7 @@ func (x *SubmitStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStart.ProtoReflect.Descriptor instead.
 func (*SubmitStart) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitStart) GetEnvelope() *Envelope {
@@ -2012,7 +2159,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2171,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2184,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitResponse) GetQueueId() string {
@@ -2063,7 +2210,7 @@ type EmitRequest struct {
 
 func (x *EmitRequest) Reset() {
 	*x = EmitRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2222,7 @@ func (x *EmitRequest) String() string {
 func (*EmitRequest) ProtoMessage() {}
 
 func (x *EmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2235,7 @@ func (x *EmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitRequest.ProtoReflect.Descriptor instead.
 func (*EmitRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EmitRequest) GetEvent() *Event {
@@ -2106,7 +2253,7 @@ type EmitResponse struct {
 
 func (x *EmitResponse) Reset() {
 	*x = EmitResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2265,7 @@ func (x *EmitResponse) String() string {
 func (*EmitResponse) ProtoMessage() {}
 
 func (x *EmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2278,7 @@ func (x *EmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitResponse.ProtoReflect.Descriptor instead.
 func (*EmitResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 type ConfirmRequest struct {
@@ -2146,7 +2293,7 @@ type ConfirmRequest struct {
 
 func (x *ConfirmRequest) Reset() {
 	*x = ConfirmRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2305,7 @@ func (x *ConfirmRequest) String() string {
 func (*ConfirmRequest) ProtoMessage() {}
 
 func (x *ConfirmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2318,7 @@ func (x *ConfirmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ConfirmRequest) GetQueueId() string {
@@ -2210,7 +2357,7 @@ type ConfirmResponse struct {
 
 func (x *ConfirmResponse) Reset() {
 	*x = ConfirmResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2369,7 @@ func (x *ConfirmResponse) String() string {
 func (*ConfirmResponse) ProtoMessage() {}
 
 func (x *ConfirmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2382,7 @@ func (x *ConfirmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 var File_posthorn_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2245,7 +2392,7 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x1fposthorn/plugin/v1/plugin.proto\x12\x12posthorn.plugin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n" +
 	"\x0fDescribeRequest\x12.\n" +
 	"\x13host_protocol_minor\x18\x01 \x01(\rR\x11hostProtocolMinor\x12!\n" +
-	"\fhost_version\x18\x02 \x01(\tR\vhostVersion\"\xe2\x01\n" +
+	"\fhost_version\x18\x02 \x01(\tR\vhostVersion\"\xac\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12.\n" +
@@ -2253,16 +2400,27 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0eprotocol_minor\x18\x04 \x01(\rR\rprotocolMinor\x12\x1f\n" +
 	"\vevent_types\x18\x05 \x03(\tR\n" +
 	"eventTypes\x12(\n" +
-	"\x10max_message_size\x18\x06 \x01(\x04R\x0emaxMessageSize\"\xce\x01\n" +
+	"\x10max_message_size\x18\x06 \x01(\x04R\x0emaxMessageSize\x12H\n" +
+	"\x0einbound_filter\x18\a \x01(\v2!.posthorn.plugin.v1.InboundFilterR\rinboundFilter\"G\n" +
+	"\rInboundFilter\x126\n" +
+	"\x05rules\x18\x01 \x03(\v2 .posthorn.plugin.v1.InboundMatchR\x05rules\"\x96\x01\n" +
+	"\fInboundMatch\x12#\n" +
+	"\rcontent_types\x18\x01 \x03(\tR\fcontentTypes\x12'\n" +
+	"\x0flocal_recipient\x18\x02 \x01(\bR\x0elocalRecipient\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x03 \x03(\tR\n" +
+	"recipients\x12\x18\n" +
+	"\aheaders\x18\x04 \x03(\tR\aheaders\"\xce\x01\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12$\n" +
 	"\x0ehost_broker_id\x18\x03 \x01(\rR\fhostBrokerId\x12(\n" +
 	"\x10max_message_size\x18\x04 \x01(\x04R\x0emaxMessageSize\x12.\n" +
-	"\x13host_protocol_minor\x18\x05 \x01(\rR\x11hostProtocolMinor\"J\n" +
+	"\x13host_protocol_minor\x18\x05 \x01(\rR\x11hostProtocolMinor\"\x94\x01\n" +
 	"\x11ConfigureResponse\x125\n" +
-	"\x05error\x18\x01 \x01(\v2\x1f.posthorn.plugin.v1.ConfigErrorR\x05error\"9\n" +
+	"\x05error\x18\x01 \x01(\v2\x1f.posthorn.plugin.v1.ConfigErrorR\x05error\x12H\n" +
+	"\x0einbound_filter\x18\x02 \x01(\v2!.posthorn.plugin.v1.InboundFilterR\rinboundFilter\"9\n" +
 	"\vConfigError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\"\xa7\x02\n" +
@@ -2430,7 +2588,7 @@ func file_posthorn_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_posthorn_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_posthorn_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_posthorn_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_posthorn_plugin_v1_plugin_proto_goTypes = []any{
 	(Hook)(0),                     // 0: posthorn.plugin.v1.Hook
 	(Purpose)(0),                  // 1: posthorn.plugin.v1.Purpose
@@ -2439,87 +2597,92 @@ var file_posthorn_plugin_v1_plugin_proto_goTypes = []any{
 	(ConfirmRequest_Outcome)(0),   // 4: posthorn.plugin.v1.ConfirmRequest.Outcome
 	(*DescribeRequest)(nil),       // 5: posthorn.plugin.v1.DescribeRequest
 	(*DescribeResponse)(nil),      // 6: posthorn.plugin.v1.DescribeResponse
-	(*ConfigureRequest)(nil),      // 7: posthorn.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),     // 8: posthorn.plugin.v1.ConfigureResponse
-	(*ConfigError)(nil),           // 9: posthorn.plugin.v1.ConfigError
-	(*Envelope)(nil),              // 10: posthorn.plugin.v1.Envelope
-	(*Recipient)(nil),             // 11: posthorn.plugin.v1.Recipient
-	(*TLSInfo)(nil),               // 12: posthorn.plugin.v1.TLSInfo
-	(*Header)(nil),                // 13: posthorn.plugin.v1.Header
-	(*InspectRequest)(nil),        // 14: posthorn.plugin.v1.InspectRequest
-	(*InspectResponse)(nil),       // 15: posthorn.plugin.v1.InspectResponse
-	(*Verdict)(nil),               // 16: posthorn.plugin.v1.Verdict
-	(*CanHandleRequest)(nil),      // 17: posthorn.plugin.v1.CanHandleRequest
-	(*CanHandleResponse)(nil),     // 18: posthorn.plugin.v1.CanHandleResponse
-	(*RecipientAnswer)(nil),       // 19: posthorn.plugin.v1.RecipientAnswer
-	(*TransformRequest)(nil),      // 20: posthorn.plugin.v1.TransformRequest
-	(*TransformStart)(nil),        // 21: posthorn.plugin.v1.TransformStart
-	(*TransformResponse)(nil),     // 22: posthorn.plugin.v1.TransformResponse
-	(*TransformResult)(nil),       // 23: posthorn.plugin.v1.TransformResult
-	(*OutputHeader)(nil),          // 24: posthorn.plugin.v1.OutputHeader
-	(*Event)(nil),                 // 25: posthorn.plugin.v1.Event
-	(*DeliverRequest)(nil),        // 26: posthorn.plugin.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 27: posthorn.plugin.v1.DeliverResponse
-	(*SubmitRequest)(nil),         // 28: posthorn.plugin.v1.SubmitRequest
-	(*SubmitStart)(nil),           // 29: posthorn.plugin.v1.SubmitStart
-	(*SubmitResponse)(nil),        // 30: posthorn.plugin.v1.SubmitResponse
-	(*EmitRequest)(nil),           // 31: posthorn.plugin.v1.EmitRequest
-	(*EmitResponse)(nil),          // 32: posthorn.plugin.v1.EmitResponse
-	(*ConfirmRequest)(nil),        // 33: posthorn.plugin.v1.ConfirmRequest
-	(*ConfirmResponse)(nil),       // 34: posthorn.plugin.v1.ConfirmResponse
-	nil,                           // 35: posthorn.plugin.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*InboundFilter)(nil),         // 7: posthorn.plugin.v1.InboundFilter
+	(*InboundMatch)(nil),          // 8: posthorn.plugin.v1.InboundMatch
+	(*ConfigureRequest)(nil),      // 9: posthorn.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),     // 10: posthorn.plugin.v1.ConfigureResponse
+	(*ConfigError)(nil),           // 11: posthorn.plugin.v1.ConfigError
+	(*Envelope)(nil),              // 12: posthorn.plugin.v1.Envelope
+	(*Recipient)(nil),             // 13: posthorn.plugin.v1.Recipient
+	(*TLSInfo)(nil),               // 14: posthorn.plugin.v1.TLSInfo
+	(*Header)(nil),                // 15: posthorn.plugin.v1.Header
+	(*InspectRequest)(nil),        // 16: posthorn.plugin.v1.InspectRequest
+	(*InspectResponse)(nil),       // 17: posthorn.plugin.v1.InspectResponse
+	(*Verdict)(nil),               // 18: posthorn.plugin.v1.Verdict
+	(*CanHandleRequest)(nil),      // 19: posthorn.plugin.v1.CanHandleRequest
+	(*CanHandleResponse)(nil),     // 20: posthorn.plugin.v1.CanHandleResponse
+	(*RecipientAnswer)(nil),       // 21: posthorn.plugin.v1.RecipientAnswer
+	(*TransformRequest)(nil),      // 22: posthorn.plugin.v1.TransformRequest
+	(*TransformStart)(nil),        // 23: posthorn.plugin.v1.TransformStart
+	(*TransformResponse)(nil),     // 24: posthorn.plugin.v1.TransformResponse
+	(*TransformResult)(nil),       // 25: posthorn.plugin.v1.TransformResult
+	(*OutputHeader)(nil),          // 26: posthorn.plugin.v1.OutputHeader
+	(*Event)(nil),                 // 27: posthorn.plugin.v1.Event
+	(*DeliverRequest)(nil),        // 28: posthorn.plugin.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 29: posthorn.plugin.v1.DeliverResponse
+	(*SubmitRequest)(nil),         // 30: posthorn.plugin.v1.SubmitRequest
+	(*SubmitStart)(nil),           // 31: posthorn.plugin.v1.SubmitStart
+	(*SubmitResponse)(nil),        // 32: posthorn.plugin.v1.SubmitResponse
+	(*EmitRequest)(nil),           // 33: posthorn.plugin.v1.EmitRequest
+	(*EmitResponse)(nil),          // 34: posthorn.plugin.v1.EmitResponse
+	(*ConfirmRequest)(nil),        // 35: posthorn.plugin.v1.ConfirmRequest
+	(*ConfirmResponse)(nil),       // 36: posthorn.plugin.v1.ConfirmResponse
+	nil,                           // 37: posthorn.plugin.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
 }
 var file_posthorn_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: posthorn.plugin.v1.DescribeResponse.hooks:type_name -> posthorn.plugin.v1.Hook
-	9,  // 1: posthorn.plugin.v1.ConfigureResponse.error:type_name -> posthorn.plugin.v1.ConfigError
-	11, // 2: posthorn.plugin.v1.Envelope.recipients:type_name -> posthorn.plugin.v1.Recipient
-	12, // 3: posthorn.plugin.v1.Envelope.tls:type_name -> posthorn.plugin.v1.TLSInfo
-	10, // 4: posthorn.plugin.v1.InspectRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
-	16, // 5: posthorn.plugin.v1.InspectResponse.verdict:type_name -> posthorn.plugin.v1.Verdict
-	2,  // 6: posthorn.plugin.v1.Verdict.action:type_name -> posthorn.plugin.v1.Verdict.Action
-	13, // 7: posthorn.plugin.v1.Verdict.headers:type_name -> posthorn.plugin.v1.Header
-	10, // 8: posthorn.plugin.v1.CanHandleRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
-	11, // 9: posthorn.plugin.v1.CanHandleRequest.recipients:type_name -> posthorn.plugin.v1.Recipient
-	1,  // 10: posthorn.plugin.v1.CanHandleRequest.purpose:type_name -> posthorn.plugin.v1.Purpose
-	19, // 11: posthorn.plugin.v1.CanHandleResponse.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
-	21, // 12: posthorn.plugin.v1.TransformRequest.start:type_name -> posthorn.plugin.v1.TransformStart
-	10, // 13: posthorn.plugin.v1.TransformStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	11, // 14: posthorn.plugin.v1.TransformStart.recipients:type_name -> posthorn.plugin.v1.Recipient
-	1,  // 15: posthorn.plugin.v1.TransformStart.purpose:type_name -> posthorn.plugin.v1.Purpose
-	23, // 16: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
-	24, // 17: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
-	3,  // 18: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
-	36, // 19: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 20: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
-	25, // 21: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
-	29, // 22: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
-	10, // 23: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	25, // 24: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
-	4,  // 25: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
-	5,  // 26: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
-	7,  // 27: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
-	14, // 28: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
-	17, // 29: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
-	20, // 30: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
-	26, // 31: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
-	28, // 32: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
-	31, // 33: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
-	33, // 34: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
-	6,  // 35: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
-	8,  // 36: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
-	15, // 37: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
-	18, // 38: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
-	22, // 39: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
-	27, // 40: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
-	30, // 41: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
-	32, // 42: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
-	34, // 43: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
-	35, // [35:44] is the sub-list for method output_type
-	26, // [26:35] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	7,  // 1: posthorn.plugin.v1.DescribeResponse.inbound_filter:type_name -> posthorn.plugin.v1.InboundFilter
+	8,  // 2: posthorn.plugin.v1.InboundFilter.rules:type_name -> posthorn.plugin.v1.InboundMatch
+	11, // 3: posthorn.plugin.v1.ConfigureResponse.error:type_name -> posthorn.plugin.v1.ConfigError
+	7,  // 4: posthorn.plugin.v1.ConfigureResponse.inbound_filter:type_name -> posthorn.plugin.v1.InboundFilter
+	13, // 5: posthorn.plugin.v1.Envelope.recipients:type_name -> posthorn.plugin.v1.Recipient
+	14, // 6: posthorn.plugin.v1.Envelope.tls:type_name -> posthorn.plugin.v1.TLSInfo
+	12, // 7: posthorn.plugin.v1.InspectRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
+	18, // 8: posthorn.plugin.v1.InspectResponse.verdict:type_name -> posthorn.plugin.v1.Verdict
+	2,  // 9: posthorn.plugin.v1.Verdict.action:type_name -> posthorn.plugin.v1.Verdict.Action
+	15, // 10: posthorn.plugin.v1.Verdict.headers:type_name -> posthorn.plugin.v1.Header
+	12, // 11: posthorn.plugin.v1.CanHandleRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
+	13, // 12: posthorn.plugin.v1.CanHandleRequest.recipients:type_name -> posthorn.plugin.v1.Recipient
+	1,  // 13: posthorn.plugin.v1.CanHandleRequest.purpose:type_name -> posthorn.plugin.v1.Purpose
+	21, // 14: posthorn.plugin.v1.CanHandleResponse.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
+	23, // 15: posthorn.plugin.v1.TransformRequest.start:type_name -> posthorn.plugin.v1.TransformStart
+	12, // 16: posthorn.plugin.v1.TransformStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	13, // 17: posthorn.plugin.v1.TransformStart.recipients:type_name -> posthorn.plugin.v1.Recipient
+	1,  // 18: posthorn.plugin.v1.TransformStart.purpose:type_name -> posthorn.plugin.v1.Purpose
+	25, // 19: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
+	26, // 20: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
+	3,  // 21: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
+	38, // 22: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	37, // 23: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
+	27, // 24: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
+	31, // 25: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
+	12, // 26: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	27, // 27: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
+	4,  // 28: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
+	5,  // 29: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
+	9,  // 30: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
+	16, // 31: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
+	19, // 32: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
+	22, // 33: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
+	28, // 34: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
+	30, // 35: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
+	33, // 36: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
+	35, // 37: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
+	6,  // 38: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
+	10, // 39: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
+	17, // 40: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
+	20, // 41: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
+	24, // 42: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
+	29, // 43: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
+	32, // 44: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
+	34, // 45: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
+	36, // 46: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_posthorn_plugin_v1_plugin_proto_init() }
@@ -2527,24 +2690,24 @@ func file_posthorn_plugin_v1_plugin_proto_init() {
 	if File_posthorn_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[9].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[11].OneofWrappers = []any{
 		(*InspectRequest_Envelope)(nil),
 		(*InspectRequest_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[10].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[12].OneofWrappers = []any{
 		(*InspectResponse_Verdict)(nil),
 		(*InspectResponse_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[15].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{
 		(*TransformRequest_Start)(nil),
 		(*TransformRequest_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{
 		(*TransformResponse_Result)(nil),
 		(*TransformResponse_Output)(nil),
 		(*TransformResponse_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[23].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[25].OneofWrappers = []any{
 		(*SubmitRequest_Start)(nil),
 		(*SubmitRequest_Chunk)(nil),
 	}
@@ -2554,7 +2717,7 @@ func file_posthorn_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_posthorn_plugin_v1_plugin_proto_rawDesc), len(file_posthorn_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
