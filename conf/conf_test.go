@@ -67,6 +67,7 @@ func TestDefault(t *testing.T) {
 		TLSRPT: TLSRPT{StateDir: abs("var/tls-rpt")},
 		SecureAlias: SecureAlias{Subdomain: "secure", Users: []string{"*"}, Level: TLSEncrypt,
 			Levels: map[string]TLSLevel{}},
+		Milters: Milters{MX: []string{}, Submission: []string{}, Local: []string{}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("default config\n got %+v\nwant %+v", c, want)
@@ -115,7 +116,7 @@ func TestDefaultMentionsEveryKey(t *testing.T) {
 		}
 		// Tables that are empty by default are documented by a commented
 		// example, which must show every field.
-		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key" || tbl == "plugin" || tbl == "encryption.rule") {
+		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key" || tbl == "plugin" || tbl == "encryption.rule" || tbl == "milter") {
 			if !strings.Contains(text, "#   [["+tbl+"]]") || !strings.Contains(text, "#   "+field+" = ") && !strings.Contains(text, "#   ["+tbl+"."+field+"]") {
 				t.Errorf("default.toml's commented example does not show %s", k)
 			}

@@ -37,6 +37,11 @@ type Config struct {
 
 	Plugins    []Plugin   `toml:"plugin"`
 	Encryption Encryption `toml:"encryption"`
+
+	// MilterDefs are the [[milter]]s; Milters says which of them see
+	// which mail.
+	MilterDefs []Milter `toml:"milter"`
+	Milters    Milters  `toml:"milters"`
 }
 
 // Log configures structured logging (log/slog).

@@ -167,6 +167,9 @@ func (c *Config) resolvePaths(base string) {
 		abs(&c.Plugins[i].DataDir)
 	}
 	c.pluginDataDirs()
+	for i := range c.MilterDefs {
+		lmtp(&c.MilterDefs[i].Address)
+	}
 	for i := range c.DKIM.Keys {
 		abs(&c.DKIM.Keys[i].File)
 	}

@@ -121,6 +121,7 @@ func (v *validator) config(c *Config) {
 	v.dkim(c)
 	v.authres(c)
 	v.plugins(c) // [[plugin]] and [encryption]
+	v.milters(c) // [[milter]] and [milters]
 }
 
 func (v *validator) atLeast(key string, n, least int) {

@@ -31,6 +31,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/delivery"
 	"github.com/posthorn/posthorn/mta/internal/dkim"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
+	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/mtasts"
 	"github.com/posthorn/posthorn/mta/internal/pluginhost"
 	"github.com/posthorn/posthorn/mta/internal/policychain"
@@ -99,6 +100,9 @@ type generation struct {
 	acc       *acceptor
 	listeners []*smtpd.Listener
 	cancel    context.CancelFunc // stops the generation's loops
+
+	// milters for the MX listener, submission(s), local submissions
+	mxMilters, subMilters, localMilters *milter.Chain
 }
 
 // close releases what a generation holds (not its listeners).
@@ -231,6 +235,7 @@ func (d *Daemon) build(cfg *conf.Config) (g *generation, err error) {
 	}
 	g.acc = &acceptor{d: d, tmpDir: d.tmpDir, authID: cfg.Hostname, enforce: cfg.AuthRes.DMARCEnforce,
 		timeout: cfg.AuthRes.Timeout.D()}
+	g.milterChains(d.log.With("component", "milter"))
 	if cfg.AuthRes.Enabled {
 		g.acc.checker = authres.New(g.resolver, cfg.Hostname, authres.Options{Timeout: cfg.AuthRes.Timeout.D()})
 	}
@@ -284,9 +289,11 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 		}
 	}()
 	for _, lc := range []struct {
-		kind smtpd.Kind
-		addr string
-	}{{smtpd.MX, cfg.SMTP.MX}, {smtpd.Submission, cfg.SMTP.Submission}, {smtpd.Submissions, cfg.SMTP.Submissions}} {
+		kind    smtpd.Kind
+		addr    string
+		milters *milter.Chain
+	}{{smtpd.MX, cfg.SMTP.MX, g.mxMilters}, {smtpd.Submission, cfg.SMTP.Submission, g.subMilters},
+		{smtpd.Submissions, cfg.SMTP.Submissions, g.subMilters}} {
 		if lc.addr == "" {
 			continue
 		}
@@ -303,7 +310,7 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: g.tlsConf,
 			Limits: cfg.SMTP, Router: g.router, Users: g.users, Acceptor: g.acc,
 			Logger: d.log.With("component", "smtpd"), AuthFailDelay: d.opt.AuthFailDelay,
-			Listener: s.view(),
+			Listener: s.view(), Milters: lc.milters,
 		})
 		if err != nil {
 			return fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -52,7 +53,7 @@ func (a *acceptor) Accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (string, error) {
 	needAuth := a.checker != nil && m.Kind == smtpd.MX && !m.Trusted && env.AuthUser == ""
 	needPlugins := a.d.plugins != nil && len(a.d.plugins.Inbound()) > 0
-	if !needAuth && !needPlugins {
+	if !needAuth && !needPlugins && m.Milters == nil {
 		return a.d.Queue.Enqueue(env, body)
 	}
 	f, err := os.CreateTemp(a.tmpDir, "in-*")
@@ -90,13 +91,37 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 			return "", err
 		}
 	}
+	if m.Milters != nil {
+		nf, err := a.milterContent(m.Milters, env, &prepend, f)
+		f = nf
+		if errors.Is(err, errDiscarded) {
+			return env.ID, nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
 	if needPlugins {
 		nf, hdrs, err := a.inbound(env, sdkMeta{tls: m.TLS}, f)
+		replaced := nf != f
 		f = nf // the deferred cleanup removes whichever file is current
 		if err != nil {
 			return "", err
 		}
 		prepend.WriteString(hdrs)
+		if replaced && m.Milters.Rescans() {
+			nf, err := a.milterRescan(m.Milters, env, f)
+			f = nf
+			if errors.Is(err, errDiscarded) {
+				return env.ID, nil
+			}
+			if err != nil {
+				return "", err
+			}
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
 	}
 	return a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(prepend.String()), f))
 }

@@ -47,7 +47,7 @@ func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
 	}
 	lr := &limitReader{r: body, n: limit}
 	var id string
-	if d.localHooks() {
+	if d.localHooks() || d.gen.Load().localMilters != nil {
 		id, err = d.submitInspected(env, io.MultiReader(strings.NewReader(rec), lr))
 	} else {
 		id, err = d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(rec), lr))
@@ -92,9 +92,27 @@ func (d *Daemon) submitInspected(env *queue.Envelope, body io.Reader) (string, e
 		return "", err
 	}
 	env.Size = n
-	nf, hdrs, err := d.gen.Load().acc.inbound(env, sdkMeta{local: true}, f)
-	f = nf // the deferred cleanup removes whichever file is current
-	if err != nil {
+	g := d.gen.Load()
+	if g.localMilters != nil {
+		nf, err := g.localMilterCheck(env, f)
+		f = nf
+		if errors.Is(err, errDiscarded) {
+			return env.ID, nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	hdrs := ""
+	if d.localHooks() {
+		nf, h, err := g.acc.inbound(env, sdkMeta{local: true}, f)
+		f = nf // the deferred cleanup removes whichever file is current
+		if err != nil {
+			return "", err
+		}
+		hdrs = h
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
 	return d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(hdrs), f))

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mta/internal/milter"
 )
 
 // Replies used in more than one place. Texts are generic on purpose: the
@@ -28,7 +30,8 @@ var (
 // reply is the one place where an error becomes an SMTP reply. go-smtp
 // sends any plain error from Data as a permanent 554 with the error's text,
 // so everything leaves here as an unwrapped *smtp.SMTPError: an SMTPError
-// found in the chain is passed on as it is, a timeout becomes 451 4.4.2,
+// found in the chain is passed on as it is, so is a milter's reply
+// (milter.Reply), a timeout becomes 451 4.4.2,
 // and everything else is a temporary 451 with a generic text, logged with
 // its detail.
 func reply(log *slog.Logger, err error) error {
@@ -39,6 +42,15 @@ func reply(log *slog.Logger, err error) error {
 	if errors.As(err, &se) {
 		out := *se
 		return &out
+	}
+	// A milter's refusal is passed on with its code and text.
+	var mr *milter.Reply
+	if errors.As(err, &mr) {
+		ec := smtp.EnhancedCode(mr.Enhanced)
+		if ec[0] == 0 {
+			ec = smtp.EnhancedCode{mr.Code / 100, 0, 0}
+		}
+		return &smtp.SMTPError{Code: mr.Code, EnhancedCode: ec, Message: mr.Text}
 	}
 	var te interface{ Timeout() bool }
 	if errors.As(err, &te) && te.Timeout() {

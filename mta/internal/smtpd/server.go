@@ -26,6 +26,7 @@ import (
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/auth"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
+	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/router"
 	"github.com/posthorn/posthorn/queue"
 )
@@ -63,6 +64,10 @@ type Meta struct {
 	Kind    Kind
 	Trusted bool // client in client_networks
 	TLS     bool
+	// Milters is the session's conversation with the listener's milters,
+	// which have seen the envelope; the acceptor shows them the message.
+	// Nil without milters.
+	Milters *milter.Session
 }
 
 // Config is what a listener needs; the daemon builds it from conf.Config.
@@ -81,6 +86,8 @@ type Config struct {
 	// Listener, if set, is used instead of binding Address: the daemon
 	// hands the same socket to the listener of a reloaded config.
 	Listener net.Listener
+	// Milters see every SMTP stage of the listener's sessions; nil: none.
+	Milters *milter.Chain
 }
 
 // Listener is one running SMTP listener.
@@ -97,6 +104,7 @@ type Listener struct {
 	maxRcpts      int
 	maxLine       int
 	authFailDelay time.Duration
+	milters       *milter.Chain
 
 	srv *smtp.Server
 	ln  net.Listener
@@ -108,7 +116,7 @@ func Listen(cfg Config) (*Listener, error) {
 		name: cfg.Kind.String(), kind: cfg.Kind, hostname: cfg.Hostname,
 		router: cfg.Router, users: cfg.Users, acceptor: cfg.Acceptor, log: cfg.Logger,
 		maxSize: cfg.Limits.MaxMessageSize.Bytes(), maxRcpts: cfg.Limits.MaxRecipients,
-		maxLine: cfg.Limits.MaxLineLength, authFailDelay: cfg.AuthFailDelay,
+		maxLine: cfg.Limits.MaxLineLength, authFailDelay: cfg.AuthFailDelay, milters: cfg.Milters,
 	}
 	if l.log == nil {
 		l.log = slog.Default()
@@ -205,7 +213,9 @@ func (l *Listener) NewSession(c *smtp.Conn) (smtp.Session, error) {
 // accept reserves the queue ID, completes the Received header with it and
 // hands the message to the acceptor.
 func (l *Listener) accept(m Meta, env *queue.Envelope, received []byte, body io.Reader) (string, error) {
-	env.ID = l.acceptor.NewID()
+	if env.ID == "" {
+		env.ID = l.acceptor.NewID()
+	}
 	hdr := []byte(replaceID(string(received), env.ID))
 	return l.acceptor.Accept(m, env, io.MultiReader(bytesReader(hdr), body))
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/posthorn/posthorn/mta/internal/auth"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
+	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/router"
 	"github.com/posthorn/posthorn/queue"
 )
@@ -29,6 +30,10 @@ type session struct {
 	tc   *timeoutConn
 
 	authUser string
+	authMech string
+
+	ms      *milter.Session // nil without milters, or before the first MAIL
+	queueID string          // reserved at MAIL when milters run
 
 	// current transaction
 	from     string
@@ -80,6 +85,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	done := func(user string) {
 		s.authUser = strings.ToLower(user)
+		s.authMech = mech
 		s.log = s.log.With("user", s.authUser)
 		s.log.Info("authenticated", "mechanism", mech)
 	}
@@ -127,6 +133,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			return s.reject("mail", errRequireTLS)
 		}
 	}
+	if err := s.milterMail(from, opts); err != nil {
+		return s.reject("mail", err)
+	}
 	s.from = from
 	s.mailOpts = *opts
 	return nil
@@ -157,6 +166,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		}
 	} else if s.authUser == "" && !s.trusted() {
 		return s.reject("rcpt", errRelayDenied)
+	}
+	if err := s.milterRcpt(to, opts); err != nil {
+		return s.reject("rcpt", err)
 	}
 	r := &queue.Recipient{Addr: to}
 	for _, n := range opts.Notify {
@@ -202,7 +214,8 @@ func (s *session) Data(r io.Reader) error {
 	}
 	body := &checkedReader{r: r, maxLine: s.l.maxLine}
 	_, isTLS := s.tlsState()
-	id, err := s.l.accept(Meta{Kind: s.l.kind, Trusted: s.trusted(), TLS: isTLS}, env, s.received(env), body)
+	env.ID = s.queueID
+	id, err := s.l.accept(Meta{Kind: s.l.kind, Trusted: s.trusted(), TLS: isTLS, Milters: s.ms}, env, s.received(env), body)
 	if err != nil {
 		if errors.Is(err, smtp.ErrDataTooLarge) {
 			return s.reject("data", errTooBig)
@@ -299,9 +312,16 @@ func (s *session) Reset() {
 	s.from = ""
 	s.mailOpts = smtp.MailOptions{}
 	s.rcpts = nil
+	s.queueID = ""
+	if s.ms != nil {
+		s.ms.Abort()
+	}
 }
 
 func (s *session) Logout() error {
+	if s.ms != nil {
+		s.ms.Close()
+	}
 	metrics.SMTPActive.WithLabelValues(s.l.name).Dec()
 	return nil
 }
