@@ -8,15 +8,11 @@ import (
 // update applies fn to a copy of a message's envelope, journals the copy
 // (fsync) and then makes it current. If writing fails nothing changes.
 func (q *Queue) update(id string, fn func(env *Envelope, now time.Time)) error {
-	m, unlock, err := q.lockMsg(id)
+	m, unlock, err := q.lockLive(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if m.deleted {
-		q.mu.Unlock()
-		return ErrNotFound
-	}
 	env := cloneEnvelope(m.env)
 	fn(env, q.now())
 	q.mu.Unlock()
@@ -115,15 +111,11 @@ func (q *Queue) Flush(id string) error {
 // Release), and the results of that lease are dropped; Get, List and
 // Stats no longer show it.
 func (q *Queue) Delete(id string) error {
-	m, unlock, err := q.lockMsg(id)
+	m, unlock, err := q.lockLive(id)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if m.deleted {
-		q.mu.Unlock()
-		return ErrNotFound
-	}
 	q.mu.Unlock()
 	if err := q.appendRecord(m, encodeRecord(recDeleted, nil)); err != nil {
 		return err

@@ -292,7 +292,8 @@ func (q *Queue) Release(id string) {
 // registers the write with begin (so Close waits for it), looks message id
 // up, takes the message's io lock and then q.mu (in that order), and
 // returns the message with both held; a message that is gone is
-// ErrNotFound. The caller checks m.deleted itself, unlocks q.mu when it
+// ErrNotFound (lockLive refuses deleted ones too; otherwise the caller
+// checks m.deleted itself). The caller unlocks q.mu when it
 // no longer needs it, and calls unlock at the end, which drops the io lock
 // and ends the write.
 func (q *Queue) lockMsg(id string) (m *msg, unlock func(), err error) {
@@ -315,6 +316,18 @@ func (q *Queue) lockMsg(id string) (m *msg, unlock func(), err error) {
 		return nil, nil, ErrNotFound
 	}
 	return m, func() { m.io.Unlock(); q.end() }, nil
+}
+
+// lockLive is lockMsg for a change that a deleted message cannot take
+// either: such a message is ErrNotFound too.
+func (q *Queue) lockLive(id string) (m *msg, unlock func(), err error) {
+	m, unlock, err = q.lockMsg(id)
+	if err == nil && m.deleted {
+		q.mu.Unlock()
+		unlock()
+		return nil, nil, ErrNotFound
+	}
+	return m, unlock, err
 }
 
 // removeFile unlinks a finished message and fsyncs the directory, so it
