@@ -64,13 +64,19 @@ type SMTP struct {
 	// Listener addresses are HOST:PORT; "" disables a listener and port 0
 	// picks a free port. At least one listener is set.
 
-	MaxMessageSize   Size     `toml:"max_message_size"`    // largest message accepted (SIZE), > 0
-	MaxRecipients    int      `toml:"max_recipients"`      // RCPTs per transaction, >= 1
-	MaxLineLength    int      `toml:"max_line_length"`     // longest DATA line in bytes, >= 1
-	MaxSessionsPerIP int      `toml:"max_sessions_per_ip"` // concurrent sessions per client IP, >= 1
-	MaxSessions      int      `toml:"max_sessions"`        // concurrent sessions in total, >= 1
-	CommandTimeout   Duration `toml:"command_timeout"`     // idle time allowed between commands, > 0
-	DataTimeout      Duration `toml:"data_timeout"`        // time allowed for the whole DATA phase, > 0
+	MaxMessageSize   Size `toml:"max_message_size"`    // largest message accepted (SIZE), > 0
+	MaxRecipients    int  `toml:"max_recipients"`      // RCPTs per transaction, >= 1
+	MaxLineLength    int  `toml:"max_line_length"`     // longest DATA line in bytes; 0 = no limit, else >= 1000
+	MaxSessionsPerIP int  `toml:"max_sessions_per_ip"` // concurrent sessions per client IP, >= 1
+	MaxSessions      int  `toml:"max_sessions"`        // concurrent sessions per listener, >= 1
+	// ReservedSessions of MaxSessions are kept for client_networks and for
+	// addresses that authenticated within the last day; 0 <= it < MaxSessions.
+	ReservedSessions int `toml:"reserved_sessions"`
+	// MaxConnectionRatePerIP is the most new connections a minute from one
+	// address (not counting client_networks); 0 = no limit.
+	MaxConnectionRatePerIP int      `toml:"max_connection_rate_per_ip"`
+	CommandTimeout         Duration `toml:"command_timeout"` // time allowed for each command, from the previous reply, > 0
+	DataTimeout            Duration `toml:"data_timeout"`    // time allowed for the whole DATA/BDAT phase, > 0
 	// ClientNetworks may relay without AUTH (CIDR list), like Postfix's
 	// mynetworks. Empty means nobody relays without AUTH. Every entry has
 	// been checked with net.ParseCIDR.
@@ -91,6 +97,19 @@ type Auth struct {
 	// PasswordFile holds "user@domain:$argon2id$..." lines made by
 	// `posthorn passwd`. Every user in it is also a local mailbox.
 	PasswordFile string `toml:"password_file"`
+
+	// MaxConcurrentChecks bounds the password hashes (argon2id, 19 MiB
+	// each) computed at once, >= 1.
+	MaxConcurrentChecks int `toml:"max_concurrent_checks"`
+	// MaxFailuresPerIP failures from one address within FailureWindow
+	// block it from AUTH for BlockTime, >= 1.
+	MaxFailuresPerIP int `toml:"max_failures_per_ip"`
+	// MaxFailuresPerAccount failures for one account within
+	// FailureWindow make it refuse, until the window passes, addresses
+	// that already failed for it; others still get a real check. >= 1.
+	MaxFailuresPerAccount int      `toml:"max_failures_per_account"`
+	FailureWindow         Duration `toml:"failure_window"` // > 0
+	BlockTime             Duration `toml:"block_time"`     // > 0
 }
 
 // Queue configures the spool and the retry schedule.
@@ -101,6 +120,9 @@ type Queue struct {
 	MaxLifetime    Duration `toml:"max_lifetime"`    // deferred mail bounces after this
 	BounceLifetime Duration `toml:"bounce_lifetime"` // the same for our own bounces
 	Workers        int      `toml:"workers"`         // concurrent deliveries, >= 1
+	// MinFreeSpace: while the spool's file system has less free space,
+	// MAIL FROM is answered 452 4.3.1 (Postfix's queue_minfree); 0 = off.
+	MinFreeSpace Size `toml:"min_free_space"`
 }
 
 // Local configures delivery to mailboxes of local domains.

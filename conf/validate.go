@@ -68,9 +68,16 @@ func (v *validator) config(c *Config) {
 		v.errorf("smtp.max_message_size", "must be at least 1 byte")
 	}
 	v.atLeast("smtp.max_recipients", s.MaxRecipients, 1)
-	v.atLeast("smtp.max_line_length", s.MaxLineLength, 1)
+	if s.MaxLineLength != 0 && s.MaxLineLength < 1000 {
+		v.errorf("smtp.max_line_length", "must be 0 (no limit) or at least 1000 (RFC 5321 §4.5.3.1.6), not %d", s.MaxLineLength)
+	}
 	v.atLeast("smtp.max_sessions_per_ip", s.MaxSessionsPerIP, 1)
 	v.atLeast("smtp.max_sessions", s.MaxSessions, 1)
+	v.atLeast("smtp.reserved_sessions", s.ReservedSessions, 0)
+	if s.MaxSessions >= 1 && s.ReservedSessions >= s.MaxSessions {
+		v.errorf("smtp.reserved_sessions", "%d leaves no session for other clients: must be less than max_sessions (%d)", s.ReservedSessions, s.MaxSessions)
+	}
+	v.atLeast("smtp.max_connection_rate_per_ip", s.MaxConnectionRatePerIP, 0)
 	v.positive("smtp.command_timeout", s.CommandTimeout)
 	v.positive("smtp.data_timeout", s.DataTimeout)
 
@@ -101,6 +108,16 @@ func (v *validator) config(c *Config) {
 	v.positive("queue.max_lifetime", q.MaxLifetime)
 	v.positive("queue.bounce_lifetime", q.BounceLifetime)
 	v.atLeast("queue.workers", q.Workers, 1)
+	if q.MinFreeSpace < 0 {
+		v.errorf("queue.min_free_space", "must not be negative")
+	}
+
+	a := &c.Auth
+	v.atLeast("auth.max_concurrent_checks", a.MaxConcurrentChecks, 1)
+	v.atLeast("auth.max_failures_per_ip", a.MaxFailuresPerIP, 1)
+	v.atLeast("auth.max_failures_per_account", a.MaxFailuresPerAccount, 1)
+	v.positive("auth.failure_window", a.FailureWindow)
+	v.positive("auth.block_time", a.BlockTime)
 
 	if c.Local.MaildirRoot == "" {
 		v.errorf("local.maildir_root", "must not be empty (set lmtp to deliver by LMTP)")

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
@@ -30,6 +31,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/delivery"
 	"github.com/posthorn/posthorn/mta/internal/dkim"
+	"github.com/posthorn/posthorn/mta/internal/maildir"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/mtasts"
@@ -63,6 +65,11 @@ type Daemon struct {
 
 	gen   atomic.Pointer[generation]
 	ready atomic.Bool
+
+	// guard bounds and throttles AUTH across listeners and reloads; its
+	// limits are those of the config at start.
+	guard     *smtpd.AuthGuard
+	freeSpace func() (uint64, error) // of the spool
 
 	// reloadMu serialises Reload and Shutdown and guards what follows.
 	reloadMu    sync.Mutex
@@ -130,6 +137,8 @@ type Options struct {
 	// LogLevel, if set, is the level of the daemon's logger; a reload
 	// sets it from [log] level.
 	LogLevel *slog.LevelVar
+	// FreeSpace replaces the probe of the spool's free space.
+	FreeSpace func() (uint64, error)
 }
 
 // Start brings a daemon up. On error, everything started so far is stopped.
@@ -158,6 +167,16 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	d.tmpDir = filepath.Join(cfg.Queue.Dir, "incoming")
 	if err := os.MkdirAll(d.tmpDir, 0o700); err != nil {
 		return d, err
+	}
+	d.guard = smtpd.NewAuthGuard(smtpd.GuardConfig{
+		MaxConcurrent: cfg.Auth.MaxConcurrentChecks, MaxFailuresPerIP: cfg.Auth.MaxFailuresPerIP,
+		MaxFailuresPerAccount: cfg.Auth.MaxFailuresPerAccount,
+		Window:                cfg.Auth.FailureWindow.D(), BlockTime: cfg.Auth.BlockTime.D(),
+	})
+	d.freeSpace = opt.FreeSpace
+	if d.freeSpace == nil {
+		spool := cfg.Queue.Dir
+		d.freeSpace = func() (uint64, error) { return diskFree(spool) }
 	}
 
 	g, err := d.build(cfg)
@@ -311,6 +330,8 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 			Limits: cfg.SMTP, Router: g.router, Users: g.users, Acceptor: g.acc,
 			Logger: d.log.With("component", "smtpd"), AuthFailDelay: d.opt.AuthFailDelay,
 			Listener: s.view(), Milters: lc.milters,
+			Guard: d.guard, Postmaster: postmaster(cfg), FreeSpace: d.freeSpace,
+			MinFreeSpace: cfg.Queue.MinFreeSpace.Bytes(),
 		})
 		if err != nil {
 			return fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
@@ -358,6 +379,7 @@ func (d *Daemon) startLoops(g *generation) {
 	if g.rpt != nil {
 		d.goRun(func() { g.rpt.DailyLoop(ctx) })
 	}
+	d.goRun(func() { d.cleanMaildirTmp(ctx, g.cfg) })
 }
 
 // postmaster is who gets double bounces.
@@ -587,6 +609,52 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		return d.Queue.Close()
 	}
 	return nil
+}
+
+// diskFree is the space available to us on the file system holding dir.
+func diskFree(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// maildirCleanEvery is how often Maildir tmp/ directories are swept.
+const maildirCleanEvery = time.Hour
+
+// cleanMaildirTmp removes files older than 36 hours from the tmp/
+// directories of the local Maildirs and of maildir transports, at start
+// and then every hour: they are left by deliveries killed mid-write.
+func (d *Daemon) cleanMaildirTmp(ctx context.Context, cfg *conf.Config) {
+	roots := []string{cfg.Local.MaildirRoot}
+	for _, t := range cfg.Transports {
+		if t.Kind == "maildir" {
+			roots = append(roots, t.Host)
+		}
+	}
+	t := time.NewTicker(maildirCleanEvery)
+	defer t.Stop()
+	for {
+		for _, root := range roots {
+			if root == "" {
+				continue
+			}
+			n, err := maildir.CleanTmp(root, 3, maildir.TmpMaxAge, time.Now())
+			if n > 0 {
+				metrics.MaildirTmpRemoved.Add(float64(n))
+				d.log.Info("removed stale files from maildir tmp", "root", root, "files", n)
+			}
+			if err != nil {
+				d.log.Warn("cleaning maildir tmp", "root", root, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // gauges keeps the queue gauges current.

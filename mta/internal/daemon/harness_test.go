@@ -109,6 +109,13 @@ func startEnv(t *testing.T, extra string) *testEnv {
 
 func startEnvConfig(t *testing.T, edit func(string) string) *testEnv {
 	t.Helper()
+	return startEnvOpts(t, edit, nil)
+}
+
+// startEnvOpts is startEnvConfig with a chance to change the daemon's
+// Options (fakes for probes) before it starts.
+func startEnvOpts(t *testing.T, edit func(string) string, opts func(*daemon.Options)) *testEnv {
+	t.Helper()
 	dir := shortTempDir(t)
 	c, err := ca.New("Posthorn Test CA")
 	if err != nil {
@@ -132,7 +139,11 @@ func startEnvConfig(t *testing.T, edit func(string) string) *testEnv {
 	}
 	w := newTestWriter(t) // its cleanup runs after the Shutdown below
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := daemon.Start(cfg, log, daemon.Options{AuthFailDelay: time.Millisecond})
+	opt := daemon.Options{AuthFailDelay: time.Millisecond}
+	if opts != nil {
+		opts(&opt)
+	}
+	d, err := daemon.Start(cfg, log, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

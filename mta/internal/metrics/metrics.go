@@ -27,6 +27,27 @@ var (
 	SMTPRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "posthorn_smtp_connections_refused_total", Help: "Connections refused by a session limit.",
 	}, []string{"listener", "reason"})
+	// AuthFailures counts failed AUTH attempts by listener and reason
+	// (bad_credentials, throttled).
+	AuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_smtp_auth_failures_total", Help: "Failed AUTH attempts, by listener and reason (bad_credentials, throttled).",
+	}, []string{"listener", "reason"})
+	// AuthChecksInFlight is the number of password hashes being computed.
+	AuthChecksInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "posthorn_smtp_auth_checks_in_flight", Help: "Password checks (argon2id) running now.",
+	})
+	// SpoolFreeBytes is the free space in the spool at the last MAIL FROM.
+	SpoolFreeBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "posthorn_spool_free_bytes", Help: "Free bytes on the spool's file system, as last seen at MAIL FROM.",
+	})
+	// LowSpaceRefusals counts MAIL FROM refused with 452 4.3.1.
+	LowSpaceRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_smtp_low_space_refusals_total", Help: "MAIL FROM refused (452 4.3.1) because the spool is below queue.min_free_space.",
+	}, []string{"listener"})
+	// MaildirTmpRemoved counts stale files removed from Maildir tmp/.
+	MaildirTmpRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "posthorn_maildir_tmp_removed_total", Help: "Files older than 36 hours removed from Maildir tmp/ directories.",
+	})
 	// Accepted counts messages acknowledged with 250.
 	Accepted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "posthorn_messages_accepted_total", Help: "Messages accepted (250 after fsync), by listener.",
@@ -96,7 +117,8 @@ var (
 
 func init() {
 	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		SMTPSessions, SMTPActive, SMTPRefused, Accepted, Rejected, AcceptLatency,
+		SMTPSessions, SMTPActive, SMTPRefused, AuthFailures, AuthChecksInFlight, SpoolFreeBytes, LowSpaceRefusals, MaildirTmpRemoved,
+		Accepted, Rejected, AcceptLatency,
 		Deliveries, DeliveryLatency, QueueTime, QueueRecipients, QueueHeld, QueueMessages, Bounces, AuthResults,
 		MilterCalls, MilterActions, MilterLatency, MilterFailures)
 }

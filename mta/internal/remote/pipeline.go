@@ -30,9 +30,9 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	wire := c.wire
 	out := map[int]delivery.Outcome{}
 	var b strings.Builder
-	fmt.Fprintf(&b, "MAIL FROM:<%s>%s\r\n", env.From, mailParams)
+	fmt.Fprintf(&b, "MAIL FROM:<%s>%s\r\n", wireAddr(env.From), mailParams)
 	for k, i := range idx {
-		fmt.Fprintf(&b, "RCPT TO:<%s>%s\r\n", env.Recipients[i].Addr, rcptParams[k])
+		fmt.Fprintf(&b, "RCPT TO:<%s>%s\r\n", wireAddr(env.Recipients[i].Addr), rcptParams[k])
 	}
 	b.WriteString("DATA\r\n")
 	wire.SetDeadline(time.Now().Add(t.commandTimeout))

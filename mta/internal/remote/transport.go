@@ -34,6 +34,7 @@ import (
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/dane"
 	"github.com/posthorn/posthorn/mta/internal/delivery"
+	"github.com/posthorn/posthorn/mta/internal/envaddr"
 	"github.com/posthorn/posthorn/mta/internal/maildir"
 	"github.com/posthorn/posthorn/mta/internal/mtasts"
 	"github.com/posthorn/posthorn/mta/internal/resolver"
@@ -185,16 +186,25 @@ func (t *Transport) route(domain string) conf.Transport {
 // Deliver implements delivery.Transport: recipients are grouped by
 // domain, and each domain is delivered in its own goroutine.
 func (t *Transport) Deliver(ctx context.Context, env *queue.Envelope, idx []int, body delivery.Body) map[int]delivery.Outcome {
+	out := map[int]delivery.Outcome{}
+	// An address that cannot be written as one RFC 5321 path never goes
+	// on the wire (smtpd refuses them; this catches older queue files).
+	if _, err := envaddr.Format(env.From); err != nil {
+		return all(idx, delivery.Failed("5.1.7", "x-posthorn; the sender address cannot be written in SMTP"))
+	}
 	byDomain := map[string][]int{}
 	var order []string
 	for _, i := range idx {
+		if _, err := envaddr.Format(env.Recipients[i].Addr); err != nil {
+			out[i] = delivery.Failed("5.1.3", "x-posthorn; the recipient address cannot be written in SMTP")
+			continue
+		}
 		_, d := router.Split(env.Recipients[i].Addr)
 		if _, ok := byDomain[d]; !ok {
 			order = append(order, d)
 		}
 		byDomain[d] = append(byDomain[d], i)
 	}
-	out := map[int]delivery.Outcome{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	dem := t.demandsOf(env, body)
@@ -617,7 +627,7 @@ func (t *Transport) send(env *queue.Envelope, c *conn, idx []int, body delivery.
 	case "HDRS":
 		mopts.Return = smtp.DSNReturnHeaders
 	}
-	if err := cl.Mail(env.From, mopts); err != nil {
+	if err := cl.Mail(wireAddr(env.From), mopts); err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
 			return nil, tempErr("4.4.2", "%s[%s]: lost connection at MAIL: %s", c.host, c.addr, oneLine(err)), true
@@ -638,7 +648,7 @@ func (t *Transport) send(env *queue.Envelope, c *conn, idx []int, body delivery.
 			ropts.OriginalRecipientType = smtp.DSNAddressTypeRFC822
 			ropts.OriginalRecipient = addr
 		}
-		if err := cl.Rcpt(r.Addr, ropts); err != nil {
+		if err := cl.Rcpt(wireAddr(r.Addr), ropts); err != nil {
 			var se *smtp.SMTPError
 			if !errors.As(err, &se) {
 				return nil, tempErr("4.4.2", "%s[%s]: lost connection at RCPT: %s", c.host, c.addr, oneLine(err)), len(accepted) == 0 && len(out) == 0

@@ -16,7 +16,9 @@ var (
 // checkedReader passes message data through and fails on what could smuggle
 // a second message past a downstream server or break it: a bare LF or CR
 // (the "<LF>.<CR><LF>" family of SMTP smuggling), and lines longer than the
-// limit (RFC 5322 §2.1.1 allows 998; the limit is the operator's).
+// operator's limit, if any (RFC 5322 §2.1.1 allows 998, but real mail
+// has longer lines; by default any length up to the message size is
+// passed on unchanged, and no line is ever held in memory here).
 type checkedReader struct {
 	r       io.Reader
 	maxLine int
@@ -24,6 +26,10 @@ type checkedReader struct {
 	prevCR  bool
 	err     error
 	n       int64
+	// dotCR reports a "<CR><LF>.<CR>" not followed by <LF> seen on the
+	// wire: go-smtp's DATA reader drops the dot and the CR, so it never
+	// shows in what we read.
+	dotCR func() bool
 }
 
 func (c *checkedReader) Read(p []byte) (int, error) {
@@ -31,6 +37,10 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 		return 0, c.err
 	}
 	n, err := c.r.Read(p)
+	if c.dotCR != nil && c.dotCR() {
+		c.err = errBareNewline
+		return 0, c.err
+	}
 	for i := 0; i < n; i++ {
 		b := p[i]
 		switch {

@@ -1,30 +1,51 @@
 package smtpd
 
 import (
+	"bytes"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Texts of the replies a connection gets before go-smtp sees it.
+const (
+	replyTooMany  = "421 4.7.0 Too many connections, try again later\r\n"
+	replyTooFast  = "421 4.7.0 Too many connections from your address, try again later\r\n"
+	rateWindow    = time.Minute
+	maxRateClient = 100000 // addresses remembered for the rate limit
 )
 
 // limitListener enforces the session limits before go-smtp sees a
-// connection: at most perIP sessions from one address and max in all.
-// Connections over a limit get a 421 and are closed (RFC 5321 §3.8).
+// connection: at most perIP sessions from one address, at most max in all
+// of which the last reserve are kept for privileged clients (client
+// networks and addresses that authenticated recently), and at most rate
+// new connections a minute from one address (Postfix's
+// smtpd_client_connection_rate_limit). Privileged clients are exempt from
+// the per-address limits. Connections over a limit get a 421 and are
+// closed (RFC 5321 §3.8).
 type limitListener struct {
 	net.Listener
-	perIP, max int
-	cmdTimeout time.Duration
-	dataTimout time.Duration
-	onReject   func(reason string)
+	perIP, max, reserve, rate int
+	cmdTimeout                time.Duration
+	dataTimeout               time.Duration
+	maxCmdBytes               int
+	plaintext                 bool // false under implicit TLS
+	privileged                func(net.IP) bool
+	onReject                  func(reason string)
+	now                       func() time.Time
 
 	mu     sync.Mutex
 	byIP   map[string]int
+	rates  map[string]*rateCount
 	active int
 }
 
-func newLimitListener(l net.Listener, perIP, max int, cmd, data time.Duration, onReject func(string)) *limitListener {
-	return &limitListener{Listener: l, perIP: perIP, max: max, cmdTimeout: cmd, dataTimout: data,
-		onReject: onReject, byIP: map[string]int{}}
+type rateCount struct {
+	n     int
+	since time.Time
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -34,13 +55,18 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := hostOf(c.RemoteAddr())
+		priv := l.privileged != nil && l.privileged(net.ParseIP(ip))
 		l.mu.Lock()
 		reason := ""
 		switch {
 		case l.max > 0 && l.active >= l.max:
 			reason = "max_sessions"
-		case l.perIP > 0 && l.byIP[ip] >= l.perIP:
+		case !priv && l.max > 0 && l.active >= l.max-l.reserve:
+			reason = "reserved_sessions"
+		case !priv && l.perIP > 0 && l.byIP[ip] >= l.perIP:
 			reason = "max_sessions_per_ip"
+		case !priv && l.rate > 0 && l.overRate(ip):
+			reason = "max_connection_rate_per_ip"
 		default:
 			l.active++
 			l.byIP[ip]++
@@ -50,14 +76,22 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			if l.onReject != nil {
 				l.onReject(reason)
 			}
+			text := replyTooMany
+			if reason == "max_connection_rate_per_ip" {
+				text = replyTooFast
+			}
 			go func() {
 				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				c.Write([]byte("421 4.7.0 Too many connections, try again later\r\n"))
+				if l.plaintext {
+					c.Write([]byte(text))
+				}
 				c.Close()
 			}()
 			continue
 		}
-		tc := &timeoutConn{Conn: c, cmd: l.cmdTimeout, data: l.dataTimout}
+		tc := &timeoutConn{Conn: c, cmd: l.cmdTimeout, data: l.dataTimeout, maxCmdBytes: l.maxCmdBytes,
+			plaintext: l.plaintext}
+		tc.start(time.Now())
 		tc.release = func() {
 			l.mu.Lock()
 			l.active--
@@ -68,6 +102,29 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		return tc, nil
 	}
+}
+
+// overRate counts a connection from ip and reports whether it is over the
+// rate; l.mu is held.
+func (l *limitListener) overRate(ip string) bool {
+	now := l.now()
+	if len(l.rates) >= maxRateClient {
+		for k, rc := range l.rates {
+			if now.Sub(rc.since) >= rateWindow {
+				delete(l.rates, k)
+			}
+		}
+		if len(l.rates) >= maxRateClient {
+			clear(l.rates) // under a flood from that many addresses, forget
+		}
+	}
+	rc := l.rates[ip]
+	if rc == nil || now.Sub(rc.since) >= rateWindow {
+		rc = &rateCount{since: now}
+		l.rates[ip] = rc
+	}
+	rc.n++
+	return rc.n > l.rate
 }
 
 func hostOf(a net.Addr) string {
@@ -81,30 +138,157 @@ func hostOf(a net.Addr) string {
 	return h
 }
 
-// timeoutConn gives every read its own deadline: the command timeout while
-// the client sends commands, the data timeout while it sends a message
-// (Postfix's smtpd_timeout works the same way). go-smtp's own deadlines
-// are switched off, so SetReadDeadline from above is ignored.
+// timeoutConn is the connection under go-smtp (and under TLS, when there
+// is TLS). It holds the session to deadlines that do not move with every
+// byte: a command (or the TLS handshake) must arrive whole within the
+// command timeout of the previous reply, and the whole DATA or BDAT phase
+// within the data timeout (Data switches the phase). Once a deadline has
+// passed, every further read fails, so go-smtp answers 421 and hangs up.
+// go-smtp's own deadlines are off, so SetReadDeadline from above is
+// ignored.
+//
+// go-smtp's command line limit is off too, because it also applies to
+// message data; instead a client may send at most maxCmdBytes in command
+// mode before the server has replied, which bounds what a command line can
+// cost in memory whether or not TLS is on. Over that, reads fail with
+// smtp.ErrTooLongLine and go-smtp answers 500 and hangs up.
+//
+// On plaintext it also watches for "<LF>.<CR>" followed by anything but
+// <LF>, which go-smtp's DATA reader would silently drop (the dot and the
+// CR), so that the message can be refused as a bare CR instead; and after
+// a STARTTLS whose handshake fails, it closes the connection instead of
+// letting go-smtp go on in plaintext (RFC 3207 §4.1).
 type timeoutConn struct {
 	net.Conn
-	cmd, data time.Duration
-	inData    atomic.Bool
-	release   func()
-	closed    atomic.Bool
+	cmd, data   time.Duration
+	maxCmdBytes int
+	release     func()
+	closed      atomic.Bool
+
+	mu         sync.Mutex
+	inData     bool
+	phaseStart time.Time // last reply in command mode; start of DATA in data mode
+	sinceReply int       // bytes read in command mode since the last reply
+	expired    error     // the timeout error once a deadline has passed
+	plaintext  bool
+	scan       uint8 // dot-CR scanner state
+	dotCR      bool
+	starttls   bool // "220 Ready to start TLS" written
+}
+
+func (c *timeoutConn) start(now time.Time) {
+	c.mu.Lock()
+	c.phaseStart = now
+	c.mu.Unlock()
+}
+
+// setData switches between command and data mode.
+func (c *timeoutConn) setData(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inData == on {
+		return
+	}
+	c.inData = on
+	c.phaseStart = time.Now()
+	c.sinceReply = 0
+	if !on {
+		c.dotCR = false
+	}
+}
+
+// sawDotCR reports whether "<LF>.<CR>" not followed by <LF> was read since
+// the last data phase ended.
+func (c *timeoutConn) sawDotCR() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dotCR
 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
-	d := c.cmd
-	if c.inData.Load() {
-		d = c.data
+	c.mu.Lock()
+	if c.expired != nil {
+		err := c.expired
+		c.mu.Unlock()
+		return 0, err
 	}
-	if d > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(d))
+	var deadline time.Time
+	if c.inData {
+		if c.data > 0 {
+			deadline = c.phaseStart.Add(c.data)
+		}
+	} else {
+		if c.maxCmdBytes > 0 && c.sinceReply > c.maxCmdBytes {
+			c.mu.Unlock()
+			return 0, smtp.ErrTooLongLine
+		}
+		if c.cmd > 0 {
+			deadline = c.phaseStart.Add(c.cmd)
+		}
 	}
-	return c.Conn.Read(p)
+	c.mu.Unlock()
+	c.Conn.SetReadDeadline(deadline)
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if !c.inData {
+		c.sinceReply += n
+	}
+	if c.plaintext {
+		c.scanDotCR(p[:n])
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.expired = err
+	}
+	c.mu.Unlock()
+	return n, err
 }
 
+// Scanner states for "<LF>.<CR>" followed by a byte other than <LF>.
+const (
+	scanOther uint8 = iota
+	scanLF
+	scanLFDot
+	scanLFDotCR
+)
+
+func (c *timeoutConn) scanDotCR(b []byte) {
+	for _, ch := range b {
+		if c.scan == scanLFDotCR && ch != '\n' {
+			c.dotCR = true
+		}
+		switch {
+		case ch == '\n':
+			c.scan = scanLF
+		case c.scan == scanLF && ch == '.':
+			c.scan = scanLFDot
+		case c.scan == scanLFDot && ch == '\r':
+			c.scan = scanLFDotCR
+		default:
+			c.scan = scanOther
+		}
+	}
+}
+
+var startTLSReply = []byte("Ready to start TLS")
+
 func (c *timeoutConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.starttls && len(p) > 0 && p[0] >= '0' && p[0] <= '9' {
+		// After "220 Ready to start TLS" every byte we write is TLS,
+		// unless the handshake failed and go-smtp answers in
+		// plaintext: hang up instead (RFC 3207 §4.1).
+		c.mu.Unlock()
+		c.Close()
+		return 0, net.ErrClosed
+	}
+	if c.plaintext && bytes.HasPrefix(p, []byte("220 ")) && bytes.Contains(p, startTLSReply) {
+		c.starttls, c.plaintext = true, false
+	}
+	if !c.inData {
+		c.phaseStart = time.Now()
+		c.sinceReply = 0
+	}
+	c.mu.Unlock()
 	if c.cmd > 0 {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.cmd))
 	}

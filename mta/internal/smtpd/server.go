@@ -88,6 +88,16 @@ type Config struct {
 	Listener net.Listener
 	// Milters see every SMTP stage of the listener's sessions; nil: none.
 	Milters *milter.Chain
+	// Guard bounds and throttles AUTH; one for all listeners. nil: a
+	// guard with default limits for this listener alone.
+	Guard *AuthGuard
+	// Postmaster is where "RCPT TO:<Postmaster>" without a domain goes
+	// (RFC 5321 §4.5.1); empty refuses it.
+	Postmaster string
+	// FreeSpace reports the free bytes in the spool; with MinFreeSpace >
+	// 0, MAIL FROM is answered 452 4.3.1 while it is below MinFreeSpace.
+	FreeSpace    func() (uint64, error)
+	MinFreeSpace int64
 }
 
 // Listener is one running SMTP listener.
@@ -105,6 +115,10 @@ type Listener struct {
 	maxLine       int
 	authFailDelay time.Duration
 	milters       *milter.Chain
+	guard         *AuthGuard
+	postmaster    string
+	freeSpace     func() (uint64, error)
+	minFree       int64
 
 	srv *smtp.Server
 	ln  net.Listener
@@ -117,6 +131,10 @@ func Listen(cfg Config) (*Listener, error) {
 		router: cfg.Router, users: cfg.Users, acceptor: cfg.Acceptor, log: cfg.Logger,
 		maxSize: cfg.Limits.MaxMessageSize.Bytes(), maxRcpts: cfg.Limits.MaxRecipients,
 		maxLine: cfg.Limits.MaxLineLength, authFailDelay: cfg.AuthFailDelay, milters: cfg.Milters,
+		guard: cfg.Guard, postmaster: cfg.Postmaster, freeSpace: cfg.FreeSpace, minFree: cfg.MinFreeSpace,
+	}
+	if l.guard == nil {
+		l.guard = NewAuthGuard(GuardConfig{})
 	}
 	if l.log == nil {
 		l.log = slog.Default()
@@ -149,11 +167,16 @@ func Listen(cfg Config) (*Listener, error) {
 			return nil, err
 		}
 	}
-	lim := newLimitListener(ln, cfg.Limits.MaxSessionsPerIP, cfg.Limits.MaxSessions,
-		cfg.Limits.CommandTimeout.D(), cfg.Limits.DataTimeout.D(), func(reason string) {
+	lim := &limitListener{Listener: ln,
+		perIP: cfg.Limits.MaxSessionsPerIP, max: cfg.Limits.MaxSessions, reserve: cfg.Limits.ReservedSessions,
+		rate: cfg.Limits.MaxConnectionRatePerIP, cmdTimeout: cfg.Limits.CommandTimeout.D(),
+		dataTimeout: cfg.Limits.DataTimeout.D(), maxCmdBytes: maxCommandBytes, plaintext: cfg.Kind != Submissions,
+		privileged: func(ip net.IP) bool { return l.trustedNet(ip) || l.guard.Privileged(ip) },
+		onReject: func(reason string) {
 			metrics.SMTPRefused.WithLabelValues(l.name, reason).Inc()
 			l.log.Warn("connection refused", "reason", reason)
-		})
+		},
+		now: time.Now, byIP: map[string]int{}, rates: map[string]*rateCount{}}
 	l.ln = lim
 	if cfg.Kind == Submissions {
 		l.ln = tls.NewListener(lim, cfg.TLS)
@@ -167,7 +190,10 @@ func newServer(l *Listener, tlsConf *tls.Config) *smtp.Server {
 	s.Domain = l.hostname
 	s.MaxMessageBytes = l.maxSize
 	s.MaxRecipients = l.maxRcpts
-	s.MaxLineLength = 2000 // commands; data lines are checked by checkedReader
+	// go-smtp's line limit applies to message data too; timeoutConn
+	// bounds command lines instead (maxCommandBytes) and checkedReader
+	// the operator's data line limit.
+	s.MaxLineLength = 0
 	s.EnableSMTPUTF8 = true
 	s.EnableDSN = true
 	// REQUIRETLS (RFC 8689) is advertised only on TLS sessions.
@@ -176,6 +202,30 @@ func newServer(l *Listener, tlsConf *tls.Config) *smtp.Server {
 	s.ErrorLog = slogPrinter{l.log}
 	s.TLSConfig = tlsConf
 	return s
+}
+
+// maxCommandBytes is how much a client may send in command mode before
+// the server has replied: far above any command line (RFC 5321 allows 512
+// octets, AUTH lines are longer), plus TLS records and read-ahead.
+const maxCommandBytes = 256 << 10
+
+// checkSpace refuses a transaction early while the spool is low on space
+// (Postfix's queue_minfree), rather than after the whole message came.
+func (l *Listener) checkSpace() error {
+	if l.minFree <= 0 || l.freeSpace == nil {
+		return nil
+	}
+	free, err := l.freeSpace()
+	if err != nil {
+		l.log.Error("spool free space", "err", err)
+		return nil
+	}
+	metrics.SpoolFreeBytes.Set(float64(free))
+	if free < uint64(l.minFree) {
+		metrics.LowSpaceRefusals.WithLabelValues(l.name).Inc()
+		return errLowSpace
+	}
+	return nil
 }
 
 // Addr is the bound address.

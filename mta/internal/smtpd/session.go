@@ -9,12 +9,12 @@ import (
 	"net"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/internal/auth"
+	"github.com/posthorn/posthorn/mta/internal/envaddr"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/router"
@@ -32,8 +32,9 @@ type session struct {
 	authUser string
 	authMech string
 
-	ms      *milter.Session // nil without milters, or before the first MAIL
-	queueID string          // reserved at MAIL when milters run
+	ms            *milter.Session // nil without milters, or before the first MAIL
+	queueID       string          // reserved at MAIL when milters run
+	authThrottled bool            // the last AUTH was refused unchecked
 
 	// current transaction
 	from     string
@@ -75,13 +76,23 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, s.reject("auth", errNeedTLS)
 	}
 	check := func(user, pass string) bool {
-		ok := s.l.users.Authenticate(user, pass)
-		if !ok {
-			s.log.Warn("authentication failed", "user", user)
-			metrics.Rejected.WithLabelValues(s.l.name, "auth", "535").Inc()
+		verdict, fails := s.l.guard.Check(s.ip, user, func() bool { return s.l.users.Authenticate(user, pass) })
+		if verdict == authOK {
+			return true
+		}
+		reason := "bad_credentials"
+		if verdict == authThrottled {
+			reason = "throttled"
+			s.authThrottled = true
+		}
+		// One line per failure, for fail2ban: the client= and user= fields
+		// come from s.log.
+		s.log.Warn("authentication failed", "user", sanitizeHelo(user), "reason", reason, "failures", fails)
+		metrics.AuthFailures.WithLabelValues(s.l.name, reason).Inc()
+		if verdict == authBad {
 			time.Sleep(s.l.authFailDelay)
 		}
-		return ok
+		return false
 	}
 	done := func(user string) {
 		s.authUser = strings.ToLower(user)
@@ -98,15 +109,24 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	default:
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
-	return authErrors{srv}, nil
+	s.authThrottled = false
+	return authErrors{srv, s}, nil
 }
 
-// authErrors turns a failed SASL exchange into 535 instead of go-smtp's 454.
-type authErrors struct{ sasl.Server }
+// authErrors turns a failed SASL exchange into 535 instead of go-smtp's
+// 454, or into 454 4.7.0 when the password was not even checked because
+// the client or the account is throttled.
+type authErrors struct {
+	sasl.Server
+	s *session
+}
 
 func (a authErrors) Next(resp []byte) ([]byte, bool, error) {
 	c, done, err := a.Server.Next(resp)
 	if err != nil {
+		if a.s.authThrottled {
+			return c, done, errAuthThrottled
+		}
 		return c, done, errAuthFailed
 	}
 	return c, done, nil
@@ -120,6 +140,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.reject("mail", errAuthRequired)
 	}
 	if err := checkAddress(from, opts.UTF8); err != nil {
+		return s.reject("mail", err)
+	}
+	if err := s.l.checkSpace(); err != nil {
 		return s.reject("mail", err)
 	}
 	if s.authUser != "" && !s.trusted() && !s.l.router.Owns(s.authUser, from) {
@@ -144,6 +167,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.l.maxRcpts > 0 && len(s.rcpts) >= s.l.maxRcpts {
 		return s.reject("rcpt", errTooManyRcpts)
+	}
+	if strings.EqualFold(to, "postmaster") && s.l.postmaster != "" {
+		// "RCPT TO:<Postmaster>" without a domain (RFC 5321 §4.5.1).
+		to = s.l.postmaster
 	}
 	if err := checkAddress(to, s.mailOpts.UTF8); err != nil || to == "" {
 		if err == nil {
@@ -181,24 +208,18 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// checkAddress refuses addresses a relay must not pass on: control
-// characters, and non-ASCII without SMTPUTF8 (RFC 6531).
+// checkAddress refuses addresses a relay must not pass on because they
+// cannot be written to the next hop as one path (envaddr), and non-ASCII
+// without SMTPUTF8 (RFC 6531).
 func checkAddress(addr string, utf8Allowed bool) error {
-	if len(addr) > 320 || !utf8.ValidString(addr) {
+	switch envaddr.Check(addr, utf8Allowed) {
+	case nil:
+		return nil
+	case envaddr.ErrNeedUTF8:
+		return errNoUTF8
+	default:
 		return errBadAddress
 	}
-	for _, r := range addr {
-		if r < 0x20 || r == 0x7f {
-			return errBadAddress
-		}
-		if r > 0x7f && !utf8Allowed {
-			return errNoUTF8
-		}
-	}
-	if addr != "" && (strings.Count(addr, "@") < 1 || strings.HasPrefix(addr, "@") || strings.HasSuffix(addr, "@")) {
-		return errBadAddress
-	}
-	return nil
 }
 
 func (s *session) Data(r io.Reader) error {
@@ -206,13 +227,16 @@ func (s *session) Data(r io.Reader) error {
 	if s.tc != nil {
 		// Until go-smtp resets the session after its reply: that
 		// includes draining the rest of the data after an error.
-		s.tc.inData.Store(true)
+		s.tc.setData(true)
 	}
 	env, err := s.envelope()
 	if err != nil {
 		return s.reject("data", err)
 	}
 	body := &checkedReader{r: r, maxLine: s.l.maxLine}
+	if s.tc != nil {
+		body.dotCR = s.tc.sawDotCR
+	}
 	_, isTLS := s.tlsState()
 	env.ID = s.queueID
 	id, err := s.l.accept(Meta{Kind: s.l.kind, Trusted: s.trusted(), TLS: isTLS, Milters: s.ms}, env, s.received(env), body)
@@ -307,7 +331,7 @@ func sanitizeHelo(h string) string {
 
 func (s *session) Reset() {
 	if s.tc != nil {
-		s.tc.inData.Store(false)
+		s.tc.setData(false)
 	}
 	s.from = ""
 	s.mailOpts = smtp.MailOptions{}
