@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -475,5 +476,39 @@ func TestMilterLocalSubmission(t *testing.T) {
 	// MX mail does not go to the local list.
 	if err := send(e.dial(smtpd.MX), "reject@example.com", []string{"bob@example.test"}, testMessage("l3")); err != nil {
 		t.Fatalf("MX mail went through the local milters: %v", err)
+	}
+}
+
+// TestMilterRescanAfterPlugins: milters see what the client sent, before
+// the inbound plugins change it; with rescan_after_plugins they also see
+// what the plugins made of it (here the test plugin's "unwrap", a stand-in
+// for decryption).
+func TestMilterRescanAfterPlugins(t *testing.T) {
+	sm := startScriptedMilter(t)
+	inner := "SCRIPTED-MARKER inside the wrapped message\r\n"
+	wrapped := "From: <unwrap@example.com>\r\nSubject: wrapped\r\n\r\n" + base64.StdEncoding.EncodeToString([]byte(inner)) + "\r\n"
+	for _, rescan := range []bool{false, true} {
+		t.Run(fmt.Sprint("rescan=", rescan), func(t *testing.T) {
+			e := startEnv(t, pluginConf(t, "")+milterConf("script", sm.addr(), fmt.Sprintf("rescan_after_plugins = %v", rescan))+
+				milterLists(`"script"`, "", ""))
+			waitPlugin(t, e, "running")
+			err := send(e.dial(smtpd.MX), "unwrap@example.com", []string{"bob@example.test"}, wrapped)
+			if rescan {
+				if codeOf(err) != 554 || !strings.Contains(err.Error(), "marker found") {
+					t.Fatalf("rescan of the unwrapped message: want the milter's 554, got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := e.waitMail("example.test", "bob", 1, 10*time.Second)[0]
+			if !strings.Contains(m, "SCRIPTED-MARKER") || !strings.Contains(m, "X-Scripted: clean") {
+				t.Fatalf("want the unwrapped message with the milter's header:\n%s", m)
+			}
+			if _, body := sm.seen(); strings.Contains(body, "SCRIPTED-MARKER") {
+				t.Fatalf("the milter saw the plugin's result, not what the client sent: %q", body)
+			}
+		})
 	}
 }

@@ -6,6 +6,8 @@
 //	crash@    Inspect: the process exits at once (status 3)
 //	count@    Inspect: ADD_HEADERS X-Count (bytes) and X-Sha256 of the body
 //	echo@     Inspect: REPLACE with the body, streamed
+//	unwrap@   Inspect: REPLACE with the header and the base64-decoded body
+//	          (a stand-in for decryption)
 //	reject@   Inspect: REJECT 550 5.7.1
 //	submit@   Inspect: Host.Submit a message, ADD_HEADERS X-Queue-Id
 //	split@    Transform: one output per recipient
@@ -24,6 +26,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -102,6 +105,17 @@ func (p *plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader)
 		), nil
 	case "echo":
 		return sdk.Replace(body), nil
+	case "unwrap":
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return sdk.Verdict{}, err
+		}
+		hdr, b64, _ := bytes.Cut(data, []byte("\r\n\r\n"))
+		plain, err := base64.StdEncoding.DecodeString(string(bytes.ReplaceAll(b64, []byte("\r\n"), nil)))
+		if err != nil {
+			return sdk.Verdict{}, err
+		}
+		return sdk.Replace(io.MultiReader(bytes.NewReader(hdr), strings.NewReader("\r\n\r\n"), bytes.NewReader(plain))), nil
 	case "reject":
 		return sdk.Reject(550, "5.7.1", "rejected by testplugin"), nil
 	case "submit":
