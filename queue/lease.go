@@ -292,10 +292,9 @@ func (q *Queue) Release(id string) {
 // registers the write with begin (so Close waits for it), looks message id
 // up, takes the message's io lock and then q.mu (in that order), and
 // returns the message with both held; a message that is gone is
-// ErrNotFound (lockLive refuses deleted ones too; otherwise the caller
-// checks m.deleted itself). The caller unlocks q.mu when it
-// no longer needs it, and calls unlock at the end, which drops the io lock
-// and ends the write.
+// ErrNotFound. The caller checks m.deleted itself (or uses lockLive),
+// unlocks q.mu when it no longer needs it, and calls unlock at the end,
+// which drops the io lock and ends the write.
 func (q *Queue) lockMsg(id string) (m *msg, unlock func(), err error) {
 	if err := q.begin(); err != nil {
 		return nil, nil, err
