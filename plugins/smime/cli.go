@@ -114,13 +114,15 @@ func CLI(args []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		for _, r := range recs {
-			state := "valid"
+			state, why := "valid", ""
 			if now.After(r.NotAfter) {
 				state = "expired"
 			} else if now.Before(r.NotBefore) {
 				state = "not-yet-valid"
+			} else if err := encryptionProblem(r); err != nil {
+				state, why = "sign-only", "  (cannot encrypt: "+err.Error()+")"
 			}
-			fmt.Fprintf(stdout, "%-32s %s  %s  %-13s %s\n", r.Address, r.Fingerprint[:16], r.NotAfter.Format("2006-01-02"), state, r.Source)
+			fmt.Fprintf(stdout, "%-32s %s  %s  %-13s %s%s\n", r.Address, r.Fingerprint[:16], r.NotAfter.Format("2006-01-02"), state, r.Source, why)
 		}
 		return 0
 	case "show", "remove", "export":
@@ -160,14 +162,27 @@ func CLI(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		for _, r := range recs {
-			fmt.Fprintf(stdout, "address:     %s\nfingerprint: %s\nsubject:     %s\nissuer:      %s\nvalid:       %s to %s\ncapabilities: aes256-gcm=%v rsa-oaep=%v\nsource:      %s (added %s)\n\n",
+			enc := "usable"
+			if err := encryptionProblem(r); err != nil {
+				enc = "not usable: " + err.Error()
+			}
+			fmt.Fprintf(stdout, "address:     %s\nfingerprint: %s\nsubject:     %s\nissuer:      %s\nvalid:       %s to %s\nencryption:  %s\ncapabilities: aes256-gcm=%v rsa-oaep=%v\nsource:      %s (added %s)\n\n",
 				r.Address, r.Fingerprint, r.Subject, r.Issuer, r.NotBefore.Format(time.RFC3339), r.NotAfter.Format(time.RFC3339),
-				r.GCM, r.OAEP, r.Source, r.Added.Format(time.RFC3339))
+				enc, r.GCM, r.OAEP, r.Source, r.Added.Format(time.RFC3339))
 		}
 		return 0
 	}
 	fmt.Fprint(stderr, usage)
 	return 2
+}
+
+// encryptionProblem is why r's certificate cannot be encrypted to, or nil.
+func encryptionProblem(r CertRecord) error {
+	c, err := r.Cert()
+	if err != nil {
+		return err
+	}
+	return EncryptionUsable(c)
 }
 
 func find(ctx context.Context, s Store, key string) ([]CertRecord, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -60,7 +61,7 @@ var (
 	oidSubjectKeyIdentRID   = 0 // [0] SubjectKeyIdentifier in RecipientIdentifier
 	maxCMSSize              = 256 << 20
 	errNoRecipient          = errors.New("smime: none of our certificates is a recipient of this message")
-	errUnsupportedRecipient = errors.New("smime: unsupported recipient info (only RSA key transport)")
+	errUnsupportedRecipient = errors.New("smime: unsupported recipient info (only RSA key transport and ECDH key agreement)")
 )
 
 // Cipher is a content-encryption choice.
@@ -91,6 +92,9 @@ const (
 	PKCS1v15 KeyTransport = iota + 1
 	// OAEP is RSAES-OAEP with SHA-256 and MGF1-SHA-256.
 	OAEP
+	// ECDH is key agreement (KeyAgreeRecipientInfo, kari.go), chosen for
+	// EC certificates whatever Recipient.Transport says.
+	ECDH
 )
 
 func (k KeyTransport) String() string {
@@ -99,6 +103,8 @@ func (k KeyTransport) String() string {
 		return "rsa-pkcs1v15"
 	case OAEP:
 		return "rsa-oaep"
+	case ECDH:
+		return "ecdh"
 	}
 	return fmt.Sprintf("KeyTransport(%d)", int(k))
 }
@@ -173,8 +179,20 @@ func Encrypt(content []byte, c Cipher, rcpts []Recipient) ([]byte, error) {
 		return nil, err
 	}
 	var infos []asn1.RawValue
+	version := 0 // RFC 5652 §6.1: 2 once a kari is present
 	for _, r := range rcpts {
-		ri, err := keyTransRecipient(key, r)
+		var ri []byte
+		var err error
+		if r.Cert != nil {
+			if _, isEC := r.Cert.PublicKey.(*ecdsa.PublicKey); isEC {
+				ri, err = keyAgreeRecipient(key, r.Cert)
+				version = 2
+			} else {
+				ri, err = keyTransRecipient(key, r)
+			}
+		} else {
+			ri, err = keyTransRecipient(key, r)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +219,7 @@ func Encrypt(content []byte, c Cipher, rcpts []Recipient) ([]byte, error) {
 		cipher.NewCBCEncrypter(block, iv).CryptBlocks(buf, buf)
 		ivDER, _ := asn1.Marshal(iv)
 		ed := envelopedData{
-			Version:        0,
+			Version:        version,
 			RecipientInfos: infos,
 			EncryptedContentInfo: encryptedContentInfo{
 				ContentType:      oidData,
@@ -302,6 +320,7 @@ type Envelope struct {
 	CipherOID asn1.ObjectIdentifier
 	Transport KeyTransport
 	Recipient *x509.Certificate // the identity that could decrypt
+	Agreement ECDHScheme        // for Transport ECDH
 }
 
 // errNotDER makes Decrypt normalise BER and try again.
@@ -496,8 +515,16 @@ func encryptedBytes(v asn1.RawValue) ([]byte, error) {
 func recoverKey(infos []asn1.RawValue, ids []Identity, keyLen int) ([]byte, *Envelope, error) {
 	sawKTRI := false
 	for _, raw := range infos {
+		if raw.Class == asn1.ClassContextSpecific && raw.Tag == 1 && raw.IsCompound {
+			sawKTRI = true
+			key, env, err := recoverKeyAgree(raw, ids, keyLen)
+			if err != nil || key != nil {
+				return key, env, err
+			}
+			continue
+		}
 		if raw.Class != asn1.ClassUniversal || raw.Tag != asn1.TagSequence {
-			continue // kari, kekri, pwri, ori: not ours
+			continue // kekri, pwri, ori: not ours
 		}
 		var ri keyTransRecipientInfo
 		if err := unmarshalAll(raw.FullBytes, &ri); err != nil {

@@ -8,7 +8,9 @@
 // (RFC 5083, RFC 5084) where the recipient announced it in its
 // SMIMECapabilities, EnvelopedData with AES-256-CBC (RFC 5652, RFC 3565)
 // otherwise; RSAES-OAEP (RFC 8017, RFC 3560) where announced,
-// RSAES-PKCS1-v1_5 otherwise. DES and 3DES are never used.
+// RSAES-PKCS1-v1_5 otherwise, for RSA certificates; ECDH key agreement
+// (RFC 5753, RFC 8551 §2.7.1.2; kari.go) for EC certificates. DES and 3DES
+// are never used.
 //
 // Inbound it harvests certificates from validly signed mail (chain to a
 // configured trust store, validity, the address matching From, key
@@ -16,6 +18,7 @@
 // signatures, adding a result header.
 //
 // Signing and signature parsing use go.mozilla.org/pkcs7; the envelope
-// code (EnvelopedData, AuthEnvelopedData, RSA key transport, BER
-// normalising) is in cms.go and ber.go, written with encoding/asn1.
+// code (EnvelopedData, AuthEnvelopedData, RSA key transport, ECDH key
+// agreement, BER normalising) is in cms.go, kari.go and ber.go, written
+// with encoding/asn1.
 package smime

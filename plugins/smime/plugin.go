@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -392,12 +391,28 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 		case err != nil:
 			return nil, err
 		case rec == nil:
-			out = append(out, sdk.Answer{Recipient: r.Address, Reason: "no valid S/MIME certificate known"})
+			out = append(out, sdk.Answer{Recipient: r.Address, Reason: st.noCertReason(ctx, r.Address, now)})
 		default:
 			out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: "certificate " + rec.Fingerprint[:16]})
 		}
 	}
 	return out, nil
+}
+
+// noCertReason says why no certificate of addr can be encrypted to.
+func (st *state) noCertReason(ctx context.Context, addr string, now time.Time) string {
+	recs, err := st.store.ForAddress(ctx, addr)
+	if err != nil || len(recs) == 0 {
+		return "no valid S/MIME certificate known"
+	}
+	for _, r := range recs {
+		if c, err := r.Cert(); err == nil && CheckCert(c, nil, VerifyOptions{Now: now, From: addr}) == nil {
+			if err := EncryptionUsable(c); err != nil {
+				return "certificate " + r.Fingerprint[:16] + " cannot be used for encryption: " + err.Error()
+			}
+		}
+	}
+	return "no valid S/MIME certificate known"
 }
 
 func (st *state) recipientCert(ctx context.Context, addr string, now time.Time) (*CertRecord, error) {
@@ -411,8 +426,8 @@ func (st *state) recipientCert(ctx context.Context, addr string, now time.Time) 
 		if err != nil || CheckCert(c, nil, VerifyOptions{Now: now, From: addr}) != nil {
 			continue
 		}
-		if _, isRSA := c.PublicKey.(*rsa.PublicKey); !isRSA {
-			continue
+		if EncryptionUsable(c) != nil {
+			continue // listed as unusable for encryption, with the reason
 		}
 		ok = append(ok, r)
 	}
@@ -471,7 +486,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 				if st.cfg.Sign == nil || *st.cfg.Sign {
 					signer = &id.Identity
 				}
-				if _, ok := id.Cert.PublicKey.(*rsa.PublicKey); ok {
+				if EncryptionUsable(id.Cert) == nil {
 					rcpts = append(rcpts, Recipient{Cert: id.Cert, Transport: PKCS1v15})
 				}
 			}
@@ -623,7 +638,11 @@ func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader,
 	}
 	var parts []string
 	if res.Encrypted {
-		parts = append(parts, "decrypted; cipher="+res.Envelope.Cipher.String()+"; key-transport="+res.Envelope.Transport.String())
+		kt := res.Envelope.Transport.String()
+		if res.Envelope.Transport == ECDH {
+			kt = res.Envelope.Agreement.String()
+		}
+		parts = append(parts, "decrypted; cipher="+res.Envelope.Cipher.String()+"; key-transport="+kt)
 	}
 	switch {
 	case res.Signed && res.SigErr == nil:
