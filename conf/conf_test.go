@@ -46,7 +46,11 @@ func TestDefault(t *testing.T) {
 		Domains: []Domain{{Name: "example.test", Mailboxes: []string{"postmaster"}}},
 		Metrics: Metrics{Address: "127.0.0.1:9425"},
 		Control: Control{Socket: abs("var/control.sock")},
-		DNS:     DNS{TrustAD: "auto", Timeout: Duration(5 * time.Second)},
+		Directory: Directory{Kind: "static", Path: abs("var/directory.db"), CacheSize: 100000,
+			CacheTTL: Duration(time.Minute)},
+		Database: Database{MaxConns: 10},
+		Dovecot:  Dovecot{Service: "smtp", Timeout: Duration(10 * time.Second)},
+		DNS:      DNS{TrustAD: "auto", Timeout: Duration(5 * time.Second)},
 		Outbound: Outbound{
 			TLSLevel: TLSMay, Concurrency: 100, PerDomainConcurrency: 20,
 			ConnectTimeout: Duration(30 * time.Second), CommandTimeout: Duration(5 * time.Minute),
@@ -117,7 +121,7 @@ func TestDefaultMentionsEveryKey(t *testing.T) {
 		}
 		// Tables that are empty by default are documented by a commented
 		// example, which must show every field.
-		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key" || tbl == "plugin" || tbl == "encryption.rule" || tbl == "milter") {
+		if tbl, field, ok := strings.Cut(k, "[0]."); ok && (tbl == "tls_policy" || tbl == "transport" || tbl == "dkim.key" || tbl == "plugin" || tbl == "encryption.rule" || tbl == "milter" || tbl == "admin.token") {
 			if !strings.Contains(text, "#   [["+tbl+"]]") || !strings.Contains(text, "#   "+field+" = ") && !strings.Contains(text, "#   ["+tbl+"."+field+"]") {
 				t.Errorf("default.toml's commented example does not show %s", k)
 			}

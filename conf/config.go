@@ -42,6 +42,12 @@ type Config struct {
 	// which mail.
 	MilterDefs []Milter `toml:"milter"`
 	Milters    Milters  `toml:"milters"`
+
+	Directory   Directory   `toml:"directory"`
+	Database    Database    `toml:"database"`
+	Dovecot     Dovecot     `toml:"dovecot"`
+	Admin       Admin       `toml:"admin"`
+	SelfService SelfService `toml:"self_service"`
 }
 
 // Log configures structured logging (log/slog).

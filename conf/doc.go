@@ -22,6 +22,16 @@
 //	           recipient_delimiter
 //	[[domain]] one table per local domain: name, mailboxes, catch_all,
 //	           lmtp, and a [domain.aliases] table of local part = [targets]
+//	[directory] where users live: kind "static" (the [[domain]] tables
+//	           and password file), "sqlite" (path) or "postgres"; lookup
+//	           cache_size and cache_ttl
+//	[database] the PostgreSQL shared by nodes and plugins: dsn, max_conns,
+//	           tls, ca_file
+//	[dovecot]  auth_socket (SMTP AUTH by Dovecot), userdb_socket
+//	           (recipients known to Dovecot), service, timeout
+//	[admin]    address of the HTTPS admin API, [[admin.token]] name,
+//	           sha256, scopes
+//	[self_service] address of the users' secure-alias settings page
 //	[control]  socket for `posthorn queue` and `posthorn sendmail`
 //	[metrics]  address of the Prometheus endpoint
 //	[log]      level (debug, info, warn, error), format (text, json)
@@ -55,6 +65,7 @@
 //
 // Relative paths (queue.dir, local.maildir_root, tls.cert_file,
 // tls.key_file, tls.self_signed_dir, auth.password_file, control.socket,
+// directory.path, database.ca_file, the "unix:" dovecot sockets,
 // and the path of a "unix:" LMTP destination in local.lmtp or a domain's
 // lmtp) are made absolute relative to the directory of the config file,
 // whether they were written in the file or inherited from the default.

@@ -155,6 +155,10 @@ func (c *Config) resolvePaths(base string) {
 	abs(&c.TLS.SelfSignedDir)
 	abs(&c.Auth.PasswordFile)
 	abs(&c.Control.Socket)
+	abs(&c.Directory.Path)
+	abs(&c.Database.CAFile)
+	lmtp(&c.Dovecot.AuthSocket)
+	lmtp(&c.Dovecot.UserdbSocket)
 	lmtp(&c.Local.LMTP)
 	for i := range c.Domains {
 		lmtp(&c.Domains[i].LMTP)

@@ -135,6 +135,7 @@ func (v *validator) config(c *Config) {
 	v.dns(c)
 	v.outbound(c)
 	v.tlsEnforcement(c)
+	v.directory(c)
 	v.dkim(c)
 	v.authres(c)
 	v.plugins(c) // [[plugin]] and [encryption]

@@ -84,7 +84,12 @@ func TestPasswordFile(t *testing.T) {
 }
 
 func TestSASL(t *testing.T) {
-	check := func(u, p string) bool { return u == "a@b.c" && p == "pw" }
+	check := func(u, p string) error {
+		if u == "a@b.c" && p == "pw" {
+			return nil
+		}
+		return ErrAuthFailed
+	}
 	var got string
 	done := func(u string) { got = u }
 

@@ -176,6 +176,15 @@ func (u *Users) Exists(addr string) bool {
 	return ok
 }
 
+// Hash returns the argon2id hash of addr from the password file.
+func (u *Users) Hash(addr string) (string, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	_ = u.reload()
+	h, ok := u.hashes[strings.ToLower(addr)]
+	return h, ok
+}
+
 // List returns the addresses in the password file.
 func (u *Users) List() []string {
 	u.mu.Lock()

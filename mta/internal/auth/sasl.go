@@ -9,15 +9,23 @@ import (
 // ErrAuthFailed is what a SASL exchange returns for bad credentials.
 var ErrAuthFailed = errors.New("authentication failed")
 
+// ErrAuthUnavailable marks errors of a password store that could not
+// answer; the SMTP server replies 454 (try again later) to them.
+var ErrAuthUnavailable = errors.New("authentication service unavailable")
+
+// Check checks credentials: nil for good ones, ErrAuthFailed for bad
+// ones, any other error when they could not be checked.
+type Check func(user, pass string) error
+
 // PlainServer returns a SASL PLAIN server (RFC 4616) that checks against
 // check and calls done with the authenticated user.
-func PlainServer(check func(user, pass string) bool, done func(user string)) sasl.Server {
+func PlainServer(check Check, done func(user string)) sasl.Server {
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if identity != "" && identity != username {
 			return ErrAuthFailed
 		}
-		if !check(username, password) {
-			return ErrAuthFailed
+		if err := check(username, password); err != nil {
+			return err
 		}
 		done(username)
 		return nil
@@ -29,12 +37,12 @@ func PlainServer(check func(user, pass string) bool, done func(user string)) sas
 type loginServer struct {
 	step     int
 	username string
-	check    func(user, pass string) bool
+	check    Check
 	done     func(user string)
 }
 
 // LoginServer returns a SASL LOGIN server.
-func LoginServer(check func(user, pass string) bool, done func(user string)) sasl.Server {
+func LoginServer(check Check, done func(user string)) sasl.Server {
 	return &loginServer{check: check, done: done}
 }
 
@@ -54,8 +62,8 @@ func (s *loginServer) Next(response []byte) (challenge []byte, finished bool, er
 		return []byte("Password:"), false, nil
 	case 2:
 		s.step++
-		if !s.check(s.username, string(response)) {
-			return nil, true, ErrAuthFailed
+		if err := s.check(s.username, string(response)); err != nil {
+			return nil, true, err
 		}
 		s.done(s.username)
 		return nil, true, nil

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/internal/auth"
+	"github.com/posthorn/posthorn/mta/internal/directory"
 	"github.com/posthorn/posthorn/mta/internal/authres"
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/delivery"
@@ -56,6 +56,7 @@ type Daemon struct {
 	log        *slog.Logger
 	Queue      *queue.Queue
 	Router     *liveRouter
+	dir        *directory.Directory // the database directory, shared by generations
 	plugins    *pluginhost.Host
 	hostAPI    *hostAPI
 	encryption *delivery.Encryption
@@ -95,7 +96,7 @@ type Daemon struct {
 type generation struct {
 	cfg       *conf.Config
 	router    *router.Router
-	users     *auth.Users
+	users     smtpd.Authenticator
 	cert      tls.Certificate
 	tlsConf   *tls.Config
 	resolver  *resolver.Resolver
@@ -245,10 +246,9 @@ func (d *Daemon) build(cfg *conf.Config) (g *generation, err error) {
 			g = nil
 		}
 	}()
-	if g.users, err = auth.Open(cfg.Auth.PasswordFile); err != nil {
-		return g, fmt.Errorf("password file: %w", err)
+	if g.router, g.users, err = d.directoryFor(cfg); err != nil {
+		return g, err
 	}
-	g.router = router.New(cfg, g.users)
 	if g.resolver, err = newResolver(cfg); err != nil {
 		return g, fmt.Errorf("dns: %w", err)
 	}
@@ -605,6 +605,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.hostAPI != nil {
 		d.hostAPI.close()
 	}
+	if d.dir != nil {
+		d.dir.Close()
+	}
 	if d.Queue != nil {
 		return d.Queue.Close()
 	}
@@ -743,11 +746,12 @@ func Explain(cfg *conf.Config, domain, sender string, requireTLS, probe bool) (*
 	if err != nil {
 		return nil, err
 	}
-	users, err := auth.Open(cfg.Auth.PasswordFile)
+	dir, _, err := openDirectory(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	rt.SetEnforcement(sts, nil, router.New(cfg, users))
+	defer dir.Close()
+	rt.SetEnforcement(sts, nil, router.NewWithDirectory(cfg, dir))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ex := rt.Explain(ctx, domain, sender, requireTLS, probe)

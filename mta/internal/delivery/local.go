@@ -40,6 +40,8 @@ func (t *LocalTransport) Deliver(ctx context.Context, env *queue.Envelope, idx [
 		if err != nil {
 			if errors.Is(err, router.ErrNoSuchUser) {
 				out[i] = Failed("5.1.1", "x-posthorn; mailbox unknown")
+			} else if errors.Is(err, router.ErrUnavailable) {
+				out[i] = Deferred("4.3.0", "x-posthorn; user directory unavailable")
 			} else {
 				out[i] = Failed("5.4.6", "x-posthorn; "+errString(err))
 			}

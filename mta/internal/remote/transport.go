@@ -262,6 +262,11 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 		policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: r.TLSLevel, Source: "transport " + r.Domain})
 	}
 
+	if dem.alias != "" && !dem.aliasLevel.Valid() {
+		// The user directory could not say which level the sender chose:
+		// neither guess nor bounce, try again later.
+		return all(idx, delivery.Deferred("4.3.0", "x-posthorn; the secure-alias TLS level of "+dem.alias+" is unknown for now (user directory unavailable)"))
+	}
 	if dem.alias != "" {
 		switch dem.aliasLevel {
 		case tlspolicy.Verify:

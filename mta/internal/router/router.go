@@ -6,12 +6,14 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/directory"
 	"github.com/posthorn/posthorn/queue"
 )
 
@@ -49,37 +51,47 @@ type UserSource interface {
 	Exists(addr string) bool
 }
 
-// Router resolves addresses against the config.
+// ErrUnavailable means the directory could not answer: a temporary
+// failure (4xx at RCPT, a deferral in delivery), never a 5xx.
+var ErrUnavailable = directory.ErrUnavailable
+
+// Router resolves addresses against the directory of users.
 type Router struct {
-	cfg   *conf.Config
-	users UserSource
-	doms  map[string]*conf.Domain
+	cfg *conf.Config
+	dir *directory.Directory
 }
 
-// New returns a router for cfg; users may be nil.
+// New returns a router over the config's own tables (the static
+// directory) and the password file users, which may be nil.
 func New(cfg *conf.Config, users UserSource) *Router {
-	r := &Router{cfg: cfg, users: users, doms: map[string]*conf.Domain{}}
-	for i := range cfg.Domains {
-		d := &cfg.Domains[i]
-		r.doms[strings.ToLower(d.Name)] = d
+	var pf directory.PasswordFile
+	if users != nil {
+		pf = users
 	}
-	return r
+	dir, err := directory.New(context.Background(), directory.NewStatic(cfg, pf),
+		directory.Options{Delimiter: cfg.Local.RecipientDelimiter})
+	if err != nil {
+		panic(err) // the static backend cannot fail
+	}
+	return &Router{cfg: cfg, dir: dir}
 }
+
+// NewWithDirectory returns a router over dir.
+func NewWithDirectory(cfg *conf.Config, dir *directory.Directory) *Router {
+	return &Router{cfg: cfg, dir: dir}
+}
+
+// Directory is the directory the router looks users up in.
+func (r *Router) Directory() *directory.Directory { return r.dir }
 
 // Split returns the local part and the lower-cased domain of addr.
-func Split(addr string) (local, domain string) {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return addr, ""
-	}
-	return addr[:i], strings.ToLower(addr[i+1:])
-}
+func Split(addr string) (local, domain string) { return directory.Split(addr) }
 
 // IsLocal reports whether addr's domain is one of ours (a secure-alias
 // subdomain of one of ours included).
 func (r *Router) IsLocal(addr string) bool {
 	_, d := Split(addr)
-	_, ok := r.doms[d]
+	_, ok := r.dir.Domain(d)
 	return ok || r.secureParent(d) != ""
 }
 
@@ -94,7 +106,7 @@ func (r *Router) secureParent(d string) string {
 	if !ok {
 		return ""
 	}
-	if _, local := r.doms[parent]; !local {
+	if _, local := r.dir.Domain(parent); !local {
 		return ""
 	}
 	return parent
@@ -102,34 +114,65 @@ func (r *Router) secureParent(d string) string {
 
 // SecureAlias reports whether addr is a secure alias, user@SUB.DOMAIN of
 // a local user who has one (mailbox.org's "secure alias"), and returns
-// the user's own address and the TLS level they chose.
+// the user's own address and the TLS level they chose. When the directory
+// cannot answer for an address of a secure-alias subdomain, it fails
+// closed: the address counts as a secure alias with level TLSUnset, which
+// outranks every level and never connects.
 func (r *Router) SecureAlias(addr string) (base string, level conf.TLSLevel, ok bool) {
+	base, level, ok, err := r.SecureAliasErr(addr)
+	if err != nil {
+		return base, conf.TLSUnset, true
+	}
+	return base, level, ok
+}
+
+// SecureAliasErr is SecureAlias with the directory's error, if any.
+func (r *Router) SecureAliasErr(addr string) (base string, level conf.TLSLevel, ok bool, err error) {
 	local, d := Split(addr)
 	parent := r.secureParent(d)
 	if parent == "" {
-		return "", conf.TLSUnset, false
+		return "", conf.TLSUnset, false, nil
 	}
 	base = strings.ToLower(r.base(local)) + "@" + parent
-	dom := r.doms[parent]
+	dom, _ := r.dir.Domain(parent)
 	mailbox, aliases, err := r.lookup(local, dom)
-	if err != nil || aliases != nil || mailbox == "" {
-		return "", conf.TLSUnset, false
+	if errors.Is(err, ErrNoSuchUser) || err == nil && (aliases != nil || mailbox == "") {
+		return "", conf.TLSUnset, false, nil
 	}
-	if level, ok = r.cfg.SecureAlias.UserLevel(mailbox + "@" + parent); !ok {
-		return "", conf.TLSUnset, false
+	if err != nil {
+		return base, conf.TLSUnset, false, err
 	}
-	return base, level, true
+	a, err := r.dir.Address(context.Background(), mailbox+"@"+parent)
+	if errors.Is(err, directory.ErrNotFound) {
+		return "", conf.TLSUnset, false, nil
+	}
+	if err != nil {
+		return base, conf.TLSUnset, false, err
+	}
+	if !a.SecureAlias {
+		return "", conf.TLSUnset, false, nil
+	}
+	if a.SecureLevel == "" {
+		return base, r.cfg.SecureAlias.Level, true, nil
+	}
+	level, err = conf.ParseTLSLevel(a.SecureLevel)
+	if err != nil {
+		// A level the directory should never have stored: refuse
+		// rather than guess (TLSUnset never connects).
+		return base, conf.TLSUnset, true, nil
+	}
+	return base, level, true, nil
 }
 
 // LocalDomain reports whether domain is one of ours.
 func (r *Router) LocalDomain(domain string) bool {
-	_, ok := r.doms[strings.ToLower(domain)]
+	_, ok := r.dir.Domain(domain)
 	return ok
 }
 
 // base strips the address extension (user+tag -> user).
 func (r *Router) base(local string) string {
-	delim := r.cfg.Local.RecipientDelimiter
+	delim := r.dir.Delimiter()
 	if delim == "" {
 		return local
 	}
@@ -140,26 +183,35 @@ func (r *Router) base(local string) string {
 }
 
 // lookup finds what a local address is: a mailbox (returns its local part),
-// or alias targets.
-func (r *Router) lookup(local string, d *conf.Domain) (mailbox string, aliases []string, err error) {
+// or alias targets. The exact local part is tried first, then the one
+// without extension, then the domain's catch-all.
+func (r *Router) lookup(local string, d directory.Domain) (mailbox string, aliases []string, err error) {
 	l := strings.ToLower(local)
-	for _, cand := range []string{l, strings.ToLower(r.base(local))} {
-		if t, ok := d.Aliases[cand]; ok {
-			return "", t, nil
+	cands := []string{l}
+	if b := strings.ToLower(r.base(local)); b != l {
+		cands = append(cands, b)
+	}
+	for _, cand := range cands {
+		a, err := r.dir.Address(context.Background(), cand+"@"+d.Name)
+		if errors.Is(err, directory.ErrNotFound) {
+			continue
 		}
-		for _, m := range d.Mailboxes {
-			if strings.EqualFold(m, cand) {
-				return cand, nil, nil
-			}
+		if err != nil {
+			return "", nil, err
 		}
-		if r.users != nil && r.users.Exists(cand+"@"+strings.ToLower(d.Name)) {
-			return cand, nil, nil
+		if !a.Mailbox {
+			return "", a.Targets, nil
 		}
+		return cand, nil, nil
 	}
 	if d.CatchAll != "" {
 		c := strings.ToLower(d.CatchAll)
-		if t, ok := d.Aliases[c]; ok {
-			return "", t, nil
+		a, err := r.dir.Address(context.Background(), c+"@"+d.Name)
+		switch {
+		case err == nil && !a.Mailbox:
+			return "", a.Targets, nil
+		case err != nil && !errors.Is(err, directory.ErrNotFound):
+			return "", nil, err
 		}
 		return c, nil, nil
 	}
@@ -172,12 +224,16 @@ func (r *Router) lookup(local string, d *conf.Domain) (mailbox string, aliases [
 func (r *Router) Check(addr string) error {
 	local, dom := Split(addr)
 	if r.secureParent(dom) != "" {
-		if _, _, ok := r.SecureAlias(addr); !ok {
+		_, _, ok, err := r.SecureAliasErr(addr)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			return ErrNoSuchUser
 		}
 		return nil
 	}
-	d, ok := r.doms[dom]
+	d, ok := r.dir.Domain(dom)
 	if !ok {
 		return nil
 	}
@@ -205,12 +261,16 @@ func (r *Router) expand(addr string, depth int, seen map[string]bool, out *[]Des
 	local, dom := Split(addr)
 	if r.secureParent(dom) != "" {
 		// A secure alias delivers to the user's own mailbox.
-		if _, _, ok := r.SecureAlias(addr); !ok {
+		_, _, ok, err := r.SecureAliasErr(addr)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			return fmt.Errorf("%s: %w", addr, ErrNoSuchUser)
 		}
 		local, dom = strings.ToLower(local), r.secureParent(dom)
 	}
-	d, ok := r.doms[dom]
+	d, ok := r.dir.Domain(dom)
 	if !ok {
 		key := local + "@" + dom
 		if dom == "" {
@@ -263,29 +323,32 @@ func (r *Router) expand(addr string, depth int, seen map[string]bool, out *[]Des
 
 // Owns reports whether an authenticated user may use addr as envelope
 // sender: their own address, an extension of it, or an alias that expands
-// to them.
-func (r *Router) Owns(user, addr string) bool {
+// to them. An error means the directory could not answer.
+func (r *Router) Owns(user, addr string) (bool, error) {
 	user = strings.ToLower(user)
 	if strings.EqualFold(addr, user) {
-		return true
+		return true, nil
 	}
 	local, dom := Split(addr)
 	if strings.EqualFold(r.base(local)+"@"+dom, user) {
-		return true
+		return true, nil
 	}
-	if _, ok := r.doms[dom]; !ok {
-		return false
+	if _, ok := r.dir.Domain(dom); !ok {
+		return false, nil
 	}
 	dests, err := r.Expand(addr)
+	if errors.Is(err, ErrUnavailable) {
+		return false, err
+	}
 	if err != nil {
-		return false
+		return false, nil
 	}
 	for _, d := range dests {
 		if d.Mailbox == user {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // ExpandRecipients expands every envelope recipient through aliases, drops

@@ -122,8 +122,8 @@ func TestOwns(t *testing.T) {
 		{"alice@example.test", "alice@remote.example", false},
 		{"alice@example.test", "", false},
 	} {
-		if got := r.Owns(c.user, c.addr); got != c.want {
-			t.Errorf("Owns(%s, %s) = %v", c.user, c.addr, got)
+		if got, err := r.Owns(c.user, c.addr); got != c.want || err != nil {
+			t.Errorf("Owns(%s, %s) = %v, %v", c.user, c.addr, got, err)
 		}
 	}
 }

@@ -30,6 +30,7 @@ const (
 	authOK        = iota // password right
 	authBad              // password (or user) wrong
 	authThrottled        // not checked: too many failures
+	authUnavailable      // could not be checked: the password store is down
 )
 
 // AuthGuard bounds what password guessing can cost and slows it down, like
@@ -126,7 +127,7 @@ func (g *AuthGuard) count(m map[string]*failCount, key string, now time.Time) *f
 // Check decides whether to check user's password from ip, checks it with
 // verify within the concurrency bound, and records the outcome. It
 // returns the verdict and the address's failure count in the window.
-func (g *AuthGuard) Check(ip net.IP, user string, verify func() bool) (int, int) {
+func (g *AuthGuard) Check(ip net.IP, user string, verify func() (bool, error)) (int, int) {
 	addr := ip.String()
 	acct := strings.ToLower(user)
 	pair := acct + "\x00" + addr
@@ -158,11 +159,14 @@ func (g *AuthGuard) Check(ip net.IP, user string, verify func() bool) (int, int)
 	}
 	g.slots <- struct{}{}
 	metrics.AuthChecksInFlight.Inc()
-	ok := verify()
+	ok, err := verify()
 	metrics.AuthChecksInFlight.Dec()
 	<-g.slots
 	if suspect {
 		<-g.suspect
+	}
+	if err != nil {
+		return authUnavailable, 0 // no failure to count: nothing was checked
 	}
 
 	now = g.now()

@@ -24,7 +24,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/internal/auth"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/router"
@@ -70,6 +69,12 @@ type Meta struct {
 	Milters *milter.Session
 }
 
+// Authenticator checks SMTP AUTH credentials: the directory or Dovecot.
+// An error means the credentials could not be checked (454, try later).
+type Authenticator interface {
+	Authenticate(ctx context.Context, user, password string) (bool, error)
+}
+
 // Config is what a listener needs; the daemon builds it from conf.Config.
 type Config struct {
 	Kind     Kind
@@ -78,7 +83,7 @@ type Config struct {
 	TLS      *tls.Config // nil disables STARTTLS (and so AUTH)
 	Limits   conf.SMTP
 	Router   *router.Router
-	Users    *auth.Users // nil: no AUTH
+	Users    Authenticator // nil: no AUTH
 	Acceptor Acceptor
 	Logger   *slog.Logger
 	// AuthFailDelay slows down password guessing; default 1s.
@@ -106,7 +111,7 @@ type Listener struct {
 	kind          Kind
 	hostname      string
 	router        *router.Router
-	users         *auth.Users
+	users         Authenticator
 	acceptor      Acceptor
 	log           *slog.Logger
 	trusted       []*net.IPNet

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -75,10 +76,20 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if _, ok := s.tlsState(); !ok {
 		return nil, s.reject("auth", errNeedTLS)
 	}
-	check := func(user, pass string) bool {
-		verdict, fails := s.l.guard.Check(s.ip, user, func() bool { return s.l.users.Authenticate(user, pass) })
-		if verdict == authOK {
-			return true
+	check := func(user, pass string) error {
+		var checkErr error
+		verdict, fails := s.l.guard.Check(s.ip, user, func() (bool, error) {
+			ok, err := s.l.users.Authenticate(context.Background(), user, pass)
+			checkErr = err
+			return ok, err
+		})
+		switch verdict {
+		case authOK:
+			return nil
+		case authUnavailable:
+			s.log.Warn("authentication could not be checked", "user", sanitizeHelo(user), "err", checkErr)
+			metrics.AuthFailures.WithLabelValues(s.l.name, "unavailable").Inc()
+			return fmt.Errorf("%w: %v", auth.ErrAuthUnavailable, checkErr)
 		}
 		reason := "bad_credentials"
 		if verdict == authThrottled {
@@ -92,7 +103,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		if verdict == authBad {
 			time.Sleep(s.l.authFailDelay)
 		}
-		return false
+		return auth.ErrAuthFailed
 	}
 	done := func(user string) {
 		s.authUser = strings.ToLower(user)
@@ -115,7 +126,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 
 // authErrors turns a failed SASL exchange into 535 instead of go-smtp's
 // 454, or into 454 4.7.0 when the password was not even checked because
-// the client or the account is throttled.
+// the client or the account is throttled or the password store (directory,
+// Dovecot) could not answer.
 type authErrors struct {
 	sasl.Server
 	s *session
@@ -126,6 +138,9 @@ func (a authErrors) Next(resp []byte) ([]byte, bool, error) {
 	if err != nil {
 		if a.s.authThrottled {
 			return c, done, errAuthThrottled
+		}
+		if errors.Is(err, auth.ErrAuthUnavailable) {
+			return c, done, errAuthTemp
 		}
 		return c, done, errAuthFailed
 	}
@@ -145,8 +160,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := s.l.checkSpace(); err != nil {
 		return s.reject("mail", err)
 	}
-	if s.authUser != "" && !s.trusted() && !s.l.router.Owns(s.authUser, from) {
-		return s.reject("mail", errSenderNotOwn)
+	if s.authUser != "" && !s.trusted() {
+		if owns, err := s.l.router.Owns(s.authUser, from); err != nil {
+			return s.reject("mail", err)
+		} else if !owns {
+			return s.reject("mail", errSenderNotOwn)
+		}
 	}
 	if opts.Size > 0 && s.l.maxSize > 0 && opts.Size > s.l.maxSize {
 		return s.reject("mail", errTooBig)

@@ -1,0 +1,51 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/auth"
+	"github.com/posthorn/posthorn/mta/internal/directory"
+	"github.com/posthorn/posthorn/mta/internal/router"
+	"github.com/posthorn/posthorn/mta/internal/smtpd"
+)
+
+// openDirectory opens the user directory of cfg ([directory], with the
+// password file for the static kind) and picks who checks SMTP AUTH
+// passwords: the directory.
+func openDirectory(cfg *conf.Config, log *slog.Logger) (*directory.Directory, smtpd.Authenticator, error) {
+	users, err := auth.Open(cfg.Auth.PasswordFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("password file: %w", err)
+	}
+	dir, err := directory.Open(context.Background(), cfg, users, nil, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dir, dir, nil
+}
+
+// directoryFor gives a generation its router and AUTH checker. The static
+// directory is the config's own tables, built anew with each generation;
+// a database directory is opened once and shared by every generation
+// (a change of [directory] or [database] takes effect at the next start).
+func (d *Daemon) directoryFor(cfg *conf.Config) (*router.Router, smtpd.Authenticator, error) {
+	if cfg.Directory.Kind == "static" || cfg.Directory.Kind == "" {
+		dir, users, err := openDirectory(cfg, d.log.With("component", "directory"))
+		if err != nil {
+			return nil, nil, err
+		}
+		return router.NewWithDirectory(cfg, dir), users, nil
+	}
+	if d.dir == nil {
+		dir, _, err := openDirectory(cfg, d.log.With("component", "directory"))
+		if err != nil {
+			return nil, nil, fmt.Errorf("directory: %w", err)
+		}
+		dir.Start()
+		d.dir = dir
+	}
+	return router.NewWithDirectory(cfg, d.dir), d.dir, nil
+}
