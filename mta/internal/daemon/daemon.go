@@ -26,10 +26,10 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/internal/directory"
 	"github.com/posthorn/posthorn/mta/internal/authres"
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/delivery"
+	"github.com/posthorn/posthorn/mta/internal/directory"
 	"github.com/posthorn/posthorn/mta/internal/dkim"
 	"github.com/posthorn/posthorn/mta/internal/maildir"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
