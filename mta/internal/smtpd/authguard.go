@@ -27,10 +27,10 @@ type GuardConfig struct {
 
 // Verdicts of AuthGuard.Check.
 const (
-	authOK        = iota // password right
-	authBad              // password (or user) wrong
-	authThrottled        // not checked: too many failures
-	authUnavailable      // could not be checked: the password store is down
+	authOK          = iota // password right
+	authBad                // password (or user) wrong
+	authThrottled          // not checked: too many failures
+	authUnavailable        // could not be checked: the password store is down
 )
 
 // AuthGuard bounds what password guessing can cost and slows it down, like
