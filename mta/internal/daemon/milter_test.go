@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 )
 
@@ -319,6 +320,18 @@ func TestMilterActions(t *testing.T) {
 	}
 	if !held {
 		t.Fatal("quarantined message not in the queue")
+	}
+	// ... as `posthorn queue list` shows it (the control socket's list).
+	resp, err := control.Call(e.cfg.Control.Socket, control.Request{Cmd: "list"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := false
+	for _, env := range resp.Messages {
+		listed = listed || env.From == "quarantine@example.com" && env.Held
+	}
+	if !listed {
+		t.Error("posthorn queue list does not show the quarantined message on hold")
 	}
 
 	// Header and body changes, sender change, recipients added and

@@ -46,6 +46,11 @@ func (s *Session) Rescan(f *os.File, tmpDir string) (*os.File, *Result, error) {
 }
 
 func (s *Session) content(f *os.File, tmpDir string, rescan bool) (*os.File, *Result, error) {
+	s.busy.Lock()
+	defer s.busy.Unlock()
+	if s.closed.Load() {
+		return f, nil, tempfailReply("")
+	}
 	res := &Result{}
 	if s.discard != "" && !rescan {
 		res.Discard = s.discard

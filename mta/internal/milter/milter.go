@@ -43,6 +43,8 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -152,12 +154,17 @@ type mconn struct {
 func (mc *mconn) name() string { return mc.m.cfg.Name }
 
 // Session is one SMTP session's conversation with the milters of a chain.
-// Its methods are called from the SMTP session's goroutine only.
+// Its methods are called from the SMTP session's goroutine, except Close,
+// which may come from another one when the server shuts down.
 type Session struct {
-	c     *Chain
-	info  Info
-	log   *slog.Logger
-	conns []*mconn
+	c    *Chain
+	info Info
+	log  *slog.Logger
+
+	busy    sync.Mutex // held while a stage is under way
+	connsMu sync.Mutex // guards conns for Close from another goroutine
+	conns   []*mconn
+	closed  atomic.Bool
 
 	opened     bool
 	connReject *Reply // a refusal at connect or HELO: every MAIL gets it
@@ -298,7 +305,6 @@ func (s *Session) open() error {
 	s.opened = true
 	for _, m := range s.c.milters {
 		mc := &mconn{m: m}
-		s.conns = append(s.conns, mc)
 		d := &dialer{timeout: m.cfg.ConnectTimeout.D(), progress: func() {
 			metrics.MilterActions.WithLabelValues(m.cfg.Name, "progress").Inc()
 		}}
@@ -309,6 +315,9 @@ func (s *Session) open() error {
 		metrics.MilterCalls.WithLabelValues(m.cfg.Name, "negotiate").Inc()
 		metrics.MilterLatency.WithLabelValues(m.cfg.Name, "negotiate").Observe(time.Since(start).Seconds())
 		mc.dc = d.conn
+		s.connsMu.Lock()
+		s.conns = append(s.conns, mc)
+		s.connsMu.Unlock()
 		if err != nil {
 			if r := s.fail(mc, "connect", err); r != nil {
 				return r
@@ -382,7 +391,12 @@ func pairs(kv ...string) []string {
 // first MAIL. queueID is the ID the message will have (macro i). An error
 // is a *Reply refusing the MAIL command.
 func (s *Session) Mail(queueID, from string, args []string) error {
-	s.Abort()
+	s.busy.Lock()
+	defer s.busy.Unlock()
+	if s.closed.Load() {
+		return tempfailReply("")
+	}
+	s.abort()
 	s.queueID, s.from, s.fromArgs, s.rcpts, s.discard = queueID, from, args, nil, s.discardAll
 	if !s.opened {
 		if err := s.open(); err != nil {
@@ -429,6 +443,11 @@ func (s *Session) mail(mc *mconn) error {
 // Rcpt shows one recipient to the milters; an error is a *Reply refusing
 // this recipient.
 func (s *Session) Rcpt(to string, args []string) error {
+	s.busy.Lock()
+	defer s.busy.Unlock()
+	if s.closed.Load() {
+		return tempfailReply("")
+	}
 	for _, mc := range s.conns {
 		if err := s.rcpt(mc, to, args); err != nil {
 			return err
@@ -459,6 +478,14 @@ func (s *Session) rcpt(mc *mconn, to string, args []string) error {
 
 // Abort ends an unfinished transaction (RSET, a failed DATA, a new MAIL).
 func (s *Session) Abort() {
+	s.busy.Lock()
+	defer s.busy.Unlock()
+	if !s.closed.Load() {
+		s.abort()
+	}
+}
+
+func (s *Session) abort() {
 	for _, mc := range s.conns {
 		if mc.inTx && mc.st == stOpen || mc.inTx && mc.st == stSkipMsg {
 			mc.inTx = false
@@ -470,8 +497,26 @@ func (s *Session) Abort() {
 	}
 }
 
-// Close ends the session with every milter.
+// Close ends the session with every milter. When a stage is under way in
+// another goroutine (server shutdown), it only closes the connections,
+// which ends that stage with an error.
 func (s *Session) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	if !s.busy.TryLock() {
+		s.connsMu.Lock()
+		for _, mc := range s.conns {
+			if mc.dc != nil {
+				mc.dc.Close()
+			}
+		}
+		s.connsMu.Unlock()
+		return
+	}
+	defer s.busy.Unlock()
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
 	for _, mc := range s.conns {
 		if mc.cs == nil || mc.st == stFailed || mc.dc == nil {
 			continue
