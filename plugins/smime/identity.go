@@ -33,6 +33,12 @@ type IdentityConfig struct {
 	Addresses []string `json:"addresses"`
 	// Domains makes it the gateway identity of whole domains.
 	Domains []string `json:"domains"`
+	// KeyTransport is how the sender's own copy is wrapped for this (RSA)
+	// identity: "auto" (the default: RSAES-OAEP when the holder's
+	// capabilities announce it — the store has this certificate,
+	// harvested from a mail its holder signed, with rsa-oaep — else
+	// PKCS #1 v1.5), "oaep" or "pkcs1v15".
+	KeyTransport string `json:"key_transport"`
 }
 
 // OrgIdentity is a loaded organisation identity.
@@ -40,6 +46,8 @@ type OrgIdentity struct {
 	Identity
 	Addresses []string
 	Domains   []string
+	// KeyTransport: "auto", "oaep" or "pkcs1v15" (IdentityConfig).
+	KeyTransport string
 }
 
 func parseKey(der []byte) (crypto.Signer, error) {
@@ -108,6 +116,13 @@ func pemKey(b []byte) (crypto.Signer, error) {
 // LoadIdentity loads one configured identity; relative paths are taken
 // from dir.
 func LoadIdentity(c IdentityConfig, dir string) (*OrgIdentity, error) {
+	switch c.KeyTransport {
+	case "":
+		c.KeyTransport = "auto"
+	case "auto", "oaep", "pkcs1v15":
+	default:
+		return nil, fmt.Errorf("key_transport %q: want auto, oaep or pkcs1v15", c.KeyTransport)
+	}
 	var certs []*x509.Certificate
 	var key crypto.Signer
 	switch {
@@ -167,7 +182,7 @@ func LoadIdentity(c IdentityConfig, dir string) (*OrgIdentity, error) {
 	if key == nil {
 		return nil, errors.New("no private key found")
 	}
-	id := &OrgIdentity{Domains: lower(c.Domains), Addresses: lower(c.Addresses)}
+	id := &OrgIdentity{Domains: lower(c.Domains), Addresses: lower(c.Addresses), KeyTransport: c.KeyTransport}
 	for _, cert := range certs {
 		if pubEqual(cert.PublicKey, key.Public()) && id.Cert == nil {
 			id.Cert = cert

@@ -399,6 +399,35 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 	return out, nil
 }
 
+// senderTransport is the key transport of the sender's own copy:
+// RSAES-OAEP when the identity is configured so, or (key_transport =
+// "auto") when the holder's capabilities announce it: the store knows
+// this very certificate, harvested with rsa-oaep from mail its holder's
+// client signed. PKCS #1 v1.5 otherwise, which every client reads.
+func (st *state) senderTransport(ctx context.Context, id *OrgIdentity, from string) KeyTransport {
+	switch id.KeyTransport {
+	case "oaep":
+		return OAEP
+	case "pkcs1v15":
+		return PKCS1v15
+	}
+	fp := Fingerprint(id.Cert)
+	addrs := append([]string{from}, id.Addresses...)
+	addrs = append(addrs, id.Cert.EmailAddresses...)
+	for _, a := range addrs {
+		recs, err := st.store.ForAddress(ctx, a)
+		if err != nil {
+			continue
+		}
+		for _, r := range recs {
+			if r.Fingerprint == fp && r.OAEP {
+				return OAEP
+			}
+		}
+	}
+	return PKCS1v15
+}
+
 // noCertReason says why no certificate of addr can be encrypted to.
 func (st *state) noCertReason(ctx context.Context, addr string, now time.Time) string {
 	recs, err := st.store.ForAddress(ctx, addr)
@@ -487,7 +516,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 					signer = &id.Identity
 				}
 				if EncryptionUsable(id.Cert) == nil {
-					rcpts = append(rcpts, Recipient{Cert: id.Cert, Transport: PKCS1v15})
+					rcpts = append(rcpts, Recipient{Cert: id.Cert, Transport: st.senderTransport(ctx, id, from)})
 				}
 			}
 		}

@@ -163,3 +163,75 @@ sign = true
 		}
 	}
 }
+
+// TestSMIMESenderCopyOAEP (issue 13.5) through the daemon: alice's
+// identity is configured key_transport = "oaep"; bob's certificate was
+// harvested from an openssl-signed mail (which announces no OAEP). The
+// mail to bob carries bob's key wrapped with PKCS #1 v1.5 and alice's
+// copy with RSAES-OAEP, as openssl cms -cmsout -print shows, and openssl
+// decrypts both.
+func TestSMIMESenderCopyOAEP(t *testing.T) {
+	needOpenSSL(t)
+	bin := smimePlugin(t)
+	dir := shortTempDir(t)
+	pki := newSMIMEPKI(t, dir)
+	aliceCrt, aliceKey := pki.issue("alice", "alice@example.test")
+	bobCrt, bobKey := pki.issue("bob", "bob@remote.test")
+	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
+[[plugin]]
+name = "smime"
+path = %q
+[plugin.config]
+trust_store = %q
+internal_domains = ["example.test"]
+[[plugin.config.identity]]
+cert = %q
+key = %q
+key_transport = "oaep"
+
+[[encryption.rule]]
+recipients = ["remote.test"]
+encrypt = "required"
+methods = ["smime"]
+`, bin, pki.caFile("trust.pem"), aliceCrt, aliceKey))
+	waitPluginNamed(t, e, "smime", "running")
+	entity := filepath.Join(dir, "entity.txt")
+	os.WriteFile(entity, []byte("Content-Type: text/plain\r\n\r\nmy certificate\r\n"), 0o600)
+	signed, err := exec.Command("openssl", "cms", "-sign", "-in", entity, "-signer", bobCrt, "-inkey", bobKey,
+		"-from", "bob@remote.test", "-to", "alice@example.test", "-subject", "signed").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(e.dial(smtpd.MX), "bob@remote.test", []string{"alice@example.test"}, crlf(signed)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMail("example.test", "alice", 1, 15*time.Second)
+	sub := e.dialTLS(smtpd.Submission)
+	if err := sub.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(sub, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: x\r\n\r\nSealed.\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := m.WaitMessages(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := msgs[0].Data
+	cmd := exec.Command("openssl", "cms", "-cmsout", "-print")
+	cmd.Stdin = bytes.NewReader(data)
+	printed, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, printed)
+	}
+	if strings.Count(string(printed), "rsaesOaep") != 1 || strings.Count(string(printed), "rsaEncryption") != 1 {
+		t.Fatalf("want one OAEP (alice's copy) and one v1.5 (bob) recipient:\n%s", printed)
+	}
+	for _, who := range [][2]string{{aliceCrt, aliceKey}, {bobCrt, bobKey}} {
+		dec := exec.Command("openssl", "cms", "-decrypt", "-recip", who[0], "-inkey", who[1])
+		dec.Stdin = bytes.NewReader(data)
+		if out, err := dec.CombinedOutput(); err != nil || !bytes.Contains(out, []byte("Sealed.")) {
+			t.Fatalf("%s decrypts: %v\n%s", filepath.Base(who[0]), err, out)
+		}
+	}
+}

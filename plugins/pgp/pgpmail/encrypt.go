@@ -125,7 +125,14 @@ func Encrypt(msg []byte, o EncryptOptions) (out []byte, err error) {
 
 	// Compressed inside the encryption (as GnuPG does by default): the
 	// armored result of a large mail stays near the original's size.
-	cfg := &packet.Config{Time: func() time.Time { return now },
+	//
+	// The cipher is the strongest that every recipient's key prefers:
+	// go-crypto intersects AES-256 and AES-128 with each key's preferred
+	// symmetric algorithms, but then takes the config's default cipher
+	// whenever it is in the intersection, and that default is AES-128. So
+	// the default is AES-256: chosen when all keys list it, else AES-128
+	// (which RFC 9580 §9.3 makes implicit for every key).
+	cfg := &packet.Config{Time: func() time.Time { return now }, DefaultCipher: packet.CipherAES256,
 		DefaultCompressionAlgo: packet.CompressionZLIB, CompressionConfig: &packet.CompressionConfig{Level: 6}}
 	var armored bytes.Buffer
 	aw, err := armor.Encode(&armored, "PGP MESSAGE", nil)

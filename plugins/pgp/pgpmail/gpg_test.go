@@ -338,3 +338,41 @@ func TestRSAKeyFromGPG(t *testing.T) {
 		t.Errorf("%+v %v", res, err)
 	}
 }
+
+// TestStrongestCommonCipher (issue 13.5): AES-256 when every recipient's
+// key prefers it (it used to fall back to AES-128), AES-128 as soon as one
+// key lists only AES-128. GnuPG's DECRYPTION_INFO status names the cipher
+// (9 = AES-256, 7 = AES-128).
+func TestStrongestCommonCipher(t *testing.T) {
+	g := newGPG(t)
+	bob := g.newKey("Bob <bob@partner.test>")
+	g.run(nil, "--default-preference-list", "AES SHA256 ZLIB", "--quick-gen-key", "Carol <carol@partner.test>", "future-default", "default", "never")
+	pub, _ := g.run(nil, "--armor", "--export", "carol@partner.test")
+	el, err := ParseKeys([]byte(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol := el[0]
+	alice, err := Generate("alice@example.org", GenerateOptions{Name: "Alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alicePub, _ := PublicOnly(alice)
+	for _, c := range []struct {
+		name string
+		to   []*openpgp.Entity
+		want string
+	}{
+		{"all prefer AES-256", []*openpgp.Entity{bob, alicePub}, "DECRYPTION_INFO 2 9"},
+		{"one key AES-128 only", []*openpgp.Entity{bob, carol, alicePub}, "DECRYPTION_INFO 2 7"},
+	} {
+		out, err := Encrypt([]byte(testMsg), EncryptOptions{Recipients: c.to})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, status := g.run(armoredPart(t, out), "--status-fd", "2", "--decrypt")
+		if !strings.Contains(status, c.want) {
+			t.Errorf("%s: want %q in gpg's status:\n%s", c.name, c.want, status)
+		}
+	}
+}

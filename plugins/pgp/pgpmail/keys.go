@@ -93,6 +93,10 @@ func Generate(addr string, o GenerateOptions) (*openpgp.Entity, error) {
 		KeyLifetimeSecs: uint32(o.Lifetime / time.Second),
 		// Advertise ZLIB besides "none", as GnuPG keys do.
 		DefaultCompressionAlgo: packet.CompressionZLIB,
+		// Preferred ciphers AES-256, AES-128 (go-crypto lists the
+		// default first and AES-128 after it): with AES-128 alone, every
+		// message to us and to our own copy fell back to AES-128.
+		DefaultCipher: packet.CipherAES256,
 	}
 	if o.V6 {
 		cfg.V6Keys = true
