@@ -17,6 +17,7 @@ import (
 // shared by many nodes (which also announces changes by NOTIFY).
 type SQL struct {
 	db      *sql.DB
+	lookup  *sql.Stmt // Address, prepared once: the hot path of every RCPT
 	dialect database.Dialect
 	pg      *pgx.ConnConfig // for LISTEN; nil on SQLite
 }
@@ -84,7 +85,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 		db.Close()
 		return nil, fmt.Errorf("directory %s: %w", path, err)
 	}
-	return &SQL{db: db, dialect: database.SQLite}, nil
+	return newSQL(db, database.SQLite, nil)
 }
 
 // OpenPostgres connects to the [database] and migrates the directory's
@@ -98,14 +99,28 @@ func OpenPostgres(ctx context.Context, c conf.Database) (*SQL, error) {
 		db.Close()
 		return nil, err
 	}
-	return &SQL{db: db, dialect: database.Postgres, pg: cc}, nil
+	return newSQL(db, database.Postgres, cc)
+}
+
+const lookupSQL = "SELECT kind, targets, password, secure_alias, secure_level FROM directory_addresses WHERE address = $1"
+
+func newSQL(db *sql.DB, d database.Dialect, cc *pgx.ConnConfig) (*SQL, error) {
+	st, err := db.Prepare(lookupSQL)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	return &SQL{db: db, lookup: st, dialect: d, pg: cc}, nil
 }
 
 // DB is the database handle (tests, tools).
 func (s *SQL) DB() *sql.DB { return s.db }
 
 // Close implements Backend.
-func (s *SQL) Close() error { return s.db.Close() }
+func (s *SQL) Close() error {
+	s.lookup.Close()
+	return s.db.Close()
+}
 
 // Domains implements Backend.
 func (s *SQL) Domains(ctx context.Context) ([]Domain, error) {
@@ -129,7 +144,7 @@ func (s *SQL) Domains(ctx context.Context) ([]Domain, error) {
 func (s *SQL) Address(ctx context.Context, addr string) (*Address, error) {
 	a := &Address{Addr: Normalize(addr)}
 	var kind, targets string
-	err := s.db.QueryRowContext(ctx, "SELECT kind, targets, password, secure_alias, secure_level FROM directory_addresses WHERE address = $1", a.Addr).
+	err := s.lookup.QueryRowContext(ctx, a.Addr).
 		Scan(&kind, &targets, &a.PasswordHash, &a.SecureAlias, &a.SecureLevel)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
