@@ -43,6 +43,9 @@ func (a *acceptor) NewID() string { return a.d.Queue.NewID() }
 
 func (a *acceptor) Accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (string, error) {
 	id, err := a.accept(m, env, body)
+	if errors.Is(err, errDiscarded) {
+		return env.ID, nil // the client gets its 250; nothing was received
+	}
 	if err == nil && a.d.plugins != nil {
 		a.d.plugins.Emit(sdk.Event{Type: sdk.EventReceived, QueueID: id, Sender: env.From, Time: time.Now(),
 			Attributes: map[string]string{"listener": m.Kind.String(), "recipients": strconv.Itoa(len(env.Recipients))}})
@@ -94,9 +97,6 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 	if m.Milters != nil {
 		nf, err := a.milterContent(m.Milters, env, &prepend, f)
 		f = nf
-		if errors.Is(err, errDiscarded) {
-			return env.ID, nil
-		}
 		if err != nil {
 			return "", err
 		}
@@ -112,9 +112,6 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 		if replaced && m.Milters.Rescans() {
 			nf, err := a.milterRescan(m.Milters, env, f)
 			f = nf
-			if errors.Is(err, errDiscarded) {
-				return env.ID, nil
-			}
 			if err != nil {
 				return "", err
 			}
