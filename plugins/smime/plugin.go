@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+
 	"github.com/posthorn/posthorn/sdk"
 )
 
@@ -59,6 +61,13 @@ type Config struct {
 	// ExpiryWarnDays: "smime.cert_expiring" events start this many days
 	// before an identity expires; default 30.
 	ExpiryWarnDays int `json:"expiry_warn_days"`
+	// PublishName is the organisation's name on the publication page
+	// (GET /smime/); default: none.
+	PublishName string `json:"publish_name"`
+	// PublishPGPKeys are files of armored OpenPGP public keys (the staff's,
+	// e.g. exported with posthorn-pgp keys export) listed with their
+	// fingerprints on the publication page, read at each request.
+	PublishPGPKeys []string `json:"publish_pgp_keys"`
 }
 
 // Plugin implements sdk.Plugin, sdk.InboundHook and sdk.OutboundHook.
@@ -80,6 +89,7 @@ type state struct {
 	roots *x509.CertPool
 	store Store
 	path  string // of the store
+	dir   string // the plugin's data dir (relative paths)
 	// storeGiven: the store went on to the next state; close leaves it.
 	storeGiven bool
 	host       sdk.Host
@@ -245,7 +255,16 @@ func newState(cfg Config, dir string) (*state, error) {
 			return nil, &sdk.ConfigError{Key: "collection_address", Message: fmt.Sprintf("%q is not a plain mail address", a)}
 		}
 	}
-	st := &state{cfg: cfg, ids: &identities{}, stop: make(chan struct{}), warned: map[string]string{}}
+	st := &state{cfg: cfg, dir: dir, ids: &identities{}, stop: make(chan struct{}), warned: map[string]string{}}
+	for i, f := range cfg.PublishPGPKeys {
+		data, err := os.ReadFile(resolve(dir, f))
+		if err == nil {
+			_, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
+		}
+		if err != nil {
+			return nil, &sdk.ConfigError{Key: fmt.Sprintf("publish_pgp_keys[%d]", i), Message: err.Error()}
+		}
+	}
 	for i, ic := range cfg.Identities {
 		id, err := LoadIdentity(ic, dir)
 		if err != nil {
@@ -788,6 +807,15 @@ func (st *state) published(key string, now time.Time) []*x509.Certificate {
 			cur = id
 		}
 	}
+	// The current certificate is the valid one that started first: a
+	// successor that is already valid is published beside it, not
+	// instead of it, until the current one expires (partners who took
+	// the current one from the page keep a working certificate).
+	for _, id := range cands {
+		if !now.Before(id.Cert.NotBefore) && !now.After(id.Cert.NotAfter) && id.Cert.NotBefore.Before(cur.Cert.NotBefore) {
+			cur = id
+		}
+	}
 	var out []*x509.Certificate
 	if cur != nil {
 		out = append(out, cur.Cert)
@@ -823,6 +851,7 @@ func (p *Plugin) startPublish(st *state) error {
 // address or a gateway domain; .der gives the current certificate only).
 func (p *Plugin) publishHandler(st *state) http.Handler {
 	mux := http.NewServeMux()
+	p.publicationPage(st, mux)
 	mux.HandleFunc("GET /smime/{file}", func(w http.ResponseWriter, r *http.Request) {
 		file := r.PathValue("file")
 		key, ext := file, ""
