@@ -8,21 +8,32 @@ import (
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/auth"
 	"github.com/posthorn/posthorn/mta/internal/directory"
+	"github.com/posthorn/posthorn/mta/internal/dovecot"
 	"github.com/posthorn/posthorn/mta/internal/router"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 )
 
 // openDirectory opens the user directory of cfg ([directory], with the
-// password file for the static kind) and picks who checks SMTP AUTH
-// passwords: the directory.
+// password file for the static kind, and Dovecot's userdb for recipients
+// the directory lacks) and picks who checks SMTP AUTH passwords: Dovecot
+// when [dovecot] auth_socket is set, else the directory.
 func openDirectory(cfg *conf.Config, log *slog.Logger) (*directory.Directory, smtpd.Authenticator, error) {
 	users, err := auth.Open(cfg.Auth.PasswordFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("password file: %w", err)
 	}
-	dir, err := directory.Open(context.Background(), cfg, users, nil, log)
+	dc := &dovecot.Client{AuthSocket: cfg.Dovecot.AuthSocket, UserdbSocket: cfg.Dovecot.UserdbSocket,
+		Service: cfg.Dovecot.Service, Timeout: cfg.Dovecot.Timeout.D()}
+	var userdb directory.Userdb
+	if dc.UserdbSocket != "" {
+		userdb = dc
+	}
+	dir, err := directory.Open(context.Background(), cfg, users, userdb, log)
 	if err != nil {
 		return nil, nil, err
+	}
+	if dc.AuthSocket != "" {
+		return dir, dc, nil
 	}
 	return dir, dir, nil
 }
@@ -46,6 +57,10 @@ func (d *Daemon) directoryFor(cfg *conf.Config) (*router.Router, smtpd.Authentic
 		}
 		dir.Start()
 		d.dir = dir
+	}
+	if cfg.Dovecot.AuthSocket != "" {
+		dc := &dovecot.Client{AuthSocket: cfg.Dovecot.AuthSocket, Service: cfg.Dovecot.Service, Timeout: cfg.Dovecot.Timeout.D()}
+		return router.NewWithDirectory(cfg, d.dir), dc, nil
 	}
 	return router.NewWithDirectory(cfg, d.dir), d.dir, nil
 }
