@@ -364,3 +364,60 @@ func TestMilterClamAV(t *testing.T) {
 		t.Fatal("quarantined message not in the queue")
 	}
 }
+
+// TestMilterClamAVRescansDecryptedSMIME: ClamAV sees the S/MIME message as
+// the client sent it (encrypted: nothing to find), the smime plugin
+// decrypts it for the internal recipient, and with rescan_after_plugins
+// ClamAV sees the plaintext and the marker in it: the message is refused.
+// Clean encrypted mail arrives decrypted, scanned twice.
+func TestMilterClamAVRescansDecryptedSMIME(t *testing.T) {
+	needOpenSSL(t)
+	cdir, sock, chown := startClamd(t)
+	clam := startClamavMilter(t, cdir, sock, chown, "Reject")
+	bin := smimePlugin(t)
+	dir := shortTempDir(t)
+	pki := newSMIMEPKI(t, dir)
+	bobCrt, bobKey := pki.issue("bob", "bob@example.test")
+	e := startEnv(t, fmt.Sprintf(`
+[[plugin]]
+name = "smime"
+path = %q
+timeout = "30s"
+[plugin.config]
+trust_store = %q
+internal_domains = ["example.test"]
+[[plugin.config.identity]]
+cert = %q
+key = %q
+`, bin, pki.caFile("trust.pem"), bobCrt, bobKey)+
+		milterConf("clamav", clam, "rescan_after_plugins = true")+milterLists(`"clamav"`, "", ""))
+	waitPluginNamed(t, e, "smime", "running")
+
+	seal := func(subject, text string) string {
+		in := filepath.Join(dir, "plain.txt")
+		if err := os.WriteFile(in, []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\n"+text+"\r\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("openssl", "cms", "-encrypt", "-aes256", "-in", in,
+			"-from", "carol@remote.test", "-to", "bob@example.test", "-subject", subject, bobCrt).Output()
+		if err != nil {
+			t.Fatalf("openssl cms -encrypt: %v", err)
+		}
+		return strings.ReplaceAll(strings.ReplaceAll(string(out), "\r\n", "\n"), "\n", "\r\n")
+	}
+	c := e.dial(smtpd.MX)
+	err := send(c, "carol@remote.test", []string{"bob@example.test"}, seal("sealed virus", clamMarker))
+	if codeOf(err) != 550 || !strings.Contains(err.Error(), "Test.Marker-1.UNOFFICIAL") {
+		t.Fatalf("encrypted marker: want clamav-milter's 550 after decryption, got %v", err)
+	}
+	if err := send(c, "carol@remote.test", []string{"bob@example.test"}, seal("sealed hello", "Hello Bob.")); err != nil {
+		t.Fatal(err)
+	}
+	m := e.waitMail("example.test", "bob", 1, 20*time.Second)[0]
+	if !strings.Contains(m, "Hello Bob.") || strings.Count(m, "X-Virus-Scanned: clamav-milter") < 1 {
+		t.Fatalf("want the decrypted, scanned message:\n%s", m)
+	}
+	if !strings.Contains(scrape(t, e), `posthorn_milter_calls_total{milter="clamav",stage="content"} 4`) {
+		t.Error("want 4 content scans (2 messages, each as sent and decrypted)")
+	}
+}
