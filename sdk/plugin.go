@@ -109,6 +109,25 @@ type Config struct {
 	// Host calls back into the host. Keep it; it stays valid until the next
 	// Configure. Without a host service its methods return ErrNoHost.
 	Host Host
+	// Database is the SQL database the host shares with its plugins (its
+	// [database] section), nil when it has none: then keep state under
+	// DataDir. A plugin never needs connection settings of its own; open
+	// it with sdk/sqldb (protocol minor 3).
+	Database *Database
+}
+
+// Database is the host's shared PostgreSQL database.
+type Database struct {
+	// DSN is a PostgreSQL connection URL or key=value string. It may
+	// hold a password: never log it.
+	DSN string
+	// MaxConns is the most connections to open (0: the driver's default).
+	MaxConns int
+	// TLS overrides the DSN's sslmode when set: "disable", "require",
+	// "verify-ca" or "verify-full".
+	TLS string
+	// CAFile is the PEM trust anchor for verify-ca and verify-full.
+	CAFile string
 }
 
 // Decode decodes the configuration into v (a pointer to a struct with json

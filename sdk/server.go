@@ -130,6 +130,9 @@ func (p *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 	s.mu.Unlock()
 
 	cfg := Config{JSON: req.GetConfigJson(), DataDir: req.GetDataDir(), MaxMessageSize: hostMax, Host: host}
+	if d := req.GetDatabase(); d != nil && d.GetDsn() != "" {
+		cfg.Database = &Database{DSN: d.GetDsn(), MaxConns: int(d.GetMaxConns()), TLS: d.GetTls(), CAFile: d.GetCaFile()}
+	}
 	if len(cfg.JSON) == 0 {
 		cfg.JSON = []byte("{}")
 	}

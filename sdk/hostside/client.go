@@ -60,6 +60,9 @@ type Options struct {
 	// MaxMessageSize is the largest message the host accepts from the
 	// plugin (replacements, transformed outputs, Submit). 0: no limit.
 	MaxMessageSize int64
+	// Database is the shared database handed to the plugin at Configure
+	// (protocol minor 3); nil: none.
+	Database *sdk.Database
 	// SocketDir is where the plugin creates its unix sockets. Socket paths
 	// longer than ~104 bytes fail, so keep it short. Default: the plugin's
 	// os.TempDir().
@@ -276,6 +279,9 @@ func (c *Client) Configure(ctx context.Context, cfgJSON []byte, dataDir string, 
 	}
 	if c.opts.MaxMessageSize > 0 {
 		req.MaxMessageSize = uint64(c.opts.MaxMessageSize)
+	}
+	if d := c.opts.Database; d != nil && d.DSN != "" {
+		req.Database = &pb.Database{Dsn: d.DSN, MaxConns: uint32(max(d.MaxConns, 0)), Tls: d.TLS, CaFile: d.CAFile}
 	}
 	resp, err := c.plugin.Configure(ctx, req)
 	if err != nil {

@@ -436,6 +436,22 @@ func TestConfigure(t *testing.T) {
 	}
 }
 
+// TestDatabase: the host's [database] reaches the plugin's Config
+// (protocol minor 3), and only when the host has one.
+func TestDatabase(t *testing.T) {
+	dsn := "postgres://posthorn:secret@db.example.net/posthorn"
+	cfg := []byte(`{"want_database": "` + dsn + `"}`)
+	f := start(t, hostside.Options{Database: &sdk.Database{DSN: dsn, MaxConns: 3}})
+	if err := f.c.Configure(context.Background(), cfg, t.TempDir(), f.host); err != nil {
+		t.Fatalf("Configure with a database: %v", err)
+	}
+	g := start(t, hostside.Options{})
+	var ce *sdk.ConfigError
+	if err := g.c.Configure(context.Background(), cfg, t.TempDir(), g.host); !errors.As(err, &ce) || ce.Key != "want_database" {
+		t.Fatalf("Configure without a database: %v", err)
+	}
+}
+
 func TestChecksum(t *testing.T) {
 	bin := binary(t)
 	data, err := os.ReadFile(bin)

@@ -16,7 +16,8 @@
 //
 // CanHandle says no to recipients with local part "no". Events: type
 // "test.panic" panics, "test.ping" emits "testplugin.pong" with the same
-// attributes. Configure rejects {"fail": true} and unknown keys.
+// attributes. Configure rejects {"fail": true}, unknown keys, and
+// {"want_database": DSN} unless Config.Database carries that DSN.
 package main
 
 import (
@@ -48,12 +49,18 @@ func (p *plugin) Describe() sdk.Description {
 func (p *plugin) Configure(_ context.Context, c sdk.Config) error {
 	var cfg struct {
 		Fail bool `json:"fail"`
+		// WantDatabase: fail unless the host handed over this DSN
+		// with max_conns 3 (protocol minor 3).
+		WantDatabase string `json:"want_database"`
 	}
 	if err := c.Decode(&cfg); err != nil {
 		return err
 	}
 	if cfg.Fail {
 		return &sdk.ConfigError{Key: "fail", Message: "asked to fail"}
+	}
+	if cfg.WantDatabase != "" && (c.Database == nil || c.Database.DSN != cfg.WantDatabase || c.Database.MaxConns != 3) {
+		return &sdk.ConfigError{Key: "want_database", Message: fmt.Sprintf("got %+v", c.Database)}
 	}
 	p.mu.Lock()
 	p.host = c.Host

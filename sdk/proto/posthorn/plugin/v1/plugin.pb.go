@@ -181,7 +181,7 @@ func (x Verdict_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Verdict_Action.Descriptor instead.
 func (Verdict_Action) EnumDescriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{13, 0}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type TransformResult_Action int32
@@ -237,7 +237,7 @@ func (x TransformResult_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransformResult_Action.Descriptor instead.
 func (TransformResult_Action) EnumDescriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{20, 0}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type ConfirmRequest_Outcome int32
@@ -288,7 +288,7 @@ func (x ConfirmRequest_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ConfirmRequest_Outcome.Descriptor instead.
 func (ConfirmRequest_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{30, 0}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{31, 0}
 }
 
 type DescribeRequest struct {
@@ -587,8 +587,12 @@ type ConfigureRequest struct {
 	MaxMessageSize uint64 `protobuf:"varint,4,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
 	// The protocol minor version the host implements.
 	HostProtocolMinor uint32 `protobuf:"varint,5,opt,name=host_protocol_minor,json=hostProtocolMinor,proto3" json:"host_protocol_minor,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The database the host shares with its plugins ([database] in the host
+	// configuration), so that every node of a cluster sees the same state.
+	// Unset: the host has none; keep state in data_dir (minor 3).
+	Database      *Database `protobuf:"bytes,6,opt,name=database,proto3" json:"database,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
@@ -656,6 +660,87 @@ func (x *ConfigureRequest) GetHostProtocolMinor() uint32 {
 	return 0
 }
 
+func (x *ConfigureRequest) GetDatabase() *Database {
+	if x != nil {
+		return x.Database
+	}
+	return nil
+}
+
+// Database is the host's shared SQL database (PostgreSQL).
+type Database struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A PostgreSQL connection URL or key=value string; may hold a password.
+	Dsn string `protobuf:"bytes,1,opt,name=dsn,proto3" json:"dsn,omitempty"`
+	// The most connections this plugin should open (its pool size).
+	MaxConns uint32 `protobuf:"varint,2,opt,name=max_conns,json=maxConns,proto3" json:"max_conns,omitempty"`
+	// Overrides the DSN's sslmode when set: disable, require, verify-ca,
+	// verify-full.
+	Tls string `protobuf:"bytes,3,opt,name=tls,proto3" json:"tls,omitempty"`
+	// PEM trust anchor for verify-ca / verify-full.
+	CaFile        string `protobuf:"bytes,4,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Database) Reset() {
+	*x = Database{}
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Database) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Database) ProtoMessage() {}
+
+func (x *Database) ProtoReflect() protoreflect.Message {
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Database.ProtoReflect.Descriptor instead.
+func (*Database) Descriptor() ([]byte, []int) {
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Database) GetDsn() string {
+	if x != nil {
+		return x.Dsn
+	}
+	return ""
+}
+
+func (x *Database) GetMaxConns() uint32 {
+	if x != nil {
+		return x.MaxConns
+	}
+	return 0
+}
+
+func (x *Database) GetTls() string {
+	if x != nil {
+		return x.Tls
+	}
+	return ""
+}
+
+func (x *Database) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
 type ConfigureResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set when the configuration is not acceptable.
@@ -670,7 +755,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +767,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +780,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfigureResponse) GetError() *ConfigError {
@@ -724,7 +809,7 @@ type ConfigError struct {
 
 func (x *ConfigError) Reset() {
 	*x = ConfigError{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +821,7 @@ func (x *ConfigError) String() string {
 func (*ConfigError) ProtoMessage() {}
 
 func (x *ConfigError) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +834,7 @@ func (x *ConfigError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigError.ProtoReflect.Descriptor instead.
 func (*ConfigError) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConfigError) GetMessage() string {
@@ -789,7 +874,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +886,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +899,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Envelope) GetId() string {
@@ -889,7 +974,7 @@ type Recipient struct {
 
 func (x *Recipient) Reset() {
 	*x = Recipient{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +986,7 @@ func (x *Recipient) String() string {
 func (*Recipient) ProtoMessage() {}
 
 func (x *Recipient) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +999,7 @@ func (x *Recipient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recipient.ProtoReflect.Descriptor instead.
 func (*Recipient) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Recipient) GetAddress() string {
@@ -940,7 +1025,7 @@ type TLSInfo struct {
 
 func (x *TLSInfo) Reset() {
 	*x = TLSInfo{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1037,7 @@ func (x *TLSInfo) String() string {
 func (*TLSInfo) ProtoMessage() {}
 
 func (x *TLSInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1050,7 @@ func (x *TLSInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSInfo.ProtoReflect.Descriptor instead.
 func (*TLSInfo) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TLSInfo) GetVersion() string {
@@ -1007,7 +1092,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1104,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1117,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Header) GetName() string {
@@ -1062,7 +1147,7 @@ type InspectRequest struct {
 
 func (x *InspectRequest) Reset() {
 	*x = InspectRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1159,7 @@ func (x *InspectRequest) String() string {
 func (*InspectRequest) ProtoMessage() {}
 
 func (x *InspectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1172,7 @@ func (x *InspectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectRequest.ProtoReflect.Descriptor instead.
 func (*InspectRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InspectRequest) GetMsg() isInspectRequest_Msg {
@@ -1145,7 +1230,7 @@ type InspectResponse struct {
 
 func (x *InspectResponse) Reset() {
 	*x = InspectResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1242,7 @@ func (x *InspectResponse) String() string {
 func (*InspectResponse) ProtoMessage() {}
 
 func (x *InspectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1255,7 @@ func (x *InspectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectResponse.ProtoReflect.Descriptor instead.
 func (*InspectResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InspectResponse) GetMsg() isInspectResponse_Msg {
@@ -1229,7 +1314,7 @@ type Verdict struct {
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1326,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1339,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Verdict) GetAction() Verdict_Action {
@@ -1306,7 +1391,7 @@ type CanHandleRequest struct {
 
 func (x *CanHandleRequest) Reset() {
 	*x = CanHandleRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1403,7 @@ func (x *CanHandleRequest) String() string {
 func (*CanHandleRequest) ProtoMessage() {}
 
 func (x *CanHandleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1416,7 @@ func (x *CanHandleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanHandleRequest.ProtoReflect.Descriptor instead.
 func (*CanHandleRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CanHandleRequest) GetEnvelope() *Envelope {
@@ -1365,7 +1450,7 @@ type CanHandleResponse struct {
 
 func (x *CanHandleResponse) Reset() {
 	*x = CanHandleResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1462,7 @@ func (x *CanHandleResponse) String() string {
 func (*CanHandleResponse) ProtoMessage() {}
 
 func (x *CanHandleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1475,7 @@ func (x *CanHandleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanHandleResponse.ProtoReflect.Descriptor instead.
 func (*CanHandleResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CanHandleResponse) GetAnswers() []*RecipientAnswer {
@@ -1411,7 +1496,7 @@ type RecipientAnswer struct {
 
 func (x *RecipientAnswer) Reset() {
 	*x = RecipientAnswer{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1508,7 @@ func (x *RecipientAnswer) String() string {
 func (*RecipientAnswer) ProtoMessage() {}
 
 func (x *RecipientAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1521,7 @@ func (x *RecipientAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecipientAnswer.ProtoReflect.Descriptor instead.
 func (*RecipientAnswer) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecipientAnswer) GetRecipient() string {
@@ -1473,7 +1558,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1570,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1583,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransformRequest) GetMsg() isTransformRequest_Msg {
@@ -1556,7 +1641,7 @@ type TransformStart struct {
 
 func (x *TransformStart) Reset() {
 	*x = TransformStart{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1653,7 @@ func (x *TransformStart) String() string {
 func (*TransformStart) ProtoMessage() {}
 
 func (x *TransformStart) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1666,7 @@ func (x *TransformStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformStart.ProtoReflect.Descriptor instead.
 func (*TransformStart) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransformStart) GetEnvelope() *Envelope {
@@ -1619,7 +1704,7 @@ type TransformResponse struct {
 
 func (x *TransformResponse) Reset() {
 	*x = TransformResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1716,7 @@ func (x *TransformResponse) String() string {
 func (*TransformResponse) ProtoMessage() {}
 
 func (x *TransformResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1729,7 @@ func (x *TransformResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResponse.ProtoReflect.Descriptor instead.
 func (*TransformResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TransformResponse) GetMsg() isTransformResponse_Msg {
@@ -1718,7 +1803,7 @@ type TransformResult struct {
 
 func (x *TransformResult) Reset() {
 	*x = TransformResult{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1815,7 @@ func (x *TransformResult) String() string {
 func (*TransformResult) ProtoMessage() {}
 
 func (x *TransformResult) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1828,7 @@ func (x *TransformResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResult.ProtoReflect.Descriptor instead.
 func (*TransformResult) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TransformResult) GetAction() TransformResult_Action {
@@ -1784,7 +1869,7 @@ type OutputHeader struct {
 
 func (x *OutputHeader) Reset() {
 	*x = OutputHeader{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1881,7 @@ func (x *OutputHeader) String() string {
 func (*OutputHeader) ProtoMessage() {}
 
 func (x *OutputHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1894,7 @@ func (x *OutputHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputHeader.ProtoReflect.Descriptor instead.
 func (*OutputHeader) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OutputHeader) GetRecipients() []string {
@@ -1841,7 +1926,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +1938,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +1951,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Event) GetId() string {
@@ -1941,7 +2026,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2038,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2051,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeliverRequest) GetEvent() *Event {
@@ -1984,7 +2069,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2081,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2094,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 type SubmitRequest struct {
@@ -2025,7 +2110,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2122,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2135,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitRequest) GetMsg() isSubmitRequest_Msg {
@@ -2106,7 +2191,7 @@ type SubmitStart struct {
 
 func (x *SubmitStart) Reset() {
 	*x = SubmitStart{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2203,7 @@ func (x *SubmitStart) String() string {
 func (*SubmitStart) ProtoMessage() {}
 
 func (x *SubmitStart) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2216,7 @@ func (x *SubmitStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStart.ProtoReflect.Descriptor instead.
 func (*SubmitStart) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitStart) GetEnvelope() *Envelope {
@@ -2159,7 +2244,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2256,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2269,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitResponse) GetQueueId() string {
@@ -2210,7 +2295,7 @@ type EmitRequest struct {
 
 func (x *EmitRequest) Reset() {
 	*x = EmitRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2307,7 @@ func (x *EmitRequest) String() string {
 func (*EmitRequest) ProtoMessage() {}
 
 func (x *EmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2320,7 @@ func (x *EmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitRequest.ProtoReflect.Descriptor instead.
 func (*EmitRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EmitRequest) GetEvent() *Event {
@@ -2253,7 +2338,7 @@ type EmitResponse struct {
 
 func (x *EmitResponse) Reset() {
 	*x = EmitResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2350,7 @@ func (x *EmitResponse) String() string {
 func (*EmitResponse) ProtoMessage() {}
 
 func (x *EmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2363,7 @@ func (x *EmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitResponse.ProtoReflect.Descriptor instead.
 func (*EmitResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 type ConfirmRequest struct {
@@ -2293,7 +2378,7 @@ type ConfirmRequest struct {
 
 func (x *ConfirmRequest) Reset() {
 	*x = ConfirmRequest{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2390,7 @@ func (x *ConfirmRequest) String() string {
 func (*ConfirmRequest) ProtoMessage() {}
 
 func (x *ConfirmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2403,7 @@ func (x *ConfirmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmRequest) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConfirmRequest) GetQueueId() string {
@@ -2357,7 +2442,7 @@ type ConfirmResponse struct {
 
 func (x *ConfirmResponse) Reset() {
 	*x = ConfirmResponse{}
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2454,7 @@ func (x *ConfirmResponse) String() string {
 func (*ConfirmResponse) ProtoMessage() {}
 
 func (x *ConfirmResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_posthorn_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2467,7 @@ func (x *ConfirmResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmResponse) Descriptor() ([]byte, []int) {
-	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_posthorn_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 var File_posthorn_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2410,14 +2495,20 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x03 \x03(\tR\n" +
 	"recipients\x12\x18\n" +
-	"\aheaders\x18\x04 \x03(\tR\aheaders\"\xce\x01\n" +
+	"\aheaders\x18\x04 \x03(\tR\aheaders\"\x88\x02\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12$\n" +
 	"\x0ehost_broker_id\x18\x03 \x01(\rR\fhostBrokerId\x12(\n" +
 	"\x10max_message_size\x18\x04 \x01(\x04R\x0emaxMessageSize\x12.\n" +
-	"\x13host_protocol_minor\x18\x05 \x01(\rR\x11hostProtocolMinor\"\x94\x01\n" +
+	"\x13host_protocol_minor\x18\x05 \x01(\rR\x11hostProtocolMinor\x128\n" +
+	"\bdatabase\x18\x06 \x01(\v2\x1c.posthorn.plugin.v1.DatabaseR\bdatabase\"d\n" +
+	"\bDatabase\x12\x10\n" +
+	"\x03dsn\x18\x01 \x01(\tR\x03dsn\x12\x1b\n" +
+	"\tmax_conns\x18\x02 \x01(\rR\bmaxConns\x12\x10\n" +
+	"\x03tls\x18\x03 \x01(\tR\x03tls\x12\x17\n" +
+	"\aca_file\x18\x04 \x01(\tR\x06caFile\"\x94\x01\n" +
 	"\x11ConfigureResponse\x125\n" +
 	"\x05error\x18\x01 \x01(\v2\x1f.posthorn.plugin.v1.ConfigErrorR\x05error\x12H\n" +
 	"\x0einbound_filter\x18\x02 \x01(\v2!.posthorn.plugin.v1.InboundFilterR\rinboundFilter\"9\n" +
@@ -2588,7 +2679,7 @@ func file_posthorn_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_posthorn_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_posthorn_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_posthorn_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_posthorn_plugin_v1_plugin_proto_goTypes = []any{
 	(Hook)(0),                     // 0: posthorn.plugin.v1.Hook
 	(Purpose)(0),                  // 1: posthorn.plugin.v1.Purpose
@@ -2600,89 +2691,91 @@ var file_posthorn_plugin_v1_plugin_proto_goTypes = []any{
 	(*InboundFilter)(nil),         // 7: posthorn.plugin.v1.InboundFilter
 	(*InboundMatch)(nil),          // 8: posthorn.plugin.v1.InboundMatch
 	(*ConfigureRequest)(nil),      // 9: posthorn.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),     // 10: posthorn.plugin.v1.ConfigureResponse
-	(*ConfigError)(nil),           // 11: posthorn.plugin.v1.ConfigError
-	(*Envelope)(nil),              // 12: posthorn.plugin.v1.Envelope
-	(*Recipient)(nil),             // 13: posthorn.plugin.v1.Recipient
-	(*TLSInfo)(nil),               // 14: posthorn.plugin.v1.TLSInfo
-	(*Header)(nil),                // 15: posthorn.plugin.v1.Header
-	(*InspectRequest)(nil),        // 16: posthorn.plugin.v1.InspectRequest
-	(*InspectResponse)(nil),       // 17: posthorn.plugin.v1.InspectResponse
-	(*Verdict)(nil),               // 18: posthorn.plugin.v1.Verdict
-	(*CanHandleRequest)(nil),      // 19: posthorn.plugin.v1.CanHandleRequest
-	(*CanHandleResponse)(nil),     // 20: posthorn.plugin.v1.CanHandleResponse
-	(*RecipientAnswer)(nil),       // 21: posthorn.plugin.v1.RecipientAnswer
-	(*TransformRequest)(nil),      // 22: posthorn.plugin.v1.TransformRequest
-	(*TransformStart)(nil),        // 23: posthorn.plugin.v1.TransformStart
-	(*TransformResponse)(nil),     // 24: posthorn.plugin.v1.TransformResponse
-	(*TransformResult)(nil),       // 25: posthorn.plugin.v1.TransformResult
-	(*OutputHeader)(nil),          // 26: posthorn.plugin.v1.OutputHeader
-	(*Event)(nil),                 // 27: posthorn.plugin.v1.Event
-	(*DeliverRequest)(nil),        // 28: posthorn.plugin.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 29: posthorn.plugin.v1.DeliverResponse
-	(*SubmitRequest)(nil),         // 30: posthorn.plugin.v1.SubmitRequest
-	(*SubmitStart)(nil),           // 31: posthorn.plugin.v1.SubmitStart
-	(*SubmitResponse)(nil),        // 32: posthorn.plugin.v1.SubmitResponse
-	(*EmitRequest)(nil),           // 33: posthorn.plugin.v1.EmitRequest
-	(*EmitResponse)(nil),          // 34: posthorn.plugin.v1.EmitResponse
-	(*ConfirmRequest)(nil),        // 35: posthorn.plugin.v1.ConfirmRequest
-	(*ConfirmResponse)(nil),       // 36: posthorn.plugin.v1.ConfirmResponse
-	nil,                           // 37: posthorn.plugin.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*Database)(nil),              // 10: posthorn.plugin.v1.Database
+	(*ConfigureResponse)(nil),     // 11: posthorn.plugin.v1.ConfigureResponse
+	(*ConfigError)(nil),           // 12: posthorn.plugin.v1.ConfigError
+	(*Envelope)(nil),              // 13: posthorn.plugin.v1.Envelope
+	(*Recipient)(nil),             // 14: posthorn.plugin.v1.Recipient
+	(*TLSInfo)(nil),               // 15: posthorn.plugin.v1.TLSInfo
+	(*Header)(nil),                // 16: posthorn.plugin.v1.Header
+	(*InspectRequest)(nil),        // 17: posthorn.plugin.v1.InspectRequest
+	(*InspectResponse)(nil),       // 18: posthorn.plugin.v1.InspectResponse
+	(*Verdict)(nil),               // 19: posthorn.plugin.v1.Verdict
+	(*CanHandleRequest)(nil),      // 20: posthorn.plugin.v1.CanHandleRequest
+	(*CanHandleResponse)(nil),     // 21: posthorn.plugin.v1.CanHandleResponse
+	(*RecipientAnswer)(nil),       // 22: posthorn.plugin.v1.RecipientAnswer
+	(*TransformRequest)(nil),      // 23: posthorn.plugin.v1.TransformRequest
+	(*TransformStart)(nil),        // 24: posthorn.plugin.v1.TransformStart
+	(*TransformResponse)(nil),     // 25: posthorn.plugin.v1.TransformResponse
+	(*TransformResult)(nil),       // 26: posthorn.plugin.v1.TransformResult
+	(*OutputHeader)(nil),          // 27: posthorn.plugin.v1.OutputHeader
+	(*Event)(nil),                 // 28: posthorn.plugin.v1.Event
+	(*DeliverRequest)(nil),        // 29: posthorn.plugin.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 30: posthorn.plugin.v1.DeliverResponse
+	(*SubmitRequest)(nil),         // 31: posthorn.plugin.v1.SubmitRequest
+	(*SubmitStart)(nil),           // 32: posthorn.plugin.v1.SubmitStart
+	(*SubmitResponse)(nil),        // 33: posthorn.plugin.v1.SubmitResponse
+	(*EmitRequest)(nil),           // 34: posthorn.plugin.v1.EmitRequest
+	(*EmitResponse)(nil),          // 35: posthorn.plugin.v1.EmitResponse
+	(*ConfirmRequest)(nil),        // 36: posthorn.plugin.v1.ConfirmRequest
+	(*ConfirmResponse)(nil),       // 37: posthorn.plugin.v1.ConfirmResponse
+	nil,                           // 38: posthorn.plugin.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_posthorn_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: posthorn.plugin.v1.DescribeResponse.hooks:type_name -> posthorn.plugin.v1.Hook
 	7,  // 1: posthorn.plugin.v1.DescribeResponse.inbound_filter:type_name -> posthorn.plugin.v1.InboundFilter
 	8,  // 2: posthorn.plugin.v1.InboundFilter.rules:type_name -> posthorn.plugin.v1.InboundMatch
-	11, // 3: posthorn.plugin.v1.ConfigureResponse.error:type_name -> posthorn.plugin.v1.ConfigError
-	7,  // 4: posthorn.plugin.v1.ConfigureResponse.inbound_filter:type_name -> posthorn.plugin.v1.InboundFilter
-	13, // 5: posthorn.plugin.v1.Envelope.recipients:type_name -> posthorn.plugin.v1.Recipient
-	14, // 6: posthorn.plugin.v1.Envelope.tls:type_name -> posthorn.plugin.v1.TLSInfo
-	12, // 7: posthorn.plugin.v1.InspectRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
-	18, // 8: posthorn.plugin.v1.InspectResponse.verdict:type_name -> posthorn.plugin.v1.Verdict
-	2,  // 9: posthorn.plugin.v1.Verdict.action:type_name -> posthorn.plugin.v1.Verdict.Action
-	15, // 10: posthorn.plugin.v1.Verdict.headers:type_name -> posthorn.plugin.v1.Header
-	12, // 11: posthorn.plugin.v1.CanHandleRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
-	13, // 12: posthorn.plugin.v1.CanHandleRequest.recipients:type_name -> posthorn.plugin.v1.Recipient
-	1,  // 13: posthorn.plugin.v1.CanHandleRequest.purpose:type_name -> posthorn.plugin.v1.Purpose
-	21, // 14: posthorn.plugin.v1.CanHandleResponse.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
-	23, // 15: posthorn.plugin.v1.TransformRequest.start:type_name -> posthorn.plugin.v1.TransformStart
-	12, // 16: posthorn.plugin.v1.TransformStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	13, // 17: posthorn.plugin.v1.TransformStart.recipients:type_name -> posthorn.plugin.v1.Recipient
-	1,  // 18: posthorn.plugin.v1.TransformStart.purpose:type_name -> posthorn.plugin.v1.Purpose
-	25, // 19: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
-	26, // 20: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
-	3,  // 21: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
-	38, // 22: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
-	37, // 23: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
-	27, // 24: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
-	31, // 25: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
-	12, // 26: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	27, // 27: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
-	4,  // 28: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
-	5,  // 29: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
-	9,  // 30: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
-	16, // 31: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
-	19, // 32: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
-	22, // 33: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
-	28, // 34: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
-	30, // 35: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
-	33, // 36: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
-	35, // 37: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
-	6,  // 38: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
-	10, // 39: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
-	17, // 40: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
-	20, // 41: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
-	24, // 42: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
-	29, // 43: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
-	32, // 44: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
-	34, // 45: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
-	36, // 46: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	10, // 3: posthorn.plugin.v1.ConfigureRequest.database:type_name -> posthorn.plugin.v1.Database
+	12, // 4: posthorn.plugin.v1.ConfigureResponse.error:type_name -> posthorn.plugin.v1.ConfigError
+	7,  // 5: posthorn.plugin.v1.ConfigureResponse.inbound_filter:type_name -> posthorn.plugin.v1.InboundFilter
+	14, // 6: posthorn.plugin.v1.Envelope.recipients:type_name -> posthorn.plugin.v1.Recipient
+	15, // 7: posthorn.plugin.v1.Envelope.tls:type_name -> posthorn.plugin.v1.TLSInfo
+	13, // 8: posthorn.plugin.v1.InspectRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
+	19, // 9: posthorn.plugin.v1.InspectResponse.verdict:type_name -> posthorn.plugin.v1.Verdict
+	2,  // 10: posthorn.plugin.v1.Verdict.action:type_name -> posthorn.plugin.v1.Verdict.Action
+	16, // 11: posthorn.plugin.v1.Verdict.headers:type_name -> posthorn.plugin.v1.Header
+	13, // 12: posthorn.plugin.v1.CanHandleRequest.envelope:type_name -> posthorn.plugin.v1.Envelope
+	14, // 13: posthorn.plugin.v1.CanHandleRequest.recipients:type_name -> posthorn.plugin.v1.Recipient
+	1,  // 14: posthorn.plugin.v1.CanHandleRequest.purpose:type_name -> posthorn.plugin.v1.Purpose
+	22, // 15: posthorn.plugin.v1.CanHandleResponse.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
+	24, // 16: posthorn.plugin.v1.TransformRequest.start:type_name -> posthorn.plugin.v1.TransformStart
+	13, // 17: posthorn.plugin.v1.TransformStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	14, // 18: posthorn.plugin.v1.TransformStart.recipients:type_name -> posthorn.plugin.v1.Recipient
+	1,  // 19: posthorn.plugin.v1.TransformStart.purpose:type_name -> posthorn.plugin.v1.Purpose
+	26, // 20: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
+	27, // 21: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
+	3,  // 22: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
+	39, // 23: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	38, // 24: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
+	28, // 25: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
+	32, // 26: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
+	13, // 27: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	28, // 28: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
+	4,  // 29: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
+	5,  // 30: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
+	9,  // 31: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
+	17, // 32: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
+	20, // 33: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
+	23, // 34: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
+	29, // 35: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
+	31, // 36: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
+	34, // 37: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
+	36, // 38: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
+	6,  // 39: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
+	11, // 40: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
+	18, // 41: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
+	21, // 42: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
+	25, // 43: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
+	30, // 44: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
+	33, // 45: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
+	35, // 46: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
+	37, // 47: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
+	39, // [39:48] is the sub-list for method output_type
+	30, // [30:39] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_posthorn_plugin_v1_plugin_proto_init() }
@@ -2690,24 +2783,24 @@ func file_posthorn_plugin_v1_plugin_proto_init() {
 	if File_posthorn_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[11].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[12].OneofWrappers = []any{
 		(*InspectRequest_Envelope)(nil),
 		(*InspectRequest_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[12].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[13].OneofWrappers = []any{
 		(*InspectResponse_Verdict)(nil),
 		(*InspectResponse_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[18].OneofWrappers = []any{
 		(*TransformRequest_Start)(nil),
 		(*TransformRequest_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[20].OneofWrappers = []any{
 		(*TransformResponse_Result)(nil),
 		(*TransformResponse_Output)(nil),
 		(*TransformResponse_Chunk)(nil),
 	}
-	file_posthorn_plugin_v1_plugin_proto_msgTypes[25].OneofWrappers = []any{
+	file_posthorn_plugin_v1_plugin_proto_msgTypes[26].OneofWrappers = []any{
 		(*SubmitRequest_Start)(nil),
 		(*SubmitRequest_Chunk)(nil),
 	}
@@ -2717,7 +2810,7 @@ func file_posthorn_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_posthorn_plugin_v1_plugin_proto_rawDesc), len(file_posthorn_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
