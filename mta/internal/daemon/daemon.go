@@ -212,7 +212,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	}
 	d.hostAPI = api
 	d.plugins = pluginhost.New(cfg.Plugins, api, log.With("component", "plugins"),
-		pluginhost.WithMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes()))
+		pluginhost.WithMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes()), pluginhost.WithDatabase(cfg.Database))
 	if err := d.plugins.Start(context.Background()); err != nil {
 		return d, err
 	}

@@ -87,6 +87,9 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	if cfg.Queue.MinBackoff != d.cfg.Queue.MinBackoff || cfg.Queue.MaxBackoff != d.cfg.Queue.MaxBackoff || cfg.Queue.MaxLifetime != d.cfg.Queue.MaxLifetime {
 		res.Warnings = append(res.Warnings, "queue retry schedule (min_backoff, max_backoff, max_lifetime) takes effect at the next start")
 	}
+	if cfg.Database != old.cfg.Database {
+		res.Warnings = append(res.Warnings, "[database] changes take effect at the next start")
+	}
 	if !reflect.DeepEqual(pluginDirs(cfg), pluginDirs(old.cfg)) {
 		res.Warnings = append(res.Warnings, "plugin data_dir changes apply to restarted plugins only")
 	}

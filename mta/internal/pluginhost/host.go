@@ -149,6 +149,18 @@ type options struct {
 	eventWorkers   int
 	eventAttempts  int
 	startTimeout   time.Duration
+	database       *sdk.Database
+}
+
+// WithDatabase hands the shared [database] to every plugin at Configure
+// (protocol minor 3); an empty DSN hands none.
+func WithDatabase(d conf.Database) Option {
+	return func(o *options) {
+		o.database = nil
+		if d.DSN != "" {
+			o.database = &sdk.Database{DSN: d.DSN, MaxConns: d.MaxConns, TLS: d.TLS, CAFile: d.CAFile}
+		}
+	}
 }
 
 // WithMaxMessageSize limits what plugins may hand back (replacements,

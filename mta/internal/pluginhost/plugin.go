@@ -185,6 +185,7 @@ func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, er
 		StartTimeout:   p.h.opts.startTimeout,
 		MaxMessageSize: p.h.opts.maxMessageSize,
 		SocketDir:      p.h.opts.socketDir,
+		Database:       p.h.opts.database,
 	})
 	if err != nil {
 		return nil, nil, err
