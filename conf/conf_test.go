@@ -40,7 +40,7 @@ func TestDefault(t *testing.T) {
 			Dir:        abs("var/spool"),
 			MinBackoff: Duration(5 * time.Minute), MaxBackoff: Duration(4000 * time.Second),
 			MaxLifetime: Duration(5 * 24 * time.Hour), BounceLifetime: Duration(5 * 24 * time.Hour),
-			Workers: 20, MinFreeSpace: 100 << 20,
+			Workers: 20, MinFreeSpace: 100 << 20, Maildrop: abs("var/maildrop"),
 		},
 		Local:   Local{MaildirRoot: abs("var/mail"), RecipientDelimiter: "+"},
 		Domains: []Domain{{Name: "example.test", Mailboxes: []string{"postmaster"}}},

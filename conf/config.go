@@ -129,6 +129,9 @@ type Queue struct {
 	// MinFreeSpace: while the spool's file system has less free space,
 	// MAIL FROM is answered 452 4.3.1 (Postfix's queue_minfree); 0 = off.
 	MinFreeSpace Size `toml:"min_free_space"`
+	// Maildrop is where `posthorn sendmail` leaves messages while the
+	// daemon is down (mta/internal/maildrop); absolute after Load.
+	Maildrop string `toml:"maildrop"`
 }
 
 // Local configures delivery to mailboxes of local domains.

@@ -149,6 +149,7 @@ func (c *Config) resolvePaths(base string) {
 		}
 	}
 	abs(&c.Queue.Dir)
+	abs(&c.Queue.Maildrop)
 	abs(&c.Local.MaildirRoot)
 	abs(&c.TLS.CertFile)
 	abs(&c.TLS.KeyFile)

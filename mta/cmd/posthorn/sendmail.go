@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/mail"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/mta/internal/control"
+	"github.com/posthorn/posthorn/mta/internal/maildrop"
 )
 
 // sendmailOpts are the sendmail(1) flags we honour.
@@ -110,12 +112,12 @@ func sendmailMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		login = u.Username
 	}
 	if o.from == "" {
-		o.from = login + "@" + cfg.Hostname
+		o.from = login + "@" + senderDomain(cfg.Hostname)
 	}
 	if o.from == "<>" {
 		o.from = ""
 	}
-	msg, rcpts, err := prepareMessage(stdin, o, time.Now(), cfg.Hostname)
+	msg, rcpts, err := prepareMessage(stdin, o, time.Now(), senderDomain(cfg.Hostname))
 	if err != nil {
 		fmt.Fprintln(stderr, "sendmail:", err)
 		return 65 // EX_DATAERR
@@ -124,9 +126,20 @@ func sendmailMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "sendmail: no recipients")
 		return 64
 	}
-	id, err := control.Submit(cfg.Control.Socket, control.Request{
-		From: o.from, To: rcpts, User: login, Notify: o.notify, Ret: o.ret, EnvID: o.envid,
-	}, bytes.NewReader(msg))
+	req := control.Request{From: o.from, To: rcpts, User: login, Notify: o.notify, Ret: o.ret, EnvID: o.envid}
+	id, err := control.Submit(cfg.Control.Socket, req, bytes.NewReader(msg))
+	if errors.Is(err, control.ErrUnreachable) && cfg.Queue.Maildrop != "" {
+		// The daemon is down: leave the message in the drop directory,
+		// durably; the daemon queues it when it starts.
+		name, derr := maildrop.Write(cfg.Queue.Maildrop, req, bytes.NewReader(msg))
+		if derr == nil {
+			fmt.Fprintf(stderr, "sendmail: the daemon is not running; message left in %s as %s\n", cfg.Queue.Maildrop, name)
+			return 0
+		}
+		fmt.Fprintln(stderr, "sendmail:", err)
+		fmt.Fprintln(stderr, "sendmail: and the drop directory failed too:", derr)
+		return 75 // EX_TEMPFAIL
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sendmail:", err)
 		if strings.Contains(err.Error(), "no such user") {
@@ -136,6 +149,19 @@ func sendmailMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stderr, "sendmail: queued as %s\n", id)
 	return 0
+}
+
+// senderDomain is the domain of the default sender: the configured
+// hostname, or, when that is the built-in "localhost", this machine's
+// name as hostname(1) prints it.
+func senderDomain(configured string) string {
+	if configured != "" && configured != "localhost" {
+		return configured
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
 }
 
 // prepareMessage reads the message (a lone "." ends it unless -i), makes

@@ -22,6 +22,10 @@ import (
 	"github.com/posthorn/posthorn/queue"
 )
 
+// ErrUnreachable wraps the error of a client that could not connect to
+// the daemon (not running, or no permission on the socket).
+var ErrUnreachable = errors.New("daemon unreachable")
+
 // Request is one control command.
 type Request struct {
 	Cmd string `json:"cmd"`
@@ -289,7 +293,7 @@ func Submit(path string, req Request, body io.Reader) (string, error) {
 	req.Cmd = "submit"
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach the daemon at %s (is `posthorn serve` running?): %w", path, err)
+		return "", fmt.Errorf("cannot reach the daemon at %s (is `posthorn serve` running?): %w: %w", path, ErrUnreachable, err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Minute))

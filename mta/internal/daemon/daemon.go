@@ -84,6 +84,8 @@ type Daemon struct {
 	stsKey      string
 	shut        bool
 
+	pickupMu sync.Mutex
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -222,6 +224,9 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		return d, err
 	}
 
+	if err := d.startMaildrop(); err != nil {
+		return d, err
+	}
 	d.workers = delivery.New(q, d.workerOptions(g))
 	d.goRun(func() { d.workers.Run(d.ctx, cfg.Queue.Workers) })
 	d.goRun(func() { d.gauges(d.ctx) })

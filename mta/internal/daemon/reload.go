@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/queue"
 )
 
@@ -36,6 +37,7 @@ func (d *Daemon) ReloadFile() (*ReloadResult, error) {
 		} else {
 			d.log.Error("reload refused", "config", name, "error", err)
 		}
+		metrics.Reloads.WithLabelValues("refused").Inc()
 		return nil, fmt.Errorf("reload refused, still running the old config: %w", err)
 	}
 	return d.Reload(cfg)
@@ -51,6 +53,7 @@ type ReloadResult struct {
 
 // errReload marks a refused reload.
 func refuse(d *Daemon, err error) error {
+	metrics.Reloads.WithLabelValues("refused").Inc()
 	d.log.Error("reload refused; the old config stays in force", "error", err)
 	return fmt.Errorf("reload refused, still running the old config: %w", err)
 }
@@ -77,6 +80,9 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	}
 	if cfg.Control.Socket != old.cfg.Control.Socket {
 		return nil, refuse(d, fmt.Errorf("control.socket cannot change while running (%s -> %s): restart posthorn", old.cfg.Control.Socket, cfg.Control.Socket))
+	}
+	if cfg.Queue.Maildrop != d.cfg.Queue.Maildrop {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("queue.maildrop = %s takes effect at the next start", cfg.Queue.Maildrop))
 	}
 	if cfg.Queue.Workers != d.cfg.Queue.Workers {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("queue.workers = %d takes effect at the next start", cfg.Queue.Workers))
@@ -147,6 +153,7 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	for _, w := range res.Warnings {
 		d.log.Warn("reload", "warning", w)
 	}
+	metrics.Reloads.WithLabelValues("ok").Inc()
 	d.log.Info("config reloaded", "hostname", cfg.Hostname, "domains", len(cfg.Domains),
 		"plugins_restarted", strings.Join(res.Plugins, ","), "draining_listeners", len(old.listeners))
 	return res, nil

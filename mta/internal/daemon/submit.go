@@ -18,6 +18,12 @@ var errSubmitTooBig = errors.New("message exceeds max_message_size")
 // submit queues a message handed in locally (posthorn sendmail) over the
 // control socket. The client has already made the line endings CRLF.
 func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
+	return d.submitWith(req, body, nil, "sendmail")
+}
+
+// submitWith is submit with attributes for the queued envelope; via
+// names the way in for the log.
+func (d *Daemon) submitWith(req control.Request, body io.Reader, attrs map[string]string, via string) (string, error) {
 	if len(req.To) == 0 {
 		return "", errors.New("no recipients")
 	}
@@ -35,7 +41,7 @@ func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
 	env := &queue.Envelope{
 		ID: d.Queue.NewID(), From: req.From, Recipients: rcpts,
 		Ret: req.Ret, EnvID: req.EnvID, AuthUser: req.User, ClientAddr: "local",
-		BodyType: "8BITMIME",
+		BodyType: "8BITMIME", Attrs: attrs,
 	}
 	cfg := d.gen.Load().cfg
 	user := sanitizeComment(req.User)
@@ -55,7 +61,7 @@ func (d *Daemon) submit(req control.Request, body io.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	d.log.Info("queued", "queue_id", id, "from", env.From, "rcpts", len(env.Recipients), "via", "sendmail", "user", req.User)
+	d.log.Info("queued", "queue_id", id, "from", env.From, "rcpts", len(env.Recipients), "via", via, "user", req.User)
 	return id, nil
 }
 

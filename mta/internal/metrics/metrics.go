@@ -113,6 +113,43 @@ var (
 	Bounces = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "posthorn_dsn_generated_total", Help: "Delivery status notifications generated, by action.",
 	}, []string{"action"})
+	// DoubleBouncesLost counts bounces that could not be delivered to the
+	// sender nor, as a double bounce, to the postmaster.
+	DoubleBouncesLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "posthorn_double_bounces_lost_total", Help: "Double bounces (to the postmaster) that could not be delivered either; each is logged at error level.",
+	})
+	// MaildropPickedUp and MaildropFailed count files from the drop
+	// directory queued and set aside.
+	MaildropPickedUp = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "posthorn_maildrop_queued_total", Help: "Messages sendmail left in the drop directory that were queued.",
+	})
+	MaildropFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "posthorn_maildrop_refused_total", Help: "Files in the drop directory set aside as .bad.NAME (unreadable or refused).",
+	})
+	// Reloads counts config reloads by result (ok, refused).
+	Reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_config_reloads_total", Help: "Config reloads (SIGHUP, posthorn reload), by result.",
+	}, []string{"result"})
+	// PluginCalls, PluginErrors and PluginLatency are per plugin and
+	// hook (Inspect, CanHandle, Transform, DeliverEvent).
+	PluginCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_plugin_calls_total", Help: "Hook calls to plugins, by plugin and hook.",
+	}, []string{"plugin", "hook"})
+	PluginErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_plugin_call_errors_total", Help: "Hook calls that failed, by plugin, hook and kind (not_running, timeout, error).",
+	}, []string{"plugin", "hook", "kind"})
+	PluginLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "posthorn_plugin_call_seconds", Help: "Time until a plugin hook answered, by plugin and hook.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+	}, []string{"plugin", "hook"})
+	// PluginRestarts counts plugin process starts after the first.
+	PluginRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_plugin_restarts_total", Help: "Plugin processes started again after a crash, a failed health check or a reload.",
+	}, []string{"plugin"})
+	// PluginUp is 1 while a plugin runs.
+	PluginUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "posthorn_plugin_up", Help: "1 while the plugin's process runs, else 0.",
+	}, []string{"plugin"})
 )
 
 func init() {
@@ -120,7 +157,8 @@ func init() {
 		SMTPSessions, SMTPActive, SMTPRefused, AuthFailures, AuthChecksInFlight, SpoolFreeBytes, LowSpaceRefusals, MaildirTmpRemoved,
 		Accepted, Rejected, AcceptLatency,
 		Deliveries, DeliveryLatency, QueueTime, QueueRecipients, QueueHeld, QueueMessages, Bounces, AuthResults,
-		MilterCalls, MilterActions, MilterLatency, MilterFailures)
+		MilterCalls, MilterActions, MilterLatency, MilterFailures,
+		DoubleBouncesLost, MaildropPickedUp, MaildropFailed, Reloads, PluginCalls, PluginErrors, PluginLatency, PluginRestarts, PluginUp)
 }
 
 // Handler serves the registry in the Prometheus exposition format.
