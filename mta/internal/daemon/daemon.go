@@ -109,6 +109,8 @@ type generation struct {
 	signer    delivery.SignFunc
 	acc       *acceptor
 	listeners []*smtpd.Listener
+	views     []net.Listener     // listeners[i] accepts from views[i]
+	served    []chan struct{}    // closed when listeners[i].Serve returned
 	cancel    context.CancelFunc // stops the generation's loops
 
 	// milters for the MX listener, submission(s), local submissions
@@ -330,11 +332,12 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 			s = newSocket(lc.addr, ln)
 			fresh[lc.kind] = s
 		}
+		view := s.view()
 		l, err := smtpd.Listen(smtpd.Config{
 			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: g.tlsConf,
 			Limits: cfg.SMTP, Router: g.router, Users: g.users, Acceptor: g.acc,
 			Logger: d.log.With("component", "smtpd"), AuthFailDelay: d.opt.AuthFailDelay,
-			Listener: s.view(), Milters: lc.milters,
+			Listener: view, Milters: lc.milters,
 			Guard: d.guard, Postmaster: postmaster(cfg), FreeSpace: d.freeSpace,
 			MinFreeSpace: cfg.Queue.MinFreeSpace.Bytes(),
 		})
@@ -342,6 +345,7 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 			return fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
 		}
 		g.listeners = append(g.listeners, l)
+		g.views = append(g.views, view)
 	}
 	// Committed: sockets no longer configured close; their open sessions
 	// go on (the old listeners drain them).
@@ -367,8 +371,11 @@ func hasKind(g *generation, k smtpd.Kind) bool {
 }
 
 func (d *Daemon) serveListeners(g *generation) {
-	for _, l := range g.listeners {
-		d.goRun(func() { l.Serve() })
+	g.served = make([]chan struct{}, len(g.listeners))
+	for i, l := range g.listeners {
+		done := make(chan struct{})
+		g.served[i] = done
+		d.goRun(func() { l.Serve(); close(done) })
 		d.log.Info("listening", "listener", l.Kind().String(), "address", l.Addr().String(), "role", listenerRoles[l.Kind()])
 	}
 }

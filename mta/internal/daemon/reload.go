@@ -119,9 +119,15 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	d.startLoops(g)
 	d.serveListeners(g)
 	grace := cfg.SMTP.CommandTimeout.D() + cfg.SMTP.DataTimeout.D()
-	for _, l := range old.listeners {
+	for i, l := range old.listeners {
 		d.draining = append(d.draining, l)
+		view, served := old.views[i], old.served[i]
 		d.goRun(func() {
+			// The old listener stops accepting first; only once its
+			// Serve has returned (no session can start on it any more)
+			// does it wait for its open sessions to end.
+			view.Close()
+			<-served
 			ctx, cancel := context.WithTimeout(context.Background(), grace)
 			defer cancel()
 			l.Shutdown(ctx)
