@@ -130,11 +130,19 @@ func TestReloadUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	lastNoop := time.Now()
 	waitSent := func(n int64) {
 		deadline := time.Now().Add(20 * time.Second)
 		for sent.Load() < n && failed.Load() == 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("load stalled at %d messages", sent.Load())
+			}
+			// The long session stays within command_timeout (5s).
+			if time.Since(lastNoop) > time.Second {
+				if err := long.Noop(); err != nil {
+					t.Fatalf("long session NOOP: %v", err)
+				}
+				lastNoop = time.Now()
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -177,6 +185,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	if err := long.Noop(); err != nil {
+		t.Fatalf("long session NOOP: %v", err)
+	}
 	if n := failed.Load(); n > 0 {
 		t.Fatalf("%d of %d sessions failed across reloads; first: %v", n, n+sent.Load(), firstErr.Load())
 	}
