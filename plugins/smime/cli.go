@@ -23,6 +23,9 @@ certs.db). Flags: -db FILE (default $POSTHORN_SMIME_DB or ./certs.db).
   certs show ADDRESS|FINGERPRINT    show details
   certs remove ADDRESS|FINGERPRINT  remove (fingerprint: at least 8 hex digits)
   certs export [-der] ADDRESS       write the usable certificate to stdout
+  certs pending                     list certificates waiting for approval
+  certs approve ADDRESS|FINGERPRINT approve: used from now on, the partner is told
+  certs reject ADDRESS|FINGERPRINT  reject a pending certificate (removed)
 
 Started by the Posthorn host (POSTHORN_PLUGIN set), it serves as a plugin.
 `
@@ -119,11 +122,61 @@ func CLI(args []string, stdout, stderr io.Writer) int {
 				state = "expired"
 			} else if now.Before(r.NotBefore) {
 				state = "not-yet-valid"
+			} else if r.Pending {
+				state = "pending"
 			} else if err := encryptionProblem(r); err != nil {
 				state, why = "sign-only", "  (cannot encrypt: "+err.Error()+")"
 			}
 			fmt.Fprintf(stdout, "%-32s %s  %s  %-13s %s%s\n", r.Address, r.Fingerprint[:16], r.NotAfter.Format("2006-01-02"), state, r.Source, why)
 		}
+		return 0
+	case "pending":
+		recs, err := store.List(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		for _, r := range recs {
+			if r.Pending {
+				fmt.Fprintf(stdout, "%-32s %s  %s  %s  %s\n", r.Address, r.Fingerprint, r.NotAfter.Format("2006-01-02"), r.Source, r.Subject)
+			}
+		}
+		return 0
+	case "approve", "reject":
+		if fs.NArg() != 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		key := strings.ToLower(fs.Arg(0))
+		if cmd == "approve" {
+			n, err := store.Approve(ctx, key)
+			if err != nil {
+				return fail(err)
+			}
+			if n == 0 {
+				return fail(fmt.Errorf("no pending certificate for %s", key))
+			}
+			fmt.Fprintf(stdout, "approved %d\n", n)
+			return 0
+		}
+		// Reject removes only pending records.
+		recs, err := find(ctx, store, key)
+		if err != nil {
+			return fail(err)
+		}
+		n := 0
+		for _, r := range recs {
+			if !r.Pending {
+				continue
+			}
+			if _, err := store.Remove(ctx, r.Fingerprint); err != nil {
+				return fail(err)
+			}
+			n++
+		}
+		if n == 0 {
+			return fail(fmt.Errorf("no pending certificate for %s", key))
+		}
+		fmt.Fprintf(stdout, "rejected %d\n", n)
 		return 0
 	case "show", "remove", "export":
 		if fs.NArg() != 1 {

@@ -68,7 +68,23 @@ type Config struct {
 	// e.g. exported with posthorn-pgp keys export) listed with their
 	// fingerprints on the publication page, read at each request.
 	PublishPGPKeys []string `json:"publish_pgp_keys"`
+	// Approval is, per source of a correspondent's certificate, "auto"
+	// (used at once, the default) or "manual" (pending until an operator
+	// runs posthorn-smime certs approve): sources "harvest" (signed
+	// mail), "collection" (mailed to collection_address) and "upload"
+	// (web mailbox). Certificates imported with the CLI are approved.
+	Approval map[string]string `json:"approval"`
+	// ApprovalNotify is the operator's address: pending certificates are
+	// reported to it (event smime.cert_pending, mailed by notify).
+	// Required when any source is manual.
+	ApprovalNotify string `json:"approval_notify"`
+	// ApprovalPoll is how often approvals made with the CLI are picked up
+	// to tell the partner (event smime.cert_activated); default "30s".
+	ApprovalPoll string `json:"approval_poll"`
 }
+
+// approvalSources maps the config's approval sources to record sources.
+var approvalSources = map[string]string{"harvest": "harvest", "collection": "mail", "upload": "webmailbox upload"}
 
 // Plugin implements sdk.Plugin, sdk.InboundHook and sdk.OutboundHook.
 type Plugin struct {
@@ -90,6 +106,7 @@ type state struct {
 	store Store
 	path  string // of the store
 	dir   string // the plugin's data dir (relative paths)
+	poll  time.Duration
 	// storeGiven: the store went on to the next state; close leaves it.
 	storeGiven bool
 	host       sdk.Host
@@ -179,13 +196,14 @@ func (p *Plugin) HandleEvent(ctx context.Context, ev sdk.Event) error {
 		sdk.Logger().Warn("uploaded certificate does not name the mailbox's address", "mailbox", ev.Recipient)
 		return nil
 	}
+	var recs []CertRecord
 	for _, r := range NewRecords(c, Capabilities{}, "webmailbox upload", now) {
-		if !strings.EqualFold(r.Address, ev.Recipient) {
-			continue
+		if strings.EqualFold(r.Address, ev.Recipient) {
+			recs = append(recs, r)
 		}
-		if err := st.store.Put(ctx, r); err != nil {
-			return err
-		}
+	}
+	if err := st.add(ctx, recs, now); err != nil {
+		return err
 	}
 	sdk.Logger().Info("certificate from the web mailbox stored", "address", ev.Recipient, "fingerprint", Fingerprint(c))
 	return nil
@@ -236,6 +254,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 		old.close()
 	}
 	go p.expiryLoop(st)
+	go p.approvalLoop(st)
 	sdk.Logger().Info("configured", "identities", len(st.ids.all), "collection_address", cfg.CollectionAddress, "publish", cfg.PublishListen)
 	return nil
 }
@@ -255,7 +274,30 @@ func newState(cfg Config, dir string) (*state, error) {
 			return nil, &sdk.ConfigError{Key: "collection_address", Message: fmt.Sprintf("%q is not a plain mail address", a)}
 		}
 	}
-	st := &state{cfg: cfg, dir: dir, ids: &identities{}, stop: make(chan struct{}), warned: map[string]string{}}
+	manual := false
+	for src, mode := range cfg.Approval {
+		if _, ok := approvalSources[src]; !ok {
+			return nil, &sdk.ConfigError{Key: "approval." + src, Message: "unknown source (harvest, collection, upload)"}
+		}
+		if mode != "auto" && mode != "manual" {
+			return nil, &sdk.ConfigError{Key: "approval." + src, Message: fmt.Sprintf("%q: want \"auto\" or \"manual\"", mode)}
+		}
+		manual = manual || mode == "manual"
+	}
+	if manual {
+		if pa, err := mail.ParseAddress(cfg.ApprovalNotify); err != nil || pa.Address != cfg.ApprovalNotify {
+			return nil, &sdk.ConfigError{Key: "approval_notify", Message: "a plain mail address is required when a source needs manual approval"}
+		}
+	}
+	poll := 30 * time.Second
+	if cfg.ApprovalPoll != "" {
+		d, err := time.ParseDuration(cfg.ApprovalPoll)
+		if err != nil || d <= 0 {
+			return nil, &sdk.ConfigError{Key: "approval_poll", Message: "not a positive duration"}
+		}
+		poll = d
+	}
+	st := &state{cfg: cfg, dir: dir, poll: poll, ids: &identities{}, stop: make(chan struct{}), warned: map[string]string{}}
 	for i, f := range cfg.PublishPGPKeys {
 		data, err := os.ReadFile(resolve(dir, f))
 		if err == nil {
@@ -455,6 +497,9 @@ func (st *state) noCertReason(ctx context.Context, addr string, now time.Time) s
 	}
 	for _, r := range recs {
 		if c, err := r.Cert(); err == nil && CheckCert(c, nil, VerifyOptions{Now: now, From: addr}) == nil {
+			if r.Pending {
+				return "certificate " + r.Fingerprint[:16] + " is waiting for operator approval"
+			}
 			if err := EncryptionUsable(c); err != nil {
 				return "certificate " + r.Fingerprint[:16] + " cannot be used for encryption: " + err.Error()
 			}
@@ -695,10 +740,8 @@ func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader,
 	switch {
 	case res.Signed && res.SigErr == nil:
 		parts = append(parts, "signature=valid; signer="+clean(strings.Join(CertAddresses(res.Signature.Signer), ",")))
-		for _, r := range NewRecords(res.Signature.Signer, res.Signature.Capabilities, "harvest", now) {
-			if err := st.store.Put(ctx, r); err != nil {
-				sdk.Logger().Warn("certificate not stored", "error", err)
-			}
+		if err := st.add(ctx, NewRecords(res.Signature.Signer, res.Signature.Capabilities, "harvest", now), now); err != nil {
+			sdk.Logger().Warn("certificate not stored", "error", err)
 		}
 	case res.Signed:
 		parts = append(parts, "signature=invalid; reason="+clean(res.SigErr.Error()))
@@ -749,8 +792,8 @@ func (st *state) importAttachments(ctx context.Context, msg []byte, now time.Tim
 				sdk.Logger().Info("mailed certificate not imported", "subject", c.Subject.String(), "error", err)
 				continue
 			}
-			for _, r := range NewRecords(c, Capabilities{}, "mail", now) {
-				st.store.Put(ctx, r)
+			if err := st.add(ctx, NewRecords(c, Capabilities{}, "mail", now), now); err != nil {
+				sdk.Logger().Warn("certificate not stored", "error", err)
 			}
 		}
 	})
@@ -881,6 +924,99 @@ func (p *Plugin) publishHandler(st *state) http.Handler {
 
 // expiryLoop emits "smime.cert_expiring" for identities that end within
 // ExpiryWarnDays, once per identity and day, until the state is replaced.
+// needsApproval reports whether certificates from source (a record
+// source) wait for an operator.
+func (st *state) needsApproval(source string) bool {
+	for src, mode := range st.cfg.Approval {
+		if approvalSources[src] == source && mode == "manual" {
+			return true
+		}
+	}
+	return false
+}
+
+// add stores recs (one certificate, its addresses). From a source with
+// manual approval a certificate not seen before is stored pending and
+// reported to the operator; one already approved stays approved.
+func (st *state) add(ctx context.Context, recs []CertRecord, now time.Time) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	pending := st.needsApproval(recs[0].Source)
+	var fresh []string
+	for _, r := range recs {
+		if pending {
+			known := false
+			if old, err := st.store.ForAddress(ctx, r.Address); err == nil {
+				for _, o := range old {
+					known = known || o.Fingerprint == r.Fingerprint
+				}
+			}
+			r.Pending = true
+			if !known {
+				fresh = append(fresh, r.Address)
+			}
+		}
+		if err := st.store.Put(ctx, r); err != nil {
+			return err
+		}
+	}
+	if len(fresh) == 0 || st.host == nil {
+		return nil
+	}
+	r := recs[0]
+	sdk.Logger().Info("certificate waits for approval", "addresses", strings.Join(fresh, ","), "fingerprint", r.Fingerprint, "source", r.Source)
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return st.host.Emit(ectx, sdk.Event{ID: "smime-pending-" + r.Fingerprint[:32], Type: "smime.cert_pending", Time: now,
+		Recipient: fresh[0], Attributes: map[string]string{
+			"notify_to": st.cfg.ApprovalNotify, "addresses": strings.Join(fresh, ","), "subject": r.Subject,
+			"fingerprint": r.Fingerprint, "source": r.Source, "not_after": r.NotAfter.UTC().Format(time.RFC3339),
+		}})
+}
+
+// approvalLoop tells partners whose certificate an operator approved
+// (event smime.cert_activated to the partner's address, mailed by
+// notify) — the CLI only marks the records, being another process.
+func (p *Plugin) approvalLoop(st *state) {
+	t := time.NewTicker(st.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.stop:
+			return
+		case <-t.C:
+		}
+		p.announceActivated(context.Background(), st, p.clock())
+	}
+}
+
+func (p *Plugin) announceActivated(ctx context.Context, st *state, now time.Time) int {
+	if st.host == nil {
+		return 0
+	}
+	recs, err := st.store.TakeActivated(ctx)
+	if err != nil {
+		sdk.Logger().Warn("reading approved certificates", "error", err)
+		return 0
+	}
+	n := 0
+	for _, r := range recs {
+		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := st.host.Emit(ectx, sdk.Event{ID: "smime-activated-" + r.Fingerprint[:32] + "-" + r.Address, Type: "smime.cert_activated", Time: now,
+			Recipient: r.Address, Attributes: map[string]string{"subject": r.Subject, "fingerprint": r.Fingerprint,
+				"not_after": r.NotAfter.UTC().Format(time.RFC3339)}})
+		cancel()
+		if err != nil {
+			sdk.Logger().Warn("activation event not emitted", "address", r.Address, "error", err)
+			continue
+		}
+		sdk.Logger().Info("approved certificate in use", "address", r.Address, "fingerprint", r.Fingerprint)
+		n++
+	}
+	return n
+}
+
 func (p *Plugin) expiryLoop(st *state) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()

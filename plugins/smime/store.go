@@ -25,8 +25,11 @@ type CertRecord struct {
 	DER         []byte
 	GCM         bool   // announced AES-256-GCM in SMIMECapabilities
 	OAEP        bool   // announced RSAES-OAEP
-	Source      string // "harvest", "import", "mail"
+	Source      string // "harvest", "import", "mail", "webmailbox upload"
 	Added       time.Time
+	// Pending: waiting for operator approval (approval = "manual" for its
+	// source); never used for encryption until approved.
+	Pending bool
 }
 
 // Cert parses the record's certificate.
@@ -67,6 +70,13 @@ type Store interface {
 	// (at least 8 hex digits) or whose address is prefix; it returns
 	// how many.
 	Remove(ctx context.Context, prefix string) (int, error)
+	// Approve clears Pending of the records matching key (an address or
+	// 8+ hex digits of a fingerprint) and marks them for an activation
+	// notice; it returns how many it approved.
+	Approve(ctx context.Context, key string) (int, error)
+	// TakeActivated returns the records approved since the last call
+	// (each once) and forgets them.
+	TakeActivated(ctx context.Context) ([]CertRecord, error)
 	Close() error
 }
 
@@ -76,7 +86,7 @@ func Usable(recs []CertRecord, now time.Time) *CertRecord {
 	var best *CertRecord
 	for i := range recs {
 		r := &recs[i]
-		if now.Before(r.NotBefore) || now.After(r.NotAfter) {
+		if r.Pending || now.Before(r.NotBefore) || now.After(r.NotAfter) {
 			continue
 		}
 		if best == nil || r.NotAfter.After(best.NotAfter) {
@@ -116,6 +126,15 @@ func OpenSQLite(path string) (Store, error) {
 		db.Close()
 		return nil, err
 	}
+	// Columns added later (operator approval): stores made before get
+	// them here, every record approved.
+	for _, col := range []string{"pending", "activated"} {
+		if _, err := db.Exec(`ALTER TABLE smime_certs ADD COLUMN ` + col + ` INTEGER NOT NULL DEFAULT 0`); err != nil &&
+			!strings.Contains(err.Error(), "duplicate column") {
+			db.Close()
+			return nil, fmt.Errorf("smime: upgrading the certificate store %s: %w", path, err)
+		}
+	}
 	return &sqliteStore{db: db}, nil
 }
 
@@ -128,16 +147,16 @@ func b2i(b bool) int {
 
 func (s *sqliteStore) Put(ctx context.Context, r CertRecord) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO smime_certs
-		(fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		(fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added, pending)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (fingerprint, address) DO UPDATE SET
-			gcm = MAX(gcm, excluded.gcm), oaep = MAX(oaep, excluded.oaep)`,
+			gcm = MAX(gcm, excluded.gcm), oaep = MAX(oaep, excluded.oaep), pending = MIN(pending, excluded.pending)`,
 		r.Fingerprint, strings.ToLower(r.Address), r.Subject, r.Issuer, r.NotBefore.Unix(), r.NotAfter.Unix(),
-		r.DER, b2i(r.GCM), b2i(r.OAEP), r.Source, r.Added.Unix())
+		r.DER, b2i(r.GCM), b2i(r.OAEP), r.Source, r.Added.Unix(), b2i(r.Pending))
 	return err
 }
 
-const cols = `fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added`
+const cols = `fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added, pending`
 
 func (s *sqliteStore) query(ctx context.Context, q string, args ...any) ([]CertRecord, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
@@ -149,12 +168,12 @@ func (s *sqliteStore) query(ctx context.Context, q string, args ...any) ([]CertR
 	for rows.Next() {
 		var r CertRecord
 		var nb, na, added int64
-		var gcm, oaep int
-		if err := rows.Scan(&r.Fingerprint, &r.Address, &r.Subject, &r.Issuer, &nb, &na, &r.DER, &gcm, &oaep, &r.Source, &added); err != nil {
+		var gcm, oaep, pending int
+		if err := rows.Scan(&r.Fingerprint, &r.Address, &r.Subject, &r.Issuer, &nb, &na, &r.DER, &gcm, &oaep, &r.Source, &added, &pending); err != nil {
 			return nil, err
 		}
 		r.NotBefore, r.NotAfter, r.Added = time.Unix(nb, 0).UTC(), time.Unix(na, 0).UTC(), time.Unix(added, 0).UTC()
-		r.GCM, r.OAEP = gcm != 0, oaep != 0
+		r.GCM, r.OAEP, r.Pending = gcm != 0, oaep != 0, pending != 0
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -185,6 +204,44 @@ func (s *sqliteStore) Remove(ctx context.Context, prefix string) (int, error) {
 	}
 	n, err := res.RowsAffected()
 	return int(n), err
+}
+
+// keyWhere is the WHERE clause for an address or a fingerprint prefix.
+func keyWhere(key string) (string, []any, error) {
+	key = strings.ToLower(strings.TrimSpace(key))
+	switch {
+	case strings.Contains(key, "@"):
+		return `address = ?`, []any{key}, nil
+	case len(key) >= 8 && strings.Trim(key, "0123456789abcdef") == "":
+		return `substr(fingerprint, 1, ?) = ?`, []any{len(key), key}, nil
+	}
+	return "", nil, errors.New("smime: give an address or at least 8 hex digits of a fingerprint")
+}
+
+func (s *sqliteStore) Approve(ctx context.Context, key string) (int, error) {
+	where, args, err := keyWhere(key)
+	if err != nil {
+		return 0, err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE smime_certs SET pending = 0, activated = 1 WHERE pending = 1 AND `+where, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func (s *sqliteStore) TakeActivated(ctx context.Context) ([]CertRecord, error) {
+	recs, err := s.query(ctx, `SELECT `+cols+` FROM smime_certs WHERE activated = 1 ORDER BY address`)
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	for _, r := range recs {
+		if _, err := s.db.ExecContext(ctx, `UPDATE smime_certs SET activated = 0 WHERE fingerprint = ? AND address = ?`, r.Fingerprint, r.Address); err != nil {
+			return nil, err
+		}
+	}
+	return recs, nil
 }
 
 func (s *sqliteStore) Close() error { return s.db.Close() }
