@@ -135,7 +135,7 @@ func TestCLI(t *testing.T) {
 	if _, e, code := cli(t, "", "keys", "export", "--secret", "bob@partner.test", "--data", data); code == 0 || !strings.Contains(e, "no secret key") {
 		t.Errorf("export --secret of a public key: %d %s", code, e)
 	}
-	if _, e, code := cli(t, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbroken\n-----END PGP PUBLIC KEY BLOCK-----\n", "keys", "import", "-", "--data", data); code != 1 || !strings.Contains(e, "no OpenPGP key") {
+	if _, e, code := cli(t, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbroken\n-----END PGP PUBLIC KEY BLOCK-----\n", "keys", "import", "-", "--data", data); code != 1 || !strings.Contains(e, "broken OpenPGP key") {
 		t.Errorf("broken import: %d %s", code, e)
 	}
 	if _, _, code := cli(t, "", "keys", "remove", fpr, "--data", data); code != 0 {
