@@ -259,7 +259,10 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 		rep := dsn.RecipientReport{Addr: r.Addr, ORcpt: r.ORcpt, Status: o.Status, Diagnostic: o.Diagnostic,
 			RemoteMTA: o.RemoteMTA, LastAttempt: now}
 		switch {
-		case o.State == queue.Failed && dsn.Wants(r.Notify, dsn.Failed):
+		case o.State == queue.Failed && (dsn.Wants(r.Notify, dsn.Failed) || isBounce(env)):
+			// A bounce that fails goes to the postmaster whatever its
+			// NOTIFY (ours say NEVER, so that they are never bounced
+			// back to the null sender): notify makes it a double bounce.
 			rep.Action = dsn.Failed
 			failed = append(failed, rep)
 		case o.State == queue.Delivered && !o.DSNPassedOn && dsn.Wants(r.Notify, dsn.Delivered):
@@ -362,6 +365,12 @@ func (w *Workers) expired(env *queue.Envelope, now time.Time) bool {
 // attrDSN marks a message as a DSN; a double bounce is never bounced again.
 const attrDSN = "dsn.kind"
 
+// isBounce reports whether env is a bounce: the null sender.
+func isBounce(env *queue.Envelope) bool {
+	_, ok := dsn.Recipient(env)
+	return !ok
+}
+
 // notify queues a DSN for reps.
 func (w *Workers) notify(env *queue.Envelope, reps []dsn.RecipientReport) error {
 	to, ok := dsn.Recipient(env)
@@ -369,7 +378,12 @@ func (w *Workers) notify(env *queue.Envelope, reps []dsn.RecipientReport) error 
 	if !ok {
 		// A bounce that bounced: the postmaster gets it, once.
 		if env.Attrs[attrDSN] == "double" || w.opt.Postmaster == "" {
-			w.log.Warn("double bounce discarded", "queue_id", env.ID)
+			// Nobody is left to tell: count it and say it loudly.
+			metrics.DoubleBouncesLost.Inc()
+			for _, r := range reps {
+				w.log.Error("double bounce undeliverable; discarded", "queue_id", env.ID, "rcpt", r.Addr,
+					"status", r.Status, "diagnostic", r.Diagnostic, "bounce_of", env.Attrs["dsn.for"])
+			}
 			return nil
 		}
 		to, kind = w.opt.Postmaster, "double"
