@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/posthorn/posthorn/sdk"
 )
@@ -22,3 +23,16 @@ func (d *Daemon) SubmitForTest(env *sdk.Envelope, body string, key string) (stri
 
 // Logger is the daemon's logger.
 func (d *Daemon) Logger() *slog.Logger { return d.log }
+
+// CanHandleForTest asks plugin whether it could encrypt for rcpt (mail from
+// sender), as the policy chain does.
+func (d *Daemon) CanHandleForTest(plugin, sender, rcpt string) bool {
+	if d.plugins == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	env := &sdk.Envelope{MailFrom: sender, Recipients: []sdk.Recipient{{Address: rcpt}}}
+	ans, err := d.plugins.CanHandle(ctx, plugin, env, env.Recipients)
+	return err == nil && len(ans) == 1 && ans[0].CanHandle
+}

@@ -187,11 +187,23 @@ sign = true
 
 	// dave uploads his key in the web mailbox; the pgp plugin takes it from
 	// the event, and his mail leaves encrypted.
+	// (Key generation can outlast the session's idle timeout on a loaded
+	// machine: the mail goes in a new session.)
+	s.Quit()
 	gpg(nil, "--quick-gen-key", "Dave <dave@remote.test>", "default", "default", "never")
 	daveKey := gpg(nil, "--armor", "--export", "dave@remote.test")
 	e.d.EmitForTest(sdk.Event{ID: "up-2", Type: "webmailbox.key_uploaded", Recipient: "dave@remote.test", Sender: "dave@remote.test",
 		SourcePlugin: "webmailbox", Time: time.Now(), Attributes: map[string]string{"kind": "pgp", "fingerprint": "x", "key": string(daveKey)}})
-	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); !e.d.CanHandleForTest("pgp", "alice@example.test", "dave@remote.test"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the pgp plugin never took dave's uploaded key")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s = e.dialTLS(smtpd.Submission)
+	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		t.Fatal(err)
+	}
 	if err := send(s, testUser, []string{"dave@remote.test"}, "From: alice@example.test\r\nTo: dave@remote.test\r\nSubject: for dave\r\n\r\nDave only.\r\n"); err != nil {
 		t.Fatal(err)
 	}
