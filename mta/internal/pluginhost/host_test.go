@@ -284,7 +284,11 @@ func (h *hashReader) Read(p []byte) (int, error) {
 
 func TestLargeMessage(t *testing.T) {
 	const size = 50 << 20
-	h, err := startHost(t, newTestAPI(), []conf.Plugin{pluginConf(t, "big")}, WithMaxMessageSize(60<<20))
+	// 50 MB each way under -race on a busy 2-core machine can outlast the
+	// usual 20 s hook timeout; what is tested here is streaming, not speed.
+	pc := pluginConf(t, "big")
+	pc.Timeout = conf.Duration(2 * time.Minute)
+	h, err := startHost(t, newTestAPI(), []conf.Plugin{pc}, WithMaxMessageSize(60<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
