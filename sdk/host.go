@@ -11,6 +11,8 @@ import (
 	"github.com/posthorn/posthorn/sdk/internal/chunk"
 	pb "github.com/posthorn/posthorn/sdk/proto/posthorn/plugin/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // hostClient is the plugin's side of the Host service: one long-lived
@@ -64,6 +66,9 @@ func (h *hostClient) Submit(ctx context.Context, key string, env *Envelope, body
 	// On a send error the host ended the stream; its reason comes with the
 	// response.
 	resp, err := stream.CloseAndRecv()
+	if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
+		return "", fmt.Errorf("sdk: Host.Submit: %w: %s", ErrUnknownRecipient, st.Message())
+	}
 	if err != nil {
 		return "", fmt.Errorf("sdk: Host.Submit: %w", err)
 	}

@@ -198,4 +198,9 @@ var (
 	// ErrMessageTooLarge is returned when a message exceeds the receiver's
 	// declared limit.
 	ErrMessageTooLarge = errors.New("posthorn: message too large")
+	// ErrUnknownRecipient is returned by Host.Submit when a recipient is
+	// in one of the host's own domains but has no mailbox there (a typo
+	// like "sendr@example.org"); the message was not queued. The error's
+	// text names the address.
+	ErrUnknownRecipient = errors.New("posthorn: unknown recipient")
 )

@@ -68,6 +68,9 @@ type Config struct {
 	// "X-Real-IP"). Empty: the connection's address. Per-IP login limits
 	// need it behind a proxy.
 	ClientIPHeader string `json:"client_ip_header"`
+	// TimeZone for dates on pages and in exports (IANA name); default
+	// "Europe/Berlin".
+	TimeZone string `json:"time_zone"`
 	// Organization is shown in the pages' title.
 	Organization string `json:"organization"`
 	// KDF tunes argon2id (memory in KiB); defaults 2 passes, 64 MiB, 2 threads.
@@ -106,6 +109,7 @@ type settings struct {
 	organization    string
 	clientIPHeader  string
 	kdf             KDFParams
+	loc             *time.Location
 }
 
 func parseDur(key, v, def string) (time.Duration, error) {
@@ -219,6 +223,13 @@ func (c *Config) validate(dataDir string) (*settings, error) {
 		s.defaultLang = c.DefaultLanguage
 	default:
 		return nil, &sdk.ConfigError{Key: "default_language", Message: fmt.Sprintf("%q: want \"de\" or \"en\"", c.DefaultLanguage)}
+	}
+	tz := c.TimeZone
+	if tz == "" {
+		tz = "Europe/Berlin"
+	}
+	if s.loc, err = time.LoadLocation(tz); err != nil {
+		return nil, &sdk.ConfigError{Key: "time_zone", Message: fmt.Sprintf("%q is not a time zone like \"Europe/Berlin\"", tz)}
 	}
 	if c.KDF != nil {
 		s.kdf = KDFParams{Time: c.KDF.Time, MemoryK: c.KDF.MemoryKiB, Threads: c.KDF.Threads}

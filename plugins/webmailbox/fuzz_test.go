@@ -3,6 +3,7 @@ package webmailbox
 import (
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/net/html"
@@ -95,7 +96,7 @@ func FuzzExportPDF(f *testing.F) {
 	f.Add([]byte(testMsg))
 	f.Add([]byte("Subject: =?utf-8?b?5pel5pys6Kqe?=\r\n\r\n\x00\xff\t\t" + strings.Repeat("x", 300)))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		b, err := ExportPDF(raw, "en")
+		b, err := ExportPDF(raw, "en", time.UTC, time.Time{})
 		if err == nil && !strings.HasPrefix(string(b), "%PDF-") {
 			t.Fatal("not a PDF")
 		}

@@ -29,6 +29,10 @@ type fakeHost struct {
 	confs  []sdk.Confirmation
 	// failEmits makes the next n Emit calls fail.
 	failEmits int
+	// unknown lists addresses the host rejects as not existing.
+	unknown map[string]bool
+	// failSubmits makes Submit fail as if the host were down.
+	failSubmits bool
 }
 
 type submission struct {
@@ -44,6 +48,14 @@ func (h *fakeHost) Submit(_ context.Context, key string, env *sdk.Envelope, body
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, r := range env.Recipients {
+		if h.unknown[r.Address] {
+			return "", fmt.Errorf("sdk: Host.Submit: %w: %s: no such user", sdk.ErrUnknownRecipient, r.Address)
+		}
+	}
+	if h.failSubmits {
+		return "", errors.New("sdk: Host.Submit: rpc error: code = Unavailable")
+	}
 	h.subs = append(h.subs, submission{key, env, string(b)})
 	return "Q1", nil
 }

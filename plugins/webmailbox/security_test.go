@@ -273,3 +273,59 @@ func TestPINAndResetAnswerGuessingThrottled(t *testing.T) {
 		t.Errorf("right answer while delayed: %d", r.code)
 	}
 }
+
+// Issue 14.6: a reply to a mistyped address of the organisation (the
+// domain is allowed, the mailbox does not exist) says so and keeps the
+// draft; so does a host that cannot take the message just now.
+func TestReplyToMistypedAddressKeepsTheDraft(t *testing.T) {
+	e, b := loggedIn(t, nil)
+	e.host.unknown = map[string]bool{"sendr@org.example": true}
+	id := msgLinkRE.FindStringSubmatch(b.get("/box/inbox").body)[1]
+	r := b.get("/box/compose?reply=" + id)
+	tok := csrfRE.FindStringSubmatch(r.body)[1]
+	nonce := regexp.MustCompile(`name="nonce" value="([^"]+)"`).FindStringSubmatch(r.body)[1]
+	draft := "My long answer, line one.\nLine two."
+	send := func() resp {
+		return b.post("/box/send", url.Values{"csrf": {tok}, "nonce": {nonce}, "reply": {id}, "to": {"sendr@org.example"}, "subject": {"Re: Quarterly"}, "body": {draft}})
+	}
+	r = send()
+	if r.code != 422 || !strings.Contains(r.body, "this address does not exist") || !strings.Contains(r.body, "sendr@org.example") ||
+		!strings.Contains(r.body, "My long answer, line one.\nLine two.</textarea>") || strings.Contains(r.body, "internal error") {
+		t.Fatalf("reply to a mistyped address: %d %s", r.code, r.body)
+	}
+	e.host.unknown = nil
+	e.host.failSubmits = true
+	r = send()
+	if r.code != 502 || !strings.Contains(r.body, "Your text has been kept") || !strings.Contains(r.body, "Line two.</textarea>") {
+		t.Fatalf("host down: %d %s", r.code, r.body)
+	}
+	if len(e.host.submissions()) != 0 {
+		t.Errorf("something was submitted")
+	}
+}
+
+// Issue 14.6: dates in the reader's language and the configured time
+// zone, not the raw header.
+func TestDatesInLanguageAndTimeZone(t *testing.T) {
+	_, b := loggedIn(t, nil) // bob chose English
+	id := msgLinkRE.FindStringSubmatch(b.get("/box/inbox").body)[1]
+	r := b.get("/box/msg/" + id)
+	// Date: Tue, 24 Nov 2026 09:00:00 +0000 → 10:00 in Berlin.
+	if !strings.Contains(r.body, "<dd>Tue, 24 Nov 2026, 10:00 CET</dd>") || strings.Contains(r.body, "09:00:00 +0000") {
+		t.Errorf("message date not localised: %s", r.body)
+	}
+	if r := b.get("/box/inbox"); !strings.Contains(r.body, "Tue, 24 Nov 2026, 11:00") { // arrived 10:00 UTC
+		t.Errorf("inbox date not localised: %s", r.body)
+	}
+	if got := formatDate(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC), "de", mustLoc(t, "Europe/Berlin"), true); got != "Mi. 01.07.2026, 14:00 CEST" {
+		t.Errorf("German summer date = %q", got)
+	}
+}
+
+func mustLoc(t *testing.T, name string) *time.Location {
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

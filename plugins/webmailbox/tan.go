@@ -16,6 +16,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"codeberg.org/go-pdf/fpdf"
+	"rsc.io/qr"
 )
 
 const tanAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789" // no 0/O, 1/I
@@ -78,20 +81,20 @@ func (sv *Service) IssueTAN(ctx context.Context, addr string, validity time.Dura
 	return tan, sv.link("/activate?t=" + tok), expires, nil
 }
 
-// TANLetter renders the postal letter with the activation link and TAN.
-func TANLetter(lang, org string, postal []string, addr, link, tan string, expires time.Time) ([]byte, error) {
+// Letterhead is what the TAN letter prints at its top: the operator's
+// theming.
+type Letterhead struct {
+	Organization string
+	Contact      string // support contact, e.g. a phone number or address
+	LogoPNG      []byte // optional
+}
+
+// TANLetter renders the postal letter: letterhead, the recipient's postal
+// address, the date, the link as a QR code and as text, and the TAN —
+// the short code to type (12 characters without confusable ones).
+func TANLetter(lang string, head Letterhead, postal []string, addr, link, tan string, issued, expires time.Time, loc *time.Location) ([]byte, error) {
 	pdf, tr := newPDF("TAN")
 	pdf.AddPage()
-	pdf.SetFont("Helvetica", "", 8)
-	if org != "" {
-		pdf.CellFormat(0, 4, tr(org), "", 1, "L", false, 0, "")
-	}
-	pdf.SetY(50)
-	pdf.SetFont("Helvetica", "", 11)
-	for _, l := range postal {
-		pdf.CellFormat(0, 5, tr(l), "", 1, "L", false, 0, "")
-	}
-	pdf.SetY(100)
 	de := lang != "en"
 	pick := func(g, e string) string {
 		if de {
@@ -99,27 +102,66 @@ func TANLetter(lang, org string, postal []string, addr, link, tan string, expire
 		}
 		return e
 	}
-	pdf.SetFont("Helvetica", "B", 12)
+	// Letterhead: logo left, organisation and contact right, a rule.
+	if len(head.LogoPNG) > 0 {
+		opt := fpdf.ImageOptions{ImageType: "PNG", ReadDpi: false}
+		pdf.RegisterImageOptionsReader("logo", opt, bytes.NewReader(head.LogoPNG))
+		if pdf.Ok() {
+			pdf.ImageOptions("logo", 20, 15, 0, 15, false, opt, 0, "")
+		} else {
+			pdf.ClearError() // a broken logo must not stop the letter
+		}
+	}
+	pdf.SetXY(90, 15)
+	pdf.SetFont("go", "B", 13)
+	if head.Organization != "" {
+		pdf.CellFormat(100, 6, tr(head.Organization), "", 2, "R", false, 0, "")
+	}
+	pdf.SetFont("go", "", 9)
+	if head.Contact != "" {
+		pdf.CellFormat(100, 5, tr(head.Contact), "", 2, "R", false, 0, "")
+	}
+	pdf.Line(20, 33, 190, 33)
+	pdf.SetY(50)
+	pdf.SetFont("go", "", 11)
+	for _, l := range postal {
+		pdf.CellFormat(0, 5, tr(l), "", 1, "L", false, 0, "")
+	}
+	pdf.SetY(85)
+	pdf.CellFormat(0, 5, tr(formatLongDate(issued, lang, loc)), "", 1, "R", false, 0, "")
+	pdf.SetY(100)
+	pdf.SetFont("go", "B", 13)
 	pdf.MultiCell(0, 6, tr(pick("Ihre Zugangsdaten für das sichere Postfach", "Your access to the secure mailbox")), "", "L", false)
 	pdf.Ln(4)
-	pdf.SetFont("Helvetica", "", 11)
-	date := expires.Format("02.01.2006")
-	if !de {
-		date = expires.Format("2 January 2006")
-	}
+	pdf.SetFont("go", "", 11)
+	until := formatLongDate(expires, lang, loc)
 	pdf.MultiCell(0, 5.5, tr(pick(
-		"Guten Tag,\n\nfür die Adresse "+addr+" wurde ein sicheres Postfach eingerichtet. Öffnen Sie den folgenden Link, legen Sie Ihr Passwort fest und geben Sie die TAN ein. Die TAN gilt einmal und bis zum "+date+".",
-		"Hello,\n\na secure mailbox has been set up for "+addr+". Open the link below, choose your password and enter the TAN. The TAN can be used once, until "+date+".")), "", "L", false)
+		"Guten Tag,\n\nfür die Adresse "+addr+" wurde ein sicheres Postfach eingerichtet. Scannen Sie den QR-Code mit Ihrem Smartphone oder geben Sie den Link darunter ein, legen Sie Ihr Passwort fest und geben Sie den Code ein. Der Code gilt einmal und bis zum "+until+".",
+		"Hello,\n\na secure mailbox has been set up for "+addr+". Scan the QR code with your phone or type the link below it, choose your password and enter the code. The code can be used once, until "+until+".")), "", "L", false)
 	pdf.Ln(4)
-	pdf.SetFont("Courier", "", 9)
+	y := pdf.GetY()
+	code, err := qr.Encode(link, qr.M)
+	if err != nil {
+		return nil, fmt.Errorf("webmailbox: QR code: %w", err)
+	}
+	code.Scale = 8
+	opt := fpdf.ImageOptions{ImageType: "PNG"}
+	pdf.RegisterImageOptionsReader("qr", opt, bytes.NewReader(code.PNG()))
+	pdf.ImageOptions("qr", 20, y, 40, 40, false, opt, 0, "")
+	pdf.SetXY(66, y+4)
+	pdf.SetFont("go", "", 10)
+	pdf.CellFormat(0, 5, tr(pick("Ihr Code:", "Your code:")), "", 2, "L", false, 0, "")
+	pdf.SetFont("gomono", "B", 20)
+	pdf.CellFormat(0, 11, tan, "", 2, "L", false, 0, "")
+	pdf.SetFont("go", "", 9)
+	pdf.CellFormat(0, 5, tr(pick("Groß- und Kleinschreibung egal, Bindestriche nicht nötig.", "Upper or lower case, dashes not needed.")), "", 2, "L", false, 0, "")
+	pdf.SetY(y + 44)
+	pdf.SetFont("go", "", 9)
+	pdf.MultiCell(0, 5, tr(pick("Link zum Eintippen:", "Link to type:")), "", "L", false)
+	pdf.SetFont("gomono", "", 9)
 	pdf.MultiCell(0, 5, link, "", "L", false)
-	pdf.Ln(4)
-	pdf.SetFont("Helvetica", "", 11)
-	pdf.CellFormat(20, 8, "TAN:", "", 0, "L", false, 0, "")
-	pdf.SetFont("Courier", "B", 16)
-	pdf.CellFormat(0, 8, tan, "", 1, "L", false, 0, "")
 	pdf.Ln(6)
-	pdf.SetFont("Helvetica", "", 10)
+	pdf.SetFont("go", "", 10)
 	pdf.MultiCell(0, 5, tr(pick("Bewahren Sie diesen Brief nicht zusammen mit Ihrem Passwort auf.", "Do not keep this letter together with your password.")), "", "L", false)
 	var buf bytes.Buffer
 	if err := pdf.Output(&buf); err != nil {
@@ -132,7 +174,7 @@ func TANLetter(lang, org string, postal []string, addr, link, tan string, expire
 // TAN and writes the letter as PDF (to -o or stdout).
 func TANCommand(args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "issue" {
-		return errors.New("usage: posthorn-webmailbox tan issue -data DIR -base-url URL [-o letter.pdf] [-lang de|en] [-org NAME] [-postal 'Name|Street|City'] [-valid 720h] ADDR")
+		return errors.New("usage: posthorn-webmailbox tan issue -data DIR -base-url URL [-o letter.pdf] [-lang de|en] [-org NAME] [-contact TEXT] [-logo FILE.png] [-tz ZONE] [-postal 'Name|Street|City'] [-valid 720h] ADDR")
 	}
 	fs := flag.NewFlagSet("tan issue", flag.ContinueOnError)
 	dataDir := fs.String("data", "", "the plugin's data directory (holds webmailbox.db and master.key)")
@@ -141,6 +183,9 @@ func TANCommand(args []string, stdout io.Writer) error {
 	out := fs.String("o", "", "write the letter here instead of stdout")
 	lang := fs.String("lang", "de", "letter language: de or en")
 	org := fs.String("org", "", "sender organisation printed on the letter")
+	contact := fs.String("contact", "", "support contact printed under the organisation")
+	logo := fs.String("logo", "", "PNG logo for the letterhead")
+	tz := fs.String("tz", "Europe/Berlin", "time zone for the letter's dates")
 	postal := fs.String("postal", "", "postal address lines separated by |")
 	valid := fs.Duration("valid", 30*24*time.Hour, "how long link and TAN are valid")
 	reset := fs.String("reset-mode", "question", "the plugin's reset_mode (question or none)")
@@ -184,7 +229,17 @@ func TANCommand(args []string, stdout io.Writer) error {
 	if len(lines) == 0 {
 		lines = []string{normAddr(addr)}
 	}
-	pdf, err := TANLetter(*lang, *org, lines, normAddr(addr), link, tan, exp)
+	loc, err := time.LoadLocation(*tz)
+	if err != nil {
+		return fmt.Errorf("tan issue: -tz %q: %w", *tz, err)
+	}
+	head := Letterhead{Organization: *org, Contact: *contact}
+	if *logo != "" {
+		if head.LogoPNG, err = os.ReadFile(*logo); err != nil {
+			return fmt.Errorf("tan issue: -logo: %w", err)
+		}
+	}
+	pdf, err := TANLetter(*lang, head, lines, normAddr(addr), link, tan, sv.Now(), exp, loc)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func TestTANLetterAndActivation(t *testing.T) {
 	letter := filepath.Join(t.TempDir(), "letter.pdf")
 	var stdout bytes.Buffer
 	err := TANCommand([]string{"issue", "-data", e.dir, "-base-url", "https://mail.example.org/box", "-o", letter,
-		"-org", "Example GmbH", "-postal", "Bob Partner|Hauptstraße 1|10115 Berlin", "Bob@Partner.test"}, &stdout)
+		"-org", "Example GmbH", "-contact", "Support: +49 30 1234-0", "-postal", "Bob Partner|Hauptstraße 1|10115 Berlin", "Bob@Partner.test"}, &stdout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +43,37 @@ func TestTANLetterAndActivation(t *testing.T) {
 	link := regexp.MustCompile(`https://mail\.example\.org/box/activate\?t=[A-Za-z0-9_-]+`).FindString(text)
 	if tan == "" || link == "" || !strings.Contains(text, "Hauptstraße 1") {
 		t.Fatalf("letter text lacks TAN, link or address:\n%s", text)
+	}
+	// Letterhead and date line; the code to type is short and has no
+	// confusable characters.
+	if !regexp.MustCompile(`\n\d{1,2}\. (Januar|Februar|März|April|Mai|Juni|Juli|August|September|Oktober|November|Dezember) 20\d\d\n`).MatchString(text) {
+		t.Errorf("letter has no date line:\n%s", text)
+	}
+	for _, want := range []string{"Example GmbH", "Support: +49 30 1234-0", "Ihr Code:"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("letter lacks %q:\n%s", want, text)
+		}
+	}
+	if code := strings.ReplaceAll(tan, "-", ""); len(code) > 12 || strings.ContainsAny(code, "0O1IL") {
+		t.Errorf("code to type %q: longer than 12 or confusable", code)
+	}
+	// The QR code decodes to the link.
+	if zbar, err := exec.LookPath("zbarimg"); err != nil {
+		t.Log("zbarimg not installed (Debian zbar-tools; .ci/run installs it): QR code not decoded")
+	} else if ppm, err := exec.LookPath("pdftoppm"); err != nil {
+		t.Log("pdftoppm not installed: QR code not decoded")
+	} else {
+		png := filepath.Join(t.TempDir(), "letter")
+		if out, err := exec.Command(ppm, "-png", "-r", "150", "-singlefile", letter, png).CombinedOutput(); err != nil {
+			t.Fatalf("pdftoppm: %v %s", err, out)
+		}
+		out, err := exec.Command(zbar, "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", png+".png").Output()
+		if err != nil {
+			t.Fatalf("zbarimg found no QR code: %v", err)
+		}
+		if got := strings.TrimSpace(string(out)); got != link {
+			t.Errorf("QR code = %q, want %q", got, link)
+		}
 	}
 	u, _ := url.Parse(link)
 	r := b.get(u.Path + "?" + u.RawQuery)

@@ -60,6 +60,8 @@ type page struct {
 	Attachments                           []Attachment
 	To, Subject, Body, Nonce, AllowedList string
 	ReplyID, ForwardID                    string
+
+	loc *time.Location
 }
 
 // T translates a text key.
@@ -75,12 +77,13 @@ func (p *page) throttled(err error) bool {
 	return true
 }
 
-// Date formats a time for the page's language.
-func (p *page) Date(t time.Time) string {
-	if p.Lang == "de" {
-		return t.Format("02.01.2006 15:04")
-	}
-	return t.Format("2 Jan 2006 15:04")
+// Date formats a time in the page's language and time zone.
+func (p *page) Date(t time.Time) string { return formatDate(t, p.Lang, p.loc, false) }
+
+// HeaderDate formats a message's Date header (or, without one, when it
+// arrived) in the page's language and time zone.
+func (p *page) HeaderDate(h string, received time.Time) string {
+	return headerDate(h, received, p.Lang, p.loc)
 }
 
 // session is a logged-in request's state.
@@ -122,6 +125,7 @@ func (sv *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /msg/{id}/html", sv.auth(sv.messageHTML))
 	mux.HandleFunc("GET /msg/{id}/att/{n}", sv.auth(sv.attachment))
 	mux.HandleFunc("GET /msg/{id}/export/{fmt}", sv.auth(sv.export))
+	mux.HandleFunc("GET /msg/{id}/delete", sv.auth(sv.deleteForm))
 	mux.HandleFunc("POST /msg/{id}/delete", sv.auth(sv.deletePost))
 	mux.HandleFunc("GET /compose", sv.auth(sv.composeForm))
 	mux.HandleFunc("POST /send", sv.auth(sv.sendPost))
@@ -239,7 +243,7 @@ func (sv *Service) newPage(w http.ResponseWriter, r *http.Request, se *session) 
 	if r.Method == http.MethodGet && r.URL.RawQuery != "" {
 		back += "?" + r.URL.RawQuery
 	}
-	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed}
+	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed, loc: sv.s.loc}
 	if se != nil {
 		p.Lang, p.CSRF, p.User = se.mb.Language, se.csrf, se.mb.Address
 		if ms, err := sv.store.ListMessages(r.Context(), se.mb.Address, "inbox"); err == nil {
@@ -590,6 +594,12 @@ func (sv *Service) folderPage(folder string) authHandler {
 		}
 		p := sv.newPage(w, r, se)
 		p.Title, p.Folder, p.Messages = p.T(folder), folder, ms
+		switch r.URL.Query().Get("done") { // after a redirect: what just happened
+		case "sent":
+			p.Notice = "sent_ok"
+		case "deleted":
+			p.Notice = "deleted"
+		}
 		p.Used, p.Quota = humanSize(se.mb.UsedBytes), humanSize(sv.s.quota)
 		sv.render(w, http.StatusOK, "folder", p)
 	}
@@ -695,7 +705,7 @@ func (sv *Service) export(w http.ResponseWriter, r *http.Request, se *session) {
 	case "eml":
 		download(w, "message/rfc822", fileBase(m)+".eml", m.Raw)
 	case "pdf":
-		b, err := ExportPDF(m.Raw, se.mb.Language)
+		b, err := ExportPDF(m.Raw, se.mb.Language, sv.s.loc, m.Received)
 		if err != nil {
 			sv.log.Error("pdf export", "error", err)
 			sv.fail(w, r, se, http.StatusInternalServerError, "err_internal")
@@ -715,8 +725,23 @@ func (sv *Service) export(w http.ResponseWriter, r *http.Request, se *session) {
 	}
 }
 
+// deleteForm asks before deleting (no JavaScript: a page of its own).
+func (sv *Service) deleteForm(w http.ResponseWriter, r *http.Request, se *session) {
+	m, ok := sv.loadMessage(w, r, se)
+	if !ok {
+		return
+	}
+	p := sv.newPage(w, r, se)
+	p.Title, p.Msg = p.T("delete_title"), m
+	sv.render(w, http.StatusOK, "delete", p)
+}
+
 func (sv *Service) deletePost(w http.ResponseWriter, r *http.Request, se *session) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	var m *Message
+	if err == nil {
+		m, err = sv.store.GetMessage(r.Context(), se.mb.Address, id)
+	}
 	if err == nil {
 		err = sv.store.DeleteMessage(r.Context(), se.mb.Address, id)
 	}
@@ -724,7 +749,11 @@ func (sv *Service) deletePost(w http.ResponseWriter, r *http.Request, se *sessio
 		sv.fail(w, r, se, http.StatusNotFound, "err_not_found")
 		return
 	}
-	sv.redirect(w, r, "/inbox")
+	folder := "/inbox"
+	if m.Folder == "sent" {
+		folder = "/sent"
+	}
+	sv.redirect(w, r, folder+"?done=deleted")
 }
 
 // --- compose and send -----------------------------------------------------
@@ -838,18 +867,31 @@ func (sv *Service) sendPost(w http.ResponseWriter, r *http.Request, se *session)
 		env.Recipients = append(env.Recipients, sdk.Recipient{Address: a})
 	}
 	qid, err := sv.host.Submit(r.Context(), "webmailbox-send:"+nonce, env, bytes.NewReader(raw))
+	if errors.Is(err, sdk.ErrUnknownRecipient) {
+		// A typo in an allowed domain ("sendr@org"): say so, keep the draft.
+		var bad []string
+		for _, a := range rcpts {
+			if strings.Contains(strings.ToLower(err.Error()), strings.ToLower(a)) {
+				bad = append(bad, a)
+			}
+		}
+		if len(bad) == 0 {
+			bad = rcpts
+		}
+		sv.log.Info("reply to an address that does not exist refused", "mailbox", se.mb.Address, "to", strings.Join(bad, ","))
+		rerender(http.StatusUnprocessableEntity, "err_unknown_recipient", strings.Join(bad, ", "))
+		return
+	}
 	if err != nil {
 		sv.log.Error("submitting a reply", "mailbox", se.mb.Address, "error", err)
-		rerender(http.StatusBadGateway, "err_internal", "")
+		rerender(http.StatusBadGateway, "err_send", "")
 		return
 	}
 	if err := sv.storeSent(r.Context(), se.mb, raw); err != nil {
 		sv.log.Error("keeping a sent copy", "error", err)
 	}
 	sv.log.Info("message sent from the web mailbox", "mailbox", se.mb.Address, "queue_id", qid, "rcpts", len(rcpts))
-	p := sv.newPage(w, r, se)
-	p.Notice = "sent_ok"
-	sv.render(w, http.StatusOK, "plain", p)
+	sv.redirect(w, r, "/inbox?done=sent")
 }
 
 // buildMessage writes a text/plain reply, or a multipart/mixed forward

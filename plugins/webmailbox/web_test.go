@@ -309,8 +309,12 @@ func TestReadReplyDeleteExport(t *testing.T) {
 		t.Errorf("send without csrf: %d", r.code)
 	}
 	r = b.post("/box/send", url.Values{"csrf": {tok}, "nonce": {nonce}, "reply": {id}, "to": {"alice@org.example"}, "subject": {"Re: Quarterly"}, "body": {"Thanks, Alice — received."}})
-	if r.code != 200 || !strings.Contains(r.body, "has been sent") {
-		t.Fatalf("reply: %d %s", r.code, r.body)
+	if r.code != 303 || r.loc != "/box/inbox?done=sent" {
+		t.Fatalf("reply: %d %s %s", r.code, r.loc, r.body)
+	}
+	// Back in the mailbox, with a confirmation.
+	if r := b.get(r.loc); r.code != 200 || !strings.Contains(r.body, `role="status">The message has been sent.`) || !strings.Contains(r.body, "Quarterly figures") {
+		t.Errorf("after sending: %d %s", r.code, r.body)
 	}
 	subs := e.host.submissions()
 	if len(subs) != 1 || subs[0].env.MailFrom != "bob@partner.test" || len(subs[0].env.Recipients) != 1 ||
@@ -330,19 +334,35 @@ func TestReadReplyDeleteExport(t *testing.T) {
 	r = b.get("/box/compose?forward=" + id)
 	nonce2 := regexp.MustCompile(`name="nonce" value="([^"]+)"`).FindStringSubmatch(r.body)[1]
 	r = b.post("/box/send", url.Values{"csrf": {tok}, "nonce": {nonce2}, "forward": {id}, "to": {"Boss <boss@partner.example>"}, "subject": {"Fwd"}, "body": {"see below"}})
-	if r.code != 200 {
+	if r.code != 303 {
 		t.Fatalf("forward: %d %s", r.code, r.body)
 	}
 	if subs := e.host.submissions(); len(subs) != 2 || !strings.Contains(subs[1].body, "message/rfc822") || !strings.Contains(subs[1].body, "SECRETBODY") {
 		t.Errorf("forward submission: %+v", subs[1:])
 	}
 
-	// Delete needs the CSRF token; then the message is gone and the quota freed.
+	// Delete asks first (the message page links to the question), needs
+	// the CSRF token, then confirms; the message is gone.
+	if r := b.get("/box/msg/" + id); !strings.Contains(r.body, `href="/box/msg/`+id+`/delete"`) {
+		t.Errorf("message page has no link to delete")
+	}
+	r = b.get("/box/msg/" + id + "/delete")
+	if r.code != 200 || !strings.Contains(r.body, "<h1>Delete this message?</h1>") || !strings.Contains(r.body, "Quarterly figures") ||
+		!strings.Contains(r.body, `action="/box/msg/`+id+`/delete"`) || !strings.Contains(r.body, `href="/box/msg/`+id+`">Cancel`) {
+		t.Errorf("delete question: %d %s", r.code, r.body)
+	}
+	if r := b.get("/box/msg/" + id); r.code != 200 {
+		t.Errorf("asking deleted the message: %d", r.code)
+	}
 	if r := b.post("/box/msg/"+id+"/delete", nil); r.code != 403 {
 		t.Errorf("delete without csrf: %d", r.code)
 	}
-	if r := b.post("/box/msg/"+id+"/delete", url.Values{"csrf": {tok}}); r.code != 303 {
-		t.Fatalf("delete: %d", r.code)
+	r = b.post("/box/msg/"+id+"/delete", url.Values{"csrf": {tok}})
+	if r.code != 303 || r.loc != "/box/inbox?done=deleted" {
+		t.Fatalf("delete: %d %s", r.code, r.loc)
+	}
+	if r := b.get(r.loc); !strings.Contains(r.body, `role="status">The message has been deleted.`) {
+		t.Errorf("no confirmation after deleting: %s", r.body)
 	}
 	if r := b.get("/box/msg/" + id); r.code != 404 {
 		t.Errorf("deleted message: %d", r.code)

@@ -94,6 +94,8 @@ func hostStatus(err error) error {
 	switch {
 	case errors.Is(err, sdk.ErrMessageTooLarge):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, sdk.ErrUnknownRecipient):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -118,7 +118,7 @@ methods = ["webmailbox"]
 			return os.WriteFile(filepath.Join(out, name+".png"), buf, 0o644)
 		})
 	}
-	var inbox, body, sent string
+	var inbox, body, sent, typo, draft string
 	err = chromedp.Run(ctx,
 		chromedp.Navigate(link),
 		chromedp.WaitVisible(`#pw`, chromedp.ByID),
@@ -141,8 +141,15 @@ methods = ["webmailbox"]
 		clickAndLoad(`a[href*="compose?reply="]`, `#body`),
 		chromedp.SendKeys(`#body`, "Agreed. Signed copy follows.\n", chromedp.ByID),
 		shot("5-reply"),
-		clickAndLoad(`form[action$="/send"] button[type=submit]`, `main`),
-		chromedp.Text(`main`, &sent, chromedp.ByQuery),
+		// A typo in the address (the domain is allowed, the mailbox does
+		// not exist): a clear message, the draft kept.
+		chromedp.SetValue(`#to`, "alcie@example.test", chromedp.ByID),
+		clickAndLoad(`form[action$="/send"] button[type=submit]`, `.error`),
+		chromedp.Text(`.error`, &typo, chromedp.ByQuery),
+		chromedp.Value(`#body`, &draft, chromedp.ByID),
+		chromedp.SetValue(`#to`, "alice@example.test", chromedp.ByID),
+		clickAndLoad(`form[action$="/send"] button[type=submit]`, `.notice`),
+		chromedp.Text(`.notice`, &sent, chromedp.ByQuery),
 	)
 	if err != nil {
 		t.Fatalf("browser: %v", err)
@@ -152,6 +159,12 @@ methods = ["webmailbox"]
 	}
 	if !strings.Contains(body, "Confidential terms.") {
 		t.Errorf("message body: %q", body)
+	}
+	if !strings.Contains(typo, "alcie@example.test") || !strings.Contains(draft, "Agreed. Signed copy follows.") {
+		t.Errorf("reply to a mistyped address: %q, draft %q", typo, draft)
+	}
+	if !strings.Contains(sent, "sent") && !strings.Contains(sent, "gesendet") {
+		t.Errorf("no confirmation after sending: %q", sent)
 	}
 	// The reply reaches alice through Host.Submit and our queue.
 	reply := e.waitMail("example.test", "alice", 1, 20*time.Second)[0]

@@ -18,6 +18,7 @@ import (
 
 	"github.com/posthorn/posthorn/mta/internal/delivery"
 	"github.com/posthorn/posthorn/mta/internal/pluginhost"
+	"github.com/posthorn/posthorn/mta/internal/router"
 	"github.com/posthorn/posthorn/queue"
 	"github.com/posthorn/posthorn/sdk"
 )
@@ -121,6 +122,9 @@ func (a *hostAPI) Submit(ctx context.Context, senv *sdk.Envelope, body io.Reader
 		rcpts = append(rcpts, &queue.Recipient{Addr: r.Address})
 	}
 	rcpts, err := a.d.Router.ExpandRecipients(rcpts)
+	if errors.Is(err, router.ErrNoSuchUser) {
+		return "", fmt.Errorf("%w: %w", sdk.ErrUnknownRecipient, err)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ package main
 import (
 	"fmt"
 	"os"
+	_ "time/tzdata" // time_zone works without the system's zoneinfo
 
 	"github.com/posthorn/posthorn/plugins/webmailbox"
 	"github.com/posthorn/posthorn/sdk"
