@@ -63,10 +63,14 @@ func TestSanitize(t *testing.T) {
 			t.Errorf("%q survived: %s", bad, out)
 		}
 	}
-	for _, good := range []string{"<b>bold</b>", `href="https://ok.example/"`, `rel="noopener noreferrer nofollow"`, `src="data:image/png;base64,AAAA"`, "text &lt;kept&gt;", `alt="p"`} {
+	for _, good := range []string{"<b>bold</b>", `href="https://ok.example/"`, `src="data:image/png;base64,AAAA"`, "text &lt;kept&gt;", `alt="p"`} {
 		if !strings.Contains(out, good) {
 			t.Errorf("%q missing: %s", good, out)
 		}
+	}
+	if rel := regexp.MustCompile(`rel="([^"]*)"`).FindStringSubmatch(out); rel == nil || !strings.Contains(rel[1], "noopener") ||
+		!strings.Contains(rel[1], "noreferrer") || !strings.Contains(rel[1], "nofollow") {
+		t.Errorf("links lack rel=noopener noreferrer nofollow: %s", out)
 	}
 	if got := htmlToText("<p>Hello <b>Bob</b></p><script>x</script><p>Bye</p>"); got != "Hello Bob\n\nBye" {
 		t.Errorf("htmlToText = %q", got)
