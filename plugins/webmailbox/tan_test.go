@@ -54,7 +54,7 @@ func TestTANLetterAndActivation(t *testing.T) {
 			t.Errorf("letter lacks %q:\n%s", want, text)
 		}
 	}
-	if code := strings.ReplaceAll(tan, "-", ""); len(code) > 12 || strings.ContainsAny(code, "0O1IL") {
+	if code := strings.ReplaceAll(tan, "-", ""); len(code) > 12 || strings.ContainsAny(code, "0O1I") {
 		t.Errorf("code to type %q: longer than 12 or confusable", code)
 	}
 	// The QR code decodes to the link.
