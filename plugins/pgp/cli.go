@@ -29,6 +29,9 @@ const usage = `usage: posthorn-pgp keys COMMAND [flags] [args]
   keys list               list every key
   keys show FPR|ADDR      show keys with their user IDs
   keys remove FPR         delete a key
+  keys pending            list partners' keys waiting for approval
+  keys approve FPR        approve a pending key: used from now on, the partner is told
+  keys reject FPR         remove a pending key
   keys export [--secret] FPR|ADDR
                           print the armored public (or secret) key
   keys discover ADDR [--order wkd,keyserver] [--keyserver URL] [--hkp]
@@ -92,7 +95,8 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "posthorn-pgp: no data directory: use --data DIR or set %s\n", DataEnv)
 		return 2
 	}
-	need := map[string]int{"discover": 1, "generate": 1, "import": 1, "list": 0, "show": 1, "remove": 1, "export": 1}
+	need := map[string]int{"discover": 1, "generate": 1, "import": 1, "list": 0, "show": 1, "remove": 1, "export": 1,
+		"pending": 0, "approve": 1, "reject": 1}
 	n, ok := need[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "posthorn-pgp: unknown command %q\n%s", cmd, usage)
@@ -191,6 +195,30 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				}
 			}
 		}
+	case "pending":
+		ks, err := st.List(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		for _, sk := range ks {
+			if sk.Pending {
+				printKey(stdout, sk)
+			}
+		}
+	case "approve":
+		if err := st.Approve(ctx, pos[0]); err != nil {
+			return fail(fmt.Errorf("%s: no pending key with this fingerprint", strings.ToUpper(pos[0])))
+		}
+		fmt.Fprintf(stdout, "approved %s\n", strings.ToUpper(pos[0]))
+	case "reject":
+		sk, err := st.Get(ctx, pos[0])
+		if err != nil || !sk.Pending {
+			return fail(fmt.Errorf("%s: no pending key with this fingerprint", strings.ToUpper(pos[0])))
+		}
+		if err := st.Remove(ctx, sk.Fingerprint); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "rejected %s\n", sk.Fingerprint)
 	case "remove":
 		if err := st.Remove(ctx, pos[0]); err != nil {
 			return fail(err)
@@ -225,6 +253,9 @@ func printKey(w io.Writer, k keystore.Key) {
 	trust := "verified"
 	if !k.Verified {
 		trust = "unverified"
+	}
+	if k.Pending {
+		trust += ",pending"
 	}
 	exp := "never"
 	if !k.Expires.IsZero() {

@@ -19,6 +19,12 @@ import (
 type Keys struct {
 	Store keystore.Store
 	Now   func() time.Time
+	// Manual lists the sources (keystore.Source* or "webmailbox upload")
+	// whose new keys wait for an operator's approval.
+	Manual map[string]bool
+	// OnPending is called after a key new to the store was stored
+	// pending (to tell the operator).
+	OnPending func(ctx context.Context, k keystore.Key)
 
 	mu       sync.Mutex
 	ring     openpgp.EntityList
@@ -81,7 +87,25 @@ func (k *Keys) put(ctx context.Context, e *openpgp.Entity, source string, verifi
 		Fingerprint: fpr, Addresses: addrs, Own: own, Source: source, Verified: verified,
 		Armored: armored, Created: e.PrimaryKey.CreationTime, Expires: pgpmail.Expiry(e, k.now()), Updated: k.now(),
 	}
-	return sk, k.Store.Put(ctx, sk)
+	fresh := false
+	if !own && k.Manual[source] {
+		old, err := k.Store.Get(ctx, fpr)
+		switch {
+		case err == nil:
+			sk.Pending = old.Pending // approved once, approved for good
+		case errors.Is(err, keystore.ErrNotFound):
+			sk.Pending, fresh = true, true
+		default:
+			return keystore.Key{}, err
+		}
+	}
+	if err := k.Store.Put(ctx, sk); err != nil {
+		return sk, err
+	}
+	if fresh && k.OnPending != nil {
+		k.OnPending(ctx, sk)
+	}
+	return sk, nil
 }
 
 // Generate makes and stores a new own key for addr (a mail address). With
@@ -179,6 +203,10 @@ func (k *Keys) publicWhere(ctx context.Context, addr string, ok func(keystore.Ke
 	var why []string
 	for _, sk := range ks {
 		if !ok(sk) {
+			continue
+		}
+		if sk.Pending {
+			why = append(why, fmt.Sprintf("key %s waits for operator approval", short(sk.Fingerprint)))
 			continue
 		}
 		el := entities([]keystore.Key{sk})

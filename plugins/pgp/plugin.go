@@ -89,7 +89,28 @@ type Config struct {
 	ExpiryWarning string `json:"expiry_warning"`
 	// ExpiryNotify receives those mails instead of the key's address.
 	ExpiryNotify string `json:"expiry_notify"`
+	// Approval is, per source of a partner's key, "auto" (used at once,
+	// the default) or "manual" (pending until posthorn-pgp keys
+	// approve): "harvest" (Autocrypt headers and attached keys of
+	// inbound mail) and "upload" (web mailbox). Imported keys and keys
+	// found by WKD or a keyserver are approved.
+	Approval map[string]string `json:"approval"`
+	// ApprovalNotify is the operator's address for pgp.key_pending;
+	// required when a source is manual.
+	ApprovalNotify string `json:"approval_notify"`
+	// ApprovalPoll is how often approvals made with the CLI are picked up
+	// to tell the partner (pgp.key_activated); default "30s".
+	ApprovalPoll string `json:"approval_poll"`
 }
+
+// approvalSources maps the config's sources to key sources.
+var approvalSources = map[string][]string{
+	"harvest": {keystore.SourceAutocrypt, keystore.SourceAttached},
+	"upload":  {sourceUpload},
+}
+
+// sourceUpload is the source of keys uploaded in the web mailbox.
+const sourceUpload = "webmailbox upload"
 
 // KeyFile is one [[plugin.config.key]].
 type KeyFile struct {
@@ -150,7 +171,7 @@ func (p *Plugin) HandleEvent(ctx context.Context, ev sdk.Event) error {
 	if err != nil {
 		return err
 	}
-	if _, err := keys.Import(ctx, []byte(ev.Attributes["key"]), "webmailbox upload", true, []string{ev.Recipient}); err != nil {
+	if _, err := keys.Import(ctx, []byte(ev.Attributes["key"]), sourceUpload, true, []string{ev.Recipient}); err != nil {
 		sdk.Logger().Warn("uploaded key not imported", "mailbox", ev.Recipient, "error", err)
 		return nil
 	}
@@ -204,6 +225,24 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if c.DataDir == "" {
 		return &sdk.ConfigError{Message: "the plugin needs a data directory for its key store"}
 	}
+	manual := map[string]bool{}
+	for src, mode := range cfg.Approval {
+		if _, ok := approvalSources[src]; !ok || (mode != "auto" && mode != "manual") {
+			return &sdk.ConfigError{Key: "approval." + src, Message: "sources harvest and upload, each \"auto\" or \"manual\""}
+		}
+		for _, ks := range approvalSources[src] {
+			manual[ks] = mode == "manual"
+		}
+	}
+	poll, err := parseDur(cfg.ApprovalPoll, 30*time.Second, "approval_poll")
+	if err != nil {
+		return err
+	}
+	for _, m := range manual {
+		if m && !strings.Contains(cfg.ApprovalNotify, "@") {
+			return &sdk.ConfigError{Key: "approval_notify", Message: "an address is required when a source needs manual approval"}
+		}
+	}
 	hc, err := httpClient(cfg, c.DataDir, timeout)
 	if err != nil {
 		return err
@@ -212,7 +251,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if err != nil {
 		return &sdk.ConfigError{Message: "key store: " + err.Error()}
 	}
-	keys := &Keys{Store: st, Now: p.Now}
+	keys := &Keys{Store: st, Now: p.Now, Manual: manual}
 	for i, kf := range cfg.Keys {
 		data, err := os.ReadFile(inDir(c.DataDir, kf.File))
 		if err == nil {
@@ -245,6 +284,16 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	}
 	wctx, stop := context.WithCancel(context.Background())
 	watch := &expiryWatch{keys: keys, host: host, warn: warn, notifyTo: cfg.ExpiryNotify, sent: map[string]bool{}}
+	keys.OnPending = func(ctx context.Context, k keystore.Key) {
+		sdk.Logger().Info("key waits for approval", "fingerprint", k.Fingerprint, "addresses", strings.Join(k.Addresses, ","), "source", k.Source)
+		ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := host.Emit(ectx, sdk.Event{ID: "pgp-pending-" + k.Fingerprint, Type: "pgp.key_pending", Time: keys.now(),
+			Recipient: firstAddress(k.Addresses), Attributes: map[string]string{"notify_to": cfg.ApprovalNotify,
+				"addresses": strings.Join(k.Addresses, ","), "fingerprint": k.Fingerprint, "source": k.Source}}); err != nil {
+			sdk.Logger().Warn("pending-key event not emitted", "fingerprint", k.Fingerprint, "error", err)
+		}
+	}
 	p.mu.Lock()
 	old, oldSrv, oldStop := p.store, p.srv, p.stop
 	p.cfg, p.store, p.keys, p.disc, p.internal, p.srv, p.stop = cfg, st, keys, disc, internal, srv, stop
@@ -254,6 +303,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 		oldStop()
 	}
 	go watch.run(wctx, 12*time.Hour)
+	go announceActivated(wctx, keys, host, poll)
 	if oldSrv != nil {
 		oldSrv.Close()
 	}
@@ -261,6 +311,47 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 		old.Close()
 	}
 	return nil
+}
+
+func firstAddress(as []string) string {
+	if len(as) > 0 {
+		return as[0]
+	}
+	return ""
+}
+
+// announceActivated tells partners whose key an operator approved with
+// the CLI (another process, hence the polling): pgp.key_activated to each
+// address of the key, mailed by notify.
+func announceActivated(ctx context.Context, keys *Keys, host sdk.Host, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ks, err := keys.Store.TakeActivated(ctx)
+		if err != nil {
+			continue
+		}
+		keys.invalidate()
+		for _, k := range ks {
+			for _, a := range k.Addresses {
+				if !strings.Contains(a, "@") {
+					continue
+				}
+				ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				err := host.Emit(ectx, sdk.Event{ID: "pgp-activated-" + k.Fingerprint + "-" + a, Type: "pgp.key_activated", Time: keys.now(),
+					Recipient: a, Attributes: map[string]string{"fingerprint": k.Fingerprint}})
+				cancel()
+				if err != nil {
+					sdk.Logger().Warn("activation event not emitted", "address", a, "error", err)
+				}
+			}
+		}
+	}
 }
 
 type noHost struct{}

@@ -56,6 +56,10 @@ type Key struct {
 	// Updated is when the key was last stored or refreshed (discovery
 	// cache TTL).
 	Updated time.Time
+	// Pending: waiting for operator approval; never used for encryption
+	// until approved. A key approved once stays approved when stored
+	// again.
+	Pending bool
 }
 
 // Store keeps keys. Implementations are safe for concurrent use.
@@ -71,6 +75,12 @@ type Store interface {
 	List(ctx context.Context) ([]Key, error)
 	// Remove deletes the key; ErrNotFound if there is none.
 	Remove(ctx context.Context, fpr string) error
+	// Approve clears Pending of the key and marks it for an activation
+	// notice; ErrNotFound when no pending key has that fingerprint.
+	Approve(ctx context.Context, fpr string) error
+	// TakeActivated returns the keys approved since the last call, each
+	// once.
+	TakeActivated(ctx context.Context) ([]Key, error)
 	Close() error
 }
 
@@ -119,6 +129,14 @@ func New(ctx context.Context, db *sql.DB) (*SQL, error) {
 			return nil, err
 		}
 	}
+	// Columns added later (operator approval); stores made before get
+	// them with every key approved.
+	for _, col := range []string{"pending", "activated"} {
+		_, err := db.ExecContext(ctx, `ALTER TABLE pgp_keys ADD COLUMN `+col+` INTEGER NOT NULL DEFAULT 0`)
+		if err != nil && !strings.Contains(err.Error(), "duplicate column") && !strings.Contains(err.Error(), "already exists") {
+			return nil, err
+		}
+	}
 	return &SQL{db: db}, nil
 }
 
@@ -161,11 +179,12 @@ func (s *SQL) Put(ctx context.Context, k Key) error {
 		return err
 	}
 	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, `INSERT INTO pgp_keys (fingerprint, own, source, verified, armored, created, expires, updated)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	_, err = tx.ExecContext(ctx, `INSERT INTO pgp_keys (fingerprint, own, source, verified, armored, created, expires, updated, pending)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (fingerprint) DO UPDATE SET own = excluded.own, source = excluded.source, verified = excluded.verified,
-		armored = excluded.armored, created = excluded.created, expires = excluded.expires, updated = excluded.updated`,
-		k.Fingerprint, b2i(k.Own), k.Source, b2i(k.Verified), k.Armored, unix(k.Created), unix(k.Expires), unix(k.Updated))
+		armored = excluded.armored, created = excluded.created, expires = excluded.expires, updated = excluded.updated,
+		pending = CASE WHEN pgp_keys.pending = 0 THEN 0 ELSE excluded.pending END`,
+		k.Fingerprint, b2i(k.Own), k.Source, b2i(k.Verified), k.Armored, unix(k.Created), unix(k.Expires), unix(k.Updated), b2i(k.Pending))
 	if err != nil {
 		return err
 	}
@@ -183,19 +202,19 @@ func (s *SQL) Put(ctx context.Context, k Key) error {
 	return tx.Commit()
 }
 
-const cols = `fingerprint, own, source, verified, armored, created, expires, updated`
+const cols = `fingerprint, own, source, verified, armored, created, expires, updated, pending`
 
 func (s *SQL) scan(ctx context.Context, rows *sql.Rows) ([]Key, error) {
 	defer rows.Close()
 	var out []Key
 	for rows.Next() {
 		var k Key
-		var own, verified int
+		var own, verified, pending int
 		var created, expires, updated int64
-		if err := rows.Scan(&k.Fingerprint, &own, &k.Source, &verified, &k.Armored, &created, &expires, &updated); err != nil {
+		if err := rows.Scan(&k.Fingerprint, &own, &k.Source, &verified, &k.Armored, &created, &expires, &updated, &pending); err != nil {
 			return nil, err
 		}
-		k.Own, k.Verified = own != 0, verified != 0
+		k.Own, k.Verified, k.Pending = own != 0, verified != 0, pending != 0
 		k.Created, k.Expires, k.Updated = fromUnix(created), fromUnix(expires), fromUnix(updated)
 		out = append(out, k)
 	}
@@ -290,3 +309,31 @@ func (s *SQL) Remove(ctx context.Context, fpr string) error {
 }
 
 func (s *SQL) Close() error { return s.db.Close() }
+
+func (s *SQL) Approve(ctx context.Context, fpr string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE pgp_keys SET pending = 0, activated = 1 WHERE fingerprint = $1 AND pending = 1`, strings.ToUpper(fpr))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *SQL) TakeActivated(ctx context.Context) ([]Key, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM pgp_keys WHERE activated = 1 ORDER BY fingerprint`)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := s.scan(ctx, rows)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range ks {
+		if _, err := s.db.ExecContext(ctx, `UPDATE pgp_keys SET activated = 0 WHERE fingerprint = $1`, k.Fingerprint); err != nil {
+			return nil, err
+		}
+	}
+	return ks, nil
+}
