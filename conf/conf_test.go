@@ -55,7 +55,7 @@ func TestDefault(t *testing.T) {
 			TLSLevel: TLSMay, Concurrency: 100, PerDomainConcurrency: 20,
 			ConnectTimeout: Duration(30 * time.Second), CommandTimeout: Duration(5 * time.Minute),
 			DataTimeout: Duration(10 * time.Minute), ConnectionReuseTime: Duration(5 * time.Second),
-			MaxMessagesPerConnection: 100, IPv6: true,
+			MaxMessagesPerConnection: 100, IPv6: true, SourceAddress: []string{},
 		},
 		Testing:    Testing{PortMap: map[string]int{}},
 		AuthRes:    AuthRes{Enabled: true, Timeout: Duration(20 * time.Second)},

@@ -2,6 +2,7 @@ package conf
 
 import (
 	"encoding/hex"
+	"net/netip"
 	"strings"
 )
 
@@ -35,6 +36,10 @@ type Outbound struct {
 	CAFile string `toml:"ca_file"`
 	// IPv6 allows connecting to AAAA addresses.
 	IPv6 bool `toml:"ipv6"`
+	// SourceAddress is the local address outbound connections come
+	// from: at most one IPv4 and one IPv6 address (each used for
+	// destinations of its family); empty: the system chooses.
+	SourceAddress []string `toml:"source_address"`
 }
 
 // TLSPolicy is one entry of the per-destination TLS policy map (Postfix's
@@ -75,6 +80,9 @@ type Transport struct {
 	// TLSLevel for this transport; TLSUnset (not given) means the
 	// policy map decides.
 	TLSLevel TLSLevel `toml:"tls_level"`
+	// SourceAddress overrides [outbound] source_address for this
+	// transport (smarthost, lmtp over TCP, mx).
+	SourceAddress []string `toml:"source_address"`
 }
 
 // Testing holds settings meant for tests and demos only.
@@ -108,6 +116,7 @@ func (v *validator) outbound(c *Config) {
 	if o.ConnectionReuseTime < 0 {
 		v.errorf("outbound.connection_reuse_time", "must not be negative")
 	}
+	v.sourceAddress("outbound.source_address", o.SourceAddress)
 
 	seen := map[string]bool{}
 	for i := range c.TLSPolicies {
@@ -178,6 +187,7 @@ func (v *validator) outbound(c *Config) {
 		default:
 			v.errorf(key+".kind", "unknown kind %q (use mx, smarthost, lmtp, maildir or discard)", t.Kind)
 		}
+		v.sourceAddress(key+".source_address", t.SourceAddress)
 		if (t.AuthUser == "") != (t.AuthPasswordFile == "") {
 			v.errorf(key+".auth_user", "auth_user and auth_password_file go together")
 		}
@@ -186,5 +196,26 @@ func (v *validator) outbound(c *Config) {
 		if port < 1 || port > 65535 {
 			v.errorf("testing.port_map."+host, "port %d out of range", port)
 		}
+	}
+}
+
+// sourceAddress checks a source_address list: IP addresses, at most one
+// of each family.
+func (v *validator) sourceAddress(key string, addrs []string) {
+	var v4, v6 int
+	for i, a := range addrs {
+		ip, err := netip.ParseAddr(strings.Trim(a, "[]"))
+		if err != nil || ip.Zone() != "" {
+			v.errorf(indexKey(key, i), "%q is not an IP address", a)
+			continue
+		}
+		if ip.Is4() || ip.Is4In6() {
+			v4++
+		} else {
+			v6++
+		}
+	}
+	if v4 > 1 || v6 > 1 {
+		v.errorf(key, "at most one IPv4 and one IPv6 address")
 	}
 }

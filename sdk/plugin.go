@@ -114,6 +114,11 @@ type Config struct {
 	// DataDir. A plugin never needs connection settings of its own; open
 	// it with sdk/sqldb (protocol minor 3).
 	Database *Database
+	// DNSResolver is the host's DNS resolver, "HOST:PORT" (empty: the
+	// system's). Resolve every name through it, e.g. with
+	// netdial.Dialer{Server: cfg.DNSResolver}, so that the plugin sees
+	// the names the MTA sees.
+	DNSResolver string
 }
 
 // Database is the host's shared PostgreSQL database.

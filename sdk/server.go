@@ -129,7 +129,8 @@ func (p *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 	s.hostMax = hostMax
 	s.mu.Unlock()
 
-	cfg := Config{JSON: req.GetConfigJson(), DataDir: req.GetDataDir(), MaxMessageSize: hostMax, Host: host}
+	cfg := Config{JSON: req.GetConfigJson(), DataDir: req.GetDataDir(), MaxMessageSize: hostMax, Host: host,
+		DNSResolver: req.GetDnsResolver()}
 	if d := req.GetDatabase(); d != nil && d.GetDsn() != "" {
 		cfg.Database = &Database{DSN: d.GetDsn(), MaxConns: int(d.GetMaxConns()), TLS: d.GetTls(), CAFile: d.GetCaFile()}
 	}

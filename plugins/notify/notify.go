@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/netdial"
 )
 
 // Version is the plugin's version.
@@ -109,7 +110,7 @@ func (p *Plugin) Configure(_ context.Context, c sdk.Config) error {
 	if err := c.Decode(&cfg); err != nil {
 		return err
 	}
-	st, err := newState(cfg, c.DataDir)
+	st, err := newState(cfg, c.DataDir, c.DNSResolver)
 	if err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func resolve(dataDir, p string) string {
 	return filepath.Join(dataDir, p)
 }
 
-func newState(cfg Config, dataDir string) (*state, error) {
+func newState(cfg Config, dataDir, dnsResolver string) (*state, error) {
 	if cfg.From == "" {
 		return nil, &sdk.ConfigError{Key: "from", Message: "must be set: the address notifications come from"}
 	}
@@ -157,7 +158,7 @@ func newState(cfg Config, dataDir string) (*state, error) {
 	}
 	st := &state{cfg: cfg, templates: tm}
 	for i, w := range cfg.Webhooks {
-		h, err := newWebhook(w, dataDir)
+		h, err := newWebhook(w, dataDir, dnsResolver)
 		if err != nil {
 			var ce *sdk.ConfigError
 			if errors.As(err, &ce) {
@@ -221,9 +222,12 @@ func (p *Plugin) HandleEvent(ctx context.Context, ev sdk.Event) error {
 }
 
 // httpClient is the webhook client: no redirects (the signature is for
-// the configured URL only).
-func httpClient(timeout time.Duration) *http.Client {
+// the configured URL only); names are looked up through the host's
+// resolver (dnsResolver, "" for the system's).
+func httpClient(timeout time.Duration, dnsResolver string) *http.Client {
+	d := &netdial.Dialer{Server: dnsResolver, Timeout: timeout}
 	return &http.Client{
+		Transport:     &http.Transport{DialContext: d.DialContext, TLSHandshakeTimeout: timeout, ForceAttemptHTTP2: true},
 		Timeout:       timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}

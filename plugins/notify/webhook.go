@@ -35,7 +35,7 @@ type webhook struct {
 	attempts int
 }
 
-func newWebhook(w WebhookConfig, dataDir string) (*webhook, error) {
+func newWebhook(w WebhookConfig, dataDir, dnsResolver string) (*webhook, error) {
 	u, err := url.Parse(w.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &sdk.ConfigError{Key: "url", Message: fmt.Sprintf("%q is not an http or https URL", w.URL)}
@@ -71,7 +71,7 @@ func newWebhook(w WebhookConfig, dataDir string) (*webhook, error) {
 	if len(events) == 0 {
 		events = []string{"*"}
 	}
-	return &webhook{url: w.URL, events: events, secret: []byte(secret), client: httpClient(timeout), attempts: attempts}, nil
+	return &webhook{url: w.URL, events: events, secret: []byte(secret), client: httpClient(timeout, dnsResolver), attempts: attempts}, nil
 }
 
 // Payload is the JSON body of a webhook request.

@@ -191,6 +191,10 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if err := c.Decode(&cfg); err != nil {
 		return err
 	}
+	if cfg.DNSResolver == "" {
+		// The host's [dns] resolver, handed over at Configure.
+		cfg.DNSResolver = c.DNSResolver
+	}
 	if len(cfg.Discovery) == 0 {
 		cfg.Discovery = []string{StepLocal, StepWKD, StepKeyserver, StepAutocrypt}
 	}

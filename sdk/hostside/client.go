@@ -67,6 +67,9 @@ type Options struct {
 	// longer than ~104 bytes fail, so keep it short. Default: the plugin's
 	// os.TempDir().
 	SocketDir string
+	// DNSResolver is the host's resolver ("HOST:PORT"), handed to the
+	// plugin at Configure (sdk.Config.DNSResolver). Empty: the system's.
+	DNSResolver string
 }
 
 // Client is a running plugin. Its methods are safe for concurrent use.
@@ -276,6 +279,7 @@ func (c *Client) Configure(ctx context.Context, cfgJSON []byte, dataDir string, 
 		DataDir:           dataDir,
 		HostBrokerId:      id,
 		HostProtocolMinor: sdk.ProtocolMinor,
+		DnsResolver:       c.opts.DNSResolver,
 	}
 	if c.opts.MaxMessageSize > 0 {
 		req.MaxMessageSize = uint64(c.opts.MaxMessageSize)

@@ -452,6 +452,20 @@ func TestDatabase(t *testing.T) {
 	}
 }
 
+// TestConfigureDNSResolver: the host's resolver reaches the plugin in its
+// configuration (sdk.Config.DNSResolver).
+func TestConfigureDNSResolver(t *testing.T) {
+	ctx := context.Background()
+	f := start(t, hostside.Options{DNSResolver: "127.0.0.1:5353"})
+	if err := f.c.Configure(ctx, []byte(`{"want_dns_resolver": "127.0.0.1:5353"}`), t.TempDir(), f.host); err != nil {
+		t.Fatal(err)
+	}
+	g := start(t, hostside.Options{})
+	if err := g.c.Configure(ctx, []byte(`{"want_dns_resolver": "127.0.0.1:5353"}`), t.TempDir(), g.host); err == nil {
+		t.Fatal("no resolver handed over, but the plugin saw one")
+	}
+}
+
 func TestChecksum(t *testing.T) {
 	bin := binary(t)
 	data, err := os.ReadFile(bin)

@@ -36,6 +36,8 @@ commands:
   tls tlsa [-c FILE]              the TLSA record (3 1 1) of our certificate
   tls explain [-c FILE] DOMAIN [--sender ADDR] [--probe]
                                   which TLS level applies to DOMAIN, and why
+  tls report [-c FILE] [--day DATE] [--dry-run]
+                                  send a day's TLS reports (RFC 8460) now, or print them
 `
 
 func main() {

@@ -41,6 +41,9 @@ type Request struct {
 	Notify []string `json:"notify,omitempty"`
 	Ret    string   `json:"ret,omitempty"`
 	EnvID  string   `json:"envid,omitempty"`
+
+	// Day is a UTC day, "2006-01-02" (tls-report).
+	Day string `json:"day,omitempty"`
 }
 
 // Response carries the result of a command.
@@ -53,6 +56,8 @@ type Response struct {
 	Done     int               `json:"done,omitempty"`
 	Plugins  json.RawMessage   `json:"plugins,omitempty"`
 	QueueID  string            `json:"queue_id,omitempty"`
+	// Data is the answer of a command in Commands.
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // Queue is what the control socket needs of the spool.
@@ -78,6 +83,9 @@ type Server struct {
 	Extra map[string]func() (json.RawMessage, error)
 	// Submit queues a message for "submit"; nil refuses submissions.
 	Submit func(req Request, body io.Reader) (string, error)
+	// Commands answer further commands that take the request (e.g.
+	// "tls-report"); the answer goes into Response.Data.
+	Commands map[string]func(Request) (json.RawMessage, error)
 }
 
 // Listen creates the socket at path (replacing a stale one).
@@ -215,6 +223,13 @@ func (s *Server) do(req Request) Response {
 			return errResp(err)
 		}
 		return Response{Plugins: raw}
+	}
+	if f, ok := s.Commands[req.Cmd]; ok {
+		raw, err := f(req)
+		if err != nil {
+			return errResp(err)
+		}
+		return Response{Data: raw}
 	}
 	return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/json"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -201,6 +202,9 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		cs.Submit = d.submit
 		cs.Extra["plugins"] = d.pluginStatus
 		cs.Extra["reload"] = d.reloadCommand
+		cs.Commands = map[string]func(control.Request) (json.RawMessage, error){
+			"tls-report": func(req control.Request) (json.RawMessage, error) { return tlsReportNow(d.gen.Load().rpt, req.Day) },
+		}
 		d.control = cs
 	}
 	if err := d.startSTSPub(g); err != nil {
@@ -216,7 +220,8 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	}
 	d.hostAPI = api
 	d.plugins = pluginhost.New(cfg.Plugins, api, log.With("component", "plugins"),
-		pluginhost.WithMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes()), pluginhost.WithDatabase(cfg.Database))
+		pluginhost.WithMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes()), pluginhost.WithDatabase(cfg.Database),
+		pluginhost.WithDNSResolver(g.resolver.Server()))
 	if err := d.plugins.Start(context.Background()); err != nil {
 		return d, err
 	}
@@ -790,25 +795,117 @@ func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger) (*mta
 		pool.AppendCertsFromPEM(pem)
 		roots = pool
 	}
+	// The policy host is looked up through [dns] resolver like every
+	// other name (never the system's resolver).
 	opts := mtasts.Options{Resolver: res, RootCAs: roots, CacheDir: cfg.MTASTS.CacheDir,
-		RefreshInterval: cfg.MTASTS.Refresh.D(), Logger: log}
-	if len(cfg.Testing.PortMap) > 0 {
-		// Tests: policy hosts are on loopback at the port mapped for
-		// "mta-sts.DOMAIN" (or 443).
-		opts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, port, _ := net.SplitHostPort(addr)
-			if p, ok := cfg.Testing.PortMap[host]; ok {
-				port = fmt.Sprint(p)
-			}
-			ips, _, err := res.IP(ctx, host)
-			if err != nil {
+		RefreshInterval: cfg.MTASTS.Refresh.D(), Logger: log, DialContext: resolverDial(cfg, res)}
+	return mtasts.New(opts)
+}
+
+// resolverDial connects to HOST:PORT with HOST looked up through the
+// configured resolver ([dns] resolver): an IP literal, localhost or a
+// name from /etc/hosts without DNS, else A (and AAAA with [outbound]
+// ipv6) from the resolver. Connections come from [outbound]
+// source_address. testing.port_map may move a host to another port
+// (tests).
+func resolverDial(cfg *conf.Config, res *resolver.Resolver) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if p, ok := cfg.Testing.PortMap[strings.ToLower(host)]; ok {
+			port = fmt.Sprint(p)
+		}
+		ips := resolver.StaticAddrs(host)
+		if len(ips) == 0 {
+			if ips, err = res.Addrs(ctx, host, cfg.Outbound.IPv6); err != nil {
 				return nil, err
 			}
-			var dl net.Dialer
-			return dl.DialContext(ctx, network, net.JoinHostPort(ips[0].String(), port))
 		}
+		var errs []error
+		for _, ip := range ips {
+			if ip.To4() == nil && !cfg.Outbound.IPv6 {
+				continue
+			}
+			d := net.Dialer{Timeout: cfg.Outbound.ConnectTimeout.D()}
+			for _, a := range cfg.Outbound.SourceAddress {
+				if la := net.ParseIP(strings.Trim(a, "[]")); la != nil && (la.To4() == nil) == (ip.To4() == nil) {
+					d.LocalAddr = &net.TCPAddr{IP: la}
+				}
+			}
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("%s: no usable address", host)
+		}
+		return nil, errors.Join(errs...)
 	}
-	return mtasts.New(opts)
+}
+
+// ParseReportDay reads a --day argument ("2006-01-02", UTC); empty means
+// yesterday, the last whole day.
+func ParseReportDay(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return now.UTC().AddDate(0, 0, -1).Truncate(24 * time.Hour), nil
+	}
+	d, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("day %q: want YYYY-MM-DD", s)
+	}
+	return d, nil
+}
+
+// tlsReportNow sends the TLS reports of a day at once (control command
+// "tls-report", `posthorn tls report`) and returns the domains sent to.
+func tlsReportNow(rpt *tlsrpt.Recorder, day string) (json.RawMessage, error) {
+	if rpt == nil {
+		return nil, errors.New("TLS reporting is off ([tls_rpt] enabled = false)")
+	}
+	d, err := ParseReportDay(day, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sent, err := rpt.SendDayNow(ctx, d)
+	if sent == nil {
+		sent = []string{}
+	}
+	raw, _ := json.Marshal(sent)
+	return raw, err
+}
+
+// TLSReports builds, without sending, the TLS reports (RFC 8460) of day
+// from the recorded attempts in [tls_rpt] state_dir: what `posthorn tls
+// report --dry-run` prints. It needs no running daemon.
+func TLSReports(cfg *conf.Config, day time.Time) ([]*tlsrpt.Report, error) {
+	if cfg.TLSRPT.StateDir == "" {
+		return nil, errors.New("no [tls_rpt] state_dir")
+	}
+	rec, err := tlsrpt.New(tlsrpt.Options{Dir: cfg.TLSRPT.StateDir, OrganizationName: cfg.TLSRPT.OrganizationName,
+		ContactInfo: cfg.TLSRPT.ContactInfo, Submitter: cfg.Hostname, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Close()
+	domains, err := rec.Domains(day)
+	if err != nil {
+		return nil, err
+	}
+	var out []*tlsrpt.Report
+	for _, d := range domains {
+		rep, err := rec.Report(day, d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rep)
+	}
+	return out, nil
 }
 
 // newTLSRPT makes the TLS-RPT recorder, or nil when [tls_rpt] is off.
@@ -820,6 +917,9 @@ func (d *Daemon) newTLSRPT(cfg *conf.Config, res *resolver.Resolver) (*tlsrpt.Re
 	return tlsrpt.New(tlsrpt.Options{
 		Dir: cfg.TLSRPT.StateDir, OrganizationName: cfg.TLSRPT.OrganizationName, ContactInfo: cfg.TLSRPT.ContactInfo,
 		Submitter: cfg.Hostname, Resolver: res, Logger: d.log.With("component", "tls-rpt"),
+		// https: reporting URIs are looked up through [dns] resolver too.
+		HTTPClient: &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: resolverDial(cfg, res),
+			TLSHandshakeTimeout: 30 * time.Second, ForceAttemptHTTP2: true}},
 		Submit: func(to string, msg []byte) error {
 			env := &queue.Envelope{ID: d.Queue.NewID(), From: "postmaster@" + cfg.Hostname,
 				Recipients: []*queue.Recipient{{Addr: to, Notify: []string{"NEVER"}}}, ClientAddr: "tls-rpt"}

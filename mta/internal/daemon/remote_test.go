@@ -116,7 +116,7 @@ func TestTLSExplain(t *testing.T) {
 		t.Fatalf("%+v", ex)
 	}
 	h := ex.Hosts[0]
-	if h.Policy.Level.String() != "dane-only" || !strings.Contains(h.DANE, "dane: 1 usable TLSA") || !strings.HasPrefix(h.Probe, "ok: TLSv1.3") ||
+	if h.Effective.Level.String() != "dane-only" || !h.Effective.DANE || !strings.Contains(h.DANE, "dane: 1 usable TLSA") || !strings.HasPrefix(h.Probe, "ok: TLSv1.3") ||
 		!strings.Contains(h.Probe, "verified=dane-usage-3") {
 		t.Fatalf("host: %+v", h)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -109,12 +110,12 @@ func (t *LocalTransport) lmtp(ctx context.Context, env *queue.Envelope, target s
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
-	return DeliverLMTP(ctx, env, target, idx, body, t.Hostname, timeout)
+	return DeliverLMTP(ctx, env, target, idx, body, t.Hostname, timeout, nil)
 }
 
 // DeliverLMTP hands recipients idx of env to an LMTP server (RFC 2033)
 // in one transaction and maps its per-recipient replies to outcomes.
-func DeliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []int, body Body, lhlo string, timeout time.Duration) map[int]Outcome {
+func DeliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []int, body Body, lhlo string, timeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) map[int]Outcome {
 	out := map[int]Outcome{}
 	fail := func(o Outcome) map[int]Outcome {
 		for _, i := range idx {
@@ -138,6 +139,7 @@ func DeliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []
 		EightBit: strings.EqualFold(env.BodyType, "8BITMIME"),
 		SMTPUTF8: env.SMTPUTF8,
 		Timeout:  timeout,
+		Dial:     dial,
 	}, rc)
 	if err != nil {
 		return fail(Deferred("4.4.1", "x-posthorn; LMTP "+target+": "+errString(err)))

@@ -38,6 +38,10 @@ type Options struct {
 	// Timeout limits each command and the transfer of the message
 	// (DefaultTimeout when zero). The deadline of ctx always applies too.
 	Timeout time.Duration
+	// Dial connects to the server ("tcp" HOST:PORT or "unix" path); nil
+	// means a plain net.Dialer. The MTA passes one that resolves HOST
+	// through its configured resolver and binds the source address.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Result is the outcome for one recipient.
@@ -92,7 +96,11 @@ func Deliver(ctx context.Context, target string, from string, rcpts []string, op
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, timeout)
-	conn, err := (&net.Dialer{}).DialContext(dctx, network, addr)
+	dial := opts.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	conn, err := dial(dctx, network, addr)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("lmtp: %w", err)

@@ -150,6 +150,7 @@ type options struct {
 	eventAttempts  int
 	startTimeout   time.Duration
 	database       *sdk.Database
+	dnsResolver    string
 }
 
 // WithDatabase hands the shared [database] to every plugin at Configure
@@ -162,6 +163,10 @@ func WithDatabase(d conf.Database) Option {
 		}
 	}
 }
+
+// WithDNSResolver hands the host's DNS resolver ("HOST:PORT") to every
+// plugin at Configure, so that plugins look names up where the MTA does.
+func WithDNSResolver(addr string) Option { return func(o *options) { o.dnsResolver = addr } }
 
 // WithMaxMessageSize limits what plugins may hand back (replacements,
 // transformed outputs, submissions); use [smtp] max_message_size.

@@ -186,6 +186,7 @@ func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, er
 		MaxMessageSize: p.h.opts.maxMessageSize,
 		SocketDir:      p.h.opts.socketDir,
 		Database:       p.h.opts.database,
+		DNSResolver:    p.h.opts.dnsResolver,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/textproto"
 	"strings"
 	"time"
@@ -60,84 +61,135 @@ func tlsRequiredNo(body delivery.Body) bool {
 	return strings.EqualFold(strings.TrimSpace(h.Get("TLS-Required")), "no")
 }
 
-// stsPolicy looks up the MTA-STS policy of domain (RFC 8461).
-func (t *Transport) stsPolicy(ctx context.Context, domain string) (*mtasts.Policy, error) {
+// stsInfo is what the recipient domain's MTA-STS says, for one delivery.
+type stsInfo struct {
+	policy *mtasts.Policy        // the policy in use (fetched or cached), nil if none
+	state  mtasts.PolicyState    // where it came from
+	err    error                 // a failed discovery or fetch
+	domain string
+}
+
+// hostState is the MTA-STS input for one MX host.
+func (s stsInfo) hostState(host string) tlspolicy.STSState {
+	switch {
+	case s.policy != nil && s.policy.Mode == mtasts.Enforce:
+		if s.policy.Matches(host) {
+			return tlspolicy.STSEnforce
+		}
+		return tlspolicy.STSEnforceNotListed
+	case s.policy != nil && s.policy.Mode == mtasts.Testing:
+		return tlspolicy.STSTesting
+	case s.policy == nil && s.state == mtasts.FetchFailed:
+		return tlspolicy.STSFetchFailed
+	}
+	return tlspolicy.STSNone
+}
+
+// describe says in words what MTA-STS gives (for explain and logs).
+func (s stsInfo) describe() string {
+	p := s.policy
+	switch {
+	case p != nil:
+		from := "fetched"
+		if s.state == mtasts.Cached {
+			from = "cached"
+		}
+		line := fmt.Sprintf("MTA-STS: mode %s, mx %s, id %s (%s %s ago, expires in %s)",
+			p.Mode, strings.Join(p.MX, " "), p.ID, from, p.Age().Round(time.Second), time.Until(p.Expires()).Round(time.Second))
+		if s.state == mtasts.CachedFallback {
+			line += "; the cached policy is used because discovery or a refetch failed (RFC 8461 §5.1): " + oneLine(s.err)
+		}
+		return line
+	case s.state == mtasts.FetchFailed:
+		return "MTA-STS: a policy is announced (_mta-sts TXT record) but could not be fetched, and none is cached: " + oneLine(s.err) +
+			"; delivering as without MTA-STS (RFC 8461 §3.3), reported to TLS-RPT as sts-policy-fetch-error"
+	case s.err != nil:
+		return "MTA-STS: no policy (discovery failed: " + oneLine(s.err) + ")"
+	}
+	return "MTA-STS: no policy (no _mta-sts TXT record)"
+}
+
+// stsLookup looks up the MTA-STS policy of domain (RFC 8461): a policy of
+// mode none counts as none; a fetch failure with nothing cached is
+// kept apart from "no policy" (§3.3, §5).
+func (t *Transport) stsLookup(ctx context.Context, domain string) stsInfo {
+	info := stsInfo{domain: domain}
 	if t.sts == nil {
-		return nil, nil
+		return info
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	p, state, err := t.sts.Lookup(cctx, domain)
-	switch {
-	case p == nil || state == mtasts.NoPolicy:
-		return nil, nil
-	case state == mtasts.FetchFailed:
-		return nil, err
-	case p.Mode == mtasts.None:
-		return nil, nil
+	info.state, info.err = state, err
+	if p != nil && p.Mode != mtasts.None && (state == mtasts.Fetched || state == mtasts.Cached || state == mtasts.CachedFallback) {
+		info.policy = p
 	}
-	return p, nil
+	return info
 }
 
-// applySTS narrows MX hosts to those an enforced MTA-STS policy names and
-// demands verify (PKIX, the MX host name) for them (RFC 8461 §4, §5).
-// In testing mode nothing changes; failures are only reported.
-func applySTS(p *mtasts.Policy, cands []candidate) ([]candidate, *attemptError) {
-	if p == nil || p.Mode != mtasts.Enforce {
-		return cands, nil
-	}
-	var keep []candidate
-	for _, c := range cands {
-		if p.Matches(c.host) {
-			keep = append(keep, c)
-		}
-	}
-	if len(keep) == 0 {
-		return nil, tempErr("4.7.5", "MTA-STS: no MX host matches the enforced policy of %s (mx: %s)", p.Domain, strings.Join(p.MX, ", "))
-	}
-	return keep, nil
-}
-
-// stsHostPolicy is the level MTA-STS asks of a host.
-func stsHostPolicy(p *mtasts.Policy) tlspolicy.Policy {
-	return tlspolicy.Policy{Level: tlspolicy.Verify, Match: []string{"hostname"}, Source: "MTA-STS policy (" + string(p.Mode) + ") of " + p.Domain}
-}
-
-// record notes an attempt for TLS-RPT.
-func (t *Transport) record(domain, mxHost, addr string, p tlspolicy.Policy, dr *dane.Result, sts *mtasts.Policy, aerr *attemptError) {
+// record notes an attempt for TLS-RPT (RFC 8460). Failures that only our
+// own side demanded (a secure alias's level, the operator's policy map,
+// REQUIRETLS) are not the recipient's to hear about and are left out; a
+// failed MTA-STS fetch is always a failure (sts-policy-fetch-error); a
+// failed or bogus DANE lookup is dnssec-invalid under the tlsa policy.
+func (t *Transport) record(domain, mxHost string, a attemptInfo, aerr *attemptError) {
 	if t.rpt == nil {
 		return
 	}
-	a := tlsrpt.Attempt{Time: time.Now(), Domain: domain, PolicyType: tlsrpt.PolicyNone, ReceivingMXHostname: mxHost, Success: aerr == nil}
-	if host, _, ok := strings.Cut(addr, ":"); ok {
-		a.ReceivingIP = host
+	at := tlsrpt.Attempt{Time: time.Now(), Domain: domain, PolicyType: tlsrpt.PolicyNone, ReceivingMXHostname: mxHost,
+		Success: aerr == nil, SendingMTAIP: a.localIP}
+	if host, _, err := net.SplitHostPort(a.addr); err == nil {
+		at.ReceivingIP = host
 	}
+	dr, sts := a.dane, a.sts
 	switch {
-	case dr != nil:
-		a.PolicyType, a.PolicyDomain = tlsrpt.PolicyTLSA, dr.Base
+	case dr != nil && dr.State == dane.Authenticate, dr != nil && dr.State == dane.Unusable, dr != nil && dr.State == dane.Indeterminate:
+		at.PolicyType, at.PolicyDomain = tlsrpt.PolicyTLSA, dr.Base
 		for _, r := range dr.Records {
-			a.PolicyString = append(a.PolicyString, strings.TrimSpace(strings.Join(strings.Fields(r.String())[4:], " ")))
+			at.PolicyString = append(at.PolicyString, strings.TrimSpace(strings.Join(strings.Fields(r.String())[4:], " ")))
 		}
-	case sts != nil:
-		a.PolicyType, a.PolicyString, a.MXHost = tlsrpt.PolicySTS, sts.Strings(), sts.MX
+	case sts.policy != nil || sts.state == mtasts.FetchFailed:
+		at.PolicyType = tlsrpt.PolicySTS
+		if sts.policy != nil {
+			at.PolicyString, at.MXHost = sts.policy.Strings(), sts.policy.MX
+		}
 	}
 	if aerr != nil {
-		switch {
-		case aerr.status == "4.7.4":
-			a.Result = tlsrpt.StartTLSNotSupported
-		case aerr.cause != nil:
-			a.Result = tlsrpt.Classify(aerr.cause)
-		default:
-			a.Result = tlsrpt.ValidationFailure
+		if aerr.ours {
+			return // our own demand, not the recipient's policy
 		}
-		a.AdditionalInfo = aerr.diag
+		switch {
+		case aerr.dnssec:
+			at.Result = tlsrpt.DNSSECInvalid
+		case aerr.status == "4.7.4":
+			at.Result = tlsrpt.StartTLSNotSupported
+		case aerr.cause != nil:
+			at.Result = tlsrpt.Classify(aerr.cause)
+		default:
+			at.Result = tlsrpt.ValidationFailure
+		}
+		at.AdditionalInfo = aerr.diag
 		if !strings.HasPrefix(aerr.status, "4.7") && !strings.HasPrefix(aerr.status, "5.7") {
 			return // not a TLS matter (refused connection, 4xx greeting)
 		}
 	}
-	if err := t.rpt.Record(a); err != nil {
+	if at.PolicyType == tlsrpt.PolicySTS && sts.policy == nil && sts.state == mtasts.FetchFailed {
+		at.Success, at.Result = false, tlsrpt.Classify(sts.err)
+		if at.Result == tlsrpt.ValidationFailure || at.Result == "" {
+			at.Result = tlsrpt.STSPolicyFetchError
+		}
+		at.AdditionalInfo = oneLine(sts.err)
+	}
+	if err := t.rpt.Record(at); err != nil {
 		t.log.Warn("TLS-RPT: could not record the attempt", "err", err)
 	}
+}
+
+// attemptInfo is what TLS-RPT needs to know of one attempt.
+type attemptInfo struct {
+	addr, localIP string
+	dane          *dane.Result
+	sts           stsInfo
 }
 
 // finalForAlias turns a TLS failure of a secure-alias sender's mail into a

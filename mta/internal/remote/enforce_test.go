@@ -93,14 +93,25 @@ func TestMTASTSTestingDeliversAndRecords(t *testing.T) {
 	_ = n
 }
 
-func TestDANEWinsOverMTASTS(t *testing.T) {
-	// MTA-STS enforce would refuse the self-signed certificate; the
-	// DNSSEC-signed TLSA record authenticates it, and DANE decides.
+// TestDANEAndMTASTSBothHold: with usable TLSA records and an enforced
+// MTA-STS policy, both must hold (the strongest-of rule; RFC 8461 §2
+// would let DANE replace MTA-STS): a self-signed certificate that
+// matches the TLSA record is refused, a CA-signed one that matches both
+// is delivered, authenticated both ways.
+func TestDANEAndMTASTSBothHold(t *testing.T) {
 	tr, m, _, n := stsNet(t, remotemta.Config{Mode: remotemta.STARTTLSSelfSigned}, "enforce", "mx.dest.test")
 	n.dns.Zone("dest.test", dnsserver.Secure)
 	n.dns.Zone("mx.dest.test", dnsserver.Secure).TLSA("_25._tcp.mx.dest.test.", 3, 1, 1, dnsserver.TLSAData(m.Certificate().Leaf, 1, 1))
 	out := deliver(t, tr, env1("x@dest.test"), plainMsg)[0]
-	if out.State != queue.Delivered || !strings.Contains(out.Diagnostic, "dane-usage-3") {
+	if out.State != queue.Pending || len(m.Messages()) != 0 {
+		t.Fatalf("self-signed under MTA-STS enforce delivered because DANE matched: %+v", out)
+	}
+
+	tr2, m2, _, n2 := stsNet(t, remotemta.Config{Mode: remotemta.STARTTLSValid}, "enforce", "mx.dest.test")
+	n2.dns.Zone("dest.test", dnsserver.Secure)
+	n2.dns.Zone("mx.dest.test", dnsserver.Secure).TLSA("_25._tcp.mx.dest.test.", 3, 1, 1, dnsserver.TLSAData(m2.Certificate().Leaf, 1, 1))
+	out = deliver(t, tr2, env1("x@dest.test"), plainMsg)[0]
+	if out.State != queue.Delivered || len(m2.Messages()) != 1 || !strings.Contains(out.Diagnostic, "verified=dane-usage-3+pkix") {
 		t.Fatalf("%+v", out)
 	}
 }

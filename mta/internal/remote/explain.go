@@ -7,23 +7,22 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/dane"
-	"github.com/posthorn/posthorn/mta/internal/mtasts"
 	"github.com/posthorn/posthorn/mta/internal/tlspolicy"
 )
 
 // Explanation says which TLS policy applies to a destination and why:
 // what `posthorn tls explain` prints. It is built by the same code that
-// delivery uses, so it cannot disagree with what delivery does.
+// delivery uses (hostPolicyFor, tlspolicy.Compute), so it cannot
+// disagree with what delivery does.
 type Explanation struct {
 	Domain    string
-	Route     string // "mx", "smarthost HOST", "lmtp …", "discard"
-	Policy    tlspolicy.Policy
-	MXSecure  bool   // the MX RRset was DNSSEC-validated
-	MXError   string // MX lookup problem, if any
+	Route     string           // "mx", "smarthost HOST", "lmtp …", "discard"
+	Policy    tlspolicy.Policy // the policy map's entry or default
+	MXSecure  bool             // the MX RRset was DNSSEC-validated
+	MXError   string           // MX lookup problem, if any
 	Hosts     []HostExplanation
 	TrustAD   bool
 	DANEOn    bool
@@ -34,17 +33,19 @@ type Explanation struct {
 
 // HostExplanation is one MX host.
 type HostExplanation struct {
-	Host   string
-	Pref   uint16
-	Policy tlspolicy.Policy
-	DANE   string // DANE state and reason
-	Error  string // why the host would be skipped
-	Probe  string // result of a test connection, with Probe
+	Host      string
+	Pref      uint16
+	Effective tlspolicy.Effective
+	DANE      string // DANE state and reason
+	Error     string // why the host would be refused
+	Probe     string // result of a test connection, with Probe
 }
 
 // Explain works out the policy for domain without sending anything; with
-// probe it also connects to each MX host (greeting, EHLO, STARTTLS at the
-// host's level) and reports the TLS result.
+// probe it also connects to each MX host that delivery would use (greeting,
+// EHLO, STARTTLS with the host's effective policy) and reports the TLS
+// result. Hosts the policy refuses are never probed, so an explanation
+// for a secure alias never shows a plaintext session.
 func (t *Transport) Explain(ctx context.Context, domain, sender string, requireTLS, probe bool) *Explanation {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	r := t.route(domain)
@@ -57,79 +58,70 @@ func (t *Transport) Explain(ctx context.Context, domain, sender string, requireT
 		if base, l, ok := t.aliases.SecureAlias(sender); ok {
 			ex.demands.alias, ex.demands.aliasLevel = sender, l
 			ex.Extra = append(ex.Extra, fmt.Sprintf("secure alias: %s (of %s) asks for at least %s; a TLS failure bounces at once", sender, base, l))
-			if l == tlspolicy.Verify {
-				if len(ex.Policy.Fingerprints) == 0 {
-					ex.Extra = append(ex.Extra, "  level verify: this destination's certificate is not pinned, so mail from the alias bounces")
-				}
-			} else {
-				ex.Policy = tlspolicy.Stronger(ex.Policy, tlspolicy.Policy{Level: l, Source: "secure alias " + sender})
-			}
 		}
 	}
 	if r.Kind == "smarthost" || r.Kind == "lmtp" {
 		ex.Route += " " + r.Host
 	}
 	if r.TLSLevel != conf.TLSUnset {
-		ex.Policy = tlspolicy.Stronger(ex.Policy, tlspolicy.Policy{Level: r.TLSLevel, Source: "transport " + r.Domain})
+		ex.Extra = append(ex.Extra, fmt.Sprintf("transport %s: tls_level %s", r.Domain, r.TLSLevel))
 	}
 	var cands []candidate
 	switch r.Kind {
-	case "discard", "lmtp":
+	case "discard", "lmtp", "maildir":
 		return ex
 	case "smarthost":
 		host, port, _ := net.SplitHostPort(r.Host)
 		p, _ := strconv.Atoi(port)
-		cands = []candidate{{host: host, port: p}}
+		cands = []candidate{{host: host, port: p, static: true}}
 	default:
-		c, secure, out := t.mxCandidates(ctx, domain)
+		c, secure, out := t.mxCandidates(ctx, domain, ex.demands)
 		ex.MXSecure = secure
 		if out != nil {
 			ex.MXError = out.Status + " " + out.Diagnostic
+			if o := finalForAlias(ex.demands, *out); o.State != out.State {
+				ex.MXError += "; for " + ex.demands.alias + " a bounce at once (" + o.Status + ")"
+			}
 			return ex
 		}
 		cands = c
 	}
-	var sts *mtasts.Policy
+	var sts stsInfo
 	if r.Kind == "mx" && t.sts != nil {
-		p, err := t.stsPolicy(ctx, domain)
-		switch {
-		case err != nil:
-			ex.Extra = append(ex.Extra, "MTA-STS: a policy is announced but could not be used: "+oneLine(err))
-		case p == nil:
-			ex.Extra = append(ex.Extra, "MTA-STS: no policy")
-		default:
-			sts = p
-			ex.Extra = append(ex.Extra, fmt.Sprintf("MTA-STS: mode %s, mx %s, id %s, fetched %s ago, expires in %s",
-				p.Mode, strings.Join(p.MX, " "), p.ID, p.Age().Round(time.Second), time.Until(p.Expires()).Round(time.Second)))
-			if keep, aerr := applySTS(p, cands); aerr != nil {
-				ex.MXError = aerr.diag
-			} else {
-				cands = keep
-			}
-		}
+		sts = t.stsLookup(ctx, domain)
+		ex.Extra = append(ex.Extra, sts.describe())
 	}
 	for _, c := range cands {
 		h := HostExplanation{Host: c.host, Pref: c.pref}
-		p, dr, aerr := t.hostPolicyFor(ctx, ex.Policy, c.host, ex.MXSecure && r.Kind != "smarthost", sts, ex.demands)
-		h.Policy = p
-		switch {
-		case aerr != nil:
-			h.Error = aerr.diag
-		case dr != nil:
-			h.DANE = fmt.Sprintf("%s: %d usable TLSA record(s) at _25._tcp.%s", dr.State, len(dr.Records), dr.Base)
-		case t.dane && (ex.Policy.Level == tlspolicy.May || ex.Policy.Level == tlspolicy.Dane):
-			h.DANE = "not applicable (no DNSSEC-signed TLSA records for this host)"
+		eff, dr := t.hostPolicyFor(ctx, ex.Policy, r, domain, c.host, ex.MXSecure && r.Kind != "smarthost", sts, ex.demands)
+		h.Effective = eff
+		if dr != nil {
+			h.DANE = fmt.Sprintf("%s: %s", dr.State, dr.Reason)
+		} else if t.dane {
+			h.DANE = "not applicable (the MX RRset is not DNSSEC-signed)"
 		}
-		if probe && aerr == nil {
-			h.Probe = t.probe(ctx, domain, c, p, dr, r.Kind == "smarthost" && r.ImplicitTLS)
+		if eff.Refuse != nil {
+			aerr := refusalErr(eff.Refuse, dr)
+			h.Error = aerr.status + " " + aerr.diag
+			if aerr.permanent {
+				h.Error += " (bounce)"
+			} else if ex.demands.alias != "" && strings.HasPrefix(aerr.status, "4.7") {
+				h.Error += " (for the secure alias: a bounce at once)"
+			}
+		} else if probe {
+			var daneRes *dane.Result
+			if eff.DANE {
+				daneRes = dr
+			}
+			h.Probe = t.probe(ctx, domain, r, c, eff, daneRes, r.Kind == "smarthost" && r.ImplicitTLS)
 		}
 		ex.Hosts = append(ex.Hosts, h)
 	}
 	return ex
 }
 
-func (t *Transport) probe(ctx context.Context, domain string, c candidate, p tlspolicy.Policy, dr *dane.Result, implicit bool) string {
-	ips, _, err := t.res.IP(ctx, c.host)
+func (t *Transport) probe(ctx context.Context, domain string, r conf.Transport, c candidate, p tlspolicy.Effective, dr *dane.Result, implicit bool) string {
+	ips, err := t.hostAddrs(ctx, c)
 	if err != nil || len(ips) == 0 {
 		return fmt.Sprintf("cannot resolve: %v", err)
 	}
@@ -138,7 +130,7 @@ func (t *Transport) probe(ctx context.Context, domain string, c candidate, p tls
 		port = pm
 	}
 	spec := dialSpec{host: strings.TrimSuffix(c.host, "."), nexthop: domain,
-		addr: net.JoinHostPort(ips[0].String(), strconv.Itoa(port)), policy: p, implicit: implicit, dane: dr}
+		addr: net.JoinHostPort(ips[0].String(), strconv.Itoa(port)), policy: p, implicit: implicit, dane: dr, source: t.sourceFor(r, ips[0])}
 	conn, err := t.dial(ctx, spec)
 	if err != nil {
 		return "FAILED: " + oneLine(err)
@@ -169,13 +161,17 @@ func (ex *Explanation) Print(w io.Writer) {
 		fmt.Fprintf(w, "MX RRset:     DNSSEC-validated: %v\n", ex.MXSecure)
 	}
 	for _, h := range ex.Hosts {
+		e := h.Effective
 		fmt.Fprintf(w, "host %s (preference %d)\n", h.Host, h.Pref)
-		fmt.Fprintf(w, "  level:      %s  (from %s)\n", h.Policy.Level, h.Policy.Source)
+		fmt.Fprintf(w, "  effective:  %s\n", describeEffective(e))
+		for _, s := range e.Sources {
+			fmt.Fprintf(w, "    because   %s\n", s)
+		}
 		if h.DANE != "" {
 			fmt.Fprintf(w, "  DANE:       %s\n", h.DANE)
 		}
 		if h.Error != "" {
-			fmt.Fprintf(w, "  skipped:    %s\n", h.Error)
+			fmt.Fprintf(w, "  refused:    %s\n", h.Error)
 		}
 		if h.Probe != "" {
 			fmt.Fprintf(w, "  probe:      %s\n", h.Probe)
@@ -184,4 +180,33 @@ func (ex *Explanation) Print(w io.Writer) {
 	if ex.PortMapOn {
 		fmt.Fprintln(w, "note: testing.port_map is set; hosts are dialled on test ports")
 	}
+}
+
+// describeEffective says in one line what a host must satisfy.
+func describeEffective(e tlspolicy.Effective) string {
+	if e.Refuse != nil {
+		return "no delivery to this host"
+	}
+	var parts []string
+	switch {
+	case e.RequireTLS:
+		parts = append(parts, "TLS required")
+	case e.TryTLS:
+		parts = append(parts, "TLS if offered, else plaintext")
+	default:
+		parts = append(parts, "no TLS")
+	}
+	if e.DANE {
+		parts = append(parts, "authenticated by DANE TLSA")
+	}
+	for _, n := range e.PKIX {
+		parts = append(parts, "PKIX-valid for "+strings.Join(n.Names, " or "))
+	}
+	if len(e.Fingerprints) > 0 {
+		parts = append(parts, "pinned certificate")
+	}
+	if e.ObservePKIX {
+		parts = append(parts, "PKIX observed (MTA-STS testing)")
+	}
+	return fmt.Sprintf("%s: %s", e.Level, strings.Join(parts, ", "))
 }

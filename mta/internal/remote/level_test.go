@@ -22,7 +22,7 @@ func TestUnsetLevelNeverPlaintext(t *testing.T) {
 			tr := n.transport("")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := tr.dial(ctx, dialSpec{host: "mx.dest.test", nexthop: "dest.test", addr: m.Addr(), policy: tlspolicy.Policy{Source: "test"}})
+			c, err := tr.dial(ctx, dialSpec{host: "mx.dest.test", nexthop: "dest.test", addr: m.Addr(), policy: tlspolicy.Effective{}})
 			if err == nil {
 				c.close()
 				t.Fatal("connected with an unset level")

@@ -28,6 +28,12 @@ type attemptError struct {
 	permanent bool
 	// cause is the underlying TLS or certificate error, for TLS-RPT.
 	cause error
+	// ours: only our own side (secure alias, policy map, REQUIRETLS)
+	// demanded what failed; TLS-RPT leaves it out of the recipient's
+	// report. dnssec: a failed or bogus DNSSEC lookup.
+	ours, dnssec bool
+	// localIP is the address we connected from, if we connected.
+	localIP string
 }
 
 func (e *attemptError) Error() string { return e.diag }
@@ -73,6 +79,7 @@ type conn struct {
 	// the pipelined transaction writes and reads there too.
 	wire            net.Conn
 	ext8bit, extDSN bool
+	localIP         string
 }
 
 func (c *conn) close() {
@@ -84,7 +91,7 @@ type dialSpec struct {
 	host     string // MX host name, for SNI and certificate checks
 	nexthop  string // destination domain
 	addr     string // IP:port to dial
-	policy   tlspolicy.Policy
+	policy   tlspolicy.Effective
 	implicit bool // TLS from the first byte (smarthost on 465)
 	auth     sasl.Client
 	dane     *dane.Result // usable TLSA records when DANE authenticates this host
@@ -93,6 +100,8 @@ type dialSpec struct {
 	// requireTLS: the message carries REQUIRETLS: the host must offer it.
 	// askRequireTLS: ask for it where offered (secure aliases).
 	requireTLS, askRequireTLS bool
+	// source is the local address to connect from ("" for any).
+	source string
 }
 
 func (d dialSpec) key() string {
@@ -106,8 +115,9 @@ func (d dialSpec) key() string {
 			tlsa += r.String() + ","
 		}
 	}
-	return fmt.Sprintf("%s|%s|%s|%v|%s|%s|%v|%s|%v|%v|%v", d.addr, d.host, d.policy.Level, d.policy.Match, fp, d.nexthop, d.implicit, tlsa,
-		d.observe, d.requireTLS, d.askRequireTLS)
+	p := d.policy
+	return fmt.Sprintf("%s|%s|%s|%v|%v|%v|%v|%v|%s|%s|%v|%s|%v|%v|%s", d.addr, d.host, p.Level, p.TryTLS, p.RequireTLS, p.DANE, p.PKIX, p.ObservePKIX,
+		fp, d.nexthop, d.implicit, tlsa, d.requireTLS, d.askRequireTLS, d.source)
 }
 
 // dial connects, says EHLO and negotiates TLS as the policy demands. Only
@@ -116,7 +126,7 @@ func (d dialSpec) key() string {
 // either gets TLS that satisfies it or no connection.
 func (t *Transport) dial(ctx context.Context, d dialSpec) (*conn, error) {
 	c, err := t.dialOnce(ctx, d, true)
-	if err != nil && d.policy.Level == tlspolicy.May || err != nil && d.policy.Level == tlspolicy.Dane {
+	if err != nil && d.policy.TryTLS && !d.policy.RequireTLS && d.policy.Refuse == nil {
 		var ae *attemptError
 		if errors.As(err, &ae) && ae.status == "4.7.5" {
 			t.log.Info("TLS handshake failed at level may; retrying in plaintext", "host", d.host, "addr", d.addr, "err", ae.diag)
@@ -127,17 +137,20 @@ func (t *Transport) dial(ctx context.Context, d dialSpec) (*conn, error) {
 }
 
 func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*conn, error) {
-	if !d.policy.Level.Valid() {
-		// Never reached from config (levels are checked at load), but a
-		// policy without a level must not mean "no TLS".
-		return nil, tempErr("4.7.5", "no valid TLS level for %s (%v, from %s); not connecting", d.host, d.policy.Level, d.policy.Source)
+	if !d.policy.Level.Valid() || d.policy.Refuse != nil {
+		// Never reached (levels are checked at load, refusals before
+		// dialling), but a policy without a level must not mean "no TLS".
+		return nil, tempErr("4.7.5", "no valid TLS policy for %s (level %v); not connecting", d.host, d.policy.Level)
 	}
 	dctx, cancel := context.WithTimeout(ctx, t.connectTimeout)
 	defer cancel()
-	nd := net.Dialer{}
-	raw, err := nd.DialContext(dctx, "tcp", d.addr)
+	raw, err := dialerFrom(d.source).DialContext(dctx, "tcp", d.addr)
 	if err != nil {
 		return nil, tempErr("4.4.1", "connect to %s[%s]: %s", d.host, d.addr, oneLine(err))
+	}
+	localIP := ""
+	if la, ok := raw.LocalAddr().(*net.TCPAddr); ok {
+		localIP = la.IP.String()
 	}
 	var info tlsInfo
 	if d.implicit {
@@ -146,7 +159,8 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 		if err := tc.HandshakeContext(dctx); err != nil {
 			raw.Close()
 			ae := tempErr("4.7.5", "TLS handshake with %s[%s] failed: %s", d.host, d.addr, oneLine(err))
-			ae.cause = err
+			ae.cause, ae.localIP = err, localIP
+			markOurs(ae, err)
 			return nil, ae
 		}
 		tc.SetDeadline(time.Time{})
@@ -154,29 +168,36 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 		raw = tc
 	}
 	level := d.policy.Level
-	wantTLS := !d.implicit && level != tlspolicy.None && tryTLS
+	wantTLS := !d.implicit && d.policy.TryTLS && tryTLS
 	next, op, err := open(dctx, raw, t.helo, wantTLS, t.tlsConfig(d, &info), t.commandTimeout)
 	if err != nil {
 		raw.Close()
 		var te *tlsError
 		if errors.As(err, &te) {
 			ae := tempErr("4.7.5", "TLS with %s[%s] failed at level %s: %s", d.host, d.addr, level, oneLine(err))
-			ae.cause = te.err
+			ae.cause, ae.localIP = te.err, localIP
+			markOurs(ae, te.err)
 			return nil, ae
 		}
-		return nil, replyErr(d, "greeting/EHLO/STARTTLS", err)
+		ae := replyErr(d, "greeting/EHLO/STARTTLS", err)
+		ae.localIP = localIP
+		return nil, ae
 	}
 	if tc, ok := next.(*greetedConn).Conn.(*tls.Conn); ok {
 		recordTLS(&info, tc.ConnectionState())
-	} else if d.observe {
+	} else if d.policy.ObservePKIX {
 		info.observed = tempErr("4.7.4", "MTA-STS (testing): %s did not offer STARTTLS", d.host)
 	}
-	if level.RequiresTLS() && !info.used {
+	if d.policy.RequireTLS && !info.used {
 		raw.Close()
+		var ae *attemptError
 		if !op.starttls {
-			return nil, tempErr("4.7.4", "TLS is required (level %s), but %s[%s] did not offer STARTTLS", level, d.host, d.addr)
+			ae = tempErr("4.7.4", "TLS is required (%s), but %s[%s] did not offer STARTTLS", level, d.host, d.addr)
+		} else {
+			ae = tempErr("4.7.4", "TLS is required (%s), but the session with %s[%s] is not encrypted", level, d.host, d.addr)
 		}
-		return nil, tempErr("4.7.4", "TLS is required (level %s), but the session with %s[%s] is not encrypted", level, d.host, d.addr)
+		ae.localIP, ae.ours = localIP, !d.policy.RecipientTLS
+		return nil, ae
 	}
 	c := smtp.NewClient(next)
 	c.CommandTimeout = t.commandTimeout
@@ -195,7 +216,7 @@ func (t *Transport) dialOnce(ctx context.Context, d dialSpec, tryTLS bool) (*con
 			return nil, replyErr(d, "AUTH", err)
 		}
 	}
-	return &conn{c: c, raw: raw, key: d.key(), host: d.host, addr: d.addr, tls: info, spec: d, wire: next}, nil
+	return &conn{c: c, raw: raw, key: d.key(), host: d.host, addr: d.addr, tls: info, spec: d, wire: next, localIP: localIP}, nil
 }
 
 func recordTLS(info *tlsInfo, cs tls.ConnectionState) {
@@ -204,32 +225,61 @@ func recordTLS(info *tlsInfo, cs tls.ConnectionState) {
 	info.cipher = tls.CipherSuiteName(cs.CipherSuite)
 }
 
-// tlsConfig builds the client TLS config for a level. Certificate checks
-// are done in VerifyConnection so that each level checks exactly what it
-// promises: nothing (may, encrypt), a pinned digest (fingerprint), or a
-// PKIX chain plus the names the policy allows (verify, secure).
+// tlsConfig builds the client TLS config for an effective policy. The
+// certificate checks run in VerifyConnection, and every demand of the
+// policy is checked: the host's TLSA records (DANE), each set of names
+// a PKIX-valid chain must carry (verify, secure, MTA-STS), the pinned
+// fingerprints. Without any, any certificate is accepted (may,
+// encrypt, unusable TLSA).
 func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 	p := d.policy
 	cfg := &tls.Config{
 		ServerName:         strings.TrimSuffix(d.host, "."),
-		InsecureSkipVerify: true, // checked below, per level
+		InsecureSkipVerify: true, // checked below, per demand
 		MinVersion:         tls.VersionTLS12,
 	}
-	if d.dane != nil {
-		// RFC 7672 §8.1: SNI is the TLSA base domain; the chain must
-		// match a usable TLSA record.
-		cfg.ServerName = d.dane.Base
-		cfg.VerifyConnection = dane.VerifyConnection(d.dane.Records, d.dane.Names, func(usage uint8) {
-			info.verified = fmt.Sprintf("dane-usage-%d", usage)
-		})
-		return cfg
+	type check struct {
+		ours  bool // not a policy the recipient published
+		label string
+		fn    func(tls.ConnectionState) error
 	}
-	switch p.Level {
-	case tlspolicy.None, tlspolicy.May, tlspolicy.Dane, tlspolicy.Encrypt, tlspolicy.DaneOnly:
-		// may, dane and dane-only without usable TLSA (acting as may and
-		// encrypt), encrypt: any certificate.
+	var checks []check
+	if p.DANE {
+		if d.dane == nil || len(d.dane.Records) == 0 {
+			checks = append(checks, check{false, "dane", func(tls.ConnectionState) error { return dane.ErrNoUsable }})
+		} else {
+			// RFC 7672 §8.1: SNI is the TLSA base domain; the chain must
+			// match a usable TLSA record.
+			cfg.ServerName = d.dane.Base
+			usage := ""
+			vc := dane.VerifyConnection(d.dane.Records, d.dane.Names, func(u uint8) { usage = fmt.Sprintf("dane-usage-%d", u) })
+			checks = append(checks, check{false, "dane", func(cs tls.ConnectionState) error {
+				if err := vc(cs); err != nil {
+					return err
+				}
+				info.verified = joinVerified(info.verified, usage)
+				return nil
+			}})
+		}
+	}
+	for _, n := range p.PKIX {
+		names := n.Names
+		checks = append(checks, check{!strings.HasPrefix(n.Source, "MTA-STS"), "pkix", func(cs tls.ConnectionState) error {
+			return t.pkixCheck(cs, names)
+		}})
+	}
+	if len(p.Fingerprints) > 0 {
+		checks = append(checks, check{true, "fingerprint", func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !tlspolicy.FingerprintMatches(cs.PeerCertificates[0], p.Fingerprints) {
+				return errors.New("certificate fingerprint does not match the policy")
+			}
+			return nil
+		}})
+	}
+	if len(checks) == 0 {
+		// Opportunistic or unauthenticated TLS: any certificate.
 		cfg.MinVersion = tls.VersionTLS10
-		if d.observe {
+		if p.ObservePKIX {
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				if err := t.pkixCheck(cs, []string{strings.TrimSuffix(d.host, ".")}); err != nil {
 					info.observed = &attemptError{status: "4.7.5", diag: "MTA-STS (testing): " + oneLine(err), cause: err}
@@ -239,30 +289,50 @@ func (t *Transport) tlsConfig(d dialSpec, info *tlsInfo) *tls.Config {
 		}
 		return cfg
 	}
-	// fingerprint, verify, secure; anything else (an unset level) fails
-	// every handshake.
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("no certificate")
 		}
-		leaf := cs.PeerCertificates[0]
-		switch p.Level {
-		case tlspolicy.Fingerprint:
-			if !tlspolicy.FingerprintMatches(leaf, p.Fingerprints) {
-				return errors.New("certificate fingerprint does not match the policy")
+		for _, c := range checks {
+			if err := c.fn(cs); err != nil {
+				return &requirementError{ours: c.ours, err: err}
 			}
-			info.verified = "fingerprint"
-			return nil
-		case tlspolicy.Verify, tlspolicy.Secure:
-			if err := t.pkixCheck(cs, p.MatchNames(d.nexthop, d.host)); err != nil {
-				return err
+			if c.label != "dane" {
+				info.verified = joinVerified(info.verified, c.label)
 			}
-			info.verified = "pkix"
-			return nil
 		}
-		return fmt.Errorf("level %s cannot be checked", p.Level)
+		return nil
 	}
 	return cfg
+}
+
+// requirementError is a failed certificate check, with whether only our
+// own side demanded it.
+type requirementError struct {
+	ours bool
+	err  error
+}
+
+func (e *requirementError) Error() string { return e.err.Error() }
+func (e *requirementError) Unwrap() error { return e.err }
+
+// markOurs flags an attempt error whose cause is a check only our own
+// side demanded.
+func markOurs(ae *attemptError, err error) {
+	var re *requirementError
+	if errors.As(err, &re) && re.ours {
+		ae.ours = true
+	}
+}
+
+func joinVerified(have, add string) string {
+	if have == "" {
+		return add
+	}
+	if strings.Contains("+"+have+"+", "+"+add+"+") {
+		return have
+	}
+	return have + "+" + add
 }
 
 // pkixCheck validates the presented chain against our roots and the names.

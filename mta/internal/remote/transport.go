@@ -49,6 +49,9 @@ import (
 // and CNAME for DANE).
 type Resolver interface {
 	MX(ctx context.Context, domain string) ([]*net.MX, bool, error)
+	// Addrs returns the addresses to connect to: A, and AAAA when v6
+	// (a failed AAAA lookup does not hide the A answer).
+	Addrs(ctx context.Context, host string, v6 bool) ([]net.IP, error)
 	dane.Resolver
 }
 
@@ -61,6 +64,7 @@ type Transport struct {
 	roots    *x509.CertPool
 	portMap  map[string]int
 	ipv6     bool
+	source   []string // [outbound] source_address
 	// dane turns "may" into opportunistic DANE (Postfix's "dane") and
 	// makes "dane-only" enforce it; off, both act as may/encrypt.
 	dane    bool
@@ -115,7 +119,7 @@ func New(cfg *conf.Config, res Resolver, log *slog.Logger) (*Transport, error) {
 	}
 	t := &Transport{
 		res: res, policies: pm, routes: map[string]conf.Transport{}, helo: helo, roots: roots,
-		portMap: cfg.Testing.PortMap, ipv6: o.IPv6, log: log, dane: cfg.DANE.Enabled,
+		portMap: cfg.Testing.PortMap, ipv6: o.IPv6, source: o.SourceAddress, log: log, dane: cfg.DANE.Enabled,
 		connectTimeout: o.ConnectTimeout.D(), commandTimeout: o.CommandTimeout.D(), dataTimeout: o.DataTimeout.D(),
 		reuseTime: o.ConnectionReuseTime.D(), maxPerConn: o.MaxMessagesPerConnection,
 		global: make(chan struct{}, o.Concurrency), perDom: o.PerDomainConcurrency, perRate: o.PerDomainRate,
@@ -240,6 +244,9 @@ type candidate struct {
 	host string
 	port int
 	pref uint16
+	// static: a host the operator named (smarthost): an IP literal,
+	// localhost or a name from /etc/hosts needs no DNS.
+	static bool
 }
 
 func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, domain string, idx []int, body delivery.Body, dem demands) map[int]delivery.Outcome {
@@ -248,7 +255,7 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	case "discard":
 		return all(idx, delivery.Delivered("2.0.0", "x-posthorn; discarded by the transport map"))
 	case "lmtp":
-		return t.deliverLMTP(ctx, env, r.Host, idx, body)
+		return t.deliverLMTP(ctx, env, r, idx, body)
 	case "maildir":
 		return t.deliverMaildir(env, r.Host, idx, body)
 	}
@@ -257,38 +264,17 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	}
 	defer t.release(domain)
 
-	policy := t.policies.Lookup(domain)
-	if r.TLSLevel != conf.TLSUnset {
-		policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: r.TLSLevel, Source: "transport " + r.Domain})
-	}
-
 	if dem.alias != "" && !dem.aliasLevel.Valid() {
 		// The user directory could not say which level the sender chose:
 		// neither guess nor bounce, try again later.
 		return all(idx, delivery.Deferred("4.3.0", "x-posthorn; the secure-alias TLS level of "+dem.alias+" is unknown for now (user directory unavailable)"))
 	}
-	if dem.alias != "" {
-		switch dem.aliasLevel {
-		case tlspolicy.Verify:
-			// "verify" for a secure alias: only to destinations whose
-			// certificate the operator pinned.
-			if len(policy.Fingerprints) == 0 {
-				return all(idx, delivery.Failed("5.7.10", fmt.Sprintf("x-posthorn; %s may only send to destinations whose certificate is pinned, and %s's is not", dem.alias, domain)))
-			}
-		default:
-			policy = tlspolicy.Stronger(policy, tlspolicy.Policy{Level: dem.aliasLevel, Source: "secure alias " + dem.alias})
-		}
-	}
-	var sts *mtasts.Policy
+	base := t.policies.Lookup(domain)
+	var sts stsInfo
 	if r.Kind == "mx" && !dem.tlsOptional {
-		var stsErr error
-		sts, stsErr = t.stsPolicy(ctx, domain)
-		if stsErr != nil {
-			t.log.Info("MTA-STS policy announced but not usable; delivering as without", "domain", domain, "err", stsErr)
-			if t.rpt != nil {
-				t.rpt.Record(tlsrpt.Attempt{Time: time.Now(), Domain: domain, PolicyType: tlsrpt.PolicySTS,
-					Result: tlsrpt.Classify(stsErr), AdditionalInfo: oneLine(stsErr)})
-			}
+		sts = t.stsLookup(ctx, domain)
+		if sts.err != nil {
+			t.log.Info("MTA-STS: "+sts.state.String(), "domain", domain, "err", sts.err)
 		}
 	}
 
@@ -299,7 +285,7 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	if r.Kind == "smarthost" {
 		host, port, _ := net.SplitHostPort(r.Host)
 		p, _ := strconv.Atoi(port)
-		cands = []candidate{{host: host, port: p}}
+		cands = []candidate{{host: host, port: p, static: true}}
 		implicit = r.ImplicitTLS
 		if r.AuthUser != "" {
 			pw, err := os.ReadFile(r.AuthPasswordFile)
@@ -310,56 +296,60 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 		}
 	} else {
 		var o *delivery.Outcome
-		cands, mxSecure, o = t.mxCandidates(ctx, domain)
+		cands, mxSecure, o = t.mxCandidates(ctx, domain, dem)
 		if o != nil {
 			return all(idx, *o)
-		}
-		var aerr *attemptError
-		if cands, aerr = applySTS(sts, cands); aerr != nil {
-			return all(idx, delivery.Outcome{State: queue.Pending, Status: aerr.status, Diagnostic: "x-posthorn; " + aerr.diag})
 		}
 	}
 
 	var last *attemptError
-	tried := 0
 	for _, cand := range cands {
-		hostPolicy, daneRes, aerr := t.hostPolicyFor(ctx, policy, cand.host, mxSecure && r.Kind != "smarthost", sts, dem)
-		if aerr != nil {
-			t.record(domain, cand.host, "", policy, nil, sts, aerr)
+		eff, daneRes := t.hostPolicyFor(ctx, base, r, domain, cand.host, mxSecure && r.Kind != "smarthost", sts, dem)
+		info := attemptInfo{dane: daneRes, sts: sts, localIP: t.sourceFor(r, nil)}
+		if eff.Refuse != nil {
+			aerr := refusalErr(eff.Refuse, daneRes)
+			t.record(domain, cand.host, info, aerr)
 			if aerr.permanent && len(cands) == 1 {
 				return all(idx, delivery.Failed(aerr.status, "x-posthorn; "+aerr.diag))
 			}
-			last = aerr
+			if last == nil || !last.permanent {
+				last = aerr
+			}
 			t.log.Info("MX host skipped", "queue_id", env.ID, "domain", domain, "host", cand.host, "err", aerr.diag)
 			continue
 		}
-		ips, _, err := t.res.IP(ctx, cand.host)
+		ips, err := t.hostAddrs(ctx, cand)
 		if err != nil {
-			last = tempErr("4.4.3", "cannot resolve %s: %s", cand.host, oneLine(err))
+			if last == nil || !last.permanent {
+				last = tempErr("4.4.3", "cannot resolve %s: %s", cand.host, oneLine(err))
+			}
 			continue
 		}
 		for _, ip := range ips {
-			if ip.To4() == nil && !t.ipv6 {
-				continue
-			}
 			port := cand.port
 			if p, ok := t.portMap[strings.TrimSuffix(cand.host, ".")]; ok {
 				port = p
 			}
+			var dr *dane.Result
+			if eff.DANE {
+				dr = daneRes
+			}
 			spec := dialSpec{host: strings.TrimSuffix(cand.host, "."), nexthop: domain,
-				addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), policy: hostPolicy, implicit: implicit, auth: auth, dane: daneRes,
-				observe: sts != nil && sts.Mode == mtasts.Testing && daneRes == nil, requireTLS: dem.requireTLS, askRequireTLS: dem.alias != ""}
-			tried++
-			res, aerr, obs := t.transaction(ctx, env, spec, idx, body)
+				addr: net.JoinHostPort(ip.String(), strconv.Itoa(port)), policy: eff, implicit: implicit, auth: auth, dane: dr,
+				requireTLS: dem.requireTLS, askRequireTLS: dem.alias != "", source: t.sourceFor(r, ip)}
+			res, aerr, obs, local := t.transaction(ctx, env, spec, idx, body)
+			info.addr, info.localIP = spec.addr, local
 			if aerr == nil && obs != nil {
-				t.record(domain, spec.host, spec.addr, hostPolicy, daneRes, sts, obs)
+				t.record(domain, spec.host, info, obs)
 			} else {
-				t.record(domain, spec.host, spec.addr, hostPolicy, daneRes, sts, aerr)
+				t.record(domain, spec.host, info, aerr)
 			}
 			if aerr == nil {
 				return res
 			}
-			last = aerr
+			if last == nil || !last.permanent {
+				last = aerr
+			}
 			t.log.Info("delivery attempt failed", "queue_id", env.ID, "domain", domain, "host", spec.host, "addr", spec.addr, "err", aerr.diag)
 			if aerr.permanent {
 				return all(idx, delivery.Failed(aerr.status, "x-posthorn; "+aerr.diag))
@@ -375,11 +365,21 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	return all(idx, delivery.Outcome{State: queue.Pending, Status: last.status, Diagnostic: "x-posthorn; " + last.diag})
 }
 
+// refusalErr turns a refusal of the effective policy into the attempt
+// error the delivery reports.
+func refusalErr(r *tlspolicy.Refusal, dr *dane.Result) *attemptError {
+	diag := r.Reason
+	if r.DNSSEC && dr != nil && dr.Reason != "" {
+		diag += " (" + dr.Reason + ")"
+	}
+	return &attemptError{status: r.Status, diag: diag, permanent: r.Permanent, ours: r.Ours, dnssec: r.DNSSEC}
+}
+
 // mxCandidates resolves the MX hosts of domain in the order RFC 5321 §5.1
 // asks: by preference, random among equals; no MX means the domain itself
 // (implicit MX). A null MX (RFC 7505) or a domain that does not exist
 // fails the recipients at once.
-func (t *Transport) mxCandidates(ctx context.Context, domain string) ([]candidate, bool, *delivery.Outcome) {
+func (t *Transport) mxCandidates(ctx context.Context, domain string, dem demands) ([]candidate, bool, *delivery.Outcome) {
 	mxs, secure, err := t.res.MX(ctx, domain)
 	switch {
 	case err == nil:
@@ -390,6 +390,12 @@ func (t *Transport) mxCandidates(ctx context.Context, domain string) ([]candidat
 		// Implicit MX; the secure flag is that of the authenticated
 		// denial (the address lookup is checked again by DANE).
 		mxs = []*net.MX{{Host: domain, Pref: 0}}
+	case errors.Is(err, resolver.ErrBogus) && dem.alias != "":
+		// SERVFAIL, as a validating resolver answers for DNSSEC-bogus
+		// data: a secure alias's mail cannot be sent securely; it
+		// bounces at once (finalForAlias) instead of waiting for days.
+		o := delivery.Deferred("4.7.5", fmt.Sprintf("x-posthorn; the MX lookup for %s failed DNSSEC validation or the server failed (%s), so no secure connection can be had", domain, oneLine(err)))
+		return nil, false, &o
 	default:
 		o := delivery.Deferred("4.4.3", fmt.Sprintf("x-posthorn; MX lookup for %s failed: %s", domain, oneLine(err)))
 		return nil, false, &o
@@ -401,68 +407,29 @@ func (t *Transport) mxCandidates(ctx context.Context, domain string) ([]candidat
 	return OrderMX(mxs, rand.IntN), secure, nil
 }
 
-// hostPolicy applies DANE (RFC 7672) to one MX host. At may and dane
-// (with DANE on), secure usable TLSA records make TLS mandatory and
-// authenticated by them, secure unusable ones make it mandatory; a failed
-// lookup the decision depends on skips the host (deferral if no other
-// host works), never a downgrade. At dane-only, anything but usable TLSA
-// skips the host. Stronger explicit levels (encrypt and up) are the
-// operator's choice and stay as they are.
-func (t *Transport) hostPolicy(ctx context.Context, p tlspolicy.Policy, host string, mxSecure bool) (tlspolicy.Policy, *dane.Result, *attemptError) {
-	if !t.dane || (p.Level != tlspolicy.May && p.Level != tlspolicy.Dane && p.Level != tlspolicy.DaneOnly) {
-		return p, nil, nil
-	}
-	r, err := dane.LookupHost(ctx, t.res, host, 25, mxSecure)
-	switch r.State {
-	case dane.Indeterminate:
-		return p, nil, tempErr("4.7.5", "DANE: TLSA lookup for %s failed (%s); not delivering without the answer", host, oneLine(orErr(err, r.Reason)))
-	case dane.Authenticate:
-		return tlspolicy.Policy{Level: tlspolicy.DaneOnly, Source: "DANE TLSA " + r.Base}, r, nil
-	case dane.Unusable:
-		if p.Level == tlspolicy.DaneOnly {
-			return p, nil, tempErr("4.7.5", "dane-only: TLSA records of %s are all unusable", host)
+// hostPolicyFor gathers every input for one MX host (the policy map, the
+// transport's level, DANE, the domain's MTA-STS, the sender's secure
+// alias level and REQUIRETLS) and returns the effective policy
+// (tlspolicy.Compute: the strongest of them) with the host's DANE result.
+// DANE is looked up at every level when it is on and the MX RRset is
+// signed: usable TLSA records are never ignored.
+func (t *Transport) hostPolicyFor(ctx context.Context, base tlspolicy.Policy, r conf.Transport, nexthop, host string, mxSecure bool, sts stsInfo, dem demands) (tlspolicy.Effective, *dane.Result) {
+	in := tlspolicy.Inputs{Map: base, Transport: r.TLSLevel, TransportName: r.Domain, Nexthop: nexthop,
+		Host: strings.TrimSuffix(host, "."), RequireTLS: dem.requireTLS, Alias: dem.aliasLevel, AliasSender: dem.alias,
+		STS: sts.hostState(host), STSDomain: nexthop}
+	var dr *dane.Result
+	if t.dane && mxSecure {
+		dr, _ = dane.LookupHost(ctx, t.res, host, 25, true)
+		switch dr.State {
+		case dane.Authenticate:
+			in.DANE = tlspolicy.DANEUsable
+		case dane.Unusable:
+			in.DANE = tlspolicy.DANEUnusable
+		case dane.Indeterminate:
+			in.DANE = tlspolicy.DANEIndeterminate
 		}
-		return tlspolicy.Policy{Level: tlspolicy.Encrypt, Source: "DANE (unusable TLSA) " + r.Base}, nil, nil
 	}
-	if p.Level == tlspolicy.DaneOnly {
-		return p, nil, tempErr("4.7.5", "dane-only: %s has no usable DNSSEC-signed TLSA records (%s)", host, r.Reason)
-	}
-	return p, nil, nil
-}
-
-// hostPolicyFor is hostPolicy with the message's demands and the domain's
-// MTA-STS policy: DANE, where it authenticates the host, wins over
-// MTA-STS (RFC 8461 §2); an enforced (or, for REQUIRETLS, a testing)
-// MTA-STS policy asks verify; REQUIRETLS (RFC 8689 §4.2) needs the host
-// authenticated by one of the two, else the message cannot go there.
-func (t *Transport) hostPolicyFor(ctx context.Context, p tlspolicy.Policy, host string, mxSecure bool, sts *mtasts.Policy, dem demands) (tlspolicy.Policy, *dane.Result, *attemptError) {
-	stsApplies := sts != nil && (sts.Mode == mtasts.Enforce || dem.requireTLS)
-	daneP := p
-	if t.dane && !dem.tlsOptional && (stsApplies || dem.requireTLS) && tlspolicy.Dane.Stronger(daneP.Level) {
-		daneP.Level = tlspolicy.Dane
-	}
-	if dem.tlsOptional && (p.Level == tlspolicy.Dane || p.Level == tlspolicy.DaneOnly) && p.Source == "default (outbound.tls_level)" {
-		daneP.Level = tlspolicy.May
-	}
-	hp, dr, aerr := t.hostPolicy(ctx, daneP, host, mxSecure)
-	if aerr != nil || dr != nil {
-		return hp, dr, aerr
-	}
-	if stsApplies {
-		hp = tlspolicy.Stronger(hp, stsHostPolicy(sts))
-	}
-	if dem.requireTLS && !stsApplies {
-		return hp, nil, &attemptError{status: "5.7.30", permanent: true,
-			diag: fmt.Sprintf("REQUIRETLS: neither MTA-STS nor DANE authenticates %s", host)}
-	}
-	return hp, nil, nil
-}
-
-func orErr(err error, reason string) error {
-	if err != nil {
-		return err
-	}
-	return errors.New(reason)
+	return tlspolicy.Compute(in), dr
 }
 
 // OrderMX sorts MX records by preference and shuffles hosts of equal
@@ -559,14 +526,42 @@ func (t *Transport) deliverMaildir(env *queue.Envelope, dir string, idx []int, b
 	return out
 }
 
-func (t *Transport) deliverLMTP(ctx context.Context, env *queue.Envelope, target string, idx []int, body delivery.Body) map[int]delivery.Outcome {
-	return delivery.DeliverLMTP(ctx, env, target, idx, body, t.helo, t.commandTimeout)
+// deliverLMTP hands the recipients to an LMTP server; a TCP server's
+// host name is resolved like a smarthost's (IP literal, localhost,
+// /etc/hosts, else the configured resolver), and the connection comes
+// from the transport's source address.
+func (t *Transport) deliverLMTP(ctx context.Context, env *queue.Envelope, r conf.Transport, idx []int, body delivery.Body) map[int]delivery.Outcome {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if network != "tcp" {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := t.hostAddrs(ctx, candidate{host: host, static: true})
+		if err != nil {
+			return nil, err
+		}
+		var errs []error
+		for _, ip := range ips {
+			c, err := dialerFrom(t.sourceFor(r, ip)).DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}
+	return delivery.DeliverLMTP(ctx, env, r.Host, idx, body, t.helo, t.commandTimeout, dial)
 }
 
 // transaction delivers over one connection (reused or new). A nil
 // attemptError means the remote took part in a transaction and every
-// recipient in idx has an outcome.
-func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec dialSpec, idx []int, body delivery.Body) (map[int]delivery.Outcome, *attemptError, *attemptError) {
+// recipient in idx has an outcome. It also returns what an MTA-STS
+// policy in testing mode would have refused, and the local address the
+// connection came from.
+func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec dialSpec, idx []int, body delivery.Body) (map[int]delivery.Outcome, *attemptError, *attemptError, string) {
 	for attempt := 0; attempt < 2; attempt++ {
 		c, reused := t.getIdle(spec.key())
 		if c == nil {
@@ -574,9 +569,9 @@ func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec d
 			if err != nil {
 				var ae *attemptError
 				if errors.As(err, &ae) {
-					return nil, ae, nil
+					return nil, ae, nil, ae.localIP
 				}
-				return nil, tempErr("4.4.1", "%s", oneLine(err)), nil
+				return nil, tempErr("4.4.1", "%s", oneLine(err)), nil, ""
 			}
 			c = nc
 		}
@@ -593,9 +588,9 @@ func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec d
 		} else {
 			t.putIdle(c)
 		}
-		return res, aerr, obs
+		return res, aerr, obs, c.localIP
 	}
-	return nil, tempErr("4.4.2", "connection to %s lost", spec.addr), nil
+	return nil, tempErr("4.4.2", "connection to %s lost", spec.addr), nil, ""
 }
 
 // send runs MAIL, RCPT and DATA. broken reports that the connection died

@@ -275,6 +275,18 @@ func post(ctx context.Context, c *http.Client, u string, gz []byte) error {
 // the state directory (sent-DAY). A domain without a record is done; one
 // whose lookup or sending failed is tried again on the next call.
 func (r *Recorder) SendDay(ctx context.Context, day time.Time) error {
+	_, err := r.sendDay(ctx, day, false)
+	return err
+}
+
+// SendDayNow sends the reports for day at once, on an operator's demand
+// (`posthorn tls report`): also to domains that were sent one already,
+// and for a day that is not over. It returns the domains sent to.
+func (r *Recorder) SendDayNow(ctx context.Context, day time.Time) ([]string, error) {
+	return r.sendDay(ctx, day, true)
+}
+
+func (r *Recorder) sendDay(ctx context.Context, day time.Time, force bool) ([]string, error) {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	ds := dayString(day)
@@ -289,11 +301,12 @@ func (r *Recorder) SendDay(ctx context.Context, day time.Time) error {
 	}
 	domains, err := r.Domains(day)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var errs []error
+	var sent []string
 	for _, d := range domains {
-		if done[d] || ctx.Err() != nil {
+		if done[d] && !force || ctx.Err() != nil {
 			continue
 		}
 		rua, err := Rua(ctx, r.o.Resolver, d)
@@ -305,6 +318,7 @@ func (r *Recorder) SendDay(ctx context.Context, day time.Time) error {
 			}
 			if err == nil {
 				r.log.Info("TLS report sent", "domain", d, "day", ds, "rua", strings.Join(rua, ","))
+				sent = append(sent, d)
 			}
 		} else if errors.Is(err, ErrNoPolicy) {
 			err = nil
@@ -323,7 +337,7 @@ func (r *Recorder) SendDay(ctx context.Context, day time.Time) error {
 			errs = append(errs, ferr)
 		}
 	}
-	return errors.Join(errs...)
+	return sent, errors.Join(errs...)
 }
 
 // prune removes attempt and sent files older than KeepDays.

@@ -52,6 +52,9 @@ func (p *plugin) Configure(_ context.Context, c sdk.Config) error {
 		// WantDatabase: fail unless the host handed over this DSN
 		// with max_conns 3 (protocol minor 3).
 		WantDatabase string `json:"want_database"`
+		// WantDNSResolver: fail unless the host handed over this
+		// resolver (tests of sdk.Config.DNSResolver).
+		WantDNSResolver *string `json:"want_dns_resolver"`
 	}
 	if err := c.Decode(&cfg); err != nil {
 		return err
@@ -61,6 +64,9 @@ func (p *plugin) Configure(_ context.Context, c sdk.Config) error {
 	}
 	if cfg.WantDatabase != "" && (c.Database == nil || c.Database.DSN != cfg.WantDatabase || c.Database.MaxConns != 3) {
 		return &sdk.ConfigError{Key: "want_database", Message: fmt.Sprintf("got %+v", c.Database)}
+	}
+	if cfg.WantDNSResolver != nil && *cfg.WantDNSResolver != c.DNSResolver {
+		return &sdk.ConfigError{Key: "want_dns_resolver", Message: fmt.Sprintf("host's resolver is %q", c.DNSResolver)}
 	}
 	p.mu.Lock()
 	p.host = c.Host

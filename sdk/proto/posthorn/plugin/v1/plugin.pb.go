@@ -590,7 +590,11 @@ type ConfigureRequest struct {
 	// The database the host shares with its plugins ([database] in the host
 	// configuration), so that every node of a cluster sees the same state.
 	// Unset: the host has none; keep state in data_dir (minor 3).
-	Database      *Database `protobuf:"bytes,6,opt,name=database,proto3" json:"database,omitempty"`
+	Database *Database `protobuf:"bytes,6,opt,name=database,proto3" json:"database,omitempty"`
+	// The host's DNS resolver ([dns] resolver), "HOST:PORT": a plugin looks
+	// up every name through it (sdk/netdial), as the host does. Empty: the
+	// system's resolver.
+	DnsResolver   string `protobuf:"bytes,7,opt,name=dns_resolver,json=dnsResolver,proto3" json:"dns_resolver,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +669,13 @@ func (x *ConfigureRequest) GetDatabase() *Database {
 		return x.Database
 	}
 	return nil
+}
+
+func (x *ConfigureRequest) GetDnsResolver() string {
+	if x != nil {
+		return x.DnsResolver
+	}
+	return ""
 }
 
 // Database is the host's shared SQL database (PostgreSQL).
@@ -2495,7 +2506,7 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x03 \x03(\tR\n" +
 	"recipients\x12\x18\n" +
-	"\aheaders\x18\x04 \x03(\tR\aheaders\"\x88\x02\n" +
+	"\aheaders\x18\x04 \x03(\tR\aheaders\"\xab\x02\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x12\x19\n" +
@@ -2503,7 +2514,8 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0ehost_broker_id\x18\x03 \x01(\rR\fhostBrokerId\x12(\n" +
 	"\x10max_message_size\x18\x04 \x01(\x04R\x0emaxMessageSize\x12.\n" +
 	"\x13host_protocol_minor\x18\x05 \x01(\rR\x11hostProtocolMinor\x128\n" +
-	"\bdatabase\x18\x06 \x01(\v2\x1c.posthorn.plugin.v1.DatabaseR\bdatabase\"d\n" +
+	"\bdatabase\x18\x06 \x01(\v2\x1c.posthorn.plugin.v1.DatabaseR\bdatabase\x12!\n" +
+	"\fdns_resolver\x18\a \x01(\tR\vdnsResolver\"d\n" +
 	"\bDatabase\x12\x10\n" +
 	"\x03dsn\x18\x01 \x01(\tR\x03dsn\x12\x1b\n" +
 	"\tmax_conns\x18\x02 \x01(\rR\bmaxConns\x12\x10\n" +
