@@ -63,9 +63,9 @@ func tlsRequiredNo(body delivery.Body) bool {
 
 // stsInfo is what the recipient domain's MTA-STS says, for one delivery.
 type stsInfo struct {
-	policy *mtasts.Policy        // the policy in use (fetched or cached), nil if none
-	state  mtasts.PolicyState    // where it came from
-	err    error                 // a failed discovery or fetch
+	policy *mtasts.Policy     // the policy in use (fetched or cached), nil if none
+	state  mtasts.PolicyState // where it came from
+	err    error              // a failed discovery or fetch
 	domain string
 }
 

@@ -63,7 +63,7 @@ type Inputs struct {
 	// Map is the policy map's entry for the destination, or the default.
 	Map Policy
 	// Transport is the transport map's tls_level (conf.TLSUnset: none).
-	Transport Level
+	Transport     Level
 	TransportName string
 	DANE          DANEState
 	STS           STSState
