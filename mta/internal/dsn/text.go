@@ -25,6 +25,10 @@ type wording struct {
 	reasonf, detailsf, reportedByf, retryUntilf string // lines under a recipient
 
 	next map[Action]string // what happens next, by group; Delivered for the rest
+	// nextTLS replaces next[Failed] when every failure of the group is
+	// a missing secure connection (5.7.10, 5.7.11, 5.7.30, 5.7.4, 5.7.5):
+	// the address is not at fault, so no advice to check it for typos.
+	nextTLS string
 
 	attachedFull, attachedHeader string // the original, or its header, is attached
 
@@ -62,6 +66,7 @@ var english = &wording{
 		Delayed:   "What happens next: you do not need to do anything, and you should not send the message again. If it still cannot be delivered when the mail system gives up, you will receive another report.\n",
 		Delivered: "What happens next: nothing; this is only a confirmation.\n",
 	},
+	nextTLS:        "What happens next: nothing more will happen with this message for these recipients. It was not sent because no secure (encrypted, and where required authenticated) connection to the recipient's mail server could be had; the address itself is not at fault. Send the information another way, or ask the recipient to have their provider support secure connections. If the problem persists, forward this report to your postmaster.\n",
 	attachedFull:   "\nThe original message is attached.\n",
 	attachedHeader: "\nThe header of the original message is attached.\n",
 	reasons: map[string]string{
@@ -82,6 +87,7 @@ var english = &wording{
 		"7.1":  "The recipient's mail system refused the message.",
 		"7.10": "The message needs an encrypted (TLS) connection, and none was possible.",
 		"7.11": "The message needs an encrypted (TLS) connection, and none was possible.",
+		"7.30": "The message asks for REQUIRETLS, and the recipient's server could not be authenticated or does not support it.",
 		"1":    "There is a problem with the recipient address.",
 		"2":    "There is a problem with the recipient's mailbox.",
 		"3":    "The recipient's mail system has a problem.",
@@ -119,6 +125,7 @@ var german = &wording{
 		Delayed:   "Wie es weitergeht: Sie müssen nichts tun und sollten die Nachricht nicht erneut senden. Kann sie auch bis zum Ende der Zustellversuche nicht zugestellt werden, erhalten Sie einen weiteren Bericht.\n",
 		Delivered: "Wie es weitergeht: Nichts; dies ist nur eine Bestätigung.\n",
 	},
+	nextTLS:        "Wie es weitergeht: Für diese Empfänger geschieht mit der Nachricht nichts weiter. Sie wurde nicht gesendet, weil keine sichere (verschlüsselte und, wo verlangt, authentifizierte) Verbindung zum Mailserver des Empfängers möglich war; an der Adresse selbst liegt es nicht. Übermitteln Sie die Information auf anderem Weg, oder bitten Sie den Empfänger, dass sein Anbieter sichere Verbindungen unterstützt. Besteht das Problem weiter, leiten Sie diesen Bericht an Ihren Postmaster weiter.\n",
 	attachedFull:   "\nDie ursprüngliche Nachricht ist angehängt.\n",
 	attachedHeader: "\nDie Kopfzeilen der ursprünglichen Nachricht sind angehängt.\n",
 	reasons: map[string]string{
@@ -138,6 +145,7 @@ var german = &wording{
 		"4.7":  "Die Nachricht konnte nicht rechtzeitig zugestellt werden und ist abgelaufen.",
 		"7.1":  "Das Mailsystem des Empfängers hat die Nachricht abgelehnt.",
 		"7.10": "Die Nachricht erfordert eine verschlüsselte (TLS-)Verbindung, die nicht möglich war.",
+		"7.30": "Die Nachricht verlangt REQUIRETLS, und der Mailserver des Empfängers ließ sich nicht authentifizieren oder unterstützt es nicht.",
 		"7.11": "Die Nachricht erfordert eine verschlüsselte (TLS-)Verbindung, die nicht möglich war.",
 		"1":    "Es gibt ein Problem mit der Empfängeradresse.",
 		"2":    "Es gibt ein Problem mit dem Postfach des Empfängers.",
@@ -247,7 +255,23 @@ func (w *wording) writeGroup(b *strings.Builder, a Action, rs []RecipientReport)
 	if !ok {
 		next = w.next[Delivered]
 	}
+	if a == Failed && allTLS(rs) {
+		next = w.nextTLS
+	}
 	b.WriteString(next)
+}
+
+// allTLS reports whether every recipient failed for want of a secure
+// connection.
+func allTLS(rs []RecipientReport) bool {
+	for _, rr := range rs {
+		switch status(rr) {
+		case "5.7.10", "5.7.11", "5.7.30", "5.7.4", "5.7.5":
+		default:
+			return false
+		}
+	}
+	return len(rs) > 0
 }
 
 // decodeHeader decodes RFC 2047 encoded words, leaving s as it is when

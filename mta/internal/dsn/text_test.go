@@ -50,6 +50,9 @@ func TestHumanTextGolden(t *testing.T) {
 		{"headers only", Report{Envelope: envelope(), Recipients: all[:1], Arrival: attempt}, header, true, false},
 		{"no original, no subject, no arrival", Report{Envelope: &queue.Envelope{}, Recipients: all[len(all)-3:]}, nil, false, false},
 		{"delayed only", Report{Envelope: envelope(), Recipients: all[len(all)-5 : len(all)-3]}, header, false, false},
+		{"TLS failures only: no advice to check the address", Report{Envelope: envelope(), Recipients: []RecipientReport{
+			{Addr: "tls@example.net", Action: Failed, Status: "5.7.10", Diagnostic: "x-posthorn; no secure connection"},
+			{Addr: "rtls@example.net", Action: Failed, Status: "5.7.30"}}}, header, false, false},
 		{"arrival in another zone", Report{Envelope: envelope(), Recipients: all[:2], Arrival: arrival.In(time.FixedZone("CET", 3600))}, []byte("Subject: plain\r\n"), true, false},
 	}
 	var b strings.Builder
