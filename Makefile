@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test test-short lint tidy-check fmt vet bench generate check-generate demo clean
+.PHONY: all build run test test-short lint tidy-check fmt vet bench bench-abuse generate check-generate demo clean
 
 all: build
 
@@ -68,6 +68,15 @@ bench: build
 	$(GO) test -run '^$$' -bench Protect -benchtime 5x ./plugins/smime/
 	$(GO) test -run '^$$' -bench DirectoryRCPT1M -benchtime 50000x ./mta/internal/directory/
 	$(GO) test -run '^$$' -bench DirectoryOpen -benchtime 200x ./mta/internal/directory/
+
+# bench-abuse: the floods of issue 20 against a real posthorn: 100 AUTH
+# guessers from 5 addresses while the real user logs in from another, then
+# 200 clients trickling a byte a second; prints the daemon's RSS, the
+# login latency and the session counts. Not part of `make test` (whose
+# testbed/abuse TestFloods holds the same figures to the issue's limits).
+ABUSE_D ?= 20s
+bench-abuse: build
+	$(GO) run ./testbed/cmd/abuse -posthorn $(BIN)/posthorn -d $(ABUSE_D)
 
 # demo: the testbed's fake internet and posthorn; one message per TLS level.
 demo:

@@ -370,9 +370,10 @@ func (e *testEnv) loginFrom(k smtpd.Kind, src, pass string) error {
 	return err
 }
 
-// TestAuthThrottling: an address over max_failures_per_ip gets 454
-// without a check; an account under attack refuses the addresses that
-// failed for it but not the real user on another address.
+// TestAuthThrottling: an address over max_failures_per_ip is refused at
+// connect on the submission listeners; an account under attack refuses
+// (421, no check, hang up) the addresses that failed for it but not the
+// real user on another address.
 func TestAuthThrottling(t *testing.T) {
 	e := startEnvConfig(t, func(s string) string {
 		return strings.Replace(s, "[auth]\n", "[auth]\nmax_failures_per_ip = 3\nmax_failures_per_account = 5\n", 1)
@@ -382,8 +383,13 @@ func TestAuthThrottling(t *testing.T) {
 			t.Fatalf("failure %d: want 535, got %v", i, err)
 		}
 	}
-	if err := e.loginFrom(smtpd.Submissions, "127.0.0.7", testPass); codeOf(err) != 454 {
-		t.Fatalf("blocked address, right password: want 454, got %v", err)
+	// Blocked: refused at connect on the submission listeners.
+	if _, code := e.dialFrom(smtpd.Submission, "127.0.0.7"); code != 421 {
+		t.Fatalf("blocked address: want 421 at connect, got %d", code)
+	}
+	// The MX listener (no AUTH there) still takes its mail.
+	if _, code := e.dialFrom(smtpd.MX, "127.0.0.7"); code != 220 {
+		t.Fatalf("blocked address on MX: want 220, got %d", code)
 	}
 	// Another address fails twice: the account is under attack (5
 	// failures).
@@ -392,8 +398,8 @@ func TestAuthThrottling(t *testing.T) {
 			t.Fatalf("127.0.0.8 failure %d: want 535, got %v", i, err)
 		}
 	}
-	if err := e.loginFrom(smtpd.Submission, "127.0.0.8", testPass); codeOf(err) != 454 {
-		t.Fatalf("address that failed for an attacked account: want 454, got %v", err)
+	if err := e.loginFrom(smtpd.Submission, "127.0.0.8", testPass); codeOf(err) != 421 {
+		t.Fatalf("address that failed for an attacked account: want 421, got %v", err)
 	}
 	start := time.Now()
 	if err := e.loginFrom(smtpd.Submission, "127.0.0.10", testPass); err != nil {

@@ -35,10 +35,10 @@ const (
 
 // AuthGuard bounds what password guessing can cost and slows it down, like
 // Postfix's anvil but for AUTH: at most MaxConcurrent argon2id checks run
-// at once, and clients with recent failures (or guessing at an account
-// under attack) share all but one of those slots, so that a client with a
-// clean record, the real user on another address, is never queued behind
-// a flood. Failures are counted per address and per account in a fixed
+// at once, and suspect clients — with recent failures, with another check
+// already pending, or guessing at an account under attack — share all but
+// one of those slots, so that a client with a clean record, the real user
+// on another address, is never queued behind a flood. Failures are counted per address and per account in a fixed
 // window; an address over its limit is blocked for BlockTime; an account
 // over its limit refuses only the addresses that already failed for it, so
 // an attacker cannot lock the real user out. Addresses that logged in
@@ -55,6 +55,9 @@ type AuthGuard struct {
 	accts map[string]*failCount // by account
 	pairs map[string]*failCount // by account + "\x00" + address
 	good  map[string]time.Time  // addresses and account+address pairs that logged in
+	// pending counts checks waiting or running per address: a second
+	// one from the same address goes into the suspect lane.
+	pending map[string]int
 }
 
 type failCount struct {
@@ -88,7 +91,7 @@ func NewAuthGuard(cfg GuardConfig) *AuthGuard {
 	g := &AuthGuard{cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent),
 		suspect: make(chan struct{}, max(1, cfg.MaxConcurrent-1)), now: time.Now,
 		ips: map[string]*failCount{}, accts: map[string]*failCount{}, pairs: map[string]*failCount{},
-		good: map[string]time.Time{}}
+		good: map[string]time.Time{}, pending: map[string]int{}}
 	return g
 }
 
@@ -151,13 +154,33 @@ func (g *AuthGuard) Check(ip net.IP, user string, verify func() (bool, error)) (
 		g.mu.Unlock()
 		return authThrottled, n
 	}
-	suspect := ipc != nil || (attacked && !known)
+	suspect := ipc != nil || g.pending[addr] > 0 || (attacked && !known)
+	g.pending[addr]++
 	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		if g.pending[addr]--; g.pending[addr] <= 0 {
+			delete(g.pending, addr)
+		}
+		g.mu.Unlock()
+	}()
 
 	if suspect {
 		g.suspect <- struct{}{}
 	}
 	g.slots <- struct{}{}
+	if suspect && g.Blocked(ip) {
+		// Blocked while it waited for a slot: no hash.
+		<-g.slots
+		<-g.suspect
+		g.mu.Lock()
+		n := 0
+		if ipc := g.current(g.ips, addr, g.now()); ipc != nil {
+			n = ipc.n
+		}
+		g.mu.Unlock()
+		return authThrottled, n
+	}
 	metrics.AuthChecksInFlight.Inc()
 	ok, err := verify()
 	metrics.AuthChecksInFlight.Dec()
@@ -195,6 +218,18 @@ func (g *AuthGuard) Check(ip net.IP, user string, verify func() (bool, error)) (
 	g.count(g.accts, acct, now)
 	g.count(g.pairs, pair, now)
 	return authBad, ipc.n
+}
+
+// Blocked reports whether ip is blocked from AUTH now.
+func (g *AuthGuard) Blocked(ip net.IP) bool {
+	if g == nil || ip == nil {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	ipc := g.current(g.ips, ip.String(), now)
+	return ipc != nil && now.Before(ipc.blocked)
 }
 
 // Privileged reports whether ip logged in successfully within the last day.

@@ -12,10 +12,11 @@ import (
 
 // Texts of the replies a connection gets before go-smtp sees it.
 const (
-	replyTooMany  = "421 4.7.0 Too many connections, try again later\r\n"
-	replyTooFast  = "421 4.7.0 Too many connections from your address, try again later\r\n"
-	rateWindow    = time.Minute
-	maxRateClient = 100000 // addresses remembered for the rate limit
+	replyTooMany     = "421 4.7.0 Too many connections, try again later\r\n"
+	replyTooFast     = "421 4.7.0 Too many connections from your address, try again later\r\n"
+	replyAuthBlocked = "421 4.7.0 Too many failed authentications from your address, try again later\r\n"
+	rateWindow       = time.Minute
+	maxRateClient    = 100000 // addresses remembered for the rate limit
 )
 
 // limitListener enforces the session limits before go-smtp sees a
@@ -34,6 +35,7 @@ type limitListener struct {
 	maxCmdBytes               int
 	plaintext                 bool // false under implicit TLS
 	privileged                func(net.IP) bool
+	blocked                   func(net.IP) bool // refused outright (AUTH-blocked, on submission)
 	onReject                  func(reason string)
 	now                       func() time.Time
 
@@ -67,6 +69,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			reason = "max_sessions_per_ip"
 		case !priv && l.rate > 0 && l.overRate(ip):
 			reason = "max_connection_rate_per_ip"
+		case l.blocked != nil && l.blocked(net.ParseIP(ip)):
+			reason = "auth_blocked"
 		default:
 			l.active++
 			l.byIP[ip]++
@@ -77,8 +81,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 				l.onReject(reason)
 			}
 			text := replyTooMany
-			if reason == "max_connection_rate_per_ip" {
+			switch reason {
+			case "max_connection_rate_per_ip":
 				text = replyTooFast
+			case "auth_blocked":
+				text = replyAuthBlocked
 			}
 			go func() {
 				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -174,6 +181,14 @@ type timeoutConn struct {
 	scan       uint8 // dot-CR scanner state
 	dotCR      bool
 	starttls   bool // "220 Ready to start TLS" written
+	hangUp     bool // close once the next reply is written
+}
+
+// closeAfterReply makes the connection close right after the next reply.
+func (c *timeoutConn) closeAfterReply() {
+	c.mu.Lock()
+	c.hangUp = true
+	c.mu.Unlock()
 }
 
 func (c *timeoutConn) start(now time.Time) {
@@ -288,11 +303,16 @@ func (c *timeoutConn) Write(p []byte) (int, error) {
 		c.phaseStart = time.Now()
 		c.sinceReply = 0
 	}
+	hangUp := c.hangUp
 	c.mu.Unlock()
 	if c.cmd > 0 {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.cmd))
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if hangUp {
+		c.Close()
+	}
+	return n, err
 }
 
 func (c *timeoutConn) SetReadDeadline(time.Time) error { return nil }

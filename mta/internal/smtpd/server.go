@@ -177,6 +177,7 @@ func Listen(cfg Config) (*Listener, error) {
 		rate: cfg.Limits.MaxConnectionRatePerIP, cmdTimeout: cfg.Limits.CommandTimeout.D(),
 		dataTimeout: cfg.Limits.DataTimeout.D(), maxCmdBytes: maxCommandBytes, plaintext: cfg.Kind != Submissions,
 		privileged: func(ip net.IP) bool { return l.trustedNet(ip) || l.guard.Privileged(ip) },
+		blocked:    func(ip net.IP) bool { return cfg.Kind != MX && !l.trustedNet(ip) && l.guard.Blocked(ip) },
 		onReject: func(reason string) {
 			metrics.SMTPRefused.WithLabelValues(l.name, reason).Inc()
 			l.log.Warn("connection refused", "reason", reason)

@@ -100,9 +100,10 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		// come from s.log.
 		s.log.Warn("authentication failed", "user", sanitizeHelo(user), "reason", reason, "failures", fails)
 		metrics.AuthFailures.WithLabelValues(s.l.name, reason).Inc()
-		if verdict == authBad {
-			time.Sleep(s.l.authFailDelay)
-		}
+		// Throttled attempts wait too: it costs a sleeping goroutine, not
+		// a hash, and slows a flood of them down (Postfix's
+		// smtpd_error_sleep_time).
+		time.Sleep(s.l.authFailDelay)
 		return auth.ErrAuthFailed
 	}
 	done := func(user string) {
@@ -137,6 +138,12 @@ func (a authErrors) Next(resp []byte) ([]byte, bool, error) {
 	c, done, err := a.Server.Next(resp)
 	if err != nil {
 		if a.s.authThrottled {
+			// Nothing more to do here for a client that may not log
+			// in: hang up, which frees its session (go-smtp writes
+			// the reply through timeoutConn, which then closes).
+			if a.s.tc != nil {
+				a.s.tc.closeAfterReply()
+			}
 			return c, done, errAuthThrottled
 		}
 		if errors.Is(err, auth.ErrAuthUnavailable) {
