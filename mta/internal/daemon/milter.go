@@ -80,11 +80,12 @@ func (a *acceptor) milterResult(env *queue.Envelope, res *milter.Result) error {
 	return err
 }
 
-// localMilterCheck runs a spooled local submission (posthorn sendmail)
-// past the milters for local mail, before the inbound hooks, as for SMTP.
-func (g *generation) localMilterCheck(env *queue.Envelope, f *os.File) (*os.File, error) {
+// localMilterCheck starts the milters for local mail (posthorn sendmail) on
+// a spooled submission and shows them the message, before the inbound
+// hooks, as for SMTP. The caller closes the session.
+func (g *generation) localMilterCheck(env *queue.Envelope, f *os.File) (*milter.Session, *os.File, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return f, err
+		return nil, f, err
 	}
 	var rcpts []string
 	for _, r := range env.Recipients {
@@ -92,9 +93,13 @@ func (g *generation) localMilterCheck(env *queue.Envelope, f *os.File) (*os.File
 	}
 	info := milter.Info{Hostname: g.cfg.Hostname, DaemonName: "local", ClientAddr: "127.0.0.1", ClientName: "localhost",
 		Helo: g.cfg.Hostname}
-	nf, res, err := g.localMilters.Check(info, nil, env.ID, env.From, rcpts, f, g.acc.tmpDir)
+	ms, err := g.localMilters.Local(info, nil, env.ID, env.From, rcpts)
 	if err != nil {
-		return nf, err
+		return nil, f, err
 	}
-	return nf, g.acc.milterResult(env, res)
+	nf, res, err := ms.Content(f, g.acc.tmpDir)
+	if err != nil {
+		return ms, nf, err
+	}
+	return ms, nf, g.acc.milterResult(env, res)
 }

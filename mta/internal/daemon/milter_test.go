@@ -503,12 +503,17 @@ func TestMilterRescanAfterPlugins(t *testing.T) {
 	for _, rescan := range []bool{false, true} {
 		t.Run(fmt.Sprint("rescan=", rescan), func(t *testing.T) {
 			e := startEnv(t, pluginConf(t, "")+milterConf("script", sm.addr(), fmt.Sprintf("rescan_after_plugins = %v", rescan))+
-				milterLists(`"script"`, "", ""))
+				milterLists(`"script"`, "", `"script"`))
 			waitPlugin(t, e, "running")
 			err := send(e.dial(smtpd.MX), "unwrap@example.com", []string{"bob@example.test"}, wrapped)
 			if rescan {
 				if codeOf(err) != 554 || !strings.Contains(err.Error(), "marker found") {
 					t.Fatalf("rescan of the unwrapped message: want the milter's 554, got %v", err)
+				}
+				// The same for a local submission.
+				if _, err := e.sendmail("unwrap@example.com", []string{"bob@example.test"}, wrapped); err == nil ||
+					!strings.Contains(err.Error(), "marker found") {
+					t.Fatalf("rescan of a local submission: want the milter's 554, got %v", err)
 				}
 				return
 			}

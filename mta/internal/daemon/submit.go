@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/mta/internal/control"
+	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/queue"
 )
 
@@ -99,9 +100,14 @@ func (d *Daemon) submitInspected(env *queue.Envelope, body io.Reader) (string, e
 	}
 	env.Size = n
 	g := d.gen.Load()
+	var ms *milter.Session
 	if g.localMilters != nil {
-		nf, err := g.localMilterCheck(env, f)
+		var nf *os.File
+		ms, nf, err = g.localMilterCheck(env, f)
 		f = nf
+		if ms != nil {
+			defer ms.Close()
+		}
 		if errors.Is(err, errDiscarded) {
 			return env.ID, nil
 		}
@@ -112,11 +118,22 @@ func (d *Daemon) submitInspected(env *queue.Envelope, body io.Reader) (string, e
 	hdrs := ""
 	if d.localHooks() {
 		nf, h, err := g.acc.inbound(env, sdkMeta{local: true}, f)
+		replaced := nf != f
 		f = nf // the deferred cleanup removes whichever file is current
 		if err != nil {
 			return "", err
 		}
 		hdrs = h
+		if replaced && ms.Rescans() {
+			nf, err := g.acc.milterRescan(ms, env, f)
+			f = nf
+			if errors.Is(err, errDiscarded) {
+				return env.ID, nil
+			}
+			if err != nil {
+				return "", err
+			}
+		}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err

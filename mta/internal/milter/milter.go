@@ -41,7 +41,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -528,21 +527,23 @@ func (s *Session) Close() {
 	s.conns = nil
 }
 
-// Check runs a whole message past the chain in one go, for local
-// submissions that have no SMTP session: connect (as localhost), HELO,
-// MAIL, RCPT, content. A refused recipient refuses the message.
-func (c *Chain) Check(info Info, log *slog.Logger, queueID, from string, rcpts []string, f *os.File, tmpDir string) (*os.File, *Result, error) {
+// Local starts a session for a local submission, which has no SMTP
+// session: connect (as localhost), HELO, MAIL and RCPT at once; the caller
+// goes on with Content (and Rescan) and closes the session. A refused
+// recipient refuses the message.
+func (c *Chain) Local(info Info, log *slog.Logger, queueID, from string, rcpts []string) (*Session, error) {
 	s := c.NewSession(info, log)
-	defer s.Close()
 	if err := s.Mail(queueID, from, nil); err != nil {
-		return f, nil, err
+		s.Close()
+		return nil, err
 	}
 	for _, r := range rcpts {
 		if err := s.Rcpt(r, nil); err != nil {
-			return f, nil, err
+			s.Close()
+			return nil, err
 		}
 	}
-	return s.Content(f, tmpDir)
+	return s, nil
 }
 
 // Rescans reports whether a milter of the session wants to see the
