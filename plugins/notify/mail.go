@@ -9,10 +9,14 @@ import (
 	"mime"
 	"mime/quotedprintable"
 	"net/mail"
+	"slices"
 	"strings"
 
 	"github.com/posthorn/posthorn/sdk"
 )
+
+// langNames head the further languages of a notification in several.
+var langNames = map[string]string{"de": "Deutsch", "en": "English"}
 
 // toSender lists the event types whose notification goes to the event's
 // Sender; all others go to its Recipient. The attribute "notify_to"
@@ -75,22 +79,43 @@ func (p *Plugin) mail(ctx context.Context, st *state, host sdk.Host, ev sdk.Even
 	return nil
 }
 
-// compose renders the notification mail for ev, CRLF line endings.
+// compose renders the notification mail for ev, CRLF line endings. The
+// attribute "languages" ("de,en") asks for the text in each language in
+// turn, the first one's subject on top: for a recipient whose language is
+// not known yet.
 func (p *Plugin) compose(st *state, ev sdk.Event, to string) ([]byte, string, error) {
-	tm, lang := st.templates.pick(ev.Type, ev.Language, st.cfg.DefaultLanguage)
-	if tm == nil {
-		return nil, "", fmt.Errorf("no template")
-	}
 	attr := ev.Attributes
 	if attr == nil {
 		attr = map[string]string{}
 	}
-	subject, body, err := render(tm, TemplateData{
-		Event: ev, Attr: attr, To: to, From: st.cfg.From, Organization: st.cfg.Organization, Lang: lang,
-	})
-	if err != nil {
-		return nil, "", err
+	want := []string{ev.Language}
+	if l := attr["languages"]; l != "" {
+		want = strings.Split(l, ",")
 	}
+	var subject, body string
+	var langs []string
+	for _, hint := range want {
+		tm, lang := st.templates.pick(ev.Type, strings.TrimSpace(hint), st.cfg.DefaultLanguage)
+		if tm == nil {
+			return nil, "", fmt.Errorf("no template")
+		}
+		if slices.Contains(langs, lang) {
+			continue
+		}
+		s, b, err := render(tm, TemplateData{
+			Event: ev, Attr: attr, To: to, From: st.cfg.From, Organization: st.cfg.Organization, Lang: lang,
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		if len(langs) == 0 {
+			subject, body = s, b
+		} else {
+			body += "\n" + strings.Repeat("=", 60) + "\n" + langNames[lang] + "\n\n" + s + "\n\n" + b
+		}
+		langs = append(langs, lang)
+	}
+	lang := strings.Join(langs, ", ")
 	domain := st.cfg.From[strings.LastIndexByte(st.cfg.From, '@')+1:]
 	sum := sha256.Sum256([]byte(ev.ID + "\x00" + to))
 

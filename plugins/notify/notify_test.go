@@ -86,7 +86,7 @@ func TestComposeLanguages(t *testing.T) {
 	}{
 		{"en-GB", "en", "An encrypted message for you from alice@example.org", "The link is valid until 1 December 2026, 10:00 UTC."},
 		{"de", "de", "Eine verschlüsselte Nachricht für Sie von alice@example.org", "Der Link ist gültig bis 01.12.2026, 10:00 UTC."},
-		{"", "de", "Eine verschlüsselte Nachricht für Sie", "aktivieren Sie bitte Ihr sicheres Webpostfach"}, // default_language
+		{"", "de", "Eine verschlüsselte Nachricht für Sie", "richten Sie bitte Ihr sicheres Webpostfach ein"}, // default_language
 		{"fr", "de", "Eine verschlüsselte Nachricht", "Beispiel GmbH"},
 	} {
 		ev := ev

@@ -151,10 +151,10 @@ func TestLocalizedMailThroughHost(t *testing.T) {
 	}{
 		{"bob@partner.example", "mail:act-1:bob@partner.example", "de",
 			"Eine verschlüsselte Nachricht für Sie von alice@example.org",
-			[]string{"Guten Tag,", "aktivieren Sie bitte Ihr sicheres Webpostfach", "  https://secure.example.org/activate/abc123\n", "Der Link ist gültig bis 08.12.2026, 09:30 UTC."}},
+			[]string{"Guten Tag,", "richten Sie bitte Ihr sicheres Webpostfach ein", "  https://secure.example.org/activate/abc123\n", "Der Link ist gültig bis 08.12.2026, 09:30 UTC."}},
 		{"carol@partner.example", "mail:act-2:carol@partner.example", "en",
 			"An encrypted message for you from alice@example.org",
-			[]string{"Hello,", "activate your secure web mailbox", "  https://secure.example.org/activate/abc123\n", "The link is valid until 8 December 2026, 09:30 UTC."}},
+			[]string{"Hello,", "set up your secure web mailbox", "  https://secure.example.org/activate/abc123\n", "The link is valid until 8 December 2026, 09:30 UTC."}},
 	} {
 		q, ok := mails[tc.rcpt]
 		if !ok {

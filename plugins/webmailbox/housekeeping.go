@@ -80,8 +80,8 @@ func (sv *Service) housekeepOne(ctx context.Context, mb *Mailbox, now time.Time)
 		return nil
 	}
 	if mb.State == StateActive && mb.WarnedAt.IsZero() && !now.Before(deadline.Add(-sv.s.inactivityWarn)) {
-		if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
-			Attributes: map[string]string{"link": sv.link("/login"), "expires": deadline.Format(time.RFC3339), "reason": "inactivity"}}); err != nil {
+		if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.inactivity_warning", Recipient: mb.Address, Language: mb.Language,
+			Attributes: map[string]string{"link": sv.link("/login"), "delete_on": deadline.Format(time.RFC3339)}}); err != nil {
 			return err
 		}
 		mb.WarnedAt = now
@@ -125,8 +125,8 @@ func (sv *Service) remind(ctx context.Context, mb *Mailbox, now time.Time) error
 				}
 				link = sv.link("/activate?t=" + tok)
 			}
-			if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address, Language: mb.Language,
-				Attributes: map[string]string{"link": link, "expires": m.Received.Add(sv.s.retention).Format(time.RFC3339)}}); err != nil {
+			if err := sv.emit(ctx, sv.toRecipient(mb, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address,
+				Attributes: map[string]string{"link": link, "expires": m.Received.Add(sv.s.retention).Format(time.RFC3339)}})); err != nil {
 				return err // not marked: the next run tries again
 			}
 		}

@@ -70,14 +70,9 @@ func TestRemindersRetentionInactivity(t *testing.T) {
 	if err := e.sv.Housekeeping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	warned := 0
-	for _, ev := range e.host.eventsOf("webmailbox.reminder_recipient") {
-		if ev.Attributes["reason"] == "inactivity" && ev.Recipient == "bob@partner.test" {
-			warned++
-		}
-	}
-	if warned != 1 {
-		t.Errorf("inactivity warnings = %d", warned)
+	warned := e.host.eventsOf("webmailbox.inactivity_warning")
+	if len(warned) != 1 || warned[0].Recipient != "bob@partner.test" || warned[0].Attributes["delete_on"] == "" {
+		t.Errorf("inactivity warnings = %+v", warned)
 	}
 	e.clock.Add(20 * 24 * time.Hour)
 	if err := e.sv.Housekeeping(ctx); err != nil {

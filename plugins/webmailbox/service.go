@@ -204,9 +204,8 @@ func (sv *Service) Divert(ctx context.Context, env *sdk.Envelope, rcpt string, r
 		}
 	}
 	overQuota := func() DivertResult {
-		sv.emit(ctx, sdk.Event{Type: "webmailbox.quota_exceeded", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
-			Language: mb.Language, Attributes: map[string]string{
-				"used": fmt.Sprint(mb.UsedBytes), "limit": fmt.Sprint(sv.s.quota), "link": sv.link("/login")}})
+		sv.emit(ctx, sv.toRecipient(mb, sdk.Event{Type: "webmailbox.quota_exceeded", QueueID: env.ID, Sender: env.MailFrom, Recipient: addr,
+			Attributes: map[string]string{"used": fmt.Sprint(mb.UsedBytes), "limit": fmt.Sprint(sv.s.quota), "link": sv.link("/login")}}))
 		return DivertResult{Created: created, Err: ErrQuota}
 	}
 	if mb.UsedBytes+size > sv.s.quota {
@@ -268,8 +267,32 @@ func (sv *Service) issueActivation(ctx context.Context, mb *Mailbox, queueID, se
 	if err := sv.store.PutToken(ctx, &Token{Hash: tokenHash(tok), Mailbox: mb.Address, Kind: "activate", Expires: exp}); err != nil {
 		return err
 	}
-	return sv.emit(ctx, sdk.Event{Type: "webmailbox.activation", QueueID: queueID, Sender: sender, Recipient: mb.Address,
-		Language: mb.Language, Attributes: map[string]string{"link": sv.link("/activate?t=" + tok), "expires": exp.Format(time.RFC3339)}})
+	attrs := map[string]string{"link": sv.link("/activate?t=" + tok), "expires": exp.Format(time.RFC3339), "reset_mode": "question",
+		"pin_required": fmt.Sprint(mb.PINHash != nil), "tan_required": fmt.Sprint(sv.s.requireTAN)}
+	if !mb.ResetAllow {
+		attrs["reset_mode"] = "none"
+	}
+	return sv.emit(ctx, sv.toRecipient(mb, sdk.Event{Type: "webmailbox.activation", QueueID: queueID, Sender: sender, Recipient: mb.Address,
+		Attributes: attrs}))
+}
+
+// toRecipient sets an event for mb's owner in their language; while the
+// mailbox is pending the language is not known yet, and the event asks
+// for both, the organisation's default first (attribute "languages").
+func (sv *Service) toRecipient(mb *Mailbox, ev sdk.Event) sdk.Event {
+	ev.Language = mb.Language
+	if mb.State == StatePending {
+		other := "en"
+		if sv.s.defaultLang == "en" {
+			other = "de"
+		}
+		if ev.Attributes == nil {
+			ev.Attributes = map[string]string{}
+		}
+		ev.Language = sv.s.defaultLang
+		ev.Attributes["languages"] = sv.s.defaultLang + "," + other
+	}
+	return ev
 }
 
 func (sv *Service) emit(ctx context.Context, ev sdk.Event) error {
