@@ -36,7 +36,7 @@ type limitListener struct {
 	plaintext                 bool // false under implicit TLS
 	privileged                func(net.IP) bool
 	blocked                   func(net.IP) bool // refused outright (AUTH-blocked, on submission)
-	onReject                  func(reason string)
+	onReject                  func(reason, client string)
 	now                       func() time.Time
 
 	mu     sync.Mutex
@@ -78,7 +78,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		if reason != "" {
 			if l.onReject != nil {
-				l.onReject(reason)
+				l.onReject(reason, ip)
 			}
 			text := replyTooMany
 			switch reason {

@@ -178,9 +178,9 @@ func Listen(cfg Config) (*Listener, error) {
 		dataTimeout: cfg.Limits.DataTimeout.D(), maxCmdBytes: maxCommandBytes, plaintext: cfg.Kind != Submissions,
 		privileged: func(ip net.IP) bool { return l.trustedNet(ip) || l.guard.Privileged(ip) },
 		blocked:    func(ip net.IP) bool { return cfg.Kind != MX && !l.trustedNet(ip) && l.guard.Blocked(ip) },
-		onReject: func(reason string) {
+		onReject: func(reason, client string) {
 			metrics.SMTPRefused.WithLabelValues(l.name, reason).Inc()
-			l.log.Warn("connection refused", "reason", reason)
+			l.log.Warn("connection refused", "client", client, "reason", reason)
 		},
 		now: time.Now, byIP: map[string]int{}, rates: map[string]*rateCount{}}
 	l.ln = lim
