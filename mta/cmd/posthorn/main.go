@@ -38,6 +38,12 @@ commands:
                                   which TLS level applies to DOMAIN, and why
   tls report [-c FILE] [--day DATE] [--dry-run]
                                   send a day's TLS reports (RFC 8460) now, or print them
+  explain [-c FILE] --from ADDR --to ADDR...
+                                  what will happen to a mail: route, TLS level
+                                  and why, encryption method (preflight)
+  directory [-c FILE] COMMAND     manage users (domains, mailboxes, aliases,
+                                  secure aliases); posthorn directory help
+  admin token NAME [SCOPE...]     make an admin API token and its config table
 `
 
 func main() {
@@ -77,6 +83,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return tlsMain(rest, stdout, stderr)
 	case "plugin":
 		return pluginMain(rest, stdout, stderr)
+	case "directory":
+		return directoryMain(rest, stdin, stdout, stderr)
+	case "explain":
+		return preflightMain(rest, stdout, stderr)
+	case "admin":
+		return adminMain(rest, stdout, stderr)
 	case "reload":
 		return reloadMain(rest, stdout, stderr)
 	case "help", "-h", "--help":

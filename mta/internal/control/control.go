@@ -44,6 +44,9 @@ type Request struct {
 
 	// Day is a UTC day, "2006-01-02" (tls-report).
 	Day string `json:"day,omitempty"`
+	// Args are the arguments of a command in Commands ("directory",
+	// "preflight").
+	Args json.RawMessage `json:"args,omitempty"`
 }
 
 // Response carries the result of a command.
@@ -154,6 +157,15 @@ func (s *Server) handle(c net.Conn) {
 	}
 	json.NewEncoder(c).Encode(resp)
 }
+
+// New returns a server for q without a socket: its Do answers requests
+// for other front ends (the admin API), the same way as over the socket.
+func New(q Queue, log *slog.Logger) *Server {
+	return &Server{q: q, log: log, now: time.Now, Extra: map[string]func() (json.RawMessage, error){}}
+}
+
+// Do answers one request, as over the socket.
+func (s *Server) Do(req Request) Response { return s.do(req) }
 
 func (s *Server) do(req Request) Response {
 	errResp := func(err error) Response {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/adminapi"
 	"github.com/posthorn/posthorn/mta/internal/authres"
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/delivery"
@@ -58,6 +59,7 @@ type Daemon struct {
 	Queue      *queue.Queue
 	Router     *liveRouter
 	dir        *directory.Directory // the database directory, shared by generations
+	admin      *adminapi.Server
 	plugins    *pluginhost.Host
 	hostAPI    *hostAPI
 	encryption *delivery.Encryption
@@ -205,7 +207,11 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		cs.Commands = map[string]func(control.Request) (json.RawMessage, error){
 			"tls-report": func(req control.Request) (json.RawMessage, error) { return tlsReportNow(d.gen.Load().rpt, req.Day) },
 		}
+		d.controlCommands(cs)
 		d.control = cs
+	}
+	if err := d.startAdmin(g); err != nil {
+		return d, err
 	}
 	if err := d.startSTSPub(g); err != nil {
 		return d, err
@@ -594,6 +600,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.control != nil {
 		d.control.Close()
+	}
+	if d.admin != nil {
+		d.admin.Close()
 	}
 	if d.metrics != nil {
 		d.metrics.Shutdown(ctx)
