@@ -218,3 +218,25 @@ func TestStrongestOfEveryInput(t *testing.T) {
 		})
 	}
 }
+
+// TestExplainAliasNeverProbesPlaintext: tls explain --sender ALIAS --probe
+// probes with the alias's effective policy, so a host without STARTTLS
+// shows the refusal the alias would get, never a plaintext session; hosts
+// the alias may not use at all are not probed.
+func TestExplainAliasNeverProbesPlaintext(t *testing.T) {
+	n, _, _ := strongestNet(t)
+	tr := n.transport("")
+	tr.SetEnforcement(nil, nil, staticAliases{"enc@secure.example.org": conf.TLSEncrypt, "dane@secure.example.org": conf.TLSDaneOnly})
+	ctx := t.Context()
+	if ex := tr.Explain(ctx, "nostarttls.test", "a@example.org", false, true); len(ex.Hosts) != 1 || !strings.Contains(ex.Hosts[0].Probe, "ok: plaintext") {
+		t.Fatalf("ordinary sender: %+v", ex.Hosts)
+	}
+	ex := tr.Explain(ctx, "nostarttls.test", "enc@secure.example.org", false, true)
+	if len(ex.Hosts) != 1 || strings.Contains(ex.Hosts[0].Probe, "plaintext") || !strings.Contains(ex.Hosts[0].Probe, "did not offer STARTTLS") {
+		t.Fatalf("alias encrypt: %+v", ex.Hosts)
+	}
+	ex = tr.Explain(ctx, "nostarttls.test", "dane@secure.example.org", false, true)
+	if len(ex.Hosts) != 1 || ex.Hosts[0].Probe != "" || !strings.Contains(ex.Hosts[0].Error, "(bounce)") {
+		t.Fatalf("alias dane-only: %+v", ex.Hosts)
+	}
+}
