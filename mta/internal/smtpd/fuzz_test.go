@@ -103,7 +103,9 @@ func FuzzSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input []byte) {
 		client, server := net.Pipe()
 		done := make(chan struct{})
-		tc := &timeoutConn{Conn: server, cmd: time.Second, data: time.Second, release: func() { close(done) }}
+		tc := &timeoutConn{Conn: server, cmd: time.Second, data: time.Second, maxCmdBytes: maxCommandBytes,
+			plaintext: true, release: func() { close(done) }}
+		tc.start(time.Now())
 		go newServer(l, nil).Serve(&oneConnListener{c: tc})
 		go func() {
 			client.SetDeadline(time.Now().Add(3 * time.Second))
