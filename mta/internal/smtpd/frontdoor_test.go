@@ -99,4 +99,3 @@ func TestAuthGuard(t *testing.T) {
 		t.Fatal("block outlived block_time")
 	}
 }
-
