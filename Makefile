@@ -65,7 +65,7 @@ BENCH_C ?= 20
 bench: build
 	$(GO) run ./testbed/cmd/bench -posthorn $(BIN)/posthorn -n $(BENCH_N) -size $(BENCH_S) -c $(BENCH_C)
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./queue/ ./mta/maildir/
-	$(GO) test -run '^$$' -bench Protect -benchtime 5x ./plugins/smime/
+	$(GO) test -run '^$$' -bench 'Protect|Path100KB' -benchtime 5x ./plugins/smime/
 	$(GO) test -run '^$$' -bench DirectoryRCPT1M -benchtime 50000x ./mta/internal/directory/
 	$(GO) test -run '^$$' -bench DirectoryOpen -benchtime 200x ./mta/internal/directory/
 
