@@ -133,7 +133,7 @@ func Dial(path string, opts Options) (*Client, error) {
 		cmd.Env = append(cmd.Env, "PLUGIN_UNIX_SOCKET_DIR="+opts.SocketDir)
 	}
 
-	hl := newHCLogger(log)
+	hl := newHCLogger(log, opts.Name)
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          sdk.PluginMap(),

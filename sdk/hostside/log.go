@@ -35,11 +35,14 @@ type hcLogger struct {
 	l    *slog.Logger
 	name string
 	args []any
+	// plugin is the name l already carries as "plugin": a line from the
+	// plugin with its own "plugin" key would repeat the key in JSON.
+	plugin string
 }
 
 var _ hclog.Logger = (*hcLogger)(nil)
 
-func newHCLogger(l *slog.Logger) hclog.Logger { return &hcLogger{l: l} }
+func newHCLogger(l *slog.Logger, plugin string) hclog.Logger { return &hcLogger{l: l, plugin: plugin} }
 
 func toSlog(level hclog.Level) slog.Level {
 	switch level {
@@ -70,6 +73,25 @@ func (h *hcLogger) Log(level hclog.Level, msg string, args ...any) {
 	if len(all)%2 == 1 {
 		all = append(all[:len(all)-1], "extra", all[len(all)-1])
 	}
+	if h.plugin != "" {
+		// Keys the host logger already has: drop a repeat of the
+		// plugin's name, rename anything else.
+		kept := all[:0]
+		for i := 0; i+1 < len(all); i += 2 {
+			if k, ok := all[i].(string); ok && k == "plugin" {
+				v, _ := all[i+1].(string)
+				if v == h.plugin {
+					continue
+				}
+				all[i] = "plugin_arg"
+				if strings.ContainsRune(v, '/') {
+					all[i] = "plugin_path" // go-plugin logs the binary as "plugin"
+				}
+			}
+			kept = append(kept, all[i], all[i+1])
+		}
+		all = kept
+	}
 	h.l.Log(ctx, lv, msg, all...)
 }
 
@@ -89,18 +111,18 @@ func (h *hcLogger) ImpliedArgs() []any        { return h.args }
 func (h *hcLogger) Name() string              { return h.name }
 
 func (h *hcLogger) With(args ...any) hclog.Logger {
-	return &hcLogger{l: h.l, name: h.name, args: append(append([]any(nil), h.args...), args...)}
+	return &hcLogger{l: h.l, name: h.name, args: append(append([]any(nil), h.args...), args...), plugin: h.plugin}
 }
 
 func (h *hcLogger) Named(name string) hclog.Logger {
 	if h.name != "" {
 		name = h.name + "." + name
 	}
-	return &hcLogger{l: h.l, name: name, args: h.args}
+	return &hcLogger{l: h.l, name: name, args: h.args, plugin: h.plugin}
 }
 
 func (h *hcLogger) ResetNamed(name string) hclog.Logger {
-	return &hcLogger{l: h.l, name: name, args: h.args}
+	return &hcLogger{l: h.l, name: name, args: h.args, plugin: h.plugin}
 }
 
 func (h *hcLogger) SetLevel(hclog.Level) {}

@@ -198,7 +198,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{`posthorn_messages_accepted_total{listener="mx"}`, `posthorn_messages_rejected_total{code="550",listener="mx",stage="rcpt"}`,
-		`posthorn_deliveries_total{result="delivered",transport="local"}`, "posthorn_accept_latency_seconds_bucket", "posthorn_queue_messages",
+		`posthorn_deliveries_total{result="delivered",transport="maildir"}`, "posthorn_accept_latency_seconds_bucket", "posthorn_queue_messages",
 		`posthorn_smtp_sessions_total{listener="mx"}`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %s", want)

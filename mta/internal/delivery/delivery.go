@@ -35,6 +35,10 @@ type Outcome struct {
 	// success notice (RFC 3461 §5.2.2); without it a NOTIFY=SUCCESS
 	// recipient handed to a remote server gets a "relayed" DSN from us.
 	DSNPassedOn bool
+	// Transport is the kind of delivery that produced the outcome, for
+	// the metrics: maildir, lmtp, mx, smarthost, discard, diverted.
+	// Transports that know set it; process fills in the rest.
+	Transport string
 	// diverted names the plugin that took the recipient over; waiting
 	// means it still has it (nothing happened in this attempt).
 	diverted string
@@ -246,11 +250,8 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 		if o.State == queue.Pending && expired {
 			o = Failed("4.4.7", "x-posthorn; delivery time expired; last error: "+o.Diagnostic)
 		}
-		transport := w.opt.Local.Name()
-		if !w.opt.Router.IsLocal(r.Addr) {
-			transport = "remote"
-		}
-		metrics.Deliveries.WithLabelValues(transport, resultName(o.State)).Inc()
+		isRemote := !w.opt.Router.IsLocal(r.Addr)
+		metrics.Deliveries.WithLabelValues(w.transportLabel(r.Addr, isRemote, o), resultName(o.State)).Inc()
 		if o.State != queue.Pending {
 			metrics.QueueTime.Observe(now.Sub(env.Received).Seconds())
 		}
@@ -267,7 +268,7 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 			failed = append(failed, rep)
 		case o.State == queue.Delivered && !o.DSNPassedOn && dsn.Wants(r.Notify, dsn.Delivered):
 			rep.Action = dsn.Delivered
-			if transport == "remote" {
+			if isRemote {
 				rep.Action = dsn.Relayed
 			}
 			delivered = append(delivered, rep)
@@ -364,6 +365,30 @@ func (w *Workers) expired(env *queue.Envelope, now time.Time) bool {
 
 // attrDSN marks a message as a DSN; a double bounce is never bounced again.
 const attrDSN = "dsn.kind"
+
+// RouteKind is what a remote transport may tell about the route it
+// takes for an address (remote.Transport: mx, smarthost, lmtp, maildir,
+// discard).
+type RouteKind interface {
+	Kind(addr string) string
+}
+
+// transportLabel names the delivery for the metrics by what really
+// carried it, not by local/remote.
+func (w *Workers) transportLabel(addr string, isRemote bool, o Outcome) string {
+	switch {
+	case o.diverted != "":
+		return "diverted"
+	case o.Transport != "":
+		return o.Transport
+	case isRemote:
+		if rk, ok := w.opt.Remote.(RouteKind); ok {
+			return rk.Kind(addr)
+		}
+		return "remote"
+	}
+	return w.opt.Local.Name()
+}
 
 // isBounce reports whether env is a bounce: the null sender.
 func isBounce(env *queue.Envelope) bool {

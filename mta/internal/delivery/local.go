@@ -82,6 +82,12 @@ func (t *LocalTransport) Deliver(ctx context.Context, env *queue.Envelope, idx [
 }
 
 func (t *LocalTransport) maildir(env *queue.Envelope, i int, d *router.Destination, body Body) Outcome {
+	o := t.maildirOutcome(env, i, d, body)
+	o.Transport = "maildir"
+	return o
+}
+
+func (t *LocalTransport) maildirOutcome(env *queue.Envelope, i int, d *router.Destination, body Body) Outcome {
 	uniq := fmt.Sprintf("%s.R%d", env.ID, i)
 	if env.Recovered {
 		// The previous process may have died between the Maildir rename
@@ -110,7 +116,12 @@ func (t *LocalTransport) lmtp(ctx context.Context, env *queue.Envelope, target s
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
-	return DeliverLMTP(ctx, env, target, idx, body, t.Hostname, timeout, nil)
+	out := DeliverLMTP(ctx, env, target, idx, body, t.Hostname, timeout, nil)
+	for i, o := range out {
+		o.Transport = "lmtp"
+		out[i] = o
+	}
+	return out
 }
 
 // DeliverLMTP hands recipients idx of env to an LMTP server (RFC 2033)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
+	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/sdk/hostside"
 )
@@ -13,8 +15,9 @@ import (
 // For sdk.ActionReplace the new message comes as a ReadCloser the caller
 // must read and Close (the timeout covers reading it); otherwise it is
 // nil. Errors are *Error; see ErrNotRunning and ErrTimeout.
-func (h *Host) Inspect(ctx context.Context, name string, env *sdk.Envelope, body io.Reader) (sdk.Verdict, io.ReadCloser, error) {
+func (h *Host) Inspect(ctx context.Context, name string, env *sdk.Envelope, body io.Reader) (_ sdk.Verdict, _ io.ReadCloser, err error) {
 	const hook = "Inspect"
+	defer observe(name, hook, time.Now(), &err)
 	p, c, err := h.acquire(name, hook)
 	if err != nil {
 		return sdk.Verdict{}, nil, err
@@ -56,8 +59,9 @@ func (r *replacement) Close() error {
 
 // CanHandle asks the named plugin's outbound hook which recipients it can
 // take; one answer per recipient, in order.
-func (h *Host) CanHandle(ctx context.Context, name string, env *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
+func (h *Host) CanHandle(ctx context.Context, name string, env *sdk.Envelope, rcpts []sdk.Recipient) (_ []sdk.Answer, err error) {
 	const hook = "CanHandle"
+	defer observe(name, hook, time.Now(), &err)
 	p, c, err := h.acquire(name, hook)
 	if err != nil {
 		return nil, err
@@ -117,8 +121,9 @@ func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
 
 // Transform hands the named plugin's outbound hook a message for a group
 // of recipients it said it can handle.
-func (h *Host) Transform(ctx context.Context, name string, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (*TransformResult, error) {
+func (h *Host) Transform(ctx context.Context, name string, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (_ *TransformResult, err error) {
 	const hook = "Transform"
+	defer observe(name, hook, time.Now(), &err)
 	p, c, err := h.acquire(name, hook)
 	if err != nil {
 		return nil, err
@@ -134,8 +139,9 @@ func (h *Host) Transform(ctx context.Context, name string, env *sdk.Envelope, gr
 
 // DeliverEvent hands one event to the named plugin now, synchronously.
 // Emit is the usual way (asynchronous, to every subscriber).
-func (h *Host) DeliverEvent(ctx context.Context, name string, ev sdk.Event) error {
+func (h *Host) DeliverEvent(ctx context.Context, name string, ev sdk.Event) (err error) {
 	const hook = "DeliverEvent"
+	defer observe(name, hook, time.Now(), &err)
 	p, c, err := h.acquire(name, hook)
 	if err != nil {
 		return err
@@ -191,4 +197,23 @@ func (s *hostServer) Confirm(ctx context.Context, c sdk.Confirmation) error {
 		return errNoAPI
 	}
 	return s.h.api.Confirm(ctx, s.name, c.QueueID, c.Recipient, c.Outcome.String(), c.Reason)
+}
+
+// observe records a hook call in the metrics: calls and latency per
+// plugin and hook, failures by kind.
+func observe(name, hook string, start time.Time, errp *error) {
+	metrics.PluginCalls.WithLabelValues(name, hook).Inc()
+	metrics.PluginLatency.WithLabelValues(name, hook).Observe(time.Since(start).Seconds())
+	if err := *errp; err != nil {
+		kind := "error"
+		switch {
+		case errors.Is(err, ErrNotRunning), errors.Is(err, ErrUnknownPlugin):
+			kind = "not_running"
+		case errors.Is(err, ErrTimeout):
+			kind = "timeout"
+		case errors.Is(err, hostside.ErrNotImplemented):
+			return
+		}
+		metrics.PluginErrors.WithLabelValues(name, hook, kind).Inc()
+	}
 }

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/sdk"
 )
 
@@ -335,6 +336,9 @@ func (h *Host) Reconfigure(ctx context.Context, cfg []conf.Plugin) ([]string, er
 	byName := map[string]*plugin{}
 	for _, c := range cfg {
 		p := old[c.Name]
+		if p != nil && restart[c.Name] {
+			metrics.PluginRestarts.WithLabelValues(c.Name).Inc()
+		}
 		if p == nil || restart[c.Name] {
 			p = h.newPlugin(c)
 			fresh = append(fresh, p)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/sdk/hostside"
 )
@@ -153,7 +154,9 @@ func (p *plugin) start(ctx context.Context) error {
 	p.started = time.Now()
 	if !first {
 		p.restarts++
+		metrics.PluginRestarts.WithLabelValues(p.cfg.Name).Inc()
 	}
+	metrics.PluginUp.WithLabelValues(p.cfg.Name).Set(1)
 	p.setState(StateRunning, nil)
 	close(p.up)
 	p.log.Info("plugin running", "version", info.Version, "hooks", info.Hooks, "events", info.EventTypes,
@@ -218,6 +221,7 @@ func (p *plugin) down(c *hostside.Client, why error) {
 	p.client = nil
 	p.up = make(chan struct{})
 	p.setState(StateCrashed, why)
+	metrics.PluginUp.WithLabelValues(p.cfg.Name).Set(0)
 	p.mu.Unlock()
 	p.log.Error("plugin down; restarting", "error", why)
 	kill(c, 0)
@@ -263,6 +267,7 @@ func (p *plugin) shutdown() {
 	}
 	p.setState(StateStopped, nil)
 	p.mu.Unlock()
+	metrics.PluginUp.WithLabelValues(p.cfg.Name).Set(0)
 	if c != nil {
 		kill(c, 3*time.Second)
 	}

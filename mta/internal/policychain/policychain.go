@@ -246,16 +246,20 @@ func (c *Chain) Decide(sender, rcpt, subject string, headers map[string][]string
 			break
 		}
 	}
+	why := c.trigger(subject, headers)
 	if d.Rule < 0 {
 		d.Reason = "no rule matches: not encrypted"
+		if why != "" {
+			d.Reason = "no rule matches"
+		}
 	}
-	if why := c.trigger(subject, headers); why != "" {
+	if why != "" {
 		d.Triggered = true
 		d.Encrypt = Required
 		if len(d.Methods) == 0 {
 			d.Methods = append([]string(nil), c.methods...)
 		}
-		d.Reason = why + " requires encryption; " + d.Reason
+		d.Reason = why + " requires encryption (" + d.Reason + ")"
 	}
 	if d.Encrypt != Never && len(d.Methods) == 0 {
 		d.Methods = append([]string(nil), c.methods...)

@@ -164,6 +164,13 @@ func (t *Transport) Close() {
 	}
 }
 
+// Kind is the kind of route mail to addr takes: mx, smarthost, lmtp,
+// maildir or discard (for the delivery metrics).
+func (t *Transport) Kind(addr string) string {
+	d := addr[strings.LastIndexByte(addr, '@')+1:]
+	return t.route(strings.ToLower(strings.TrimSuffix(d, "."))).Kind
+}
+
 // route returns the transport entry for a domain: exact, then ".parent",
 // then "*", then plain MX.
 func (t *Transport) route(domain string) conf.Transport {
