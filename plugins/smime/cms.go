@@ -84,6 +84,23 @@ func (c Cipher) String() string {
 	return fmt.Sprintf("Cipher(%d)", int(c))
 }
 
+// CipherName names a content-encryption algorithm for result headers:
+// "aes128-cbc" … "aes256-gcm".
+func CipherName(oid asn1.ObjectIdentifier) string {
+	for _, c := range []struct {
+		oid  asn1.ObjectIdentifier
+		name string
+	}{
+		{oidAES128CBC, "aes128-cbc"}, {oidAES192CBC, "aes192-cbc"}, {oidAES256CBC, "aes256-cbc"},
+		{oidAES128GCM, "aes128-gcm"}, {oidAES192GCM, "aes192-gcm"}, {oidAES256GCM, "aes256-gcm"},
+	} {
+		if oid.Equal(c.oid) {
+			return c.name
+		}
+	}
+	return oid.String()
+}
+
 // KeyTransport is an RSA key-transport padding.
 type KeyTransport int
 

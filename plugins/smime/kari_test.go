@@ -187,3 +187,19 @@ func TestCLIListsUnusableCertificates(t *testing.T) {
 		t.Fatalf("show:\n%s", show)
 	}
 }
+
+func TestCipherName(t *testing.T) {
+	for oid, want := range map[string]string{"2.16.840.1.101.3.4.1.2": "aes128-cbc", "2.16.840.1.101.3.4.1.46": "aes256-gcm", "1.2.3": "1.2.3"} {
+		var o []int
+		for _, p := range strings.Split(oid, ".") {
+			n := 0
+			for _, c := range p {
+				n = n*10 + int(c-'0')
+			}
+			o = append(o, n)
+		}
+		if got := CipherName(o); got != want {
+			t.Errorf("%s: %s, want %s", oid, got, want)
+		}
+	}
+}

@@ -735,7 +735,7 @@ func (st *state) inspect(ctx context.Context, env *sdk.Envelope, body io.Reader,
 		if res.Envelope.Transport == ECDH {
 			kt = res.Envelope.Agreement.String()
 		}
-		parts = append(parts, "decrypted; cipher="+res.Envelope.Cipher.String()+"; key-transport="+kt)
+		parts = append(parts, "decrypted; cipher="+CipherName(res.Envelope.CipherOID)+"; key-transport="+kt)
 	}
 	switch {
 	case res.Signed && res.SigErr == nil:
