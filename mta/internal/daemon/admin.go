@@ -10,6 +10,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/policychain"
 	"github.com/posthorn/posthorn/mta/internal/router"
+	"github.com/posthorn/posthorn/mta/internal/selfservice"
 	"github.com/posthorn/posthorn/sdk"
 )
 
@@ -75,6 +76,34 @@ func (d *Daemon) startAdmin(g *generation) error {
 	d.goRun(func() { srv.Serve() })
 	d.log.Info("listening", "listener", "admin-api", "address", srv.Addr(), "role", "admin API (HTTPS, bearer tokens)")
 	return nil
+}
+
+// startSelfService starts the users' settings page when [self_service]
+// address is set.
+func (d *Daemon) startSelfService(g *generation) error {
+	cfg := g.cfg
+	if cfg.SelfService.Address == "" {
+		return nil
+	}
+	srv, err := selfservice.Listen(cfg.SelfService.Address, g.tlsConf, selfservice.Config{
+		Dir: g.router.Directory(), Auth: g.users, Subdomain: cfg.SecureAlias.Subdomain,
+		DefaultLevel: cfg.SecureAlias.Level.String(), Logger: d.log.With("component", "self-service"),
+	})
+	if err != nil {
+		return fmt.Errorf("self_service.address: %w", err)
+	}
+	d.self = srv
+	d.goRun(func() { srv.Serve() })
+	d.log.Info("listening", "listener", "self-service", "address", srv.Addr(), "role", "users' secure-alias settings (HTTPS)")
+	return nil
+}
+
+// SelfServiceAddr is the bound self-service address, or "".
+func (d *Daemon) SelfServiceAddr() string {
+	if d.self == nil {
+		return ""
+	}
+	return d.self.Addr()
 }
 
 // AdminAddr is the bound admin API address, or "".

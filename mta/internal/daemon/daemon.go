@@ -42,6 +42,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/remote"
 	"github.com/posthorn/posthorn/mta/internal/resolver"
 	"github.com/posthorn/posthorn/mta/internal/router"
+	"github.com/posthorn/posthorn/mta/internal/selfservice"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/mta/internal/stspub"
 	"github.com/posthorn/posthorn/mta/internal/tlsrpt"
@@ -60,6 +61,7 @@ type Daemon struct {
 	Router     *liveRouter
 	dir        *directory.Directory // the database directory, shared by generations
 	admin      *adminapi.Server
+	self       *selfservice.Server
 	plugins    *pluginhost.Host
 	hostAPI    *hostAPI
 	encryption *delivery.Encryption
@@ -211,6 +213,9 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.control = cs
 	}
 	if err := d.startAdmin(g); err != nil {
+		return d, err
+	}
+	if err := d.startSelfService(g); err != nil {
 		return d, err
 	}
 	if err := d.startSTSPub(g); err != nil {
@@ -603,6 +608,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.admin != nil {
 		d.admin.Close()
+	}
+	if d.self != nil {
+		d.self.Close()
 	}
 	if d.metrics != nil {
 		d.metrics.Shutdown(ctx)
