@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/mta/internal/envaddr"
 )
 
 // DefaultTimeout limits each command when Options.Timeout is zero.
@@ -158,7 +160,7 @@ func (d *delivery) run(c *smtp.Client, conn net.Conn, from string, opts Options,
 	if opts.EightBit {
 		mopts.Body = smtp.Body8BitMIME
 	}
-	if err := c.Mail(from, mopts); err != nil {
+	if err := c.Mail(wireAddr(from), mopts); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			// The sender was refused: that answer holds for everyone.
@@ -179,7 +181,7 @@ func (d *delivery) run(c *smtp.Client, conn net.Conn, from string, opts Options,
 			continue
 		}
 		first[rcpt] = i
-		if err := c.Rcpt(rcpt, nil); err != nil {
+		if err := c.Rcpt(wireAddr(rcpt), nil); err != nil {
 			var se *smtp.SMTPError
 			if errors.As(err, &se) {
 				d.set(i, fromSMTPError(se))
@@ -332,4 +334,14 @@ func parseTarget(t string) (network, addr string, err error) {
 		}
 	}
 	return network, addr, nil
+}
+
+// wireAddr quotes a local part that is not a dot-atom (RFC 5321 §4.1.2),
+// so that an address never becomes a parameter at the LMTP server; smtpd
+// refuses at MAIL and RCPT what cannot be written this way.
+func wireAddr(addr string) string {
+	if w, err := envaddr.Format(addr); err == nil {
+		return w
+	}
+	return addr
 }
