@@ -793,6 +793,28 @@ func Explain(cfg *conf.Config, domain, sender string, requireTLS, probe bool) (*
 	return ex, nil
 }
 
+// NewOutbound builds the outbound transport as the daemon builds it: the
+// [dns] resolver, MTA-STS fetching through that resolver, DANE, and the
+// given TLS-RPT recorder and secure aliases (either may be nil). For
+// tools and the interop suite, which deliver without a whole daemon.
+func NewOutbound(cfg *conf.Config, rpt *tlsrpt.Recorder, aliases remote.SecureAliases, log *slog.Logger) (*remote.Transport, error) {
+	res, err := newResolver(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := remote.New(cfg, res, log)
+	if err != nil {
+		return nil, err
+	}
+	sts, err := newMTASTS(cfg, res, log)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	rt.SetEnforcement(sts, rpt, aliases)
+	return rt, nil
+}
+
 // newMTASTS makes the MTA-STS fetcher, or nil when [mta_sts] is off.
 func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger) (*mtasts.Fetcher, error) {
 	if !cfg.MTASTS.Enabled {

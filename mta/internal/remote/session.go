@@ -95,8 +95,6 @@ type dialSpec struct {
 	implicit bool // TLS from the first byte (smarthost on 465)
 	auth     sasl.Client
 	dane     *dane.Result // usable TLSA records when DANE authenticates this host
-	// observe checks, without enforcing, what MTA-STS verify would say.
-	observe bool
 	// requireTLS: the message carries REQUIRETLS: the host must offer it.
 	// askRequireTLS: ask for it where offered (secure aliases).
 	requireTLS, askRequireTLS bool
