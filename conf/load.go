@@ -62,6 +62,12 @@ func Parse(filename string, data []byte) (*Config, error) {
 	return parse(filename, data, base)
 }
 
+// ParseIn is Parse with relative paths resolved against base (the data
+// directory: posthorn -d DIR or $POSTHORN_HOME).
+func ParseIn(filename string, data []byte, base string) (*Config, error) {
+	return parse(filename, data, base)
+}
+
 func parse(filename string, data []byte, base string) (*Config, error) {
 	cfg, err := defaults()
 	if err != nil {

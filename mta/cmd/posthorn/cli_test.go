@@ -256,6 +256,12 @@ func TestCheckAndConfigDefault(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.toml")
 	os.WriteFile(good, out, 0o600)
+	// The default runs the plugins make build puts in ./bin: check wants
+	// them there and executable.
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	for _, p := range []string{"posthorn-notify", "posthorn-webmailbox"} {
+		os.WriteFile(filepath.Join(dir, "bin", p), []byte("#!/bin/sh\n"), 0o755)
+	}
 	if out, err := exec.Command(bin, "check", "-c", good).CombinedOutput(); err != nil {
 		t.Fatalf("check default: %v\n%s", err, out)
 	}

@@ -20,7 +20,12 @@ const usage = `usage: posthorn COMMAND [options]
 
 commands:
   serve [-c FILE]                 run the MTA (embedded default config without -c)
-  check -c FILE                   validate a config file; lists every error
+  check -c FILE                   validate a config file and the files it names
+                                  (certificate and key match, plugin binaries
+                                  executable and matching their sha256)
+  reload [-c FILE]                the running daemon reads its config again
+                                  (as on SIGHUP); a broken file is refused
+  version                         version, commit and plugin protocol version
   config default                  print the embedded default config
   passwd [-c FILE] USER@DOMAIN    set a user's password (read from stdin)
   queue [-c FILE] list [--json]   list queued messages
@@ -59,7 +64,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	rest, help, err := globalArgs(cmd, rest)
+	if err != nil {
+		fmt.Fprintln(stderr, "posthorn:", err)
+		return 2
+	}
+	if help && cmd != "help" {
+		commandHelp(stdout, cmd)
+		return 0
+	}
 	switch cmd {
+	case "version", "--version":
+		return versionMain(stdout)
 	case "serve":
 		return serveMain(rest, stderr)
 	case "check":
@@ -92,7 +108,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "reload":
 		return reloadMain(rest, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+globalHelp)
 		return 0
 	}
 	fmt.Fprintf(stderr, "posthorn: unknown command %q\n\n%s", cmd, usage)
@@ -102,7 +118,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // loadConfig loads FILE, or the embedded default when FILE is "".
 func loadConfig(path string) (*conf.Config, error) {
 	if path == "" {
-		return conf.Parse("(default)", conf.DefaultTOML())
+		base, err := defaultBase()
+		if err != nil {
+			return nil, err
+		}
+		return conf.ParseIn(conf.DefaultFile, conf.DefaultTOML(), base)
 	}
 	return conf.Load(path)
 }
@@ -115,7 +135,7 @@ func configFlag(fs *flag.FlagSet) *string {
 func checkMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", "", "config file to check")
+	cfgPath := fs.String("c", os.Getenv("POSTHORN_CONFIG"), "config file to check")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -126,8 +146,16 @@ func checkMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: posthorn check -c FILE")
 		return 2
 	}
-	if _, err := conf.Load(*cfgPath); err != nil {
+	cfg, err := conf.Load(*cfgPath)
+	if err != nil {
 		printConfigErrors(stderr, err)
+		return 1
+	}
+	if probs := checkFiles(cfg); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintf(stderr, "%s: %s\n", *cfgPath, p)
+		}
+		fmt.Fprintf(stderr, "%d problem(s) with the files the config names\n", len(probs))
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)

@@ -35,7 +35,7 @@ func serveMain(args []string, stderr io.Writer) int {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	d, err := daemon.Start(cfg, log, daemon.Options{ConfigPath: *cfgPath, LogLevel: level})
+	d, err := daemon.Start(cfg, log, daemon.Options{ConfigPath: *cfgPath, LogLevel: level, BaseDir: dataDir()})
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1

@@ -144,6 +144,9 @@ type Options struct {
 	// ConfigPath is the file ReloadFile reads again; "" is the embedded
 	// default.
 	ConfigPath string
+	// BaseDir is where relative paths of the embedded default resolve
+	// (posthorn -d); "" is the current directory.
+	BaseDir string
 	// LogLevel, if set, is the level of the daemon's logger; a reload
 	// sets it from [log] level.
 	LogLevel *slog.LevelVar

@@ -23,7 +23,11 @@ func (d *Daemon) ReloadFile() (*ReloadResult, error) {
 	var err error
 	name := d.opt.ConfigPath
 	if name == "" {
-		cfg, err = conf.Parse(conf.DefaultFile, conf.DefaultTOML())
+		if d.opt.BaseDir != "" {
+			cfg, err = conf.ParseIn(conf.DefaultFile, conf.DefaultTOML(), d.opt.BaseDir)
+		} else {
+			cfg, err = conf.Parse(conf.DefaultFile, conf.DefaultTOML())
+		}
 		name = conf.DefaultFile
 	} else {
 		cfg, err = conf.Load(name)
