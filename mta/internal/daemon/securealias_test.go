@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"io"
+	"mime/quotedprintable"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/queue"
+	"github.com/posthorn/posthorn/testbed/dnsserver"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -85,5 +88,71 @@ func TestSecureAliasOutboundBouncesFast(t *testing.T) {
 			t.Fatalf("still queued: %+v", e.d.Queue.List()[0].Recipients[0])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSecureAliasBogusDNSSECBouncesFast (issue 12.7): the destination's
+// DNS answers are DNSSEC-bogus (SERVFAIL from the validating resolver).
+// The secure alias's mail bounces within seconds with the reason and
+// without advice to check the address for typos; an ordinary sender's
+// mail to the same destination stays queued for the normal retries.
+func TestSecureAliasBogusDNSSECBouncesFast(t *testing.T) {
+	e, m := remoteEnv(t, remotemta.Config{Mode: remotemta.STARTTLSValid}, secureAliasConf)
+	e.dns.Zone("remote.test", dnsserver.Bogus)
+	c := e.dialTLS(smtpd.Submission)
+	if err := c.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, from := range []string{"alice@secure.example.test", "alice@example.test"} {
+		if err := c.Mail(from, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("friend@remote.test", nil); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := c.Data()
+		io.WriteString(w, "From: "+from+"\r\nTo: friend@remote.test\r\nSubject: bogus\r\nMessage-ID: <"+strings.Replace(from, "@", ".", 1)+"@x>\r\n\r\nsecret\r\n")
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.waitMail("example.test", "alice", 1, 10*time.Second)[0]
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("bounce after %s", d)
+	}
+	// The people's text is quoted-printable: read it decoded.
+	dec, _ := io.ReadAll(quotedprintable.NewReader(strings.NewReader(b)))
+	b = strings.ReplaceAll(string(dec), "\n ", " ")
+	for _, want := range []string{"Action: failed", "Status: 5.7.10", "DNSSEC", "Final-Recipient: rfc822; friend@remote.test", "the address itself is not at fault"} {
+		if !strings.Contains(b, want) {
+			t.Errorf("bounce lacks %q:\n%s", want, b)
+		}
+	}
+	if strings.Contains(b, "typing mistakes") || strings.Contains(b, "Tippfehler") {
+		t.Errorf("a TLS bounce advises checking the address for typos:\n%s", b)
+	}
+	if len(m.Messages()) != 0 {
+		t.Fatal("delivered despite a bogus destination")
+	}
+	// The ordinary sender's copy is deferred, not bounced.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var pending bool
+		for _, env := range e.d.Queue.List() {
+			if env.From == "alice@example.test" && env.Recipients[0].State == queue.Pending && env.Recipients[0].Attempts > 0 {
+				pending = true
+			}
+		}
+		if pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ordinary sender's message is not deferred: %+v", e.d.Queue.List())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(e.waitMail("example.test", "alice", 1, time.Second)); n != 1 {
+		t.Errorf("%d notices to alice, want the one bounce", n)
 	}
 }
