@@ -95,16 +95,7 @@ methods = ["webmailbox"]
 		t.Fatalf("no activation link in the notification:\n%s", note)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(900, 1000),
-		chromedp.UserDataDir(filepath.Join(dir, "chrome")))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
+	ctx := startChromium(t, browser, dir, 900, 1000)
 	shot := func(name string) chromedp.Action {
 		return chromedp.ActionFunc(func(ctx context.Context) error {
 			out := os.Getenv("POSTHORN_SCREENSHOTS")
@@ -204,4 +195,50 @@ func clickAndLoad(sel, want string) chromedp.Action {
 		}
 		return nil
 	})
+}
+
+// startChromium starts headless Chromium (profile under dir, a window of
+// w×h) for the test and returns a browser context that ends, with the
+// browser, when the test does (90 s at most).
+func startChromium(t *testing.T, browser, dir string, w, h int) context.Context {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(w, h),
+		chromedp.UserDataDir(filepath.Join(dir, "chrome")))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+// waitPluginsRunning waits until n plugins run.
+func waitPluginsRunning(t *testing.T, e *testEnv, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		running := 0
+		for _, s := range e.d.PluginStatus() {
+			if s.State == "running" {
+				running++
+			}
+		}
+		if running == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plugins not running: %+v", e.d.PluginStatus())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// buildPlugin builds a plugin binary into dir.
+func buildPlugin(t *testing.T, dir, name string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "posthorn-"+name)
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/"+name+"/cmd/posthorn-"+name).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return bin
 }
