@@ -18,6 +18,32 @@ import (
 // langNames head the further languages of a notification in several.
 var langNames = map[string]string{"de": "Deutsch", "en": "English"}
 
+// footerLabels name the lines of the operator's footer.
+var footerLabels = map[string][3]string{"de": {"Hilfe", "Impressum", "Datenschutz"}, "en": {"Help", "Imprint", "Privacy"}}
+
+// footer is the operator's name, support contact and links, from the
+// event's attributes org_name, org_support, org_imprint and org_privacy
+// (the web mailbox's theming), below the mail in its first language.
+func footer(attr map[string]string, lang string) string {
+	l, ok := footerLabels[lang]
+	if !ok {
+		l = footerLabels["en"]
+	}
+	var lines []string
+	if v := attr["org_name"]; v != "" {
+		lines = append(lines, v)
+	}
+	for i, k := range []string{"org_support", "org_imprint", "org_privacy"} {
+		if v := attr[k]; v != "" {
+			lines = append(lines, l[i]+": "+v)
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "\n" + strings.Join(lines, "\n") + "\n"
+}
+
 // toSender lists the event types whose notification goes to the event's
 // Sender; all others go to its Recipient. The attribute "notify_to"
 // overrides both.
@@ -116,6 +142,7 @@ func (p *Plugin) compose(st *state, ev sdk.Event, to string) ([]byte, string, er
 		langs = append(langs, lang)
 	}
 	lang := strings.Join(langs, ", ")
+	body += footer(attr, langs[0])
 	domain := st.cfg.From[strings.LastIndexByte(st.cfg.From, '@')+1:]
 	sum := sha256.Sum256([]byte(ev.ID + "\x00" + to))
 

@@ -71,8 +71,19 @@ type Config struct {
 	// TimeZone for dates on pages and in exports (IANA name); default
 	// "Europe/Berlin".
 	TimeZone string `json:"time_zone"`
-	// Organization is shown in the pages' title.
+	// Organization is shown on every page and in notification mails.
 	Organization string `json:"organization"`
+	// Theming: LogoFile (PNG, JPEG or SVG, at most 256 KiB; relative to
+	// the data dir) beside the name on every page and on TAN letters;
+	// PrimaryColor "#rrggbb" for the header and buttons (white text on it
+	// must reach WCAG AA contrast, 4.5:1); SupportContact (a phone number
+	// or address, shown in every page's footer and every notification);
+	// ImprintURL and PrivacyURL (linked there too).
+	LogoFile       string `json:"logo_file"`
+	PrimaryColor   string `json:"primary_color"`
+	SupportContact string `json:"support_contact"`
+	ImprintURL     string `json:"imprint_url"`
+	PrivacyURL     string `json:"privacy_url"`
 	// KDF tunes argon2id (memory in KiB); defaults 2 passes, 64 MiB, 2 threads.
 	KDF *KDFConfig `json:"kdf"`
 }
@@ -110,6 +121,7 @@ type settings struct {
 	clientIPHeader  string
 	kdf             KDFParams
 	loc             *time.Location
+	theme           theme
 }
 
 func parseDur(key, v, def string) (time.Duration, error) {
@@ -223,6 +235,9 @@ func (c *Config) validate(dataDir string) (*settings, error) {
 		s.defaultLang = c.DefaultLanguage
 	default:
 		return nil, &sdk.ConfigError{Key: "default_language", Message: fmt.Sprintf("%q: want \"de\" or \"en\"", c.DefaultLanguage)}
+	}
+	if s.theme, err = c.theme(dataDir); err != nil {
+		return nil, err
 	}
 	tz := c.TimeZone
 	if tz == "" {

@@ -157,7 +157,8 @@ func baseConfig() map[string]any {
 
 // newEnv configures the plugin in-process with cfg (baseConfig() plus
 // changes) and serves its web interface over TLS on 127.0.0.1.
-func newEnv(t *testing.T, change func(map[string]any)) *env {
+// prepare, if given, runs on the data dir before Configure.
+func newEnv(t *testing.T, change func(map[string]any), prepare ...func(dataDir string)) *env {
 	t.Helper()
 	cfg := baseConfig()
 	if change != nil {
@@ -170,6 +171,9 @@ func newEnv(t *testing.T, change func(map[string]any)) *env {
 		out = io.MultiWriter(e.logs, os.Stderr)
 	}
 	e.p = &Plugin{Logger: slog.New(slog.NewTextHandler(out, nil)), Now: e.clock.Now}
+	for _, f := range prepare {
+		f(e.dir)
+	}
 	if err := e.p.Configure(context.Background(), sdk.Config{JSON: js, DataDir: e.dir, Host: e.host}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}

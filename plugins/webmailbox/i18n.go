@@ -116,6 +116,10 @@ var texts = map[string][2]string{
 	"pw_fixed":              {"Das Passwort dieses Postfachs kann nicht geändert werden.", "The password of this mailbox cannot be changed."},
 	"old_pw_wrong":          {"Das bisherige Passwort ist falsch.", "The current password is wrong."},
 	"new_question":          {"Neue Sicherheitsfrage (optional)", "New security question (optional)"},
+	"support":               {"Hilfe", "Help"},
+	"imprint":               {"Impressum", "Imprint"},
+	"privacy":               {"Datenschutz", "Privacy"},
+	"problem":               {"Das hat nicht geklappt", "Something went wrong"},
 	"change":                {"Ändern", "Change"},
 }
 

@@ -299,6 +299,16 @@ func (sv *Service) emit(ctx context.Context, ev sdk.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = sv.Now()
 	}
+	// The operator's theming, for the notification's footer.
+	for k, v := range map[string]string{"org_name": sv.s.organization, "org_support": sv.s.theme.support,
+		"org_imprint": sv.s.theme.imprint, "org_privacy": sv.s.theme.privacy} {
+		if v != "" {
+			if ev.Attributes == nil {
+				ev.Attributes = map[string]string{}
+			}
+			ev.Attributes[k] = v
+		}
+	}
 	err := sv.host.Emit(ctx, ev)
 	if err != nil {
 		sv.log.Error("event not emitted", "type", ev.Type, "recipient", ev.Recipient, "error", err)

@@ -26,15 +26,7 @@ import (
 //go:embed templates/pages.html templates/style.css
 var assets embed.FS
 
-var pages = template.Must(template.New("").ParseFS(assets, "templates/pages.html"))
-
-var styleCSS = func() []byte {
-	b, err := assets.ReadFile("templates/style.css")
-	if err != nil {
-		panic(err)
-	}
-	return b
-}()
+var pages = template.Must(template.New("").Funcs(template.FuncMap{"size": func(n int) string { return humanSize(int64(n)) }}).ParseFS(assets, "templates/pages.html"))
 
 const (
 	sessionCookie = "__Host-wmb-session"
@@ -61,7 +53,30 @@ type page struct {
 	To, Subject, Body, Nonce, AllowedList string
 	ReplyID, ForwardID                    string
 
+	// Theming.
+	Logo                      bool
+	Support, Imprint, Privacy string
+
 	loc *time.Location
+}
+
+// fieldOf says which form field an error belongs to (its input's id).
+var fieldOf = map[string]string{
+	"err_pw_short": "pw", "err_pw_mismatch": "pw2", "err_question": "q", "err_pin": "pin", "err_pin_tan": "pin",
+	"err_tan": "tan", "login_failed": "pw", "old_pw_wrong": "old", "reset_failed": "a", "err_recipient": "to",
+	"err_unknown_recipient": "to", "err_no_recipient": "to",
+}
+
+// FieldErr is the error text to show next to the field with this id.
+func (p *page) FieldErr(id string) string {
+	if p.Error == "" || fieldOf[p.Error] != id {
+		return ""
+	}
+	t := p.T(p.Error)
+	if p.ErrorExtra != "" {
+		t += " " + p.ErrorExtra
+	}
+	return t
 }
 
 // T translates a text key.
@@ -100,7 +115,18 @@ func (sv *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /style.css", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
 		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Write(styleCSS)
+		w.Write(sv.s.theme.css)
+	})
+	mux.HandleFunc("GET /logo", func(w http.ResponseWriter, r *http.Request) {
+		if sv.s.theme.logoData == nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", sv.s.theme.logoType)
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		// An SVG logo is shown as an image, never as a document.
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
+		w.Write(sv.s.theme.logoData)
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := sv.currentSession(r); ok {
@@ -243,7 +269,9 @@ func (sv *Service) newPage(w http.ResponseWriter, r *http.Request, se *session) 
 	if r.Method == http.MethodGet && r.URL.RawQuery != "" {
 		back += "?" + r.URL.RawQuery
 	}
-	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed, loc: sv.s.loc}
+	th := sv.s.theme
+	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed, loc: sv.s.loc,
+		Logo: th.logoData != nil, Support: th.support, Imprint: th.imprint, Privacy: th.privacy}
 	if se != nil {
 		p.Lang, p.CSRF, p.User = se.mb.Language, se.csrf, se.mb.Address
 		if ms, err := sv.store.ListMessages(r.Context(), se.mb.Address, "inbox"); err == nil {
@@ -650,10 +678,12 @@ func (sv *Service) messageHTML(w http.ResponseWriter, r *http.Request, se *sessi
 	h := w.Header()
 	// Shown only inside our own sandboxed frame: no scripts, no remote
 	// loads, no forms, no navigation of the top page.
-	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; frame-ancestors 'self'; sandbox")
+	nonce := newToken()
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'nonce-"+nonce+"'; frame-ancestors 'self'; sandbox")
 	h.Set("X-Frame-Options", "SAMEORIGIN")
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>%s</body></html>", SanitizeWith(parsed.HTML, parsed.inlineImages()))
+	fmt.Fprintf(w, "<!DOCTYPE html><html lang=\"%s\"><head><meta charset=\"utf-8\"><title>%s</title><style nonce=\"%s\">%s</style></head><body>%s</body></html>",
+		se.mb.Language, template.HTMLEscapeString(T(se.mb.Language, "html_version")), nonce, frameCSS, SanitizeWith(parsed.HTML, parsed.inlineImages()))
 }
 
 func (sv *Service) attachment(w http.ResponseWriter, r *http.Request, se *session) {
@@ -670,6 +700,10 @@ func (sv *Service) attachment(w http.ResponseWriter, r *http.Request, se *sessio
 	a := parsed.Attachments[n]
 	download(w, "application/octet-stream", a.Name, a.Data)
 }
+
+// frameCSS is the HTML mail's frame's own style: readable, sans-serif,
+// images never wider than the frame.
+const frameCSS = `body{margin:0;padding:.75rem;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#111;overflow-wrap:anywhere}img{max-width:100%;height:auto}table{max-width:100%}`
 
 // download sends data as a file; never rendered inline by the browser.
 func download(w http.ResponseWriter, ctype, name string, data []byte) {

@@ -228,8 +228,8 @@ func TestLoginGenericErrorsAndCSRF(t *testing.T) {
 }
 
 // loggedIn returns a browser logged into bob's activated mailbox holding testMsg.
-func loggedIn(t *testing.T, change func(map[string]any)) (*env, *browser) {
-	e := newEnv(t, change)
+func loggedIn(t *testing.T, change func(map[string]any), prepare ...func(dataDir string)) (*env, *browser) {
+	e := newEnv(t, change, prepare...)
 	e.divert(testMsg, "bob@partner.test")
 	b := e.browser()
 	if r := b.activate("bob@partner.test", "correct horse", qa); r.code != 303 {
