@@ -49,7 +49,7 @@ func TestTheming(t *testing.T) {
 	}
 	// Errors next to their field, summarised in a live region.
 	r := b.post("/box/settings", url.Values{"csrf": {b.csrf("/box/settings")}, "old": {"correct horse"}, "password": {"short"}, "password2": {"short"}})
-	if !strings.Contains(r.body, `aria-invalid="true" aria-errormessage="pw-err"`) || !strings.Contains(r.body, `<p class="field-error" id="pw-err">`) ||
+	if !strings.Contains(r.body, `aria-invalid="true" aria-errormessage="pw-err"`) || !strings.Contains(r.body, `<p class="field-error" id="pw-err" aria-live="polite">`) ||
 		!strings.Contains(r.body, `aria-live="polite"`) || strings.Index(r.body, "<h1>") > strings.Index(r.body, `class="error"`) {
 		t.Errorf("field error: %s", r.body)
 	}

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/emersion/go-sasl"
 
@@ -57,6 +60,10 @@ listen = %q
 allowed_recipients = ["*@example.test"]
 reset_mode = "question"
 kdf = { time = 1, memory_kib = 8192, threads = 1 }
+organization = "Example Stadtwerke"
+support_contact = "+49 30 1234-567"
+imprint_url = "https://example.test/imprint"
+privacy_url = "https://example.test/privacy"
 
 [encryption]
 methods = ["webmailbox"]
@@ -110,9 +117,12 @@ methods = ["webmailbox"]
 		})
 	}
 	var inbox, body, sent, typo, draft string
+	ax := newAxe(t)
 	err = chromedp.Run(ctx,
+		ax.bypassCSP(),
 		chromedp.Navigate(link),
 		chromedp.WaitVisible(`#pw`, chromedp.ByID),
+		ax.check("activation"),
 		shot("1-activate"),
 		chromedp.SendKeys(`#pw`, "a long passphrase", chromedp.ByID),
 		chromedp.SendKeys(`#pw2`, "a long passphrase", chromedp.ByID),
@@ -122,25 +132,40 @@ methods = ["webmailbox"]
 		// Activated: now log in as a returning recipient would.
 		chromedp.SetValue(`#addr`, "friend@remote.test", chromedp.ByID),
 		chromedp.SendKeys(`#pw`, "a long passphrase", chromedp.ByID),
+		ax.check("login"),
 		shot("2-login"),
 		clickAndLoad(`form[action$="/login"] button[type=submit]`, `table.list`),
 		chromedp.Text(`table.list`, &inbox, chromedp.ByQuery),
+		ax.check("inbox"),
 		shot("3-inbox"),
 		clickAndLoad(`table.list a`, `pre.body`),
 		chromedp.Text(`pre.body`, &body, chromedp.ByQuery),
+		ax.check("message"),
 		shot("4-message"),
 		clickAndLoad(`a[href*="compose?reply="]`, `#body`),
 		chromedp.SendKeys(`#body`, "Agreed. Signed copy follows.\n", chromedp.ByID),
+		ax.check("compose"),
 		shot("5-reply"),
 		// A typo in the address (the domain is allowed, the mailbox does
 		// not exist): a clear message, the draft kept.
 		chromedp.SetValue(`#to`, "alcie@example.test", chromedp.ByID),
 		clickAndLoad(`form[action$="/send"] button[type=submit]`, `.error`),
 		chromedp.Text(`.error`, &typo, chromedp.ByQuery),
+		ax.check("compose with an error"),
 		chromedp.Value(`#body`, &draft, chromedp.ByID),
 		chromedp.SetValue(`#to`, "alice@example.test", chromedp.ByID),
 		clickAndLoad(`form[action$="/send"] button[type=submit]`, `.notice`),
 		chromedp.Text(`.notice`, &sent, chromedp.ByQuery),
+		ax.check("inbox with a notice"),
+		shot("6-sent"),
+		// The same pages on a phone.
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
+		chromedp.Reload(),
+		chromedp.WaitVisible(`table.list`, chromedp.ByQuery),
+		shot("phone-inbox"),
+		clickAndLoad(`table.list a`, `pre.body`),
+		ax.check("message on a phone"),
+		shot("phone-message"),
 	)
 	if err != nil {
 		t.Fatalf("browser: %v", err)
@@ -151,6 +176,7 @@ methods = ["webmailbox"]
 	if !strings.Contains(body, "Confidential terms.") {
 		t.Errorf("message body: %q", body)
 	}
+	ax.report()
 	if !strings.Contains(typo, "alcie@example.test") || !strings.Contains(draft, "Agreed. Signed copy follows.") {
 		t.Errorf("reply to a mistyped address: %q, draft %q", typo, draft)
 	}
@@ -242,4 +268,70 @@ func buildPlugin(t *testing.T, dir, name string) string {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	return bin
+}
+
+// axe runs axe-core (the npm package, fetched by .ci/run into a cache
+// outside the repository) on pages and collects serious and critical
+// WCAG 2.1 A/AA violations. Without the file the checks are skipped with
+// a message.
+type axe struct {
+	t          *testing.T
+	src        string
+	violations []string
+}
+
+func newAxe(t *testing.T) *axe {
+	path := os.Getenv("POSTHORN_AXE")
+	if path == "" {
+		home, _ := os.UserHomeDir()
+		path = filepath.Join(home, ".cache", "posthorn-axe", "node_modules", "axe-core", "axe.min.js")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("axe-core not found (%v): accessibility checks skipped; .ci/run fetches it with npm, or set POSTHORN_AXE", err)
+		return &axe{t: t}
+	}
+	return &axe{t: t, src: string(b)}
+}
+
+// bypassCSP lets the test inject axe into pages whose CSP forbids scripts.
+func (a *axe) bypassCSP() chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		if a.src == "" {
+			return nil
+		}
+		return page.SetBypassCSP(true).Do(ctx)
+	})
+}
+
+func (a *axe) check(name string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		if a.src == "" {
+			return nil
+		}
+		if err := chromedp.Evaluate(a.src, nil).Do(ctx); err != nil {
+			return fmt.Errorf("injecting axe-core: %w", err)
+		}
+		var res string
+		err := chromedp.Evaluate(`axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}).then(r => JSON.stringify(
+			r.violations.filter(v => v.impact === "serious" || v.impact === "critical").map(v => v.impact + " " + v.id + ": " + v.help + " at " + v.nodes.map(n => n.target.join(" ")).join(", "))))`,
+			&res, func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }).Do(ctx)
+		if err != nil {
+			return fmt.Errorf("axe-core on %s: %w", name, err)
+		}
+		var vs []string
+		if err := json.Unmarshal([]byte(res), &vs); err != nil {
+			return fmt.Errorf("axe-core result on %s: %w", name, err)
+		}
+		for _, v := range vs {
+			a.violations = append(a.violations, name+": "+v)
+		}
+		return nil
+	})
+}
+
+func (a *axe) report() {
+	for _, v := range a.violations {
+		a.t.Errorf("axe-core: %s", v)
+	}
 }
