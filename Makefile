@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test test-short lint tidy-check fmt vet bench bench-abuse generate check-generate demo clean
+.PHONY: all build run test test-short lint tidy-check fmt vet bench bench-compare bench-abuse generate check-generate demo clean
 
 all: build
 
@@ -68,6 +68,17 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Protect|Path100KB' -benchtime 5x ./plugins/smime/
 	$(GO) test -run '^$$' -bench DirectoryRCPT1M -benchtime 50000x ./mta/internal/directory/
 	$(GO) test -run '^$$' -bench DirectoryOpen -benchtime 200x ./mta/internal/directory/
+
+# bench-compare: issue 19's side-by-side run of a private Postfix and
+# posthorn, both relaying to one local sink, interleaved, BENCH_REPS
+# repetitions, median/min/max of msgs/s, CPU ms/msg and peak PSS plus the
+# ratio. BENCH_SCALE < 1 sends fewer messages. Needs Debian's postfix.
+# Not part of `make test`; meaningful only on an idle machine.
+BENCH_REPS ?= 3
+BENCH_SCALE ?= 1
+BENCH_WORKLOADS ?=
+bench-compare: build
+	$(GO) run ./testbed/cmd/benchcompare -posthorn $(BIN)/posthorn -reps $(BENCH_REPS) -scale $(BENCH_SCALE) -workloads '$(BENCH_WORKLOADS)'
 
 # bench-abuse: the floods of issue 20 against a real posthorn: 100 AUTH
 # guessers from 5 addresses while the real user logs in from another, then

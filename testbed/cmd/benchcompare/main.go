@@ -1,0 +1,242 @@
+// Command benchcompare is `make bench-compare` (issue 19): it runs a
+// private throw-away Postfix instance (Debian postfix, under a temp dir,
+// relayhost = a local sink) and posthorn (relaying everything to the
+// same sink) on the same workloads, interleaved, several repetitions,
+// and prints a median/min/max table of accepted and end-to-end msgs/s,
+// the MTA's CPU ms per message (from /proc, all processes of the MTA
+// including reaped children) and its peak PSS, plus the ratio
+// posthorn/Postfix. Both fsync before 250 (Postfix by default, posthorn
+// always). No TLS. The load comes from testbed/loadgen (sessions carry
+// many messages each).
+//
+// Not part of `make test`: a benchmark, whose figures mean something
+// only on an otherwise idle machine.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/posthorn/posthorn/testbed/loadgen"
+)
+
+type workload struct {
+	name  string
+	n     int
+	size  int // KiB
+	conc  int
+	rcpts int
+}
+
+var allWorkloads = []workload{
+	{"10k", 5000, 10, 20, 1},
+	{"100k", 2000, 100, 10, 1},
+	{"1m", 1000, 1024, 5, 1},
+	{"10k-10rcpt", 5000, 10, 20, 10},
+}
+
+// sample is one run of one MTA on one workload.
+type sample struct {
+	accept, e2e float64 // msgs/s
+	cpuMS       float64 // MTA CPU ms per message
+	pssMiB      float64
+}
+
+// mta is a running MTA under test.
+type mta interface {
+	name() string
+	addr() string
+	pids() []int // the processes whose CPU and memory count
+	root() int   // the process whose reaped children's CPU counts too
+	stop()
+}
+
+func main() {
+	posthorn := flag.String("posthorn", "bin/posthorn", "posthorn binary (make build)")
+	master := flag.String("postfix-master", "/usr/lib/postfix/sbin/master", "Postfix master binary")
+	reps := flag.Int("reps", 3, "repetitions of each workload per MTA")
+	scale := flag.Float64("scale", 1, "fraction of each workload's message count to send (e.g. 0.1)")
+	only := flag.String("workloads", "", "comma-separated subset of: 10k,100k,1m,10k-10rcpt (default all)")
+	flag.Parse()
+	if _, err := os.Stat(*master); err != nil {
+		fmt.Fprintln(os.Stderr, "benchcompare: Postfix is not installed (apt-get install postfix):", err)
+		os.Exit(2)
+	}
+	ws := allWorkloads
+	if *only != "" {
+		ws = nil
+		for _, w := range allWorkloads {
+			for _, o := range strings.Split(*only, ",") {
+				if o == w.name {
+					ws = append(ws, w)
+				}
+			}
+		}
+	}
+	if err := run(*posthorn, *master, ws, *reps, *scale); err != nil {
+		fmt.Fprintln(os.Stderr, "benchcompare:", err)
+		os.Exit(1)
+	}
+}
+
+func run(posthorn, master string, ws []workload, reps int, scale float64) error {
+	snk, err := startSink()
+	if err != nil {
+		return err
+	}
+	defer snk.close()
+	type key struct{ w, mta string }
+	results := map[key][]sample{}
+	starters := []func() (mta, error){
+		func() (mta, error) { return startPostfix(master, snk.addr()) },
+		func() (mta, error) { return startPosthorn(posthorn, snk.addr()) },
+	}
+	for _, w := range ws {
+		w.n = max(1, int(float64(w.n)*scale))
+		for rep := 0; rep < reps; rep++ {
+			// Interleaved: alternate which MTA goes first.
+			order := []int{0, 1}
+			if rep%2 == 1 {
+				order = []int{1, 0}
+			}
+			for _, i := range order {
+				m, err := starters[i]()
+				if err != nil {
+					return err
+				}
+				s, err := measure(m, snk, w)
+				m.stop()
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", m.name(), w.name, err)
+				}
+				fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg pss %.1f MiB\n",
+					w.name, m.name(), rep+1, s.accept, s.e2e, s.cpuMS, s.pssMiB)
+				results[key{w.name, m.name()}] = append(results[key{w.name, m.name()}], s)
+			}
+		}
+	}
+	fmt.Printf("\n%d repetitions each, median [min–max]; ratio = posthorn/Postfix of the medians (CPU and PSS: lower is better)\n\n", reps)
+	fmt.Printf("| workload | metric | Postfix | posthorn | ratio |\n|---|---|---|---|---|\n")
+	for _, w := range ws {
+		pf, ph := results[key{w.name, "postfix"}], results[key{w.name, "posthorn"}]
+		n := max(1, int(float64(w.n)*scale))
+		label := fmt.Sprintf("%d × %d KiB × %d rcpt, c=%d", n, w.size, w.rcpts, w.conc)
+		for _, m := range []struct {
+			name string
+			f    func(sample) float64
+			fmt  string
+		}{
+			{"accept msgs/s", func(s sample) float64 { return s.accept }, "%.0f"},
+			{"end-to-end msgs/s", func(s sample) float64 { return s.e2e }, "%.0f"},
+			{"MTA CPU ms/msg", func(s sample) float64 { return s.cpuMS }, "%.2f"},
+			{"peak PSS MiB", func(s sample) float64 { return s.pssMiB }, "%.1f"},
+		} {
+			a, b := stats(pf, m.f), stats(ph, m.f)
+			fmt.Printf("| %s | %s | %s | %s | %.2f× |\n", label, m.name, a.format(m.fmt), b.format(m.fmt), b.med/a.med)
+		}
+	}
+	return nil
+}
+
+type stat struct{ med, lo, hi float64 }
+
+func (s stat) format(f string) string {
+	return fmt.Sprintf(f+" ["+f+"–"+f+"]", s.med, s.lo, s.hi)
+}
+
+func stats(ss []sample, f func(sample) float64) stat {
+	if len(ss) == 0 {
+		return stat{}
+	}
+	v := make([]float64, len(ss))
+	for i, s := range ss {
+		v[i] = f(s)
+	}
+	sort.Float64s(v)
+	med := v[len(v)/2]
+	if len(v)%2 == 0 {
+		med = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return stat{med, v[0], v[len(v)-1]}
+}
+
+// measure sends one workload through m and waits until the sink has
+// every recipient of every accepted message.
+func measure(m mta, snk *sink, w workload) (sample, error) {
+	cpu0 := treeCPU(m)
+	base := snk.rcpts.Load()
+	stopPSS := make(chan struct{})
+	peak := make(chan float64)
+	go func() {
+		var p float64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			p = max(p, treePSS(m))
+			select {
+			case <-stopPSS:
+				peak <- max(p, treePSS(m))
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	to := make([]string, w.rcpts)
+	for i := range to {
+		to[i] = fmt.Sprintf("r%d@sink.test", i)
+	}
+	start := time.Now()
+	res, err := loadgen.Run(ctx, loadgen.Config{Addr: m.addr(), N: w.n, Concurrency: w.conc, SizeKB: w.size,
+		From: "load@bench.test", To: to})
+	if err != nil {
+		close(stopPSS)
+		<-peak
+		return sample{}, err
+	}
+	want := int64(res.Sent * w.rcpts)
+	for snk.rcpts.Load()-base < want {
+		if ctx.Err() != nil {
+			close(stopPSS)
+			<-peak
+			return sample{}, fmt.Errorf("only %d of %d recipients reached the sink", snk.rcpts.Load()-base, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e2e := time.Since(start)
+	cpu1 := treeCPU(m)
+	close(stopPSS)
+	pss := <-peak
+	if res.Sent == 0 {
+		return sample{}, errors.New("no message accepted: " + strings.Join(res.Errors, "; "))
+	}
+	if res.Failed > 0 {
+		fmt.Fprintf(os.Stderr, "  %s: %d messages refused: %v\n", m.name(), res.Failed, res.Errors)
+	}
+	return sample{
+		accept: res.Rate,
+		e2e:    float64(res.Sent) / e2e.Seconds(),
+		cpuMS:  float64((cpu1 - cpu0).Microseconds()) / 1000 / float64(res.Sent),
+		pssMiB: pss / 1024,
+	}, nil
+}
+
+// waitExit waits for cmd with a deadline, then kills it.
+func waitExit(cmd *exec.Cmd, d time.Duration) {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+	}
+}
