@@ -21,7 +21,7 @@ func need(t *testing.T, progs ...string) {
 	for _, p := range progs {
 		if _, err := os.Stat(p); err != nil {
 			if _, err := exec.LookPath(p); err != nil {
-				t.Skipf("%s is not installed (apt-get install knot knot-dnssecutils unbound nginx-light postfix)", p)
+				t.Skipf("%s is not installed (apt-get install knot unbound nginx-light postfix ldnsutils)", p)
 			}
 		}
 	}

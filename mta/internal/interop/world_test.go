@@ -37,12 +37,15 @@ type dest struct {
 	sts        string
 	stsCert    *tls.Certificate
 	stsMissing bool
-	bogus      bool // in the child zone whose DS does not match
+	// sub: "" for the signed parent zone, "bogus" for the child zone
+	// whose DS matches no key, "badsig" for the child zone signed
+	// offline whose TLSA signature is corrupted.
+	sub string
 }
 
 func (d *dest) domain() string {
-	if d.bogus {
-		return d.name + ".bogus." + zone
+	if d.sub != "" {
+		return d.name + "." + d.sub + "." + zone
 	}
 	return d.name + "." + zone
 }
@@ -71,7 +74,7 @@ func tlsaHex(cert *x509.Certificate, usage, selector uint8) string {
 // one listener per destination.
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	need(t, "knotd", "keymgr", "unbound", "nginx", "/usr/lib/postfix/sbin/master")
+	need(t, "knotd", "unbound", "nginx", "/usr/lib/postfix/sbin/master", "ldns-keygen", "ldns-signzone")
 	dir, err := os.MkdirTemp("", "phinterop")
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +124,9 @@ func newWorld(t *testing.T) *world {
 	add(&dest{name: "dane-ta", cert: ta, startTLS: true, tlsa: tlsaHex(inter.Certificate(), 2, 0)})
 	add(&dest{name: "tlsa-mismatch", cert: issue(w.root, mx("tlsa-mismatch")), startTLS: true, tlsa: tlsaHex(other.Leaf, 3, 1)})
 	bc := issue(w.root, "mx.signed.bogus."+zone)
-	add(&dest{name: "signed", bogus: true, cert: bc, startTLS: true, tlsa: tlsaHex(bc.Leaf, 3, 1)})
+	add(&dest{name: "signed", sub: "bogus", cert: bc, startTLS: true, tlsa: tlsaHex(bc.Leaf, 3, 1)})
+	sc := issue(w.root, "mx.tlsa.badsig."+zone)
+	add(&dest{name: "tlsa", sub: "badsig", cert: sc, startTLS: true, tlsa: tlsaHex(sc.Leaf, 3, 1)})
 	add(&dest{name: "sts-valid", cert: issue(w.root, mx("sts-valid")), startTLS: true, sts: "enforce",
 		stsCert: issue(w.root, "mta-sts.sts-valid."+zone)})
 	add(&dest{name: "sts-wrongname", cert: issue(w.root, "wrong.example"), startTLS: true, sts: "enforce",
@@ -152,7 +157,7 @@ func (w *world) startKnotAndUnbound(t *testing.T) {
 	soa := func(origin string) string {
 		return fmt.Sprintf("$ORIGIN %s.\n$TTL 300\n@ SOA ns.%s. hostmaster.%s. 1 3600 600 86400 300\n@ NS ns.%s.\n", origin, zone, zone, zone)
 	}
-	parent, child := soa(zone)+"ns A 127.0.0.1\n", soa("bogus."+zone)
+	parent, child, badsig := soa(zone)+"ns A 127.0.0.1\n", soa("bogus."+zone), soa("badsig."+zone)
 	// The child zone is delegated with a DS that matches no key of it:
 	// every answer from it is bogus for a validating resolver.
 	parent += "bogus NS ns." + zone + ".\nbogus DS 12345 13 2 " + strings.Repeat("ab", 32) + "\n"
@@ -160,8 +165,11 @@ func (w *world) startKnotAndUnbound(t *testing.T) {
 		d := w.dests[name]
 		rel := d.name
 		rr := &parent
-		if d.bogus {
+		switch d.sub {
+		case "bogus":
 			rr = &child
+		case "badsig":
+			rr = &badsig
 		}
 		*rr += fmt.Sprintf("%s MX 10 mx.%s\nmx.%s A 127.0.0.1\n", rel, rel, rel)
 		if d.tlsa != "" {
@@ -171,6 +179,7 @@ func (w *world) startKnotAndUnbound(t *testing.T) {
 			*rr += fmt.Sprintf("_mta-sts.%s TXT \"v=STSv1; id=1\"\nmta-sts.%s A 127.0.0.1\n", rel, rel)
 		}
 	}
+	parent += w.signOffline(t, kdir, "badsig."+zone, badsig)
 	writeFile(t, filepath.Join(kdir, zone+".zone"), parent)
 	writeFile(t, filepath.Join(kdir, "bogus."+zone+".zone"), child)
 	conf := fmt.Sprintf(`server:
@@ -199,7 +208,11 @@ template:
 zone:
   - domain: %s
   - domain: bogus.%s
-`, kport, kdir, filepath.Join(kdir, "db"), filepath.Join(kdir, "kasp"), filepath.Join(kdir, "keys"), kdir, zone, zone)
+  - domain: badsig.%s
+    file: badsig.%s.zone.signed
+    dnssec-signing: off
+    zonefile-sync: -1
+`, kport, kdir, filepath.Join(kdir, "db"), filepath.Join(kdir, "kasp"), filepath.Join(kdir, "keys"), kdir, zone, zone, zone, zone)
 	writeFile(t, filepath.Join(kdir, "knot.conf"), conf)
 	start(t, "knotd", "-c", filepath.Join(kdir, "knot.conf"))
 	kaddr := fmt.Sprintf("127.0.0.1:%d", kport)
@@ -248,9 +261,13 @@ stub-zone:
 stub-zone:
     name: "bogus.%s"
     stub-addr: %s
+stub-zone:
+    name: "badsig.%s"
+    stub-addr: %s
 remote-control:
     control-enable: no
-`, uport, udir, udir, ds.String(), zone, strings.Replace(kaddr, ":", "@", 1), zone, strings.Replace(kaddr, ":", "@", 1))
+`, uport, udir, udir, ds.String(), zone, strings.Replace(kaddr, ":", "@", 1), zone, strings.Replace(kaddr, ":", "@", 1),
+		zone, strings.Replace(kaddr, ":", "@", 1))
 	writeFile(t, filepath.Join(udir, "unbound.conf"), uconf)
 	start(t, "unbound", "-d", "-c", filepath.Join(udir, "unbound.conf"))
 	w.unbound = fmt.Sprintf("127.0.0.1:%d", uport)
@@ -427,4 +444,59 @@ func banner(addr string) error {
 	}
 	c.Write([]byte("QUIT\r\n"))
 	return nil
+}
+
+// signOffline signs the zone text with a fresh key (ldns-keygen,
+// ldns-signzone, NSEC3), corrupts the signature of its TLSA RRset, writes
+// ORIGIN.zone.signed for Knot to serve as it is, and returns the parent's
+// delegation (NS and the DS of the key).
+func (w *world) signOffline(t *testing.T, dir, origin, text string) string {
+	t.Helper()
+	file := filepath.Join(dir, origin+".zone")
+	writeFile(t, file, text)
+	cmd := exec.Command("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", origin)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ldns-keygen: %v", err)
+	}
+	key := strings.TrimSpace(string(out))
+	cmd = exec.Command("ldns-signzone", "-n", file, key)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ldns-signzone: %v %s", err, out)
+	}
+	signed, err := os.ReadFile(file + ".signed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(signed), "\n")
+	corrupted := false
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) > 5 && f[3] == "RRSIG" && f[4] == "TLSA" {
+			// Flip one character of the signature: still base64, no
+			// longer valid.
+			sig := []byte(f[len(f)-1])
+			if sig[5] == 'A' {
+				sig[5] = 'B'
+			} else {
+				sig[5] = 'A'
+			}
+			f[len(f)-1] = string(sig)
+			lines[i] = strings.Join(f, " ")
+			corrupted = true
+		}
+	}
+	if !corrupted {
+		t.Fatal("no TLSA signature to corrupt")
+	}
+	writeFile(t, file+".signed", strings.Join(lines, "\n"))
+	ds, err := os.ReadFile(filepath.Join(dir, key+".ds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(ds))
+	label := strings.TrimSuffix(origin, "."+zone)
+	return fmt.Sprintf("%s NS ns.%s.\n%s DS %s\n", label, zone, label, strings.Join(f[3:], " "))
 }
