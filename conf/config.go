@@ -165,6 +165,9 @@ type Domain struct {
 // Metrics configures the Prometheus endpoint. Empty address disables it.
 type Metrics struct {
 	Address string `toml:"address"`
+	// Pprof also serves Go's profiler (/debug/pprof/) on the metrics
+	// listener: for measuring, never on an address others can reach.
+	Pprof bool `toml:"pprof"`
 }
 
 // Control configures the local control socket used by `posthorn queue`.

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,6 +86,7 @@ type Daemon struct {
 	metrics     *http.Server
 	metricsLn   net.Listener
 	metricsAddr string
+	metricsProf bool
 	stsPub      *stspub.Server
 	stsKey      string
 	shut        bool
@@ -224,7 +226,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	if err := d.startSTSPub(g); err != nil {
 		return d, err
 	}
-	if err := d.startMetrics(cfg.Metrics.Address); err != nil {
+	if err := d.startMetrics(cfg.Metrics); err != nil {
 		return d, err
 	}
 
@@ -499,9 +501,11 @@ func (d *Daemon) startSTSPub(g *generation) error {
 	return nil
 }
 
-// startMetrics (re)starts the metrics endpoint when its address changed.
-func (d *Daemon) startMetrics(addr string) error {
-	if addr == d.metricsAddr && (addr == "") == (d.metrics == nil) {
+// startMetrics (re)starts the metrics endpoint when its address or the
+// pprof switch changed.
+func (d *Daemon) startMetrics(mc conf.Metrics) error {
+	addr := mc.Address
+	if addr == d.metricsAddr && mc.Pprof == d.metricsProf && (addr == "") == (d.metrics == nil) {
 		return nil
 	}
 	var ln net.Listener
@@ -515,7 +519,7 @@ func (d *Daemon) startMetrics(addr string) error {
 		d.metrics.Close()
 		d.metrics, d.metricsLn = nil, nil
 	}
-	d.metricsAddr = addr
+	d.metricsAddr, d.metricsProf = addr, mc.Pprof
 	if ln == nil {
 		return nil
 	}
@@ -525,6 +529,13 @@ func (d *Daemon) startMetrics(addr string) error {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", d.readyz)
+	if mc.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	d.metrics, d.metricsLn = srv, ln
 	d.goRun(func() {

@@ -141,7 +141,7 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	old.cancel()
 	// Deliveries that began with the old transport finish with it.
 	d.retired = append(d.retired, old.close)
-	if err := d.startMetrics(cfg.Metrics.Address); err != nil {
+	if err := d.startMetrics(cfg.Metrics); err != nil {
 		res.Warnings = append(res.Warnings, err.Error()+" (metrics stay off)")
 	}
 	if err := d.startSTSPub(g); err != nil {
