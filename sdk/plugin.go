@@ -121,6 +121,11 @@ type Config struct {
 	DNSResolver string
 }
 
+// DatabaseEnv is the environment variable through which an operator
+// points a plugin's command-line tools (key and certificate management)
+// at the shared database; unset, they use the local files.
+const DatabaseEnv = "POSTHORN_DATABASE_DSN"
+
 // Database is the host's shared PostgreSQL database.
 type Database struct {
 	// DSN is a PostgreSQL connection URL or key=value string. It may

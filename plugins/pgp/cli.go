@@ -13,6 +13,7 @@ import (
 	"github.com/posthorn/posthorn/plugins/pgp/keystore"
 	"github.com/posthorn/posthorn/plugins/pgp/pgpmail"
 	"github.com/posthorn/posthorn/plugins/pgp/wkd"
+	"github.com/posthorn/posthorn/sdk"
 )
 
 // DataEnv names the environment variable with the default data directory
@@ -106,7 +107,12 @@ func RunCLI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "posthorn-pgp keys %s: want %d argument(s), got %d\n%s", cmd, n, len(pos), usage)
 		return 2
 	}
-	st, err := keystore.Open(*data)
+	var st *keystore.SQL
+	if dsn := os.Getenv(sdk.DatabaseEnv); dsn != "" {
+		st, err = keystore.OpenShared(context.Background(), sdk.Database{DSN: dsn, MaxConns: 2})
+	} else {
+		st, err = keystore.Open(*data)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "posthorn-pgp: %v\n", err)
 		return 1

@@ -251,7 +251,12 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if err != nil {
 		return err
 	}
-	st, err := keystore.Open(c.DataDir)
+	var st *keystore.SQL
+	if c.Database != nil {
+		st, err = keystore.OpenShared(ctx, *c.Database)
+	} else {
+		st, err = keystore.Open(c.DataDir)
+	}
 	if err != nil {
 		return &sdk.ConfigError{Message: "key store: " + err.Error()}
 	}

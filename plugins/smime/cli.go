@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/posthorn/posthorn/sdk"
 )
 
 const usage = `usage: posthorn-smime certs COMMAND [flags] [args]
@@ -49,7 +51,13 @@ func CLI(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[2:]); err != nil {
 		return 2
 	}
-	store, err := OpenSQLite(*db)
+	var store Store
+	var err error
+	if dsn := os.Getenv(sdk.DatabaseEnv); dsn != "" {
+		store, err = OpenShared(context.Background(), sdk.Database{DSN: dsn, MaxConns: 2})
+	} else {
+		store, err = OpenSQLite(*db)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -222,7 +222,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if err := c.Decode(&cfg); err != nil {
 		return err
 	}
-	st, err := newState(cfg, c.DataDir)
+	st, err := newState(ctx, cfg, c.DataDir, c.Database)
 	if err != nil {
 		return err
 	}
@@ -259,7 +259,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	return nil
 }
 
-func newState(cfg Config, dir string) (*state, error) {
+func newState(ctx context.Context, cfg Config, dir string, shared *sdk.Database) (*state, error) {
 	if h := cfg.ResultHeader; h == "" || (sdk.Header{Name: h, Value: "x"}).Validate() != nil {
 		return nil, &sdk.ConfigError{Key: "result_header", Message: fmt.Sprintf("%q is not a header name", h)}
 	}
@@ -334,7 +334,16 @@ func newState(cfg Config, dir string) (*state, error) {
 	if path == "" {
 		return nil, &sdk.ConfigError{Key: "store", Message: "must be set"}
 	}
-	store, err := OpenSQLite(path)
+	var store Store
+	var err error
+	if shared != nil {
+		// The host's shared database: every node sees the same
+		// certificates. path only tells a reload that it is the same.
+		path = "shared database"
+		store, err = OpenShared(ctx, *shared)
+	} else {
+		store, err = OpenSQLite(path)
+	}
 	if err != nil {
 		return nil, &sdk.ConfigError{Key: "store", Message: err.Error()}
 	}

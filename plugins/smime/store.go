@@ -8,10 +8,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+
+	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // CertRecord is a correspondent's certificate known for an address.
@@ -54,9 +59,8 @@ func NewRecords(cert *x509.Certificate, caps Capabilities, source string, now ti
 	return out
 }
 
-// Store keeps correspondents' certificates. The SQL is plain enough for
-// PostgreSQL: a second implementation only needs its own placeholders
-// ($1 instead of ?) and driver.
+// Store keeps correspondents' certificates: OpenSQLite for one machine,
+// OpenShared for the PostgreSQL database of a cluster.
 type Store interface {
 	// Put adds or updates a record (key: fingerprint and address). An
 	// update keeps capabilities already learned (they are only ever
@@ -96,35 +100,53 @@ func Usable(recs []CertRecord, now time.Time) *CertRecord {
 	return best
 }
 
-type sqliteStore struct{ db *sql.DB }
+// sqlStore is the Store over SQL: an SQLite file on one machine, or the
+// PostgreSQL database the nodes of a cluster share. The SQL is the same
+// for both (sqldb.Dialect fills in the differences).
+type sqlStore struct {
+	db *sql.DB
+	d  sqldb.Dialect
+}
 
-// OpenSQLite opens (creating) the store in the SQLite file path.
-func OpenSQLite(path string) (Store, error) {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
-	if err != nil {
-		return nil, err
+// schema is the versioned schema (component "smime"). Version 1 is the
+// table from before versioning, hence IF NOT EXISTS.
+func schema(d sqldb.Dialect) []string {
+	// The approval columns came before versioning: SQLite stores get them
+	// from upgradeSQLite, PostgreSQL ones (new) in the table itself.
+	extra := ""
+	if d == sqldb.Postgres {
+		extra = `
+		pending     INTEGER NOT NULL DEFAULT 0,
+		activated   INTEGER NOT NULL DEFAULT 0,`
 	}
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS smime_certs (
+	return []string{
+		`CREATE TABLE IF NOT EXISTS smime_certs (
 		fingerprint TEXT NOT NULL,
 		address     TEXT NOT NULL,
 		subject     TEXT NOT NULL,
 		issuer      TEXT NOT NULL,
 		not_before  BIGINT NOT NULL,
 		not_after   BIGINT NOT NULL,
-		der         BLOB NOT NULL,
+		der         ` + d.Blob() + ` NOT NULL,
 		gcm         INTEGER NOT NULL DEFAULT 0,
 		oaep        INTEGER NOT NULL DEFAULT 0,
 		source      TEXT NOT NULL,
-		added       BIGINT NOT NULL,
+		added       BIGINT NOT NULL,` + extra + `
 		PRIMARY KEY (fingerprint, address)
-	)`); err != nil {
+	)`,
+		`CREATE INDEX IF NOT EXISTS smime_certs_address ON smime_certs (address)`,
+	}
+}
+
+// OpenSQLite opens (creating) the store in the SQLite file path.
+func OpenSQLite(path string) (Store, error) {
+	db, err := sqldb.OpenSQLite(path)
+	if err != nil {
+		return nil, fmt.Errorf("smime: opening the certificate store: %w", err)
+	}
+	if err := sqldb.Migrate(context.Background(), db, sqldb.SQLite, "smime", schema(sqldb.SQLite)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("smime: opening the certificate store %s: %w", path, err)
-	}
-	if _, err := db.Exec(`CREATE INDEX IF NOT EXISTS smime_certs_address ON smime_certs (address)`); err != nil {
-		db.Close()
-		return nil, err
 	}
 	// Columns added later (operator approval): stores made before get
 	// them here, every record approved.
@@ -135,7 +157,21 @@ func OpenSQLite(path string) (Store, error) {
 			return nil, fmt.Errorf("smime: upgrading the certificate store %s: %w", path, err)
 		}
 	}
-	return &sqliteStore{db: db}, nil
+	return &sqlStore{db: db, d: sqldb.SQLite}, nil
+}
+
+// OpenShared opens the store in the host's shared PostgreSQL database, so
+// that a certificate harvested on one node is used on every node.
+func OpenShared(ctx context.Context, c sdk.Database) (Store, error) {
+	db, err := sqldb.OpenPostgres(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("smime: certificate store: %w", err)
+	}
+	if err := sqldb.Migrate(ctx, db, sqldb.Postgres, "smime", schema(sqldb.Postgres)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("smime: certificate store: %w", err)
+	}
+	return &sqlStore{db: db, d: sqldb.Postgres}, nil
 }
 
 func b2i(b bool) int {
@@ -145,12 +181,13 @@ func b2i(b bool) int {
 	return 0
 }
 
-func (s *sqliteStore) Put(ctx context.Context, r CertRecord) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO smime_certs
+func (s *sqlStore) Put(ctx context.Context, r CertRecord) error {
+	_, err := s.db.ExecContext(ctx, s.d.Rebind(`INSERT INTO smime_certs
 		(fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added, pending)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (fingerprint, address) DO UPDATE SET
-			gcm = MAX(gcm, excluded.gcm), oaep = MAX(oaep, excluded.oaep), pending = MIN(pending, excluded.pending)`,
+			gcm = `+s.d.Greatest("smime_certs.gcm", "excluded.gcm")+`, oaep = `+s.d.Greatest("smime_certs.oaep", "excluded.oaep")+`,
+			pending = `+s.d.Least("smime_certs.pending", "excluded.pending")),
 		r.Fingerprint, strings.ToLower(r.Address), r.Subject, r.Issuer, r.NotBefore.Unix(), r.NotAfter.Unix(),
 		r.DER, b2i(r.GCM), b2i(r.OAEP), r.Source, r.Added.Unix(), b2i(r.Pending))
 	return err
@@ -158,8 +195,8 @@ func (s *sqliteStore) Put(ctx context.Context, r CertRecord) error {
 
 const cols = `fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added, pending`
 
-func (s *sqliteStore) query(ctx context.Context, q string, args ...any) ([]CertRecord, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
+func (s *sqlStore) query(ctx context.Context, q string, args ...any) ([]CertRecord, error) {
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -179,23 +216,23 @@ func (s *sqliteStore) query(ctx context.Context, q string, args ...any) ([]CertR
 	return out, rows.Err()
 }
 
-func (s *sqliteStore) ForAddress(ctx context.Context, addr string) ([]CertRecord, error) {
-	return s.query(ctx, `SELECT `+cols+` FROM smime_certs WHERE address = ? ORDER BY not_after DESC`, strings.ToLower(addr))
+func (s *sqlStore) ForAddress(ctx context.Context, addr string) ([]CertRecord, error) {
+	return s.query(ctx, `SELECT `+cols+` FROM smime_certs WHERE address = ? ORDER BY not_after DESC, fingerprint`, strings.ToLower(addr))
 }
 
-func (s *sqliteStore) List(ctx context.Context) ([]CertRecord, error) {
-	return s.query(ctx, `SELECT `+cols+` FROM smime_certs ORDER BY address, not_after`)
+func (s *sqlStore) List(ctx context.Context) ([]CertRecord, error) {
+	return s.query(ctx, `SELECT `+cols+` FROM smime_certs ORDER BY address, not_after, fingerprint`)
 }
 
-func (s *sqliteStore) Remove(ctx context.Context, prefix string) (int, error) {
+func (s *sqlStore) Remove(ctx context.Context, prefix string) (int, error) {
 	prefix = strings.ToLower(strings.TrimSpace(prefix))
 	var res sql.Result
 	var err error
 	switch {
 	case strings.Contains(prefix, "@"):
-		res, err = s.db.ExecContext(ctx, `DELETE FROM smime_certs WHERE address = ?`, prefix)
+		res, err = s.db.ExecContext(ctx, s.d.Rebind(`DELETE FROM smime_certs WHERE address = ?`), prefix)
 	case len(prefix) >= 8 && strings.Trim(prefix, "0123456789abcdef") == "":
-		res, err = s.db.ExecContext(ctx, `DELETE FROM smime_certs WHERE substr(fingerprint, 1, ?) = ?`, len(prefix), prefix)
+		res, err = s.db.ExecContext(ctx, s.d.Rebind(`DELETE FROM smime_certs WHERE substr(fingerprint, 1, ?) = ?`), len(prefix), prefix)
 	default:
 		return 0, errors.New("smime: remove: give an address or at least 8 hex digits of a fingerprint")
 	}
@@ -218,12 +255,12 @@ func keyWhere(key string) (string, []any, error) {
 	return "", nil, errors.New("smime: give an address or at least 8 hex digits of a fingerprint")
 }
 
-func (s *sqliteStore) Approve(ctx context.Context, key string) (int, error) {
+func (s *sqlStore) Approve(ctx context.Context, key string) (int, error) {
 	where, args, err := keyWhere(key)
 	if err != nil {
 		return 0, err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE smime_certs SET pending = 0, activated = 1 WHERE pending = 1 AND `+where, args...)
+	res, err := s.db.ExecContext(ctx, s.d.Rebind(`UPDATE smime_certs SET pending = 0, activated = 1 WHERE pending = 1 AND `+where), args...)
 	if err != nil {
 		return 0, err
 	}
@@ -231,17 +268,15 @@ func (s *sqliteStore) Approve(ctx context.Context, key string) (int, error) {
 	return int(n), err
 }
 
-func (s *sqliteStore) TakeActivated(ctx context.Context) ([]CertRecord, error) {
-	recs, err := s.query(ctx, `SELECT `+cols+` FROM smime_certs WHERE activated = 1 ORDER BY address`)
+// TakeActivated clears and returns the flags in one statement, so that of
+// several nodes asking at once each record goes to one.
+func (s *sqlStore) TakeActivated(ctx context.Context) ([]CertRecord, error) {
+	recs, err := s.query(ctx, `UPDATE smime_certs SET activated = 0 WHERE activated = 1 RETURNING `+cols)
 	if err != nil || len(recs) == 0 {
 		return nil, err
 	}
-	for _, r := range recs {
-		if _, err := s.db.ExecContext(ctx, `UPDATE smime_certs SET activated = 0 WHERE fingerprint = ? AND address = ?`, r.Fingerprint, r.Address); err != nil {
-			return nil, err
-		}
-	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Address < recs[j].Address })
 	return recs, nil
 }
 
-func (s *sqliteStore) Close() error { return s.db.Close() }
+func (s *sqlStore) Close() error { return s.db.Close() }

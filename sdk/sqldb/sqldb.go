@@ -108,6 +108,15 @@ func (d Dialect) Greatest(a, b string) string {
 	return "MAX(" + a + ", " + b + ")"
 }
 
+// Least is the SQL of the smaller of two values (MIN(a, b) in SQLite,
+// LEAST(a, b) in PostgreSQL).
+func (d Dialect) Least(a, b string) string {
+	if d == Postgres {
+		return "LEAST(" + a + ", " + b + ")"
+	}
+	return "MIN(" + a + ", " + b + ")"
+}
+
 // DSN is the connection string for the settings: the DSN with sslmode and
 // sslrootcert replaced when TLS and CAFile are set.
 func DSN(c sdk.Database) (string, error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/posthorn/posthorn/conf"
+	"github.com/posthorn/posthorn/sdk"
 )
 
 // Server is a running private PostgreSQL.
@@ -223,4 +224,11 @@ func (s *Server) Exec(t testing.TB, db string, stmts ...string) {
 func (s *Server) Stop() {
 	s.cmd.Process.Signal(syscall.SIGINT)
 	<-s.exited
+}
+
+// NewShared creates a fresh database like NewDatabase and returns it as a
+// host hands it to plugins (sdk.Config.Database).
+func (s *Server) NewShared(t testing.TB) sdk.Database {
+	c := s.NewDatabase(t)
+	return sdk.Database{DSN: c.DSN, MaxConns: c.MaxConns}
 }

@@ -3,9 +3,11 @@
 // public keys — imported by an operator, discovered through WKD or a
 // keyserver, or harvested from inbound mail (Autocrypt headers, attached
 // keys; marked unverified). Store is the interface; Open gives the
-// embedded SQLite implementation (modernc.org/sqlite), written in SQL that
-// PostgreSQL also accepts ($n placeholders, ON CONFLICT upserts) so a
-// shared PostgreSQL store can implement the same interface.
+// embedded SQLite implementation (modernc.org/sqlite) and OpenShared the
+// PostgreSQL one that every node of a cluster shares; both run the same SQL
+// ($n placeholders, ON CONFLICT upserts) and the same versioned schema.
+// Keys found by discovery (WKD, keyserver) are stored here, so the
+// discovery cache is shared with the keys.
 package keystore
 
 import (
@@ -19,7 +21,11 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+
+	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // Sources of keys.
@@ -87,6 +93,9 @@ type Store interface {
 // SQL is a Store over database/sql.
 type SQL struct{ db *sql.DB }
 
+// schema is the versioned schema (sqldb.Migrate, component "pgp"); each
+// step is one statement. Version 1 is the schema from before versioning,
+// hence IF NOT EXISTS.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS pgp_keys (
 		fingerprint TEXT PRIMARY KEY,
@@ -109,12 +118,11 @@ func Open(dir string) (*SQL, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, "keys.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	db, err := sqldb.OpenSQLite(path)
 	if err != nil {
 		return nil, err
 	}
-	db.SetMaxOpenConns(1)
-	s, err := New(context.Background(), db)
+	s, err := New(context.Background(), db, sqldb.SQLite)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("key store %s: %w", path, err)
@@ -122,12 +130,24 @@ func Open(dir string) (*SQL, error) {
 	return s, nil
 }
 
-// New uses db (SQLite or PostgreSQL) and creates the tables if needed.
-func New(ctx context.Context, db *sql.DB) (*SQL, error) {
-	for _, q := range schema {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return nil, err
-		}
+// OpenShared opens the store in the host's shared PostgreSQL database.
+func OpenShared(ctx context.Context, c sdk.Database) (*SQL, error) {
+	db, err := sqldb.OpenPostgres(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	s, err := New(ctx, db, sqldb.Postgres)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("key store: %w", err)
+	}
+	return s, nil
+}
+
+// New uses db and brings its schema up to date.
+func New(ctx context.Context, db *sql.DB, d sqldb.Dialect) (*SQL, error) {
+	if err := sqldb.Migrate(ctx, db, d, "pgp", schema); err != nil {
+		return nil, err
 	}
 	// Columns added later (operator approval); stores made before get
 	// them with every key approved.

@@ -5,12 +5,25 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/testbed/pgtest"
 )
 
 func TestStore(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		dir := t.TempDir()
+		contract(t, func() (Store, error) { return Open(dir) })
+	})
+	t.Run("postgres", func(t *testing.T) {
+		db := pgtest.Start(t).NewShared(t)
+		contract(t, func() (Store, error) { return OpenShared(context.Background(), db) })
+	})
+}
+
+// contract is what every Store does; open opens the same store again.
+func contract(t *testing.T, open func() (Store, error)) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := Open(dir)
+	s, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +45,7 @@ func TestStore(t *testing.T) {
 	s.Close()
 
 	// Reopened: still there; replaced in place; removed.
-	s, err = Open(dir)
+	s, err = open()
 	if err != nil {
 		t.Fatal(err)
 	}
