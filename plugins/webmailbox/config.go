@@ -102,6 +102,8 @@ type settings struct {
 	listen          string
 	tlsCert, tlsKey string
 	dbPath          string
+	// shared is the host's database (nil: dbPath, an SQLite file).
+	shared *sdk.Database
 	masterKeyPath   string
 	resetAllowed    bool
 	allowed         []string // lower-case "@domain" or full address

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/posthorn/posthorn/sdk"
 )
 
 // PINFor returns the PIN of a mailbox that is waiting for activation, for
@@ -57,7 +59,10 @@ func PINCommand(args []string, stdout io.Writer) error {
 	if _, err := os.Stat(s.masterKeyPath); err != nil {
 		return fmt.Errorf("pin show: %s: %w (is -data the plugin's data directory?)", s.masterKeyPath, err)
 	}
-	sv, err := newService(s, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if dsn := os.Getenv(sdk.DatabaseEnv); dsn != "" {
+		s.shared = &sdk.Database{DSN: dsn, MaxConns: 2}
+	}
+	sv, err := newService(context.Background(), s, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if err != nil {
 		return err
 	}
+	s.shared = c.Database
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("webmailbox: data dir: %w", err)
 	}
@@ -76,7 +77,7 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.shutdownLocked()
-	svc, err := newService(s, c.Host, log)
+	svc, err := newService(ctx, s, c.Host, log)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdh"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -52,13 +54,22 @@ var (
 )
 
 // NewService opens the store and the master key named in the settings.
-func newService(s *settings, host sdk.Host, log *slog.Logger) (*Service, error) {
+func newService(ctx context.Context, s *settings, host sdk.Host, log *slog.Logger) (*Service, error) {
 	mk, err := loadMasterKey(s.masterKeyPath)
 	if err != nil {
 		return nil, err
 	}
-	st, err := OpenSQLite(s.dbPath)
+	var st *SQLStore
+	if s.shared != nil {
+		st, err = OpenShared(ctx, *s.shared)
+	} else {
+		st, err = OpenSQLite(s.dbPath)
+	}
 	if err != nil {
+		return nil, err
+	}
+	if err := st.CheckMasterKey(ctx, masterKeyCheck(mk)); err != nil {
+		st.Close()
 		return nil, err
 	}
 	if host == nil {
@@ -75,6 +86,13 @@ func (noHost) Submit(context.Context, string, *sdk.Envelope, io.Reader) (string,
 }
 func (noHost) Emit(context.Context, sdk.Event) error           { return sdk.ErrNoHost }
 func (noHost) Confirm(context.Context, sdk.Confirmation) error { return sdk.ErrNoHost }
+
+// masterKeyCheck identifies the master key without revealing it.
+func masterKeyCheck(mk []byte) []byte {
+	m := hmac.New(sha256.New, mk)
+	m.Write([]byte("posthorn webmailbox master key check"))
+	return m.Sum(nil)
+}
 
 func loadMasterKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)

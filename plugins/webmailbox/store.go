@@ -2,13 +2,18 @@ package webmailbox
 
 import (
 	"context"
+	"crypto/hmac"
 	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+
+	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // ErrNotFound is returned when a mailbox, message, token or session does
@@ -86,9 +91,8 @@ type Session struct {
 	LastSeen time.Time
 }
 
-// Store is the persistence the plugin needs. SQLiteStore implements it for
-// one machine; a PostgreSQL implementation for several nodes needs the
-// same methods (the SQL is plain and portable apart from placeholders).
+// Store is the persistence the plugin needs. SQLStore implements it on
+// SQLite for one machine and on PostgreSQL for several nodes.
 type Store interface {
 	GetMailbox(ctx context.Context, addr string) (*Mailbox, error)
 	CreateMailbox(ctx context.Context, m *Mailbox) (created bool, err error)
@@ -128,52 +132,127 @@ type Store interface {
 	Close() error
 }
 
-// SQLiteStore is the embedded Store (modernc.org/sqlite, no cgo).
-type SQLiteStore struct{ db *sql.DB }
+// SQLStore is the Store over SQL: an embedded SQLite file
+// (modernc.org/sqlite, no cgo) on one machine, or the PostgreSQL database
+// that the nodes of a cluster share, so that a mailbox activated through
+// one node is read through any other. The SQL is the same for both;
+// sqldb.Dialect fills in the differences. Message bodies and metadata are
+// stored sealed to the mailbox's key in either: the database alone
+// reveals no content.
+type SQLStore struct {
+	db *sql.DB
+	d  sqldb.Dialect
+}
 
-var _ Store = (*SQLiteStore)(nil)
+var _ Store = (*SQLStore)(nil)
 
-const schema = `
-CREATE TABLE IF NOT EXISTS mailbox (
+// schema is the versioned schema (component "webmailbox"), one statement
+// a step. Versions 1-5 are the tables from before versioning, hence IF NOT
+// EXISTS; INTEGER is 64-bit in SQLite but not in PostgreSQL, hence INT.
+func schema(d sqldb.Dialect) []string {
+	in, blob, id := "INTEGER", d.Blob(), d.AutoID()
+	if d == sqldb.Postgres {
+		in = "BIGINT"
+	}
+	return []string{
+		`CREATE TABLE IF NOT EXISTS mailbox (
 	address TEXT PRIMARY KEY, state TEXT NOT NULL, language TEXT NOT NULL,
-	public_key BLOB NOT NULL, wrapped_pw BLOB, wrapped_qa BLOB, wrapped_mk BLOB,
-	question TEXT NOT NULL DEFAULT '', reset_allow INTEGER NOT NULL DEFAULT 0,
-	pin_hash BLOB, tan_hash BLOB, failed INTEGER NOT NULL DEFAULT 0,
-	locked_until INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,
-	last_active INTEGER NOT NULL, warned_at INTEGER NOT NULL DEFAULT 0,
-	used_bytes INTEGER NOT NULL DEFAULT 0, pin_sealed BLOB);
-CREATE TABLE IF NOT EXISTS message (
-	id INTEGER PRIMARY KEY AUTOINCREMENT,
+	public_key ` + blob + ` NOT NULL, wrapped_pw ` + blob + `, wrapped_qa ` + blob + `, wrapped_mk ` + blob + `,
+	question TEXT NOT NULL DEFAULT '', reset_allow ` + in + ` NOT NULL DEFAULT 0,
+	pin_hash ` + blob + `, tan_hash ` + blob + `, failed ` + in + ` NOT NULL DEFAULT 0,
+	locked_until ` + in + ` NOT NULL DEFAULT 0, created ` + in + ` NOT NULL,
+	last_active ` + in + ` NOT NULL, warned_at ` + in + ` NOT NULL DEFAULT 0,
+	used_bytes ` + in + ` NOT NULL DEFAULT 0, pin_sealed ` + blob + `)`,
+		`CREATE TABLE IF NOT EXISTS message (
+	id ` + id + `,
 	mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
-	folder TEXT NOT NULL, received INTEGER NOT NULL, size INTEGER NOT NULL,
-	unread INTEGER NOT NULL, meta BLOB NOT NULL, raw BLOB NOT NULL,
-	reminded INTEGER NOT NULL DEFAULT 0, sender BLOB, queue_id TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS message_mailbox ON message(mailbox, folder, received);
-CREATE TABLE IF NOT EXISTS token (
-	hash BLOB PRIMARY KEY, mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
-	kind TEXT NOT NULL, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS session (
-	id_hash BLOB PRIMARY KEY, mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
-	wrapped BLOB NOT NULL, csrf TEXT NOT NULL, created INTEGER NOT NULL, last_seen INTEGER NOT NULL);
-`
+	folder TEXT NOT NULL, received ` + in + ` NOT NULL, size ` + in + ` NOT NULL,
+	unread ` + in + ` NOT NULL, meta ` + blob + ` NOT NULL, raw ` + blob + ` NOT NULL,
+	reminded ` + in + ` NOT NULL DEFAULT 0, sender ` + blob + `, queue_id TEXT NOT NULL DEFAULT '')`,
+		`CREATE INDEX IF NOT EXISTS message_mailbox ON message(mailbox, folder, received)`,
+		`CREATE TABLE IF NOT EXISTS token (
+	hash ` + blob + ` PRIMARY KEY, mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
+	kind TEXT NOT NULL, expires ` + in + ` NOT NULL, used ` + in + ` NOT NULL DEFAULT 0)`,
+		`CREATE TABLE IF NOT EXISTS session (
+	id_hash ` + blob + ` PRIMARY KEY, mailbox TEXT NOT NULL REFERENCES mailbox(address) ON DELETE CASCADE,
+	wrapped ` + blob + ` NOT NULL, csrf TEXT NOT NULL, created ` + in + ` NOT NULL, last_seen ` + in + ` NOT NULL)`,
+		// Version 6: settings every node must agree on (the master key's
+		// check value).
+		`CREATE TABLE IF NOT EXISTS webmailbox_meta (name TEXT PRIMARY KEY, value ` + blob + ` NOT NULL)`,
+		// Version 7: guessing counters shared by the nodes (throttle.go).
+		`CREATE TABLE IF NOT EXISTS webmailbox_failures (
+	k TEXT PRIMARY KEY, n ` + in + ` NOT NULL, first_at ` + in + ` NOT NULL, last_at ` + in + ` NOT NULL)`,
+	}
+}
 
 // OpenSQLite opens (creating if needed) the database at path.
-func OpenSQLite(path string) (*SQLiteStore, error) {
-	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=secure_delete(1)"
-	db, err := sql.Open("sqlite", dsn)
+func OpenSQLite(path string) (*SQLStore, error) {
+	db, err := sqldb.OpenSQLite(path, "secure_delete(1)")
 	if err != nil {
-		return nil, fmt.Errorf("webmailbox: opening %s: %w", path, err)
+		return nil, fmt.Errorf("webmailbox: %w", err)
 	}
-	db.SetMaxOpenConns(1) // SQLite writes serialise anyway; avoids SQLITE_BUSY
-	if _, err := db.Exec(schema); err != nil {
+	if err := sqldb.Migrate(context.Background(), db, sqldb.SQLite, "webmailbox", schema(sqldb.SQLite)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("webmailbox: creating schema in %s: %w", path, err)
 	}
-	return &SQLiteStore{db: db}, nil
+	return &SQLStore{db: db, d: sqldb.SQLite}, nil
+}
+
+// OpenShared opens the store in the host's shared PostgreSQL database.
+func OpenShared(ctx context.Context, c sdk.Database) (*SQLStore, error) {
+	db, err := sqldb.OpenPostgres(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("webmailbox: %w", err)
+	}
+	if err := sqldb.Migrate(ctx, db, sqldb.Postgres, "webmailbox", schema(sqldb.Postgres)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("webmailbox: %w", err)
+	}
+	return &SQLStore{db: db, d: sqldb.Postgres}, nil
+}
+
+// exec, query and row run SQL written with ? placeholders.
+func (s *SQLStore) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return s.db.ExecContext(ctx, s.d.Rebind(q), args...)
+}
+
+func (s *SQLStore) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return s.db.QueryContext(ctx, s.d.Rebind(q), args...)
+}
+
+func (s *SQLStore) row(ctx context.Context, q string, args ...any) *sql.Row {
+	return s.db.QueryRowContext(ctx, s.d.Rebind(q), args...)
+}
+
+// forUpdate locks the selected rows until the transaction ends
+// (PostgreSQL; SQLite's transactions take the whole database).
+func (s *SQLStore) forUpdate() string {
+	if s.d == sqldb.Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// CheckMasterKey records the check value of the master key on first use
+// and afterwards refuses a different one: every node sharing the database
+// must use the same master key file, or mail stored by one could not be
+// opened by another.
+func (s *SQLStore) CheckMasterKey(ctx context.Context, check []byte) error {
+	if _, err := s.exec(ctx, `INSERT INTO webmailbox_meta (name, value) VALUES ('master_key_check', ?) ON CONFLICT (name) DO NOTHING`, check); err != nil {
+		return err
+	}
+	var have []byte
+	if err := s.row(ctx, `SELECT value FROM webmailbox_meta WHERE name = 'master_key_check'`).Scan(&have); err != nil {
+		return err
+	}
+	if !hmac.Equal(have, check) {
+		return errors.New("webmailbox: the master key differs from the one this database was created with: copy the master key file of the first node to every node")
+	}
+	return nil
 }
 
 // Close closes the database.
-func (s *SQLiteStore) Close() error { return s.db.Close() }
+func (s *SQLStore) Close() error { return s.db.Close() }
 
 func ut(t time.Time) int64 {
 	if t.IsZero() {
@@ -217,13 +296,13 @@ func scanMailbox(sc interface{ Scan(...any) error }) (*Mailbox, error) {
 }
 
 // GetMailbox returns the mailbox for addr (lower-cased).
-func (s *SQLiteStore) GetMailbox(ctx context.Context, addr string) (*Mailbox, error) {
-	return scanMailbox(s.db.QueryRowContext(ctx, `SELECT `+mailboxCols+` FROM mailbox WHERE address = ?`, strings.ToLower(addr)))
+func (s *SQLStore) GetMailbox(ctx context.Context, addr string) (*Mailbox, error) {
+	return scanMailbox(s.row(ctx, `SELECT `+mailboxCols+` FROM mailbox WHERE address = ?`, strings.ToLower(addr)))
 }
 
 // CreateMailbox inserts m unless a mailbox for its address exists.
-func (s *SQLiteStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO mailbox (`+mailboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+func (s *SQLStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, error) {
+	res, err := s.exec(ctx, `INSERT INTO mailbox (`+mailboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(address) DO NOTHING`,
 		strings.ToLower(m.Address), m.State, m.Language, m.PublicKey, m.WrappedPW, m.WrappedQA, m.WrappedMK, m.Question,
 		b2i(m.ResetAllow), m.PINHash, m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed)
@@ -235,8 +314,8 @@ func (s *SQLiteStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, erro
 }
 
 // UpdateMailbox writes every field of m.
-func (s *SQLiteStore) UpdateMailbox(ctx context.Context, m *Mailbox) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mailbox SET state=?, language=?, public_key=?, wrapped_pw=?, wrapped_qa=?,
+func (s *SQLStore) UpdateMailbox(ctx context.Context, m *Mailbox) error {
+	res, err := s.exec(ctx, `UPDATE mailbox SET state=?, language=?, public_key=?, wrapped_pw=?, wrapped_qa=?,
 		wrapped_mk=?, question=?, reset_allow=?, pin_hash=?, tan_hash=?, failed=?, locked_until=?, created=?, last_active=?,
 		warned_at=?, used_bytes=?, pin_sealed=? WHERE address=?`,
 		m.State, m.Language, m.PublicKey, m.WrappedPW, m.WrappedQA, m.WrappedMK, m.Question, b2i(m.ResetAllow), m.PINHash,
@@ -251,14 +330,14 @@ func (s *SQLiteStore) UpdateMailbox(ctx context.Context, m *Mailbox) error {
 }
 
 // DeleteMailbox deletes the mailbox with its messages, tokens and sessions.
-func (s *SQLiteStore) DeleteMailbox(ctx context.Context, addr string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM mailbox WHERE address = ?`, strings.ToLower(addr))
+func (s *SQLStore) DeleteMailbox(ctx context.Context, addr string) error {
+	_, err := s.exec(ctx, `DELETE FROM mailbox WHERE address = ?`, strings.ToLower(addr))
 	return err
 }
 
 // ListMailboxes returns every mailbox.
-func (s *SQLiteStore) ListMailboxes(ctx context.Context) ([]*Mailbox, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+mailboxCols+` FROM mailbox ORDER BY address`)
+func (s *SQLStore) ListMailboxes(ctx context.Context) ([]*Mailbox, error) {
+	rows, err := s.query(ctx, `SELECT `+mailboxCols+` FROM mailbox ORDER BY address`)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +354,7 @@ func (s *SQLiteStore) ListMailboxes(ctx context.Context) ([]*Mailbox, error) {
 }
 
 // AddMessage stores m within the quota limit (0: none).
-func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message, limit int64) (int64, error) {
+func (s *SQLStore) AddMessage(ctx context.Context, m *Message, limit int64) (int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -283,7 +362,7 @@ func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message, limit int64) (
 	defer tx.Rollback()
 	if limit > 0 {
 		var used int64
-		if err := tx.QueryRowContext(ctx, `SELECT used_bytes FROM mailbox WHERE address = ?`, strings.ToLower(m.Mailbox)).Scan(&used); err != nil {
+		if err := tx.QueryRowContext(ctx, s.d.Rebind(`SELECT used_bytes FROM mailbox WHERE address = ?`+s.forUpdate()), strings.ToLower(m.Mailbox)).Scan(&used); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return 0, ErrNotFound
 			}
@@ -293,16 +372,13 @@ func (s *SQLiteStore) AddMessage(ctx context.Context, m *Message, limit int64) (
 			return 0, ErrQuota
 		}
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO message (mailbox, folder, received, size, unread, meta, raw, reminded, sender, queue_id)
-		VALUES (?,?,?,?,?,?,?,?,?,?)`, strings.ToLower(m.Mailbox), m.Folder, ut(m.Received), m.Size, b2i(m.Unread), m.Meta, m.Raw, m.Reminded, m.Sender, m.QueueID)
+	var id int64
+	err = tx.QueryRowContext(ctx, s.d.Rebind(`INSERT INTO message (mailbox, folder, received, size, unread, meta, raw, reminded, sender, queue_id)
+		VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id`), strings.ToLower(m.Mailbox), m.Folder, ut(m.Received), m.Size, b2i(m.Unread), m.Meta, m.Raw, m.Reminded, m.Sender, m.QueueID).Scan(&id)
 	if err != nil {
 		return 0, err
 	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return 0, err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET used_bytes = used_bytes + ? WHERE address = ?`, m.Size, strings.ToLower(m.Mailbox)); err != nil {
+	if _, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE mailbox SET used_bytes = used_bytes + ? WHERE address = ?`), m.Size, strings.ToLower(m.Mailbox)); err != nil {
 		return 0, err
 	}
 	return id, tx.Commit()
@@ -326,27 +402,27 @@ func scanMessage(sc interface{ Scan(...any) error }) (*Message, error) {
 }
 
 // GetMessage returns one message of a mailbox.
-func (s *SQLiteStore) GetMessage(ctx context.Context, mailbox string, id int64) (*Message, error) {
-	return scanMessage(s.db.QueryRowContext(ctx, `SELECT `+messageCols+` FROM message WHERE mailbox = ? AND id = ?`, strings.ToLower(mailbox), id))
+func (s *SQLStore) GetMessage(ctx context.Context, mailbox string, id int64) (*Message, error) {
+	return scanMessage(s.row(ctx, `SELECT `+messageCols+` FROM message WHERE mailbox = ? AND id = ?`, strings.ToLower(mailbox), id))
 }
 
 // HasQueueID reports whether a message with the queue id is stored.
-func (s *SQLiteStore) HasQueueID(ctx context.Context, mailbox, queueID string) (bool, error) {
+func (s *SQLStore) HasQueueID(ctx context.Context, mailbox, queueID string) (bool, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM message WHERE mailbox = ? AND queue_id = ? AND folder = 'inbox'`,
+	err := s.row(ctx, `SELECT COUNT(*) FROM message WHERE mailbox = ? AND queue_id = ? AND folder = 'inbox'`,
 		strings.ToLower(mailbox), queueID).Scan(&n)
 	return n > 0, err
 }
 
 // ListMessages returns a folder's messages, newest first.
-func (s *SQLiteStore) ListMessages(ctx context.Context, mailbox, folder string) ([]*Message, error) {
+func (s *SQLStore) ListMessages(ctx context.Context, mailbox, folder string) ([]*Message, error) {
 	q := `SELECT ` + messageCols + ` FROM message WHERE mailbox = ?`
 	args := []any{strings.ToLower(mailbox)}
 	if folder != "" {
 		q += ` AND folder = ?`
 		args = append(args, folder)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY received DESC, id DESC`, args...)
+	rows, err := s.query(ctx, q+` ORDER BY received DESC, id DESC`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -363,19 +439,19 @@ func (s *SQLiteStore) ListMessages(ctx context.Context, mailbox, folder string) 
 }
 
 // MarkRead clears the unread flag.
-func (s *SQLiteStore) MarkRead(ctx context.Context, mailbox string, id int64) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE message SET unread = 0 WHERE mailbox = ? AND id = ?`, strings.ToLower(mailbox), id)
+func (s *SQLStore) MarkRead(ctx context.Context, mailbox string, id int64) error {
+	_, err := s.exec(ctx, `UPDATE message SET unread = 0 WHERE mailbox = ? AND id = ?`, strings.ToLower(mailbox), id)
 	return err
 }
 
 // SetReminded records how many reminders were sent for a message.
-func (s *SQLiteStore) SetReminded(ctx context.Context, mailbox string, id int64, n int) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE message SET reminded = ? WHERE mailbox = ? AND id = ?`, n, strings.ToLower(mailbox), id)
+func (s *SQLStore) SetReminded(ctx context.Context, mailbox string, id int64, n int) error {
+	_, err := s.exec(ctx, `UPDATE message SET reminded = ? WHERE mailbox = ? AND id = ?`, n, strings.ToLower(mailbox), id)
 	return err
 }
 
 // DeleteMessage deletes a message and gives its size back to the quota.
-func (s *SQLiteStore) DeleteMessage(ctx context.Context, mailbox string, id int64) error {
+func (s *SQLStore) DeleteMessage(ctx context.Context, mailbox string, id int64) error {
 	mailbox = strings.ToLower(mailbox)
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -383,33 +459,37 @@ func (s *SQLiteStore) DeleteMessage(ctx context.Context, mailbox string, id int6
 	}
 	defer tx.Rollback()
 	var size int64
-	if err := tx.QueryRowContext(ctx, `SELECT size FROM message WHERE mailbox = ? AND id = ?`, mailbox, id).Scan(&size); err != nil {
+	if err := tx.QueryRowContext(ctx, s.d.Rebind(`SELECT size FROM message WHERE mailbox = ? AND id = ?`+s.forUpdate()), mailbox, id).Scan(&size); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM message WHERE mailbox = ? AND id = ?`, mailbox, id); err != nil {
+	res, err := tx.ExecContext(ctx, s.d.Rebind(`DELETE FROM message WHERE mailbox = ? AND id = ?`), mailbox, id)
+	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET used_bytes = MAX(0, used_bytes - ?) WHERE address = ?`, size, mailbox); err != nil {
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound // another node deleted it meanwhile
+	}
+	if _, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE mailbox SET used_bytes = `+s.d.Greatest("0", "used_bytes - ?")+` WHERE address = ?`), size, mailbox); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
 // DeleteMessagesBefore deletes every message received before t (retention).
-func (s *SQLiteStore) DeleteMessagesBefore(ctx context.Context, t time.Time) (int, error) {
+func (s *SQLStore) DeleteMessagesBefore(ctx context.Context, t time.Time) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET used_bytes = MAX(0, used_bytes - (SELECT COALESCE(SUM(size),0)
-		FROM message WHERE message.mailbox = mailbox.address AND received < ?))`, ut(t)); err != nil {
+	if _, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE mailbox SET used_bytes = `+s.d.Greatest("0", `used_bytes - (SELECT COALESCE(SUM(size),0)
+		FROM message WHERE message.mailbox = mailbox.address AND received < ?)`)), ut(t)); err != nil {
 		return 0, err
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM message WHERE received < ?`, ut(t))
+	res, err := tx.ExecContext(ctx, s.d.Rebind(`DELETE FROM message WHERE received < ?`), ut(t))
 	if err != nil {
 		return 0, err
 	}
@@ -418,19 +498,19 @@ func (s *SQLiteStore) DeleteMessagesBefore(ctx context.Context, t time.Time) (in
 }
 
 // PutToken stores a token.
-func (s *SQLiteStore) PutToken(ctx context.Context, t *Token) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO token (hash, mailbox, kind, expires, used) VALUES (?,?,?,?,?)`,
+func (s *SQLStore) PutToken(ctx context.Context, t *Token) error {
+	_, err := s.exec(ctx, `INSERT INTO token (hash, mailbox, kind, expires, used) VALUES (?,?,?,?,?)`,
 		t.Hash, strings.ToLower(t.Mailbox), t.Kind, ut(t.Expires), b2i(t.Used))
 	return err
 }
 
-func (s *SQLiteStore) getToken(ctx context.Context, q interface {
+func (s *SQLStore) getToken(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, hash []byte, kind string, now time.Time) (*Token, error) {
 	var t Token
 	var exp int64
 	var used int
-	err := q.QueryRowContext(ctx, `SELECT hash, mailbox, kind, expires, used FROM token WHERE hash = ? AND kind = ?`, hash, kind).
+	err := q.QueryRowContext(ctx, s.d.Rebind(`SELECT hash, mailbox, kind, expires, used FROM token WHERE hash = ? AND kind = ?`), hash, kind).
 		Scan(&t.Hash, &t.Mailbox, &t.Kind, &exp, &used)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -446,12 +526,12 @@ func (s *SQLiteStore) getToken(ctx context.Context, q interface {
 }
 
 // PeekToken returns a valid token without using it.
-func (s *SQLiteStore) PeekToken(ctx context.Context, hash []byte, kind string, now time.Time) (*Token, error) {
+func (s *SQLStore) PeekToken(ctx context.Context, hash []byte, kind string, now time.Time) (*Token, error) {
 	return s.getToken(ctx, s.db, hash, kind, now)
 }
 
 // UseToken returns a valid token and marks it used, atomically.
-func (s *SQLiteStore) UseToken(ctx context.Context, hash []byte, kind string, now time.Time) (*Token, error) {
+func (s *SQLStore) UseToken(ctx context.Context, hash []byte, kind string, now time.Time) (*Token, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -461,24 +541,30 @@ func (s *SQLiteStore) UseToken(ctx context.Context, hash []byte, kind string, no
 	if err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE token SET used = 1 WHERE hash = ?`, hash); err != nil {
+	// used = 0 in the condition: of two nodes using the token at once,
+	// the second finds it used once the first commits.
+	res, err := tx.ExecContext(ctx, s.d.Rebind(`UPDATE token SET used = 1 WHERE hash = ? AND used = 0`), hash)
+	if err != nil {
 		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return nil, ErrNotFound
 	}
 	return t, tx.Commit()
 }
 
 // PutSession stores a session.
-func (s *SQLiteStore) PutSession(ctx context.Context, se *Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO session (id_hash, mailbox, wrapped, csrf, created, last_seen) VALUES (?,?,?,?,?,?)`,
+func (s *SQLStore) PutSession(ctx context.Context, se *Session) error {
+	_, err := s.exec(ctx, `INSERT INTO session (id_hash, mailbox, wrapped, csrf, created, last_seen) VALUES (?,?,?,?,?,?)`,
 		se.IDHash, strings.ToLower(se.Mailbox), se.Wrapped, se.CSRF, ut(se.Created), ut(se.LastSeen))
 	return err
 }
 
 // GetSession returns a session by the hash of its id.
-func (s *SQLiteStore) GetSession(ctx context.Context, idHash []byte) (*Session, error) {
+func (s *SQLStore) GetSession(ctx context.Context, idHash []byte) (*Session, error) {
 	var se Session
 	var c, l int64
-	err := s.db.QueryRowContext(ctx, `SELECT id_hash, mailbox, wrapped, csrf, created, last_seen FROM session WHERE id_hash = ?`, idHash).
+	err := s.row(ctx, `SELECT id_hash, mailbox, wrapped, csrf, created, last_seen FROM session WHERE id_hash = ?`, idHash).
 		Scan(&se.IDHash, &se.Mailbox, &se.Wrapped, &se.CSRF, &c, &l)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -491,29 +577,29 @@ func (s *SQLiteStore) GetSession(ctx context.Context, idHash []byte) (*Session, 
 }
 
 // TouchSession records activity.
-func (s *SQLiteStore) TouchSession(ctx context.Context, idHash []byte, t time.Time) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE session SET last_seen = ? WHERE id_hash = ?`, ut(t), idHash)
+func (s *SQLStore) TouchSession(ctx context.Context, idHash []byte, t time.Time) error {
+	_, err := s.exec(ctx, `UPDATE session SET last_seen = ? WHERE id_hash = ?`, ut(t), idHash)
 	return err
 }
 
 // DeleteSession ends a session.
-func (s *SQLiteStore) DeleteSession(ctx context.Context, idHash []byte) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM session WHERE id_hash = ?`, idHash)
+func (s *SQLStore) DeleteSession(ctx context.Context, idHash []byte) error {
+	_, err := s.exec(ctx, `DELETE FROM session WHERE id_hash = ?`, idHash)
 	return err
 }
 
 // DeleteSessionsBefore removes sessions idle since before t.
-func (s *SQLiteStore) DeleteSessionsBefore(ctx context.Context, t time.Time) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM session WHERE last_seen < ?`, ut(t))
+func (s *SQLStore) DeleteSessionsBefore(ctx context.Context, t time.Time) error {
+	_, err := s.exec(ctx, `DELETE FROM session WHERE last_seen < ?`, ut(t))
 	return err
 }
 
 // DeleteSessionsOf ends the sessions of mailbox except keep.
-func (s *SQLiteStore) DeleteSessionsOf(ctx context.Context, mailbox string, keep []byte) (int, error) {
+func (s *SQLStore) DeleteSessionsOf(ctx context.Context, mailbox string, keep []byte) (int, error) {
 	if keep == nil {
 		keep = []byte{}
 	}
-	r, err := s.db.ExecContext(ctx, `DELETE FROM session WHERE mailbox = ? AND id_hash != ?`, strings.ToLower(mailbox), keep)
+	r, err := s.exec(ctx, `DELETE FROM session WHERE mailbox = ? AND id_hash != ?`, strings.ToLower(mailbox), keep)
 	if err != nil {
 		return 0, err
 	}

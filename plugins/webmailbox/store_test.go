@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/testbed/pgtest"
 )
 
 // storeSuite checks the Store contract; a PostgreSQL store runs the same.
@@ -127,6 +131,108 @@ func TestSQLiteStore(t *testing.T) {
 	}
 	defer st.Close()
 	storeSuite(t, st)
+	masterKeySuite(t, st)
+}
+
+// TestPostgresStore runs the same contract against a real PostgreSQL, and
+// what only several nodes can do to one database: two stores (two nodes)
+// racing for one activation token, one quota and one message.
+func TestPostgresStore(t *testing.T) {
+	db := pgtest.Start(t).NewShared(t)
+	ctx := context.Background()
+	st, err := OpenShared(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	storeSuite(t, st)
+	masterKeySuite(t, st)
+
+	// A second node opens the same database: the schema is there.
+	st2, err := OpenShared(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := st.CreateMailbox(ctx, &Mailbox{Address: "c@x.test", State: StatePending, Language: "en", PublicKey: []byte{1}, Created: now, LastActive: now}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		h := []byte{byte(i)}
+		if err := st.PutToken(ctx, &Token{Hash: h, Mailbox: "c@x.test", Kind: "activate", Expires: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for _, s := range []Store{st, st2, st, st2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.UseToken(ctx, h, "activate", now); err == nil {
+					wins.Add(1)
+				} else if !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Fatalf("token %d used %d times", i, n)
+		}
+	}
+	// 40 messages of 10 bytes against a quota of 100, from both nodes.
+	var stored atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 40 {
+		s := []Store{st, st2}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.AddMessage(ctx, &Message{Mailbox: "c@x.test", Folder: "inbox", Received: now, Size: 10, Meta: []byte{1}, Raw: []byte{2}}, 100)
+			if err == nil {
+				stored.Add(1)
+			} else if !errors.Is(err, ErrQuota) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	mb, _ := st2.GetMailbox(ctx, "c@x.test")
+	if stored.Load() != 10 || mb.UsedBytes != 100 {
+		t.Fatalf("stored %d messages, used %d bytes; want 10 and 100", stored.Load(), mb.UsedBytes)
+	}
+	// Both nodes delete the same message: the quota is given back once.
+	ms, _ := st.ListMessages(ctx, "c@x.test", "inbox")
+	var okDel atomic.Int32
+	for _, s := range []Store{st, st2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s.DeleteMessage(ctx, "c@x.test", ms[0].ID) == nil {
+				okDel.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if mb, _ := st.GetMailbox(ctx, "c@x.test"); okDel.Load() != 1 || mb.UsedBytes != 90 {
+		t.Fatalf("deleted %d times, used %d; want 1 and 90", okDel.Load(), mb.UsedBytes)
+	}
+}
+
+// masterKeySuite: the first master key is recorded, another is refused.
+func masterKeySuite(t *testing.T, st *SQLStore) {
+	ctx := context.Background()
+	a, b := masterKeyCheck([]byte("key a")), masterKeyCheck([]byte("key b"))
+	if err := st.CheckMasterKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CheckMasterKey(ctx, a); err != nil {
+		t.Fatalf("same key again: %v", err)
+	}
+	if err := st.CheckMasterKey(ctx, b); err == nil {
+		t.Fatal("a different master key was accepted")
+	}
 }
 
 func TestOpenSQLiteErrors(t *testing.T) {

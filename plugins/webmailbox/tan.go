@@ -19,6 +19,8 @@ import (
 
 	"codeberg.org/go-pdf/fpdf"
 	"rsc.io/qr"
+
+	"github.com/posthorn/posthorn/sdk"
 )
 
 const tanAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789" // no 0/O, 1/I
@@ -210,7 +212,10 @@ func TANCommand(args []string, stdout io.Writer) error {
 	if _, err := os.Stat(s.masterKeyPath); err != nil {
 		return fmt.Errorf("tan issue: %s: %w (is -data the plugin's data directory?)", s.masterKeyPath, err)
 	}
-	sv, err := newService(s, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if dsn := os.Getenv(sdk.DatabaseEnv); dsn != "" {
+		s.shared = &sdk.Database{DSN: dsn, MaxConns: 2}
+	}
+	sv, err := newService(context.Background(), s, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}
