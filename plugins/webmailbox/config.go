@@ -103,27 +103,27 @@ type settings struct {
 	tlsCert, tlsKey string
 	dbPath          string
 	// shared is the host's database (nil: dbPath, an SQLite file).
-	shared *sdk.Database
-	masterKeyPath   string
-	resetAllowed    bool
-	allowed         []string // lower-case "@domain" or full address
-	senderPIN       bool
-	requireTAN      bool
-	quota           int64
-	retention       time.Duration
-	inactivity      time.Duration
-	inactivityWarn  time.Duration
-	reminderAfter   time.Duration
-	linkTTL         time.Duration
-	sessionTimeout  time.Duration
-	maxFailed       int
-	lockout         time.Duration
-	defaultLang     string
-	organization    string
-	clientIPHeader  string
-	kdf             KDFParams
-	loc             *time.Location
-	theme           theme
+	shared         *sdk.Database
+	masterKeyPath  string
+	resetAllowed   bool
+	allowed        []string // lower-case "@domain" or full address
+	senderPIN      bool
+	requireTAN     bool
+	quota          int64
+	retention      time.Duration
+	inactivity     time.Duration
+	inactivityWarn time.Duration
+	reminderAfter  time.Duration
+	linkTTL        time.Duration
+	sessionTimeout time.Duration
+	maxFailed      int
+	lockout        time.Duration
+	defaultLang    string
+	organization   string
+	clientIPHeader string
+	kdf            KDFParams
+	loc            *time.Location
+	theme          theme
 }
 
 func parseDur(key, v, def string) (time.Duration, error) {
