@@ -8,6 +8,7 @@ import (
 
 	"github.com/posthorn/posthorn/plugins/pgp/keystore"
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // EventKeyExpiring is emitted for an own key that expires within
@@ -79,7 +80,16 @@ func (w *expiryWatch) check(ctx context.Context) {
 		if w.notifyTo != "" {
 			ev.Attributes["notify_to"] = w.notifyTo
 		}
-		if err := w.host.Emit(ctx, ev); err != nil {
+		emit := func(ctx context.Context) error { return w.host.Emit(ctx, ev) }
+		var err error
+		if r, ok := w.keys.Store.(sqldb.OnceRunner); ok {
+			// Once for every node sharing the key store (the record
+			// outlives restarts too).
+			_, err = r.RunOnce(ctx, "pgp.key_expiring "+id, 100*365*24*time.Hour, now, emit)
+		} else {
+			err = emit(ctx)
+		}
+		if err != nil {
 			if err != sdk.ErrNoHost {
 				sdk.Logger().Warn("cannot emit key expiry event", "fingerprint", k.Fingerprint, "error", err)
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // Version is the plugin's version.
@@ -1059,12 +1060,26 @@ func (p *Plugin) checkExpiry(ctx context.Context, st *state, now time.Time) int 
 			continue
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := st.host.Emit(ctx, sdk.Event{Type: "smime.cert_expiring", Time: now, Attributes: map[string]string{
-			"subject":     id.Cert.Subject.String(),
-			"not_after":   id.Cert.NotAfter.UTC().Format(time.RFC3339),
-			"fingerprint": fp,
-			"addresses":   strings.Join(append(append([]string{}, id.Addresses...), id.Domains...), ","),
-		}})
+		emit := func(ctx context.Context) error {
+			return st.host.Emit(ctx, sdk.Event{Type: "smime.cert_expiring", Time: now, Attributes: map[string]string{
+				"subject":     id.Cert.Subject.String(),
+				"not_after":   id.Cert.NotAfter.UTC().Format(time.RFC3339),
+				"fingerprint": fp,
+				"addresses":   strings.Join(append(append([]string{}, id.Addresses...), id.Domains...), ","),
+			}})
+		}
+		var err error
+		if r, ok := st.store.(sqldb.OnceRunner); ok {
+			// Once a day across every node sharing the store.
+			var ran bool
+			ran, err = r.RunOnce(ctx, "smime.cert_expiring "+fp, 23*time.Hour, now, emit)
+			if err == nil && !ran {
+				cancel()
+				continue // another node warned today
+			}
+		} else {
+			err = emit(ctx)
+		}
 		cancel()
 		if err != nil {
 			sdk.Logger().Warn("expiry event not emitted", "subject", id.Cert.Subject.String(), "error", err)

@@ -280,3 +280,8 @@ func (s *sqlStore) TakeActivated(ctx context.Context) ([]CertRecord, error) {
 }
 
 func (s *sqlStore) Close() error { return s.db.Close() }
+
+// RunOnce runs a job once across the nodes sharing the store.
+func (s *sqlStore) RunOnce(ctx context.Context, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error) {
+	return sqldb.RunOnce(ctx, s.db, s.d, name, period, now, fn)
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
@@ -24,7 +25,15 @@ func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if err := sv.Housekeeping(ctx); err != nil && ctx.Err() == nil {
+		var err error
+		if r, ok := sv.store.(sqldb.OnceRunner); ok {
+			// One node at a time, and once per period across all nodes
+			// sharing the store (a little under the period: tickers drift).
+			_, err = r.RunOnce(ctx, "webmailbox.housekeeping", every*9/10, sv.Now(), sv.Housekeeping)
+		} else {
+			err = sv.Housekeeping(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
 			sv.log.Error("housekeeping", "error", err)
 		}
 		select {

@@ -211,6 +211,12 @@ func OpenShared(ctx context.Context, c sdk.Database) (*SQLStore, error) {
 	return &SQLStore{db: db, d: sqldb.Postgres}, nil
 }
 
+// RunOnce runs a job once across the nodes sharing the store
+// (sqldb.OnceRunner).
+func (s *SQLStore) RunOnce(ctx context.Context, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error) {
+	return sqldb.RunOnce(ctx, s.db, s.d, name, period, now, fn)
+}
+
 // exec, query and row run SQL written with ? placeholders.
 func (s *SQLStore) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	return s.db.ExecContext(ctx, s.d.Rebind(q), args...)

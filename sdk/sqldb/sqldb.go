@@ -327,3 +327,21 @@ func hostname() string {
 	h, _ := os.Hostname()
 	return h
 }
+
+// OnceRunner runs periodic jobs once across the nodes sharing a database
+// (RunOnce). Stores built on this package implement it, so that a plugin
+// can ask its store whether it offers one.
+type OnceRunner interface {
+	RunOnce(ctx context.Context, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error)
+}
+
+// Jobs is the OnceRunner of one database.
+type Jobs struct {
+	DB      *sql.DB
+	Dialect Dialect
+}
+
+// RunOnce calls the package's RunOnce on j's database.
+func (j Jobs) RunOnce(ctx context.Context, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error) {
+	return RunOnce(ctx, j.DB, j.Dialect, name, period, now, fn)
+}

@@ -91,7 +91,10 @@ type Store interface {
 }
 
 // SQL is a Store over database/sql.
-type SQL struct{ db *sql.DB }
+type SQL struct {
+	db *sql.DB
+	d  sqldb.Dialect
+}
 
 // schema is the versioned schema (sqldb.Migrate, component "pgp"); each
 // step is one statement. Version 1 is the schema from before versioning,
@@ -157,7 +160,7 @@ func New(ctx context.Context, db *sql.DB, d sqldb.Dialect) (*SQL, error) {
 			return nil, err
 		}
 	}
-	return &SQL{db: db}, nil
+	return &SQL{db: db, d: d}, nil
 }
 
 // NormalizeAddress lower-cases and trims an address or domain.
@@ -342,7 +345,9 @@ func (s *SQL) Approve(ctx context.Context, fpr string) error {
 }
 
 func (s *SQL) TakeActivated(ctx context.Context) ([]Key, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+cols+` FROM pgp_keys WHERE activated = 1 ORDER BY fingerprint`)
+	// One statement clears and returns the flags: of several nodes
+	// asking at once, each key goes to one.
+	rows, err := s.db.QueryContext(ctx, `UPDATE pgp_keys SET activated = 0 WHERE activated = 1 RETURNING `+cols)
 	if err != nil {
 		return nil, err
 	}
@@ -350,10 +355,12 @@ func (s *SQL) TakeActivated(ctx context.Context) ([]Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range ks {
-		if _, err := s.db.ExecContext(ctx, `UPDATE pgp_keys SET activated = 0 WHERE fingerprint = $1`, k.Fingerprint); err != nil {
-			return nil, err
-		}
-	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].Fingerprint < ks[j].Fingerprint })
 	return ks, nil
+}
+
+// RunOnce runs a job once across the nodes sharing the store
+// (sqldb.OnceRunner).
+func (s *SQL) RunOnce(ctx context.Context, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error) {
+	return sqldb.RunOnce(ctx, s.db, s.d, name, period, now, fn)
 }
