@@ -29,6 +29,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/posthorn/posthorn/sdk"
@@ -288,6 +289,9 @@ func Locked(ctx context.Context, db *sql.DB, d Dialect, name string, fn func(ctx
 	return fn(ctx)
 }
 
+// jobsReady holds the *sql.DB whose posthorn_jobs table is known to exist.
+var jobsReady sync.Map
+
 // RunOnce runs the periodic job name when it is due: when no node ran it
 // in the last period. Across all nodes sharing the database, one runs it
 // (the others find the lock taken or the job done) and the time is
@@ -295,9 +299,14 @@ func Locked(ctx context.Context, db *sql.DB, d Dialect, name string, fn func(ctx
 // On SQLite the record is kept too, so a restart does not repeat a daily
 // job.
 func RunOnce(ctx context.Context, db *sql.DB, d Dialect, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error) {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS posthorn_jobs (
-		name TEXT PRIMARY KEY, last_run BIGINT NOT NULL, node TEXT NOT NULL DEFAULT '')`); err != nil {
-		return false, fmt.Errorf("sqldb: jobs table: %w", err)
+	if _, ok := jobsReady.Load(db); !ok {
+		// Under the migration lock: PostgreSQL's CREATE TABLE IF NOT
+		// EXISTS is not safe against itself on another node.
+		if err := Migrate(ctx, db, d, "posthorn_jobs", []string{`CREATE TABLE IF NOT EXISTS posthorn_jobs (
+		name TEXT PRIMARY KEY, last_run BIGINT NOT NULL, node TEXT NOT NULL DEFAULT '')`}); err != nil {
+			return false, fmt.Errorf("sqldb: jobs table: %w", err)
+		}
+		jobsReady.Store(db, true)
 	}
 	ran := false
 	err := Locked(ctx, db, d, "posthorn job "+name, func(ctx context.Context) error {
