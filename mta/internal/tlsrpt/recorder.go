@@ -2,6 +2,8 @@ package tlsrpt
 
 import (
 	"bufio"
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/posthorn/posthorn/mta/internal/database"
 )
 
 // Attempt is the result of one delivery attempt (one SMTP session, or the
@@ -48,8 +52,13 @@ type Attempt struct {
 // Options configure a Recorder.
 type Options struct {
 	// Dir keeps one append-only file of attempts per day (UTC), and the
-	// record of sent reports. Required.
+	// record of sent reports. Required (without DB).
 	Dir string
+	// DB, when set, is the PostgreSQL database the nodes of a cluster
+	// share ([database]): attempts and sent reports are kept there
+	// instead of Dir, so one daily report per domain covers every node,
+	// and one node at a time sends (an advisory lock).
+	DB *sql.DB
 	// OrganizationName and ContactInfo go into every report (RFC 8460
 	// section 4.4); Submitter is our host name (the report's
 	// "Submitter"); From is the sender of mailed reports (default
@@ -86,13 +95,17 @@ type Recorder struct {
 
 // New makes a Recorder; Dir is created if needed.
 func New(o Options) (*Recorder, error) {
-	if o.Dir == "" {
+	if o.Dir == "" && o.DB == nil {
 		return nil, errors.New("tlsrpt: no state directory")
 	}
 	if o.Submitter == "" {
 		return nil, errors.New("tlsrpt: no submitter (host name)")
 	}
-	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+	if o.DB != nil {
+		if err := database.Migrate(context.Background(), o.DB, database.Postgres, "tlsrpt", schema); err != nil {
+			return nil, fmt.Errorf("tlsrpt: %w", err)
+		}
+	} else if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("tlsrpt: %w", err)
 	}
 	if o.From == "" {
@@ -158,8 +171,14 @@ func (r *Recorder) Record(a Attempt) error {
 	if err != nil {
 		return err
 	}
-	line = append(line, '\n')
 	day := dayString(a.Time)
+	if r.o.DB != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := r.o.DB.ExecContext(ctx, `INSERT INTO tlsrpt_attempts (day, domain, attempt) VALUES ($1, $2, $3)`, day, a.Domain, string(line))
+		return err
+	}
+	line = append(line, '\n')
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := r.f
@@ -190,6 +209,9 @@ func (r *Recorder) Record(a Attempt) error {
 
 // read calls fn for each attempt recorded on day.
 func (r *Recorder) read(day time.Time, fn func(*Attempt)) error {
+	if r.o.DB != nil {
+		return r.readDB(day, fn)
+	}
 	f, err := os.Open(r.dayFile(dayString(day)))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

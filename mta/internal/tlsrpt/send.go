@@ -1,7 +1,6 @@
 package tlsrpt
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/mta/internal/resolver"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // Resolver looks up TXT records; *resolver.Resolver has it.
@@ -289,15 +289,28 @@ func (r *Recorder) SendDayNow(ctx context.Context, day time.Time) ([]string, err
 func (r *Recorder) sendDay(ctx context.Context, day time.Time, force bool) ([]string, error) {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
+	if r.o.DB == nil {
+		return r.sendDayLocked(ctx, day, force)
+	}
+	// Shared: one node sends at a time; the others find the lock taken
+	// and the next of them finds the reports marked sent.
+	var sent []string
+	err := sqldb.Locked(ctx, r.o.DB, sqldb.Postgres, "posthorn tlsrpt send", func(ctx context.Context) error {
+		var err error
+		sent, err = r.sendDayLocked(ctx, day, force)
+		return err
+	})
+	if errors.Is(err, sqldb.ErrBusy) {
+		return nil, nil
+	}
+	return sent, err
+}
+
+func (r *Recorder) sendDayLocked(ctx context.Context, day time.Time, force bool) ([]string, error) {
 	ds := dayString(day)
-	sentFile := filepath.Join(r.o.Dir, "sent-"+ds)
-	done := map[string]bool{}
-	if f, err := os.Open(sentFile); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			done[sc.Text()] = true
-		}
-		f.Close()
+	done, err := r.sentDomains(ctx, ds)
+	if err != nil {
+		return nil, err
 	}
 	domains, err := r.Domains(day)
 	if err != nil {
@@ -328,12 +341,7 @@ func (r *Recorder) sendDay(ctx context.Context, day time.Time, force bool) ([]st
 			r.log.Warn("TLS report not sent; will retry", "domain", d, "day", ds, "err", err)
 			continue
 		}
-		f, ferr := os.OpenFile(sentFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if ferr == nil {
-			_, ferr = f.WriteString(d + "\n")
-			f.Close()
-		}
-		if ferr != nil {
+		if ferr := r.markSent(ctx, ds, d); ferr != nil {
 			errs = append(errs, ferr)
 		}
 	}
@@ -343,6 +351,10 @@ func (r *Recorder) sendDay(ctx context.Context, day time.Time, force bool) ([]st
 // prune removes attempt and sent files older than KeepDays.
 func (r *Recorder) prune() {
 	cut := dayString(r.o.Now().AddDate(0, 0, -r.o.KeepDays))
+	if r.o.DB != nil {
+		r.pruneDB(cut)
+		return
+	}
 	ents, err := os.ReadDir(r.o.Dir)
 	if err != nil {
 		return
