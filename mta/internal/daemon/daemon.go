@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/adminapi"
 	"github.com/posthorn/posthorn/mta/internal/authres"
 	"github.com/posthorn/posthorn/mta/internal/control"
+	"github.com/posthorn/posthorn/mta/internal/database"
 	"github.com/posthorn/posthorn/mta/internal/delivery"
 	"github.com/posthorn/posthorn/mta/internal/directory"
 	"github.com/posthorn/posthorn/mta/internal/dkim"
@@ -92,6 +94,10 @@ type Daemon struct {
 	shut        bool
 
 	pickupMu sync.Mutex
+
+	// shared is the PostgreSQL database of [database] (nil without one):
+	// TLS-RPT records and Host.Submit keys live there, shared by nodes.
+	shared *sql.DB
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -194,6 +200,11 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.freeSpace = func() (uint64, error) { return diskFree(spool) }
 	}
 
+	if cfg.Database.DSN != "" {
+		if d.shared, _, err = database.OpenPostgres(d.ctx, cfg.Database); err != nil {
+			return d, err
+		}
+	}
 	g, err := d.build(cfg)
 	if err != nil {
 		return d, err
@@ -656,6 +667,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.dir != nil {
 		d.dir.Close()
 	}
+	if d.shared != nil {
+		d.shared.Close()
+	}
 	if d.Queue != nil {
 		return d.Queue.Close()
 	}
@@ -937,10 +951,18 @@ func tlsReportNow(rpt *tlsrpt.Recorder, day string) (json.RawMessage, error) {
 // from the recorded attempts in [tls_rpt] state_dir: what `posthorn tls
 // report --dry-run` prints. It needs no running daemon.
 func TLSReports(cfg *conf.Config, day time.Time) ([]*tlsrpt.Report, error) {
-	if cfg.TLSRPT.StateDir == "" {
+	var db *sql.DB
+	if cfg.Database.DSN != "" {
+		// Many nodes: their attempts are in the shared database.
+		var err error
+		if db, _, err = database.OpenPostgres(context.Background(), cfg.Database); err != nil {
+			return nil, err
+		}
+		defer db.Close()
+	} else if cfg.TLSRPT.StateDir == "" {
 		return nil, errors.New("no [tls_rpt] state_dir")
 	}
-	rec, err := tlsrpt.New(tlsrpt.Options{Dir: cfg.TLSRPT.StateDir, OrganizationName: cfg.TLSRPT.OrganizationName,
+	rec, err := tlsrpt.New(tlsrpt.Options{Dir: cfg.TLSRPT.StateDir, DB: db, OrganizationName: cfg.TLSRPT.OrganizationName,
 		ContactInfo: cfg.TLSRPT.ContactInfo, Submitter: cfg.Hostname, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
@@ -968,7 +990,7 @@ func (d *Daemon) newTLSRPT(cfg *conf.Config, res *resolver.Resolver) (*tlsrpt.Re
 		return nil, nil
 	}
 	return tlsrpt.New(tlsrpt.Options{
-		Dir: cfg.TLSRPT.StateDir, OrganizationName: cfg.TLSRPT.OrganizationName, ContactInfo: cfg.TLSRPT.ContactInfo,
+		Dir: cfg.TLSRPT.StateDir, DB: d.shared, OrganizationName: cfg.TLSRPT.OrganizationName, ContactInfo: cfg.TLSRPT.ContactInfo,
 		Submitter: cfg.Hostname, Resolver: res, Logger: d.log.With("component", "tls-rpt"),
 		// https: reporting URIs are looked up through [dns] resolver too.
 		HTTPClient: &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: resolverDial(cfg, res),

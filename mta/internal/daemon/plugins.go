@@ -32,6 +32,9 @@ type hostAPI struct {
 	keys    map[string]string // idempotency key -> queue ID
 	keyLog  *os.File          // append-only: "UNIXTIME QUEUEID KEY" lines
 	keyPath string
+	// sharedKeys, with [database], holds the keys for every node (the
+	// file and map above then only serve as a local first look).
+	sharedKeys *sharedKeys
 }
 
 // keyRetention is how long an idempotency key is remembered.
@@ -43,6 +46,14 @@ const attrSubmitKey = "submit.key"
 
 func newHostAPI(d *Daemon) (*hostAPI, error) {
 	a := &hostAPI{d: d, keys: map[string]string{}, keyPath: filepath.Join(d.cfg.Queue.Dir, "submit-keys.log")}
+	if d.shared != nil {
+		// Many nodes: a plugin on node B retrying what node A queued
+		// must find the key, so keys live in the shared database.
+		a.sharedKeys = &sharedKeys{db: d.shared, node: d.cfg.Hostname}
+		if err := a.sharedKeys.open(d.ctx); err != nil {
+			return nil, err
+		}
+	}
 	// Keys are remembered for keyRetention in an append-only file, so a
 	// plugin retrying a submission after a restart does not queue it
 	// twice even when the first copy has long been delivered.
@@ -117,6 +128,46 @@ func (a *hostAPI) Submit(ctx context.Context, senv *sdk.Envelope, body io.Reader
 		return id, pluginhost.ErrDuplicate
 	}
 	a.mu.Unlock()
+	if a.sharedKeys != nil && key != "" {
+		id, claimed, err := a.sharedKeys.claim(ctx, key)
+		if err != nil {
+			return "", fmt.Errorf("submission key: %w", err)
+		}
+		if !claimed {
+			return id, pluginhost.ErrDuplicate
+		}
+		ok := false
+		defer func() {
+			if !ok {
+				a.sharedKeys.release(key)
+			}
+		}()
+		id, err = a.submit(senv, body, key)
+		if err != nil {
+			return "", err
+		}
+		ok = true
+		if err := a.sharedKeys.settle(ctx, key, id); err != nil {
+			// Queued and fsynced: the answer stands; a retry within the
+			// claim's lease finds the key claimed, later it could be
+			// queued again.
+			a.d.log.Warn("could not record a submission key in the database", "queue_id", id, "err", err)
+		}
+		a.remember(key, id)
+		return id, nil
+	}
+	id, err := a.submit(senv, body, key)
+	if err != nil {
+		return "", err
+	}
+	if key != "" {
+		a.remember(key, id)
+	}
+	return id, nil
+}
+
+// submit queues the message.
+func (a *hostAPI) submit(senv *sdk.Envelope, body io.Reader, key string) (string, error) {
 	var rcpts []*queue.Recipient
 	for _, r := range senv.Recipients {
 		rcpts = append(rcpts, &queue.Recipient{Addr: r.Address})
@@ -140,9 +191,6 @@ func (a *hostAPI) Submit(ctx context.Context, senv *sdk.Envelope, body io.Reader
 	id, err := a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(rec), &limitReader{r: body, n: limit}))
 	if err != nil {
 		return "", err
-	}
-	if key != "" {
-		a.remember(key, id)
 	}
 	a.d.log.Info("queued", "queue_id", id, "from", env.From, "rcpts", len(env.Recipients), "via", "plugin", "plugin", plugin)
 	return id, nil
