@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/posthorn/posthorn/mta/internal/adminapi"
 	"github.com/posthorn/posthorn/mta/internal/control"
@@ -88,6 +89,9 @@ func (d *Daemon) startSelfService(g *generation) error {
 	srv, err := selfservice.Listen(cfg.SelfService.Address, g.tlsConf, selfservice.Config{
 		Dir: g.router.Directory(), Auth: g.users, Subdomain: cfg.SecureAlias.Subdomain,
 		DefaultLevel: cfg.SecureAlias.Level.String(), Logger: d.log.With("component", "self-service"),
+		Guard: func(ctx context.Context, ip net.IP, user, password string) (bool, bool, error) {
+			return d.guard.AuthenticateFrom(ctx, d.gen.Load().users, ip, user, password)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("self_service.address: %w", err)

@@ -47,6 +47,10 @@ type Config struct {
 	// the site's level for users who pick none.
 	Subdomain    string
 	DefaultLevel string
+	// Guard, when set, checks passwords instead of Auth, counting
+	// failures per client address and account as SMTP AUTH does
+	// (throttled: refused without a check).
+	Guard func(ctx context.Context, ip net.IP, user, password string) (ok, throttled bool, err error)
 	// FailDelay slows down password guessing (default 1 s).
 	FailDelay time.Duration
 	Logger    *slog.Logger
@@ -236,7 +240,19 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusBadRequest, page{Error: "bad_login"})
 		return
 	}
-	ok, err := s.cfg.Auth.Authenticate(r.Context(), user, pw)
+	var ok, throttled bool
+	var err error
+	if s.cfg.Guard != nil {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		ok, throttled, err = s.cfg.Guard(r.Context(), net.ParseIP(host), user, pw)
+	} else {
+		ok, err = s.cfg.Auth.Authenticate(r.Context(), user, pw)
+	}
+	if throttled {
+		s.cfg.Logger.Warn("self-service login throttled", "user", user, "client", r.RemoteAddr)
+		s.render(w, r, http.StatusTooManyRequests, page{Error: "throttled"})
+		return
+	}
 	if err != nil {
 		s.cfg.Logger.Warn("self-service login could not be checked", "user", user, "err", err)
 		s.render(w, r, http.StatusServiceUnavailable, page{Error: "unavailable"})

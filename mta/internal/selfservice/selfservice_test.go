@@ -3,6 +3,7 @@ package selfservice
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -81,3 +82,29 @@ func TestFormsWithoutScriptAndCSRF(t *testing.T) {
 		t.Errorf("wrong password: status %d", code)
 	}
 }
+
+// TestGuardThrottles: with a guard (the SMTP server's AuthGuard in the
+// daemon), a throttled client is refused with 429 and its password is
+// not checked.
+func TestGuardThrottles(t *testing.T) {
+	checked := false
+	srv := httptest.NewTLSServer(New(Config{Guard: func(ctx context.Context, ip net.IP, user, pw string) (bool, bool, error) {
+		if ip == nil {
+			t.Error("no client address given to the guard")
+		}
+		return false, true, nil
+	}, Auth: authFunc(func() { checked = true }), FailDelay: 1}))
+	defer srv.Close()
+	resp, err := srv.Client().PostForm(srv.URL+"/login", url.Values{"address": {"a@example.org"}, "password": {"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || checked {
+		t.Errorf("throttled login: status %d, password checked %v", resp.StatusCode, checked)
+	}
+}
+
+type authFunc func()
+
+func (f authFunc) Authenticate(context.Context, string, string) (bool, error) { f(); return true, nil }
