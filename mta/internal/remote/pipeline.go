@@ -76,7 +76,7 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	// 354: send the message, or, with no recipient left, an empty one the
 	// server will refuse (RFC 2920 §3.1).
 	wire.SetDeadline(time.Now().Add(t.dataTimeout))
-	dw := textproto.NewWriter(bufio.NewWriterSize(wire, 64<<10)).DotWriter()
+	dw := newDotWriter(bufio.NewWriterSize(wire, 64<<10))
 	if len(accepted) > 0 {
 		rc, err := body()
 		if err != nil {

@@ -18,13 +18,22 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/posthorn/posthorn/testbed/loadgen"
+)
+
+var (
+	profDir     string
+	profFor     time.Duration
+	skipPostfix bool
 )
 
 type workload struct {
@@ -63,6 +72,9 @@ func main() {
 	master := flag.String("postfix-master", "/usr/lib/postfix/sbin/master", "Postfix master binary")
 	reps := flag.Int("reps", 3, "repetitions of each workload per MTA")
 	scale := flag.Float64("scale", 1, "fraction of each workload's message count to send (e.g. 0.1)")
+	flag.StringVar(&profDir, "profile", "", "directory for posthorn's pprof CPU and allocation profiles (one per run; serves pprof on a loopback metrics listener)")
+	flag.BoolVar(&skipPostfix, "posthorn-only", false, "run only posthorn (for profiling; no comparison)")
+	flag.DurationVar(&profFor, "profile-seconds", 20*time.Second, "length of each CPU profile (from the start of the load)")
 	only := flag.String("workloads", "", "comma-separated subset of: 10k,100k,1m,10k-10rcpt (default all)")
 	flag.Parse()
 	if _, err := os.Stat(*master); err != nil {
@@ -107,6 +119,9 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 				order = []int{1, 0}
 			}
 			for _, i := range order {
+				if skipPostfix && i == 0 {
+					continue
+				}
 				m, err := starters[i]()
 				if err != nil {
 					return err
@@ -194,6 +209,14 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 	for i := range to {
 		to[i] = fmt.Sprintf("r%d@sink.test", i)
 	}
+	var profDone chan struct{}
+	if pm, ok := m.(*proc); ok && pm.metrics != "" {
+		profDone = make(chan struct{})
+		go func() {
+			defer close(profDone)
+			fetchProfile(pm.metrics, fmt.Sprintf("profile?seconds=%d", int(profFor.Seconds())), filepath.Join(profDir, w.name+"-cpu.pb.gz"))
+		}()
+	}
 	start := time.Now()
 	res, err := loadgen.Run(ctx, loadgen.Config{Addr: m.addr(), N: w.n, Concurrency: w.conc, SizeKB: w.size,
 		From: "load@bench.test", To: to})
@@ -213,6 +236,10 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 	}
 	e2e := time.Since(start)
 	cpu1 := treeCPU(m)
+	if profDone != nil {
+		<-profDone
+		fetchProfile(m.(*proc).metrics, "allocs", filepath.Join(profDir, w.name+"-allocs.pb.gz"))
+	}
 	close(stopPSS)
 	pss := <-peak
 	if res.Sent == 0 {
@@ -227,6 +254,23 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 		cpuMS:  float64((cpu1 - cpu0).Microseconds()) / 1000 / float64(res.Sent),
 		pssMiB: pss / 1024,
 	}, nil
+}
+
+// fetchProfile saves one /debug/pprof/ profile of posthorn.
+func fetchProfile(addr, what, file string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + what)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(file, b, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+	}
 }
 
 // waitExit waits for cmd with a deadline, then kills it.

@@ -47,6 +47,8 @@ type proc struct {
 	dir   string
 	cmd   *exec.Cmd
 	a     string
+	// metrics is posthorn's metrics listener with pprof (-profile).
+	metrics string
 }
 
 func (p *proc) name() string { return p.label }
@@ -77,6 +79,12 @@ func startPosthorn(bin, sinkAddr string) (mta, error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics := ""
+	if profDir != "" {
+		if metrics, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
 	cfg := fmt.Sprintf(`
 hostname = "bench.example.test"
 [log]
@@ -94,7 +102,8 @@ workers = 20
 [local]
 maildir_root = "mail"
 [metrics]
-address = ""
+address = %q
+pprof = %v
 [control]
 socket = "ctl.sock"
 [tls]
@@ -111,7 +120,7 @@ tls_level = "none"
 [[domain]]
 name = "example.test"
 mailboxes = ["postmaster"]
-`, mx, sinkAddr)
+`, mx, metrics, metrics != "", sinkAddr)
 	cfgPath := filepath.Join(dir, "posthorn.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -122,7 +131,7 @@ mailboxes = ["postmaster"]
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{label: "posthorn", dir: dir, cmd: cmd, a: mx}
+	p := &proc{label: "posthorn", dir: dir, cmd: cmd, a: mx, metrics: metrics}
 	if err := waitBanner(mx, 30*time.Second); err != nil {
 		p.stop()
 		return nil, err
