@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build run test test-short lint tidy-check fmt vet bench bench-compare bench-abuse generate check-generate demo clean
+.PHONY: all build install deb run test test-short lint tidy-check fmt vet bench bench-compare bench-abuse generate check-generate demo clean
 
 all: build
 
@@ -17,6 +17,48 @@ build:
 	$(GO) build -o $(BIN)/posthorn-smime ./plugins/smime/cmd/posthorn-smime
 	$(GO) build -o $(BIN)/posthorn-pgp ./plugins/pgp/cmd/posthorn-pgp
 	$(GO) build -o $(BIN)/posthorn-webmailbox ./plugins/webmailbox/cmd/posthorn-webmailbox
+
+# install: the FHS layout (make install PREFIX=/usr DESTDIR=/tmp/stage):
+# $(PREFIX)/sbin/posthorn, plugins and the sendmail link in
+# $(PREFIX)/lib/posthorn, the systemd unit, sysusers.d and tmpfiles.d
+# files, /etc/posthorn/posthorn.toml (kept if present), /var/spool/posthorn
+# and /var/lib/posthorn.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR := $(PREFIX)/sbin
+LIBDIR  := $(PREFIX)/lib/posthorn
+SYSTEMDDIR := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+PLUGINS := posthorn-notify posthorn-smime posthorn-pgp posthorn-webmailbox
+
+install: build
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(SYSTEMDDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)/etc/posthorn
+	install -m 0755 $(BIN)/posthorn $(DESTDIR)$(SBINDIR)/posthorn
+	ln -sf ../../sbin/posthorn $(DESTDIR)$(LIBDIR)/sendmail
+	for p in $(PLUGINS); do install -m 0755 $(BIN)/$$p $(DESTDIR)$(LIBDIR)/$$p; done
+	sed 's|/usr/sbin/posthorn|$(SBINDIR)/posthorn|g' dist/systemd/posthorn.service > $(DESTDIR)$(SYSTEMDDIR)/posthorn.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/posthorn.service
+	install -m 0644 dist/sysusers.d/posthorn.conf $(DESTDIR)$(SYSUSERSDIR)/posthorn.conf
+	install -m 0644 dist/tmpfiles.d/posthorn.conf $(DESTDIR)$(TMPFILESDIR)/posthorn.conf
+	[ -e $(DESTDIR)/etc/posthorn/posthorn.toml ] || install -m 0640 dist/posthorn.toml $(DESTDIR)/etc/posthorn/posthorn.toml
+	install -d -m 0755 $(DESTDIR)/var/spool/posthorn
+	install -d -m 0750 $(DESTDIR)/var/lib/posthorn
+
+# deb: a Debian package of the install above (dpkg-deb); its postinst
+# creates the user (systemd-sysusers, else useradd) and the directories
+# (systemd-tmpfiles, else by hand).
+DEB_VERSION ?= 0.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
+deb:
+	rm -rf $(BIN)/deb
+	$(MAKE) install PREFIX=/usr DESTDIR=$(CURDIR)/$(BIN)/deb
+	install -d $(BIN)/deb/DEBIAN
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' dist/debian/control > $(BIN)/deb/DEBIAN/control
+	install -m 0644 dist/debian/conffiles $(BIN)/deb/DEBIAN/conffiles
+	install -m 0755 dist/debian/postinst $(BIN)/deb/DEBIAN/postinst
+	dpkg-deb --root-owner-group --build $(BIN)/deb $(BIN)/posthorn_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 run: build
 	./$(BIN)/posthorn serve

@@ -14,6 +14,7 @@ import (
 
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/daemon"
+	"github.com/posthorn/posthorn/mta/internal/sdnotify"
 )
 
 func serveMain(args []string, stderr io.Writer) int {
@@ -40,14 +41,26 @@ func serveMain(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
+	// Under systemd (Type=notify): ready now; a watchdog ping while the
+	// daemon answers; reloads and the stop announced.
+	if ok, err := sdnotify.Notify("READY=1"); ok && err != nil {
+		log.Warn("sd_notify", "err", err)
+	}
+	wdCtx, wdStop := context.WithCancel(context.Background())
+	defer wdStop()
+	go sdnotify.Watchdog(wdCtx, sdnotify.WatchdogInterval(), d.Healthy)
 	var s os.Signal
 	for s = range sig {
 		if s != syscall.SIGHUP {
 			break
 		}
 		log.Info("reloading", "signal", s.String(), "config", cfgName(*cfgPath))
+		sdnotify.Notify(sdnotify.Reloading())
 		d.ReloadFile() // logs what it did or why it refused
+		sdnotify.Notify("READY=1")
 	}
+	sdnotify.Notify("STOPPING=1")
+	wdStop()
 	log.Info("shutting down", "signal", s.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -572,6 +572,16 @@ func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
+// Healthy reports whether the daemon is up and its queue directory is
+// there (for the systemd watchdog and /readyz).
+func (d *Daemon) Healthy() bool {
+	if !d.ready.Load() {
+		return false
+	}
+	_, err := os.Stat(d.cfg.Queue.Dir)
+	return err == nil
+}
+
 func (d *Daemon) goRun(f func()) {
 	d.wg.Add(1)
 	go func() { defer d.wg.Done(); f() }()
