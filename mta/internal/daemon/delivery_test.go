@@ -224,7 +224,8 @@ lmtp = "tcp:%s"
 	if !strings.Contains(m, "Action: failed") || !strings.Contains(m, "gone@lmtp.test") || !strings.Contains(m, "Return-Path: <>") {
 		t.Fatalf("postmaster's report:\n%s", m)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Once the queue is empty nothing more can arrive.
+	waitQueueEmpty(t, e)
 	if n := e.mailCount("example.test", "postmaster"); n != 1 {
 		t.Fatalf("postmaster got %d reports, want 1", n)
 	}
