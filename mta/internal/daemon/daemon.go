@@ -312,7 +312,7 @@ func (d *Daemon) build(cfg *conf.Config) (g *generation, err error) {
 	if g.remote, err = remote.New(cfg, g.resolver, d.log.With("component", "remote")); err != nil {
 		return g, err
 	}
-	if g.sts, err = newMTASTS(cfg, g.resolver, d.log.With("component", "mta-sts")); err != nil {
+	if g.sts, err = newMTASTS(cfg, g.resolver, d.log.With("component", "mta-sts"), d.shared); err != nil {
 		return g, err
 	}
 	if g.rpt, err = d.newTLSRPT(cfg, g.resolver); err != nil {
@@ -814,7 +814,7 @@ func Explain(cfg *conf.Config, domain, sender string, requireTLS, probe bool) (*
 		return nil, err
 	}
 	defer rt.Close()
-	sts, err := newMTASTS(cfg, res, log)
+	sts, err := newMTASTS(cfg, res, log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -844,7 +844,7 @@ func NewOutbound(cfg *conf.Config, rpt *tlsrpt.Recorder, aliases remote.SecureAl
 	if err != nil {
 		return nil, err
 	}
-	sts, err := newMTASTS(cfg, res, log)
+	sts, err := newMTASTS(cfg, res, log, nil)
 	if err != nil {
 		rt.Close()
 		return nil, err
@@ -854,7 +854,9 @@ func NewOutbound(cfg *conf.Config, rpt *tlsrpt.Recorder, aliases remote.SecureAl
 }
 
 // newMTASTS makes the MTA-STS fetcher, or nil when [mta_sts] is off.
-func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger) (*mtasts.Fetcher, error) {
+// db, when not nil, is the shared [database]: the policy cache lives
+// there instead of [mta_sts] cache_dir.
+func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger, db *sql.DB) (*mtasts.Fetcher, error) {
 	if !cfg.MTASTS.Enabled {
 		return nil, nil
 	}
@@ -874,7 +876,7 @@ func newMTASTS(cfg *conf.Config, res *resolver.Resolver, log *slog.Logger) (*mta
 	}
 	// The policy host is looked up through [dns] resolver like every
 	// other name (never the system's resolver).
-	opts := mtasts.Options{Resolver: res, RootCAs: roots, CacheDir: cfg.MTASTS.CacheDir,
+	opts := mtasts.Options{Resolver: res, RootCAs: roots, CacheDir: cfg.MTASTS.CacheDir, CacheDB: db,
 		RefreshInterval: cfg.MTASTS.Refresh.D(), Logger: log, DialContext: resolverDial(cfg, res)}
 	return mtasts.New(opts)
 }

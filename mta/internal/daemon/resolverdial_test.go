@@ -60,7 +60,7 @@ port_map = { "mta-sts.hidden.test" = %d }
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := newMTASTS(cfg, res, nil)
+	f, err := newMTASTS(cfg, res, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,20 @@ import (
 	"time"
 )
 
+// policyCache keeps policies across restarts: files on one node
+// (diskCache), or the database the nodes share (sqlCache).
+type policyCache interface {
+	store(p *Policy) error
+	remove(domain string)
+	// loadAll returns every readable cached policy.
+	loadAll(log *slog.Logger) []*Policy
+	// lookup returns the cached policy of domain, nil if none; the disk
+	// cache is read whole at start, so it has nothing more to say.
+	lookup(domain string) (*Policy, error)
+}
+
+func (c *diskCache) lookup(string) (*Policy, error) { return nil, nil }
+
 // diskCache keeps one JSON file per policy domain in a directory. Files
 // are written atomically (temporary file, fsync, rename, fsync of the
 // directory), so a crash leaves the old or the new policy, never half

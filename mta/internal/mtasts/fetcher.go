@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,11 @@ type Options struct {
 	// CacheDir keeps policies across restarts, one JSON file per domain;
 	// empty means memory only.
 	CacheDir string
+	// CacheDB, when set, is the PostgreSQL database shared by the nodes
+	// of a cluster ([database]): policies are cached there instead of
+	// CacheDir, so a policy one node fetched is enforced by every node,
+	// also when the policy host cannot be reached from another.
+	CacheDB *sql.DB
 	// RetryAfter: after a failed fetch for a domain and TXT id, do not
 	// fetch again for this long (RFC 8461 section 3.3 allows senders to
 	// rate-limit fetches); zero means DefaultRetryAfter.
@@ -149,13 +155,15 @@ type Fetcher struct {
 	refresh    time.Duration
 	log        *slog.Logger
 	now        func() time.Time
-	cache      *diskCache
+	cache      policyCache
 
 	mu       sync.Mutex
 	policies map[string]*Policy
 	failures map[string]time.Time // "domain id" -> last failed fetch
 	failErr  map[string]error
 	inflight map[string]chan struct{}
+	// sharedMiss: when a domain was last missing from the cache
+	sharedMiss map[string]time.Time
 }
 
 // New makes a Fetcher and loads the policies cached in opts.CacheDir
@@ -168,7 +176,7 @@ func New(opts Options) (*Fetcher, error) {
 		res: opts.Resolver, timeout: opts.Timeout, maxBody: opts.MaxBody, retryAfter: opts.RetryAfter,
 		refresh: opts.RefreshInterval, log: opts.Logger, now: opts.Now,
 		policies: map[string]*Policy{}, failures: map[string]time.Time{}, failErr: map[string]error{},
-		inflight: map[string]chan struct{}{},
+		inflight: map[string]chan struct{}{}, sharedMiss: map[string]time.Time{},
 	}
 	if f.timeout <= 0 {
 		f.timeout = DefaultTimeout
@@ -216,8 +224,14 @@ func New(opts Options) (*Fetcher, error) {
 			Timeout:       f.timeout,
 		}
 	}
-	if opts.CacheDir != "" {
-		c, err := openCache(opts.CacheDir)
+	if opts.CacheDir != "" || opts.CacheDB != nil {
+		var c policyCache
+		var err error
+		if opts.CacheDB != nil {
+			c, err = openSQLCache(opts.CacheDB)
+		} else {
+			c, err = openCache(opts.CacheDir)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -309,8 +323,27 @@ func (f *Fetcher) acquire(ctx context.Context, d string) (func(), error) {
 // one.
 func (f *Fetcher) cached(d string) *Policy {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	p := f.policies[d]
+	f.mu.Unlock()
+	if p == nil && f.cache != nil && f.askShared(d) {
+		// Another node may have fetched it (a shared cache).
+		if sp, err := f.cache.lookup(d); err != nil {
+			f.log.Warn("MTA-STS cache read failed", "domain", d, "err", err)
+		} else if sp != nil {
+			p = sp
+		} else {
+			f.mu.Lock()
+			f.sharedMiss[d] = f.now()
+			f.mu.Unlock()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cur := f.policies[d]; cur != nil {
+		p = cur
+	} else if p != nil {
+		f.policies[d] = p
+	}
 	if p != nil && p.Expired(f.now()) {
 		delete(f.policies, d)
 		if f.cache != nil {
@@ -319,6 +352,25 @@ func (f *Fetcher) cached(d string) *Policy {
 		return nil
 	}
 	return p
+}
+
+// sharedMissTTL is how long a domain the shared cache did not have is
+// not asked for again (most domains have no policy at all).
+const sharedMissTTL = time.Minute
+
+// askShared says whether to look d up in the cache: not when it was
+// missing there less than sharedMissTTL ago.
+func (f *Fetcher) askShared(d string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.sharedMiss[d]
+	if ok && f.now().Sub(t) < sharedMissTTL {
+		return false
+	}
+	if len(f.sharedMiss) > 100000 {
+		clear(f.sharedMiss)
+	}
+	return true
 }
 
 // fallback answers with the cached policy when discovery failed.
