@@ -5,7 +5,7 @@ BIN     := bin
 PKGS    := ./...
 TESTFLAGS ?= -race -timeout 20m
 
-.PHONY: all build install deb run test test-short lint tidy-check fmt vet bench bench-compare bench-abuse generate check-generate demo clean
+.PHONY: all build install deb man run test test-short lint tidy-check fmt vet bench bench-compare bench-abuse generate check-generate demo clean
 
 all: build
 
@@ -43,6 +43,9 @@ install: build
 	install -m 0644 dist/sysusers.d/posthorn.conf $(DESTDIR)$(SYSUSERSDIR)/posthorn.conf
 	install -m 0644 dist/tmpfiles.d/posthorn.conf $(DESTDIR)$(TMPFILESDIR)/posthorn.conf
 	[ -e $(DESTDIR)/etc/posthorn/posthorn.toml ] || install -m 0640 dist/posthorn.toml $(DESTDIR)/etc/posthorn/posthorn.toml
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0644 docs/man/posthorn.8 $(DESTDIR)$(PREFIX)/share/man/man8/posthorn.8
+	install -m 0644 docs/man/posthorn.toml.5 $(DESTDIR)$(PREFIX)/share/man/man5/posthorn.toml.5
 	install -d -m 0755 $(DESTDIR)/var/spool/posthorn
 	install -d -m 0750 $(DESTDIR)/var/lib/posthorn
 
@@ -59,6 +62,13 @@ deb:
 	install -m 0644 dist/debian/conffiles $(BIN)/deb/DEBIAN/conffiles
 	install -m 0755 dist/debian/postinst $(BIN)/deb/DEBIAN/postinst
 	dpkg-deb --root-owner-group --build $(BIN)/deb $(BIN)/posthorn_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# man: the man pages, from the same text as --help and config default
+# (committed; a test checks they are current).
+man:
+	@mkdir -p docs/man
+	$(GO) run ./mta/cmd/posthorn man posthorn.8 > docs/man/posthorn.8
+	$(GO) run ./mta/cmd/posthorn man posthorn.toml.5 > docs/man/posthorn.toml.5
 
 run: build
 	./$(BIN)/posthorn serve

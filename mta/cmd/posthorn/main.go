@@ -76,6 +76,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "version", "--version":
 		return versionMain(stdout)
+	case "man":
+		return manMain(rest, stdout, stderr)
 	case "serve":
 		return serveMain(rest, stderr)
 	case "check":
