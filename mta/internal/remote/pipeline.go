@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -76,7 +77,13 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	// 354: send the message, or, with no recipient left, an empty one the
 	// server will refuse (RFC 2920 §3.1).
 	wire.SetDeadline(time.Now().Add(t.dataTimeout))
-	dw := newDotWriter(bufio.NewWriterSize(wire, 64<<10))
+	bw := dataBufs.Get().(*dataBuf)
+	defer func() {
+		bw.w.Reset(nil)
+		dataBufs.Put(bw)
+	}()
+	bw.w.Reset(wire)
+	dw := newDotWriter(bw.w)
 	if len(accepted) > 0 {
 		rc, err := body()
 		if err != nil {
@@ -93,7 +100,7 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 			defer conv.Close()
 			src = conv
 		}
-		_, werr := io.Copy(dw, src)
+		_, werr := io.CopyBuffer(dw, src, bw.copy[:])
 		rc.Close()
 		if werr != nil {
 			return lost("DATA", werr)
@@ -127,6 +134,16 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	t.log.Info("delivered", "queue_id", env.ID, "host", c.host, "addr", c.addr, "tls", c.tls.String(), "rcpts", len(accepted), "pipelined", true)
 	return out, nil, false
 }
+
+// dataBuf is the per-transaction output buffer and copy buffer, pooled:
+// 96 KiB allocated per delivery was the largest allocation item of the
+// 10 KB relay profile (issue 19).
+type dataBuf struct {
+	w    *bufio.Writer
+	copy [32 << 10]byte
+}
+
+var dataBufs = sync.Pool{New: func() any { return &dataBuf{w: bufio.NewWriterSize(nil, 64<<10)} }}
 
 // readReply reads one reply; a reply of another class than want is
 // returned as an *smtp.SMTPError, an I/O or syntax problem as err.
