@@ -370,7 +370,7 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 			Limits: cfg.SMTP, Router: g.router, Users: g.users, Acceptor: g.acc,
 			Logger: d.log.With("component", "smtpd"), AuthFailDelay: d.opt.AuthFailDelay,
 			Listener: view, Milters: lc.milters,
-			Guard: d.guard, Postmaster: postmaster(cfg), FreeSpace: d.freeSpace,
+			Guard: d.guard, Postmaster: postmaster(g), FreeSpace: d.freeSpace,
 			MinFreeSpace: cfg.Queue.MinFreeSpace.Bytes(),
 		})
 		if err != nil {
@@ -427,12 +427,12 @@ func (d *Daemon) startLoops(g *generation) {
 }
 
 // postmaster is who gets double bounces.
-func postmaster(cfg *conf.Config) string {
-	if cfg.Postmaster != "" {
-		return cfg.Postmaster
+func postmaster(g *generation) string {
+	if g.cfg.Postmaster != "" {
+		return g.cfg.Postmaster
 	}
-	if len(cfg.Domains) > 0 {
-		return "postmaster@" + strings.ToLower(cfg.Domains[0].Name)
+	if doms := localDomainNames(g); len(doms) > 0 {
+		return "postmaster@" + doms[0]
 	}
 	return "postmaster"
 }
@@ -445,7 +445,7 @@ func (d *Daemon) workerOptions(g *generation) delivery.Options {
 	}
 	return delivery.Options{
 		Hostname:       cfg.Hostname,
-		Postmaster:     postmaster(cfg),
+		Postmaster:     postmaster(g),
 		MaxLifetime:    cfg.Queue.MaxLifetime.D(),
 		BounceLifetime: cfg.Queue.BounceLifetime.D(),
 		Now:            d.opt.Now,
@@ -466,10 +466,7 @@ func stsKey(g *generation) string {
 	if c.MTASTS.ServeAddress == "" {
 		return ""
 	}
-	var doms []string
-	for _, dm := range c.Domains {
-		doms = append(doms, dm.Name)
-	}
+	doms := localDomainNames(g)
 	sum := sha256.New()
 	for _, der := range g.cert.Certificate {
 		sum.Write(der)
@@ -498,10 +495,9 @@ func (d *Daemon) startSTSPub(g *generation) error {
 		mx = []string{cfg.Hostname}
 	}
 	p := stspub.Policy{Mode: cfg.MTASTS.ServeMode, MX: mx, MaxAge: cfg.MTASTS.ServeMaxAge.D()}
-	var doms []string
-	for _, dm := range cfg.Domains {
-		doms = append(doms, dm.Name)
-		d.log.Info("publishing MTA-STS policy", "domain", dm.Name, "txt", p.TXT(dm.Name), "mode", p.Mode)
+	doms := localDomainNames(g)
+	for _, dm := range doms {
+		d.log.Info("publishing MTA-STS policy", "domain", dm, "txt", p.TXT(dm), "mode", p.Mode)
 	}
 	pub, err := stspub.Listen(cfg.MTASTS.ServeAddress, g.cert, p, doms)
 	if err != nil {

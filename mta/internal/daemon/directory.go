@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/auth"
@@ -63,4 +65,24 @@ func (d *Daemon) directoryFor(cfg *conf.Config) (*router.Router, smtpd.Authentic
 		return router.NewWithDirectory(cfg, d.dir), dc, nil
 	}
 	return router.NewWithDirectory(cfg, d.dir), d.dir, nil
+}
+
+// localDomainNames are the generation's local domains: the [[domain]]
+// tables in their order for the static directory, the database's domains
+// (sorted; as loaded when the generation was built) otherwise. The first
+// names the postmaster when none is configured; all of them get an
+// MTA-STS policy when serving is on.
+func localDomainNames(g *generation) []string {
+	var out []string
+	if k := g.cfg.Directory.Kind; k == "static" || k == "" {
+		for _, dm := range g.cfg.Domains {
+			out = append(out, strings.ToLower(dm.Name))
+		}
+		return out
+	}
+	for _, dm := range g.router.Directory().Domains() {
+		out = append(out, dm.Name)
+	}
+	sort.Strings(out)
+	return out
 }
