@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,8 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/posthorn/posthorn/testbed/browsertest"
 )
 
 // TestPagesInBrowserAllModes drives Debian's Chromium through every page
@@ -23,10 +24,7 @@ import (
 // each: no serious or critical finding. The daemon's browser test covers
 // the way through the MTA; this one the breadth of pages.
 func TestPagesInBrowserAllModes(t *testing.T) {
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (.ci/run installs it)")
-	}
+	browsertest.Path(t)
 	axeSrc := axeSource(t)
 	modes := []struct {
 		name   string
@@ -58,17 +56,7 @@ func TestPagesInBrowserAllModes(t *testing.T) {
 				u, _ := url.Parse(l)
 				secret, link = tan, e.srv.URL+u.Path+"?"+u.RawQuery
 			}
-			dir := t.TempDir()
-			opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
-				chromedp.Flag("ignore-certificate-errors", true), chromedp.Flag("disable-gpu", true),
-				chromedp.Flag("disable-background-networking", true), chromedp.Flag("lang", m.lang),
-				chromedp.WindowSize(900, 1000), chromedp.UserDataDir(filepath.Join(dir, "chrome")))
-			actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-			defer cancel()
-			ctx, cancel := chromedp.NewContext(actx)
-			defer cancel()
-			ctx, cancel = context.WithTimeout(ctx, 4*time.Minute)
-			defer cancel()
+			ctx := browsertest.Start(t, browsertest.Options{Lang: m.lang, IgnoreCertErrors: true})
 			var found []string
 			check := func(name string) chromedp.Action {
 				return chromedp.ActionFunc(func(ctx context.Context) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/testbed/browsertest"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -28,10 +29,7 @@ import (
 // queue.
 // With POSTHORN_SCREENSHOTS=DIR it also saves the pages as PNGs.
 func TestWebMailboxInBrowser(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (.ci/run installs it)")
-	}
+	browsertest.Path(t)
 	dir := shortTempDir(t)
 	build := func(name, pkg string) string {
 		bin := filepath.Join(dir, name)
@@ -102,7 +100,7 @@ methods = ["webmailbox"]
 		t.Fatalf("no activation link in the notification:\n%s", note)
 	}
 
-	ctx := startChromium(t, browser, dir, 900, 1000)
+	ctx := browsertest.Start(t, browsertest.Options{})
 	shot := func(name string) chromedp.Action {
 		return chromedp.ActionFunc(func(ctx context.Context) error {
 			out := os.Getenv("POSTHORN_SCREENSHOTS")
@@ -221,22 +219,6 @@ func clickAndLoad(sel, want string) chromedp.Action {
 		}
 		return nil
 	})
-}
-
-// startChromium starts headless Chromium (profile under dir, a window of
-// w×h) for the test and returns a browser context that ends, with the
-// browser, when the test does (4 minutes at most: on a loaded machine
-// Chromium alone can take a minute to start).
-func startChromium(t *testing.T, browser, dir string, w, h int) context.Context {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(w, h),
-		chromedp.UserDataDir(filepath.Join(dir, "chrome")))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
-	return ctx
 }
 
 // waitPluginsRunning waits until n plugins run.

@@ -1,18 +1,15 @@
 package daemon_test
 
 import (
-	"context"
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/testbed/browsertest"
 )
 
 // TestSelfServiceInBrowser: a user logs in to the self-service page in
@@ -21,10 +18,7 @@ import (
 // off again, it is refused. No JavaScript on the page is needed (the
 // forms are plain HTML; the test's only script is chromedp's own).
 func TestSelfServiceInBrowser(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (.ci/run installs it)")
-	}
+	browsertest.Path(t)
 	e := startEnvConfig(t, func(s string) string {
 		return s + `
 [directory]
@@ -53,21 +47,10 @@ address = "127.0.0.1:0"
 		t.Fatalf("secure alias before the opt-in: want 550, got %v", err)
 	}
 
-	dir := shortTempDir(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(900, 1000),
-		chromedp.Flag("ignore-certificate-errors", true), // the test CA is not in Chromium's store
-		chromedp.UserDataDir(filepath.Join(dir, "chrome")))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
+	ctx := browsertest.Start(t, browsertest.Options{IgnoreCertErrors: true})
 	base := "https://" + e.d.SelfServiceAddr()
 	var loginDE, wrong, settingsDE, saved, state, warnings string
-	err = chromedp.Run(ctx,
+	err := chromedp.Run(ctx,
 		chromedp.Navigate(base+"/?lang=de"),
 		chromedp.WaitVisible(`#address`, chromedp.ByID),
 		chromedp.Text(`main`, &loginDE, chromedp.ByQuery),

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/testbed/browsertest"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -23,10 +24,7 @@ import (
 // so a member of staff whose certificate the smime plugin knows receives
 // it encrypted, and decrypts it with openssl cms.
 func TestWebMailboxReplyToStaffEncrypted(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (.ci/run installs it)")
-	}
+	browsertest.Path(t)
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed (.ci/run installs it)")
 	}
@@ -116,7 +114,7 @@ methods = ["smime"]
 	}
 
 	// The partner activates, reads and replies to staff@remote.test.
-	ctx := startChromium(t, browser, dir, 900, 1000)
+	ctx := browsertest.Start(t, browsertest.Options{})
 	err = chromedp.Run(ctx,
 		chromedp.Navigate(link),
 		chromedp.WaitVisible(`#pw`, chromedp.ByID),
