@@ -12,6 +12,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
+
+	"github.com/posthorn/posthorn/sdk/mime7bit"
 )
 
 // Sign turns msg (a complete RFC 5322 message) into a PGP/MIME
@@ -57,10 +59,17 @@ func Sign(msg []byte, signer *openpgp.Entity, now time.Time) (out []byte, err er
 	}
 	inner.WriteString("\r\n")
 	inner.Write(body)
+	// Signed content must be 7-bit (RFC 3156 §3, §5): a relay without
+	// 8BITMIME downgrades 8-bit parts, which would break the signature.
+	// An entity nested too deep to convert is signed as it is.
+	content := inner.Bytes()
+	if seven, err := mime7bit.Bytes(content); err == nil {
+		content = seven
+	}
 
 	var raw, sig bytes.Buffer
 	cfg := &packet.Config{Time: func() time.Time { return now }, DefaultHash: crypto.SHA256}
-	if err := openpgp.DetachSignWithParams(&raw, []*openpgp.Entity{signer}, bytes.NewReader(inner.Bytes()), &openpgp.SignParams{Config: cfg}); err != nil {
+	if err := openpgp.DetachSignWithParams(&raw, []*openpgp.Entity{signer}, bytes.NewReader(content), &openpgp.SignParams{Config: cfg}); err != nil {
 		return nil, err
 	}
 	// Armored with the CRC-24 line: GnuPG 2.2 misreads armor without it.
@@ -83,7 +92,7 @@ func Sign(msg []byte, signer *openpgp.Entity, now time.Time) (out []byte, err er
 	fmt.Fprintf(&b, "Content-Type: multipart/signed; boundary=\"%s\"; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\"\r\n\r\n", boundary)
 	b.WriteString("This is an OpenPGP/MIME signed message (RFC 3156).\r\n")
 	fmt.Fprintf(&b, "--%s\r\n", boundary)
-	b.Write(inner.Bytes())
+	b.Write(content)
 	fmt.Fprintf(&b, "\r\n--%s\r\n", boundary)
 	b.WriteString("Content-Type: application/pgp-signature; name=\"signature.asc\"\r\nContent-Description: OpenPGP digital signature\r\n\r\n")
 	b.Write(bytes.TrimRight(sig.Bytes(), "\r\n"))

@@ -2,6 +2,8 @@ package pgpmail
 
 import (
 	"bytes"
+	"io"
+	"mime/quotedprintable"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +39,20 @@ func TestSignGPGVerifies(t *testing.T) {
 	parts := strings.Split(s, "--"+b)
 	content := strings.TrimPrefix(parts[1], "\r\n")
 	content = strings.TrimSuffix(content, "\r\n")
+	// testMsg's body is 8-bit: the signed part must have been made 7-bit
+	// first (RFC 3156 §3), as quoted-printable that still reads "Grüße".
+	for i := 0; i < len(content); i++ {
+		if content[i] >= 0x80 {
+			t.Fatalf("signed content has the 8-bit byte %#x at %d:\n%s", content[i], i, content)
+		}
+	}
+	if !strings.Contains(content, "Content-Transfer-Encoding: quoted-printable") {
+		t.Fatalf("signed content not re-encoded:\n%s", content)
+	}
+	qp, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(content[strings.Index(content, "\r\n\r\n")+4:])))
+	if err != nil || !strings.Contains(string(qp), "Grüße, the numbers are up.") {
+		t.Fatalf("signed body decodes to %q (%v)", qp, err)
+	}
 	sigPart := parts[2]
 	sig := sigPart[strings.Index(sigPart, "-----BEGIN PGP SIGNATURE-----"):]
 	sig = sig[:strings.Index(sig, "-----END PGP SIGNATURE-----")+len("-----END PGP SIGNATURE-----")]
