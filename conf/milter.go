@@ -78,18 +78,7 @@ func (v *validator) milters(c *Config) {
 	for i := range c.MilterDefs {
 		m := &c.MilterDefs[i]
 		key := indexKey("milter", i)
-		switch {
-		case m.Name == "":
-			v.errorf(key+".name", "must not be empty")
-		case !pluginNameRE.MatchString(m.Name):
-			v.errorf(key+".name", "invalid milter name %q: use 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)", m.Name)
-		default:
-			if j, dup := first[m.Name]; dup {
-				v.errorf(key+".name", "duplicate milter %q (first at %s)", m.Name, v.where(indexKey("milter", j)+".name"))
-			} else {
-				first[m.Name] = i
-			}
-		}
+		v.uniqueName("milter", i, m.Name, first)
 		if m.Address == "" {
 			v.errorf(key+".address", "must not be empty: \"inet:HOST:PORT\" or \"unix:/path/to/socket\"")
 		} else if _, _, ok := MilterAddress(m.Address); !ok {

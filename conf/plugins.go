@@ -103,23 +103,31 @@ var pluginNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // DefaultPluginTimeout is a plugin's hook timeout when none is set.
 const DefaultPluginTimeout = 30 * time.Second
 
+// uniqueName checks the name of the i-th [[kind]] table: not empty, the
+// SDK's rule for names, and not used by an earlier table (first maps the
+// names seen so far to their index).
+func (v *validator) uniqueName(kind string, i int, name string, first map[string]int) {
+	key := indexKey(kind, i) + ".name"
+	switch {
+	case name == "":
+		v.errorf(key, "must not be empty")
+	case !pluginNameRE.MatchString(name):
+		v.errorf(key, "invalid %s name %q: use 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)", kind, name)
+	default:
+		if j, dup := first[name]; dup {
+			v.errorf(key, "duplicate %s %q (first at %s)", kind, name, v.where(indexKey(kind, j)+".name"))
+		} else {
+			first[name] = i
+		}
+	}
+}
+
 func (v *validator) plugins(c *Config) {
 	first := map[string]int{}
 	for i := range c.Plugins {
 		p := &c.Plugins[i]
 		key := indexKey("plugin", i)
-		switch {
-		case p.Name == "":
-			v.errorf(key+".name", "must not be empty")
-		case !pluginNameRE.MatchString(p.Name):
-			v.errorf(key+".name", "invalid plugin name %q: use 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)", p.Name)
-		default:
-			if j, dup := first[p.Name]; dup {
-				v.errorf(key+".name", "duplicate plugin %q (first at %s)", p.Name, v.where(indexKey("plugin", j)+".name"))
-			} else {
-				first[p.Name] = i
-			}
-		}
+		v.uniqueName("plugin", i, p.Name, first)
 		if p.Path == "" {
 			v.errorf(key+".path", "must not be empty: the plugin binary")
 		}
