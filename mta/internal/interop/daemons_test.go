@@ -2,11 +2,14 @@ package interop
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,18 +30,31 @@ func need(t *testing.T, progs ...string) {
 	}
 }
 
-func freePort(t *testing.T) int {
+// loopbackAddr picks a loopback address of its own for one world, away
+// from 127.0.0.1 where other tests listen. Postfix, Knot and Unbound bind
+// their listeners with SO_REUSEPORT: two of them on one address and port
+// share it silently, and the kernel hands each connection to either. With
+// ports alone two worlds (two runs of the suite at once, or another test's
+// Postfix) could pick the same port in the gap between freePort and the
+// daemon's bind, and mail for one world reached the other's Postfix (seen
+// as certificate-not-trusted for sts-wrongname: the other world's CA).
+func loopbackAddr() string {
+	return fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
+}
+
+// freePort returns a port free for TCP and UDP on addr.
+func freePort(t *testing.T, addr string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	// The same port must be free for UDP too (DNS servers).
 	p := l.Addr().(*net.TCPAddr).Port
-	u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+	u, err := net.ListenPacket("udp", net.JoinHostPort(addr, strconv.Itoa(p)))
 	if err != nil {
-		return freePort(t)
+		return freePort(t, addr)
 	}
 	u.Close()
 	return p
@@ -62,30 +78,54 @@ func (l *logBuf) String() string {
 	return l.b.String()
 }
 
+// proc is a daemon started by start.
+type proc struct {
+	name string
+	out  *logBuf
+	done chan struct{} // closed when the process has exited
+}
+
+// exited is a stop error for waitFor once the daemon has exited (a bind
+// conflict, a config error): waiting on longer cannot help.
+func (p *proc) exited() error {
+	select {
+	case <-p.done:
+		return stopError{fmt.Errorf("%s exited:\n%s", p.name, p.out)}
+	default:
+		return nil
+	}
+}
+
+// stopError ends a waitFor at once.
+type stopError struct{ error }
+
 // start runs a daemon in the foreground and stops it by PID at cleanup.
-func start(t *testing.T, name string, args ...string) *logBuf {
+func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	out := &logBuf{}
-	cmd.Stdout, cmd.Stderr = out, out
+	p := &proc{name: filepath.Base(name), out: &logBuf{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() {
+		err := cmd.Wait()
+		fmt.Fprintf(p.out, "[%s exited: %v]\n", p.name, err)
+		close(p.done)
+	}()
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(name), out)
+			t.Logf("%s output:\n%s", p.name, p.out)
 		}
 	})
-	return out
+	return p
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -97,7 +137,8 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
+		var stop stopError
+		if errors.As(err, &stop) || time.Now().After(deadline) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(50 * time.Millisecond)

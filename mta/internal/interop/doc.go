@@ -4,7 +4,8 @@
 // child zone whose DS matches no key, a child zone signed offline with
 // ldns-signzone whose TLSA signature is corrupted), Unbound validates it as
 // posthorn's [dns] resolver, nginx serves MTA-STS policies, and Postfix
-// receives the mail. Everything listens on 127.0.0.1 on free ports and is
-// stopped by PID; a test skips when a binary is missing. The package has
-// no code of its own, only tests.
+// receives the mail. Everything of one run listens on a loopback address
+// of its own (127.x.y.z, not 127.0.0.1) on free ports and is stopped by
+// PID; a test skips when a binary is missing. The package has no code of
+// its own, only tests.
 package interop

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,13 +55,14 @@ func (d *dest) mx() string { return "mx." + d.domain() }
 
 // world is the running third-party software.
 type world struct {
+	addr     string // the loopback address every daemon of this world listens on
 	dir      string
 	root     *ca.CA
 	caFile   string
 	unbound  string // resolver address
 	nginx    int    // port of the MTA-STS web server
 	mailDir  string // Postfix's Maildir for every destination
-	postfix  *logBuf
+	postfix  *proc
 	dests    map[string]*dest
 	ordering []string
 }
@@ -87,7 +89,7 @@ func newWorld(t *testing.T) *world {
 			t.Logf("state kept in %s", dir)
 		}
 	})
-	w := &world{dir: dir, dests: map[string]*dest{}}
+	w := &world{addr: loopbackAddr(), dir: dir, dests: map[string]*dest{}}
 	if w.root, err = ca.New("Interop Root CA"); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func newWorld(t *testing.T) *world {
 	}
 	other := issue(nil, "someone.else.example")
 	add := func(d *dest) {
-		d.port = freePort(t)
+		d.port = freePort(t, w.addr)
 		w.dests[d.name] = d
 		w.ordering = append(w.ordering, d.name)
 	}
@@ -138,7 +140,7 @@ func newWorld(t *testing.T) *world {
 	add(&dest{name: "plain", cert: issue(nil, mx("plain")), startTLS: true})
 	add(&dest{name: "nostarttls", startTLS: false})
 
-	w.nginx = freePort(t)
+	w.nginx = freePort(t, w.addr)
 	w.startKnotAndUnbound(t)
 	w.startNginx(t)
 	w.startPostfix(t)
@@ -153,11 +155,11 @@ func (w *world) startKnotAndUnbound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kport := freePort(t)
+	kport := freePort(t, w.addr)
 	soa := func(origin string) string {
 		return fmt.Sprintf("$ORIGIN %s.\n$TTL 300\n@ SOA ns.%s. hostmaster.%s. 1 3600 600 86400 300\n@ NS ns.%s.\n", origin, zone, zone, zone)
 	}
-	parent, child, badsig := soa(zone)+"ns A 127.0.0.1\n", soa("bogus."+zone), soa("badsig."+zone)
+	parent, child, badsig := soa(zone)+"ns A "+w.addr+"\n", soa("bogus."+zone), soa("badsig."+zone)
 	// The child zone is delegated with a DS that matches no key of it:
 	// every answer from it is bogus for a validating resolver.
 	parent += "bogus NS ns." + zone + ".\nbogus DS 12345 13 2 " + strings.Repeat("ab", 32) + "\n"
@@ -171,19 +173,19 @@ func (w *world) startKnotAndUnbound(t *testing.T) {
 		case "badsig":
 			rr = &badsig
 		}
-		*rr += fmt.Sprintf("%s MX 10 mx.%s\nmx.%s A 127.0.0.1\n", rel, rel, rel)
+		*rr += fmt.Sprintf("%s MX 10 mx.%s\nmx.%s A %s\n", rel, rel, rel, w.addr)
 		if d.tlsa != "" {
 			*rr += fmt.Sprintf("_25._tcp.mx.%s TLSA %s\n", rel, d.tlsa)
 		}
 		if d.sts != "" {
-			*rr += fmt.Sprintf("_mta-sts.%s TXT \"v=STSv1; id=1\"\nmta-sts.%s A 127.0.0.1\n", rel, rel)
+			*rr += fmt.Sprintf("_mta-sts.%s TXT \"v=STSv1; id=1\"\nmta-sts.%s A %s\n", rel, rel, w.addr)
 		}
 	}
 	parent += w.signOffline(t, kdir, "badsig."+zone, badsig)
 	writeFile(t, filepath.Join(kdir, zone+".zone"), parent)
 	writeFile(t, filepath.Join(kdir, "bogus."+zone+".zone"), child)
 	conf := fmt.Sprintf(`server:
-    listen: 127.0.0.1@%d
+    listen: %s@%d
     rundir: %s
 log:
   - target: stderr
@@ -212,12 +214,15 @@ zone:
     file: badsig.%s.zone.signed
     dnssec-signing: off
     zonefile-sync: -1
-`, kport, kdir, filepath.Join(kdir, "db"), filepath.Join(kdir, "kasp"), filepath.Join(kdir, "keys"), kdir, zone, zone, zone, zone)
+`, w.addr, kport, kdir, filepath.Join(kdir, "db"), filepath.Join(kdir, "kasp"), filepath.Join(kdir, "keys"), kdir, zone, zone, zone, zone)
 	writeFile(t, filepath.Join(kdir, "knot.conf"), conf)
-	start(t, "knotd", "-c", filepath.Join(kdir, "knot.conf"))
-	kaddr := fmt.Sprintf("127.0.0.1:%d", kport)
+	knot := start(t, "knotd", "-c", filepath.Join(kdir, "knot.conf"))
+	kaddr := net.JoinHostPort(w.addr, strconv.Itoa(kport))
 	var ksk *dns.DNSKEY
 	waitFor(t, "Knot serving a signed "+zone, 15*time.Second, func() error {
+		if err := knot.exited(); err != nil {
+			return err
+		}
 		r, err := query(kaddr, zone, dns.TypeDNSKEY)
 		if err != nil {
 			return err
@@ -234,10 +239,11 @@ zone:
 
 	udir := filepath.Join(w.dir, "unbound")
 	os.MkdirAll(udir, 0o755)
-	uport := freePort(t)
+	uport := freePort(t, w.addr)
 	uconf := fmt.Sprintf(`server:
-    interface: 127.0.0.1
+    interface: %s
     port: %d
+    so-reuseport: no
     do-daemonize: no
     username: ""
     chroot: ""
@@ -266,12 +272,15 @@ stub-zone:
     stub-addr: %s
 remote-control:
     control-enable: no
-`, uport, udir, udir, ds.String(), zone, strings.Replace(kaddr, ":", "@", 1), zone, strings.Replace(kaddr, ":", "@", 1),
+`, w.addr, uport, udir, udir, ds.String(), zone, strings.Replace(kaddr, ":", "@", 1), zone, strings.Replace(kaddr, ":", "@", 1),
 		zone, strings.Replace(kaddr, ":", "@", 1))
 	writeFile(t, filepath.Join(udir, "unbound.conf"), uconf)
-	start(t, "unbound", "-d", "-c", filepath.Join(udir, "unbound.conf"))
-	w.unbound = fmt.Sprintf("127.0.0.1:%d", uport)
+	ub := start(t, "unbound", "-d", "-c", filepath.Join(udir, "unbound.conf"))
+	w.unbound = net.JoinHostPort(w.addr, strconv.Itoa(uport))
 	waitFor(t, "Unbound validating "+zone, 15*time.Second, func() error {
+		if err := ub.exited(); err != nil {
+			return err
+		}
 		r, err := query(w.unbound, "mx.dane-ee."+zone, dns.TypeA)
 		if err != nil {
 			return err
@@ -303,8 +312,8 @@ func (w *world) startNginx(t *testing.T) {
 		if d.stsMissing {
 			loc = "location / { return 404; }"
 		}
-		fmt.Fprintf(&servers, "  server {\n    listen 127.0.0.1:%d ssl;\n    server_name mta-sts.%s;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n    %s\n  }\n",
-			w.nginx, d.domain(), certFile, keyFile, loc)
+		fmt.Fprintf(&servers, "  server {\n    listen %s:%d ssl;\n    server_name mta-sts.%s;\n    ssl_certificate %s;\n    ssl_certificate_key %s;\n    %s\n  }\n",
+			w.addr, w.nginx, d.domain(), certFile, keyFile, loc)
 	}
 	conf := fmt.Sprintf(`daemon off;
 master_process off;
@@ -316,9 +325,12 @@ http {
 %s}
 `, ndir, servers.String())
 	writeFile(t, filepath.Join(ndir, "nginx.conf"), conf)
-	start(t, "nginx", "-e", "stderr", "-p", ndir, "-c", filepath.Join(ndir, "nginx.conf"))
+	ng := start(t, "nginx", "-e", "stderr", "-p", ndir, "-c", filepath.Join(ndir, "nginx.conf"))
 	waitFor(t, "nginx listening", 10*time.Second, func() error {
-		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", w.nginx), &tls.Config{ServerName: "mta-sts.sts-valid." + zone, RootCAs: w.root.Pool()})
+		if err := ng.exited(); err != nil {
+			return err
+		}
+		c, err := tls.Dial("tcp", net.JoinHostPort(w.addr, strconv.Itoa(w.nginx)), &tls.Config{ServerName: "mta-sts.sts-valid." + zone, RootCAs: w.root.Pool()})
 		if err != nil {
 			return err
 		}
@@ -365,7 +377,7 @@ func (w *world) startPostfix(t *testing.T) {
 			os.Chmod(keyFile, 0o644)
 			opts = fmt.Sprintf("-o smtpd_tls_security_level=may -o smtpd_tls_chain_files=%s,%s", keyFile, certFile)
 		}
-		fmt.Fprintf(&services, "127.0.0.1:%d inet n - n - - smtpd %s -o syslog_name=postfix/%s\n", d.port, opts, d.name)
+		fmt.Fprintf(&services, "%s:%d inet n - n - - smtpd %s -o syslog_name=postfix/%s\n", w.addr, d.port, opts, d.name)
 	}
 	main := fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %s
@@ -422,7 +434,10 @@ postlog unix-dgram n - n - 1 postlogd
 	for _, name := range w.ordering {
 		d := w.dests[name]
 		waitFor(t, "Postfix listening for "+d.name, 15*time.Second, func() error {
-			return banner(fmt.Sprintf("127.0.0.1:%d", d.port))
+			if err := w.postfix.exited(); err != nil {
+				return err
+			}
+			return banner(net.JoinHostPort(w.addr, strconv.Itoa(d.port)))
 		})
 	}
 }
