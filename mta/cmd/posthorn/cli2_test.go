@@ -86,6 +86,15 @@ sha256 = %SHA%
 	if code, out := runCLI(t, "check", "-c", write(nil)); code != 0 {
 		t.Fatalf("good config: %d\n%s", code, out)
 	}
+	// A web mailbox rule for every sender is fine, with a warning (the
+	// notification loop the guard stops).
+	good := write(nil)
+	b, _ := os.ReadFile(good)
+	os.WriteFile(good, []byte(strings.Replace(string(b), `name = "p"`, `name = "webmailbox"`, 1)+
+		"[[encryption.rule]]\nrecipients = [\"partner.test\"]\nencrypt = \"required\"\nmethods = [\"webmailbox\"]\n"), 0o600)
+	if code, out := runCLI(t, "check", "-c", good); code != 0 || !strings.Contains(out, "warning: encryption.rule[0]: sends recipients to the web mailbox (webmailbox) for every sender") {
+		t.Errorf("web mailbox rule without senders: %d\n%s", code, out)
+	}
 	for _, tc := range []struct {
 		repl map[string]string
 		want string

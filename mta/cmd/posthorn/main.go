@@ -160,6 +160,9 @@ func checkMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%d problem(s) with the files the config names\n", len(probs))
 		return 1
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", *cfgPath, w)
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
 	return 0
 }

@@ -271,6 +271,9 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	}
 	d.ready.Store(true)
 	log.Info("posthorn started", "hostname", cfg.Hostname, "queue", cfg.Queue.Dir, "workers", cfg.Queue.Workers)
+	for _, w := range cfg.Warnings() {
+		log.Warn("config warning (posthorn check)", "warning", w)
+	}
 	return d, nil
 }
 
@@ -305,7 +308,7 @@ func (d *Daemon) build(cfg *conf.Config) (g *generation, err error) {
 	}
 	g.tlsConf = tlsutil.ServerConfig(g.cert)
 	if len(cfg.Plugins) > 0 || len(cfg.Encryption.Rules) > 0 {
-		if g.chain, err = policychain.New(cfg.Encryption); err != nil {
+		if g.chain, err = policychain.New(cfg.Encryption, policychain.WebMailboxes(cfg.WebMailboxPlugins()...)); err != nil {
 			return g, err
 		}
 	}

@@ -184,7 +184,7 @@ func (a *hostAPI) submit(senv *sdk.Envelope, body io.Reader, key string) (string
 	}
 	plugin, _, _ := strings.Cut(key, ":")
 	env := &queue.Envelope{ID: a.d.Queue.NewID(), From: senv.MailFrom, Recipients: rcpts, SMTPUTF8: senv.SMTPUTF8,
-		BodyType: "8BITMIME", ClientAddr: "plugin", Attrs: map[string]string{attrSubmitKey: key}}
+		BodyType: "8BITMIME", ClientAddr: delivery.ClientPlugin, Attrs: map[string]string{attrSubmitKey: key}}
 	rec := fmt.Sprintf("Received: by %s (Posthorn, from plugin %s)\r\n\tid %s; %s\r\n",
 		a.d.cfg.Hostname, sanitizeComment(plugin), env.ID, time.Now().Format(time.RFC1123Z))
 	limit := a.d.cfg.SMTP.MaxMessageSize.Bytes()

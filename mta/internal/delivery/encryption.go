@@ -153,8 +153,12 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 	decisions := map[int]policychain.Decision{}
 	wants := map[string][]int{} // method -> recipients that might use it
 	var methods []string
+	generated := GeneratedByPlugin(env, headers)
 	for _, i := range idx {
 		d := chain.Decide(env.From, env.Recipients[i].Addr, subject, headers)
+		if generated {
+			d = chain.Unloop(d)
+		}
 		decisions[i] = d
 		if d.Encrypt == policychain.Never {
 			continue
@@ -392,6 +396,36 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 	}
 	plan.cleanup = append(plan.cleanup, files...)
 	plan.Outputs = append(plan.Outputs, produced...)
+}
+
+// ClientPlugin is the ClientAddr of a message a plugin submitted
+// (Host.Submit).
+const ClientPlugin = "plugin"
+
+// GeneratedByPlugin reports whether a plugin submitted the message and
+// marked it as generated automatically (Auto-Submitted other than "no",
+// RFC 3834), like the notify plugin's notifications. Such mail is never
+// handed to a web mailbox (policychain.Chain.Unloop): the web mailbox
+// would keep its own notification and notify again, endlessly. Mail from
+// SMTP clients never counts, whatever its header says.
+func GeneratedByPlugin(env *queue.Envelope, headers map[string][]string) bool {
+	if env.ClientAddr != ClientPlugin {
+		return false
+	}
+	for k, vs := range headers {
+		if !strings.EqualFold(k, "Auto-Submitted") {
+			continue
+		}
+		for _, v := range vs {
+			// "auto-generated", "auto-replied", "auto-notified" with
+			// optional parameters; "no" means written by a person.
+			kw, _, _ := strings.Cut(v, ";")
+			if kw = strings.ToLower(strings.TrimSpace(kw)); kw != "" && kw != "no" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func sdkEnvelope(env *queue.Envelope) *sdk.Envelope {

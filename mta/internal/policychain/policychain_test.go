@@ -242,3 +242,57 @@ func TestAudit(t *testing.T) {
 		}
 	}
 }
+
+// TestUnloop: mail a plugin generated never goes to a web mailbox method;
+// what only the web mailbox would have caught goes as it is, other
+// methods still encrypt, and a decision without a web mailbox stays.
+func TestUnloop(t *testing.T) {
+	c, err := New(conf.Encryption{
+		Methods: []string{"smime", "wmb"},
+		Rules: []conf.EncryptionRule{
+			{Recipients: []string{"only-wmb.test"}, Encrypt: Required, Methods: []string{"wmb"}},
+			{Recipients: []string{"both.test"}, Encrypt: Required, Methods: []string{"smime", "wmb"}},
+			{Recipients: []string{"no-wmb.test"}, Encrypt: Required, Methods: []string{"smime"}},
+			{Recipients: []string{"defaults.test"}, Encrypt: Required},
+		},
+	}, WebMailboxes("wmb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.IsWebMailbox("wmb") || c.IsWebMailbox("smime") {
+		t.Fatal("IsWebMailbox")
+	}
+	tests := []struct {
+		rcpt     string
+		answers  map[string]bool
+		methods  []string
+		unlooped bool
+		method   string
+		ok       bool
+	}{
+		{"a@only-wmb.test", map[string]bool{"wmb": true}, nil, true, "", true},
+		{"a@both.test", map[string]bool{"smime": true, "wmb": true}, []string{"smime"}, true, "smime", true},
+		{"a@both.test", map[string]bool{"smime": false, "wmb": true}, []string{"smime"}, true, "", true},
+		{"a@no-wmb.test", map[string]bool{"smime": false}, []string{"smime"}, false, "", false},
+		{"a@defaults.test", map[string]bool{"smime": false, "wmb": true}, []string{"smime"}, true, "", true},
+		{"a@elsewhere.test", nil, nil, false, "", true},
+	}
+	for _, tc := range tests {
+		d := c.Unloop(c.Decide("noreply@example.org", tc.rcpt, "", nil))
+		if !reflect.DeepEqual(d.Methods, tc.methods) || d.Unlooped != tc.unlooped {
+			t.Errorf("%s: methods %v unlooped %v, want %v %v", tc.rcpt, d.Methods, d.Unlooped, tc.methods, tc.unlooped)
+		}
+		ch := ChooseDetail(d, tc.answers)
+		if ch.Method != tc.method || ch.OK != tc.ok {
+			t.Errorf("%s: chose %q ok=%v (%s), want %q ok=%v", tc.rcpt, ch.Method, ch.OK, ch.Why, tc.method, tc.ok)
+		}
+		if tc.unlooped && ch.Method == "" && !strings.Contains(ch.Why, "loop guard") {
+			t.Errorf("%s: why %q does not name the loop guard", tc.rcpt, ch.Why)
+		}
+	}
+	// Without WebMailboxes nothing is a web mailbox.
+	c2, _ := New(conf.Encryption{Rules: []conf.EncryptionRule{{Encrypt: Required, Methods: []string{"webmailbox"}}}})
+	if d := c2.Unloop(c2.Decide("a@b.test", "c@d.test", "", nil)); d.Unlooped || len(d.Methods) != 1 {
+		t.Errorf("chain without web mailboxes changed the decision: %+v", d)
+	}
+}
