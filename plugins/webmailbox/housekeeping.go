@@ -29,7 +29,12 @@ func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
 		if r, ok := sv.store.(sqldb.OnceRunner); ok {
 			// One node at a time, and once per period across all nodes
 			// sharing the store (a little under the period: tickers drift).
-			_, err = r.RunOnce(ctx, "webmailbox.housekeeping", every*9/10, sv.Now(), sv.Housekeeping)
+			var ran bool
+			ran, err = r.RunOnce(ctx, "webmailbox.housekeeping", every*9/10, sv.Now(), sv.Housekeeping)
+			if ran {
+				// Which node did the round (the others skipped it).
+				sv.log.Info("housekeeping done on this node")
+			}
 		} else {
 			err = sv.Housekeeping(ctx)
 		}
