@@ -72,3 +72,7 @@ require (
 )
 
 replace github.com/posthorn/posthorn/sdk => ./sdk
+
+// Posthorn's copy of go-smtp v0.26.0 with a faster DATA reader that keeps
+// bare CRs (third_party/go-smtp/POSTHORN.md; checked by make check-third-party).
+replace github.com/emersion/go-smtp => ./third_party/go-smtp

@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -47,17 +48,60 @@ var ErrDataTooLarge = &SMTPError{
 	Message:      "Maximum message size exceeded",
 }
 
+// ErrDataBareNewline is returned by the DATA reader, in place of io.EOF,
+// when Server.RejectBareNewlines is set and the message contained a CR
+// not followed by LF or a LF not preceded by CR ("bare" line endings,
+// the material of SMTP smuggling). It comes only after the end-of-data
+// line has been read, so that the server, draining the rest of the data
+// after the session's Data returns, never takes message data for
+// commands. The bytes themselves are passed on as they came (a bare CR
+// after a line's leading dot included), so a session that checks the
+// data sees them as soon as they arrive.
+//
+// Added in Posthorn's copy of go-smtp (third_party/go-smtp/POSTHORN.md).
+var ErrDataBareNewline = &SMTPError{
+	Code:         554,
+	EnhancedCode: EnhancedCode{5, 5, 2},
+	Message:      "Message contains a bare CR or LF; lines must end with CRLF",
+}
+
+// dataReader reads the message of a DATA command: it removes the leading
+// dot of dot-stuffed lines and ends at the <CR><LF>.<CR><LF> line (RFC
+// 5321 §4.5.2). Only CRLF ends a line; a bare CR or LF is passed on as
+// data and, with Server.RejectBareNewlines, reported with
+// ErrDataBareNewline at the end.
+//
+// It works on whole slices of the buffered input (bytes.IndexByte to
+// the next LF, copy) rather than a byte at a time; only the first bytes
+// of a line (a possible dot) and a CR at the end of a buffer are handled
+// byte by byte. (Posthorn's copy of go-smtp: upstream reads every byte
+// with bufio.Reader.ReadByte, and drops the CR of a line starting
+// ".<CR>" not followed by <LF>.)
 type dataReader struct {
 	r     *bufio.Reader
 	state int
+	bare  bool // a bare CR or LF was read
+	// strict reports bare with ErrDataBareNewline (RejectBareNewlines).
+	strict bool
 
 	limited bool
 	n       int64 // Maximum bytes remaining
 }
 
+// States of dataReader.
+const (
+	stateBeginLine = iota // beginning of line; initial state; must be zero
+	stateDot              // read . at beginning of line
+	stateDotCR            // read .\r at beginning of line
+	stateCR               // inside a line, the last byte passed on was \r
+	stateData             // inside a line, the last byte passed on was not \r
+	stateEOF              // reached .\r\n end marker line
+)
+
 func newDataReader(c *Conn) *dataReader {
 	dr := &dataReader{
-		r: c.text.R,
+		r:      c.text.R,
+		strict: c.server.RejectBareNewlines,
 	}
 
 	if c.server.MaxMessageBytes > 0 {
@@ -78,26 +122,32 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		}
 	}
 
-	// Code below is taken from net/textproto with only one modification to
-	// not rewrite CRLF -> LF.
-
-	// Run data through a simple state machine to
-	// elide leading dots and detect End-of-Data (<CR><LF>.<CR><LF>) line.
-	const (
-		stateBeginLine = iota // beginning of line; initial state; must be zero
-		stateDot              // read . at beginning of line
-		stateDotCR            // read .\r at beginning of line
-		stateCR               // read \r (possibly at end of line)
-		stateData             // reading data in middle of line
-		stateEOF              // reached .\r\n end marker line
-	)
 	for n < len(b) && r.state != stateEOF {
+		if r.state == stateData {
+			// Take what is buffered (at least one byte), up to
+			// and including the next LF, at most what fits in b.
+			if r.r.Buffered() == 0 {
+				if _, err = r.r.Peek(1); err != nil {
+					break
+				}
+			}
+			buf, _ := r.r.Peek(r.r.Buffered())
+			if len(buf) > len(b)-n {
+				buf = buf[:len(b)-n]
+			}
+			lf := bytes.IndexByte(buf, '\n')
+			if lf >= 0 {
+				buf = buf[:lf+1]
+			}
+			n += copy(b[n:], buf)
+			r.r.Discard(len(buf))
+			r.scan(buf, lf)
+			continue
+		}
+
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
 			break
 		}
 		switch r.state {
@@ -106,43 +156,77 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 				r.state = stateDot
 				continue
 			}
-			if c == '\r' {
-				r.state = stateCR
-				break
-			}
+			r.r.UnreadByte()
 			r.state = stateData
 		case stateDot:
+			// The leading dot is removed from every line but
+			// the end marker.
 			if c == '\r' {
 				r.state = stateDotCR
 				continue
 			}
+			r.r.UnreadByte()
 			r.state = stateData
 		case stateDotCR:
 			if c == '\n' {
 				r.state = stateEOF
 				continue
 			}
-			r.state = stateData
+			// ".\r" and anything but \n: the \r is data.
+			r.r.UnreadByte()
+			b[n] = '\r'
+			n++
+			r.state = stateCR
 		case stateCR:
-			if c == '\n' {
+			b[n] = c
+			n++
+			switch c {
+			case '\n':
 				r.state = stateBeginLine
-				break
-			}
-			r.state = stateData
-		case stateData:
-			if c == '\r' {
-				r.state = stateCR
+			case '\r':
+				r.bare = true
+			default:
+				r.bare = true
+				r.state = stateData
 			}
 		}
-		b[n] = c
-		n++
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
 	if err == nil && r.state == stateEOF {
 		err = io.EOF
+		if r.bare && r.strict {
+			err = ErrDataBareNewline
+		}
 	}
 
 	if r.limited {
 		r.n -= int64(n)
 	}
 	return
+}
+
+// scan updates the state after buf was passed on in stateData; lf is the
+// index of buf's only LF, its last byte, or -1.
+func (r *dataReader) scan(buf []byte, lf int) {
+	end := len(buf)
+	if lf >= 0 {
+		end = lf
+	}
+	// Every CR in buf[:end] but one right before the LF or at the very
+	// end (where the next read decides) is bare.
+	if !r.bare {
+		if cr := bytes.IndexByte(buf[:end], '\r'); cr >= 0 && cr < end-1 {
+			r.bare = true
+		}
+	}
+	switch {
+	case lf > 0 && buf[lf-1] == '\r':
+		r.state = stateBeginLine
+	case lf >= 0:
+		r.bare = true // a LF after anything but CR does not end a line
+	case buf[end-1] == '\r':
+		r.state = stateCR
+	}
 }

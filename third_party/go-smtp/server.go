@@ -41,6 +41,11 @@ type Server struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 
+	// Refuse a DATA message that contains a CR not followed by LF or a LF
+	// not preceded by CR, with ErrDataBareNewline after its end line
+	// (SMTP smuggling). Added in Posthorn's copy of go-smtp.
+	RejectBareNewlines bool
+
 	// Advertise SMTPUTF8 (RFC 6531) capability.
 	// Should be used only if backend supports it.
 	EnableSMTPUTF8 bool

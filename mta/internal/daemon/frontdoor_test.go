@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -168,8 +169,9 @@ func TestPostmasterWithoutDomain(t *testing.T) {
 	e.waitMail("example.test", "postmaster", 1, 10*time.Second)
 }
 
-// TestDotCRRefused: "<CR><LF>.<CR>X" is a bare CR; go-smtp's reader would
-// drop the dot and the CR, we refuse the message with 554.
+// TestDotCRRefused: "<CR><LF>.<CR>X" is a bare CR; upstream go-smtp's
+// reader would drop the dot and the CR (ours keeps the CR), we refuse the
+// message with 554.
 func TestDotCRRefused(t *testing.T) {
 	e := startEnv(t, "")
 	r := e.raw(smtpd.MX)
@@ -191,6 +193,120 @@ func TestDotCRRefused(t *testing.T) {
 	got := e.waitMail("example.test", "postmaster", 1, 10*time.Second)
 	if len(got) != 1 || strings.Contains(got[0], "smuggle") {
 		t.Fatalf("mailbox: %q", got)
+	}
+}
+
+// smugglingPayloads are the bare CR / bare LF forms of SMTP smuggling (the
+// message data before the final ".\r\n"): each would end the message early
+// at some lenient server (or lose bytes) and start a forged second one.
+var smugglingPayloads = map[string]string{
+	"LF.CRLF":      "Subject: a\r\n\r\nhi\n.\r\nMAIL FROM:<ceo@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nforged\r\n",
+	"CRLF.LF":      "Subject: a\r\n\r\nhi\r\n.\nMAIL FROM:<x@example.test>\r\n",
+	"LF.LF":        "Subject: a\r\n\r\nhi\n.\nMAIL FROM:<x@example.test>\r\n",
+	"bare CR":      "Subject: a\r\n\r\nhi\r.\rmore\r\n",
+	"bare LF":      "Subject: a\nX: b\r\n\r\nbody\r\n",
+	"CR.CRLF":      "Subject: a\r\n\r\nhi\r.\r\nX\r\n",
+	"CRLF.CR X":    "Subject: a\r\n\r\nhello\r\n.\rX\r\nMAIL FROM:<ceo@example.test>\r\n",
+	"CRLF.CR CRLF": "Subject: a\r\n\r\nhello\r\n.\r\r\nmore\r\n",
+	"CRLF.CR.":     "Subject: a\r\n\r\nhello\r\n.\r.\r\nmore\r\n",
+	"CR CRLF":      "Subject: a\r\n\r\nhello\r\r\nmore\r\n",
+}
+
+// rawTLS opens a raw session inside TLS: STARTTLS on MX and submission,
+// implicit TLS on submissions; EHLO said (again) inside TLS.
+func (e *testEnv) rawTLS(k smtpd.Kind) *rawConn {
+	e.t.Helper()
+	var r *rawConn
+	if k == smtpd.Submissions {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.addr(k), e.client)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { c.Close() })
+		r = &rawConn{t: e.t, c: c, tp: textproto.NewReader(bufio.NewReader(c))}
+		r.expect(220)
+	} else {
+		r = e.raw(k)
+		r.write("EHLO client.example.com\r\n")
+		r.expect(250)
+		r.write("STARTTLS\r\n")
+		r.expect(220)
+		tc := tls.Client(r.c, e.client)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			e.t.Fatal(err)
+		}
+		tc.SetDeadline(time.Time{})
+		r.c = tc
+		r.tp = textproto.NewReader(bufio.NewReader(tc))
+	}
+	r.write("EHLO client.example.com\r\n")
+	r.expect(250)
+	return r
+}
+
+// TestSmugglingRefusedOverTLS: every smuggling form gets the same
+// permanent 554 5.5.2 inside TLS as on plaintext, on MX with STARTTLS and
+// on submission with STARTTLS and with implicit TLS (after AUTH), over
+// DATA and (one of them) over BDAT; nothing
+// is queued, and the session stays in sync and takes a clean message
+// (issue 20.5: the conn layer under TLS sees only ciphertext; the check
+// is above go-smtp's DATA reader, which keeps the CR of ".<CR>X").
+func TestSmugglingRefusedOverTLS(t *testing.T) {
+	e := startEnv(t, "")
+	for _, k := range []smtpd.Kind{smtpd.MX, smtpd.Submission, smtpd.Submissions} {
+		r := e.rawTLS(k)
+		from := "a@example.com"
+		if k != smtpd.MX {
+			plain := base64.StdEncoding.EncodeToString([]byte("\x00" + testUser + "\x00" + testPass))
+			r.write("AUTH PLAIN " + plain + "\r\n")
+			r.expect(235)
+			from = testUser
+		}
+		for name, payload := range smugglingPayloads {
+			r.write("MAIL FROM:<" + from + ">\r\nRCPT TO:<postmaster@example.test>\r\nDATA\r\n")
+			for _, want := range []int{250, 250, 354} {
+				if code, msg := r.reply(); code != want {
+					t.Fatalf("%v %s: want %d, got %d %s", k, name, want, code, msg)
+				}
+			}
+			r.write(payload + ".\r\n")
+			if code, msg := r.reply(); code != 554 || !strings.HasPrefix(msg, "5.5.2 ") || !strings.Contains(msg, "bare CR or LF") {
+				t.Fatalf("%v %s: want 554 5.5.2 bare CR or LF, got %d %s", k, name, code, msg)
+			}
+			// In sync: the smuggled commands were data.
+			r.write("NOOP\r\n")
+			if code, msg := r.reply(); code != 250 {
+				t.Fatalf("%v %s: NOOP after the refusal: %d %s", k, name, code, msg)
+			}
+		}
+		// The same over BDAT (CHUNKING), where no dot ends the data.
+		chunk := smugglingPayloads["LF.CRLF"] + ".\r\n"
+		r.write("MAIL FROM:<" + from + ">\r\nRCPT TO:<postmaster@example.test>\r\n")
+		r.expect(250)
+		r.expect(250)
+		r.write(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk), chunk))
+		if code, msg := r.reply(); code != 554 || !strings.HasPrefix(msg, "5.5.2 ") {
+			t.Fatalf("%v BDAT: want 554 5.5.2, got %d %s", k, code, msg)
+		}
+		r.write("MAIL FROM:<" + from + ">\r\nRCPT TO:<postmaster@example.test>\r\nDATA\r\n")
+		r.expect(250)
+		r.expect(250)
+		r.expect(354)
+		r.write(testMessage(fmt.Sprintf("clean-%v", k)) + ".\r\n")
+		r.expect(250)
+	}
+	got := e.waitMail("example.test", "postmaster", 3, 20*time.Second)
+	for _, m := range got {
+		if !strings.Contains(m, "Subject: test clean-") {
+			t.Fatalf("delivered a refused message: %q", m)
+		}
+	}
+	if n := e.mailCount("example.test", "postmaster"); n != 3 {
+		t.Fatalf("postmaster has %d messages, want the 3 clean ones", n)
+	}
+	if n := e.mailCount("example.test", "bob"); n != 0 {
+		t.Fatalf("bob has %d messages: a smuggled one went through", n)
 	}
 }
 

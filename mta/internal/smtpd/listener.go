@@ -160,11 +160,10 @@ func hostOf(a net.Addr) string {
 // cost in memory whether or not TLS is on. Over that, reads fail with
 // smtp.ErrTooLongLine and go-smtp answers 500 and hangs up.
 //
-// On plaintext it also watches for "<LF>.<CR>" followed by anything but
-// <LF>, which go-smtp's DATA reader would silently drop (the dot and the
-// CR), so that the message can be refused as a bare CR instead; and after
-// a STARTTLS whose handshake fails, it closes the connection instead of
-// letting go-smtp go on in plaintext (RFC 3207 §4.1).
+// After a STARTTLS whose handshake fails, it closes the connection instead
+// of letting go-smtp go on in plaintext (RFC 3207 §4.1). (Bare CRs and LFs
+// in the data, "<LF>.<CR>X" included, are checkedReader's, above go-smtp's
+// DATA reader: the same with and without TLS.)
 type timeoutConn struct {
 	net.Conn
 	cmd, data   time.Duration
@@ -177,11 +176,9 @@ type timeoutConn struct {
 	phaseStart time.Time // last reply in command mode; start of DATA in data mode
 	sinceReply int       // bytes read in command mode since the last reply
 	expired    error     // the timeout error once a deadline has passed
-	plaintext  bool
-	scan       uint8 // dot-CR scanner state
-	dotCR      bool
-	starttls   bool // "220 Ready to start TLS" written
-	hangUp     bool // close once the next reply is written
+	plaintext  bool      // no TLS yet: watching for "220 Ready to start TLS"
+	starttls   bool      // "220 Ready to start TLS" written
+	hangUp     bool      // close once the next reply is written
 }
 
 // closeAfterReply makes the connection close right after the next reply.
@@ -207,17 +204,6 @@ func (c *timeoutConn) setData(on bool) {
 	c.inData = on
 	c.phaseStart = time.Now()
 	c.sinceReply = 0
-	if !on {
-		c.dotCR = false
-	}
-}
-
-// sawDotCR reports whether "<LF>.<CR>" not followed by <LF> was read since
-// the last data phase ended.
-func (c *timeoutConn) sawDotCR() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.dotCR
 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
@@ -248,51 +234,11 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 	if !c.inData {
 		c.sinceReply += n
 	}
-	if c.plaintext {
-		c.scanDotCR(p[:n])
-	}
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		c.expired = err
 	}
 	c.mu.Unlock()
 	return n, err
-}
-
-// Scanner states for "<LF>.<CR>" followed by a byte other than <LF>.
-const (
-	scanOther uint8 = iota
-	scanLF
-	scanLFDot
-	scanLFDotCR
-)
-
-func (c *timeoutConn) scanDotCR(b []byte) {
-	for len(b) > 0 {
-		if c.scan == scanOther {
-			// Inside a line only a LF changes the state: skip to it
-			// (issue 19: the per-byte loop was 7–10% of a relay's CPU).
-			i := bytes.IndexByte(b, '\n')
-			if i < 0 {
-				return
-			}
-			b = b[i:]
-		}
-		ch := b[0]
-		b = b[1:]
-		if c.scan == scanLFDotCR && ch != '\n' {
-			c.dotCR = true
-		}
-		switch {
-		case ch == '\n':
-			c.scan = scanLF
-		case c.scan == scanLF && ch == '.':
-			c.scan = scanLFDot
-		case c.scan == scanLFDot && ch == '\r':
-			c.scan = scanLFDotCR
-		default:
-			c.scan = scanOther
-		}
-	}
 }
 
 var startTLSReply = []byte("Ready to start TLS")

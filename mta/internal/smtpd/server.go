@@ -200,6 +200,10 @@ func newServer(l *Listener, tlsConf *tls.Config) *smtp.Server {
 	// bounds command lines instead (maxCommandBytes) and checkedReader
 	// the operator's data line limit.
 	s.MaxLineLength = 0
+	// Our copy of go-smtp (third_party/go-smtp) passes bare CRs on to
+	// checkedReader, which refuses them at once; with this its DATA
+	// reader refuses them too, once the end line has come.
+	s.RejectBareNewlines = true
 	s.EnableSMTPUTF8 = true
 	s.EnableDSN = true
 	// REQUIRETLS (RFC 8689) is advertised only on TLS sessions.

@@ -260,9 +260,6 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject("data", err)
 	}
 	body := &checkedReader{r: r, maxLine: s.l.maxLine}
-	if s.tc != nil {
-		body.dotCR = s.tc.sawDotCR
-	}
 	_, isTLS := s.tlsState()
 	env.ID = s.queueID
 	id, err := s.l.accept(Meta{Kind: s.l.kind, Trusted: s.trusted(), TLS: isTLS, Milters: s.ms}, env, s.received(env), body)
