@@ -128,7 +128,7 @@ func (p *Plugin) compose(st *state, ev sdk.Event, to string) ([]byte, string, er
 		if slices.Contains(langs, lang) {
 			continue
 		}
-		s, b, err := render(tm, TemplateData{
+		s, b, err := render(inZone(tm, lang, attr["time_zone"]), TemplateData{
 			Event: ev, Attr: attr, To: to, From: st.cfg.From, Organization: st.cfg.Organization, Lang: lang,
 		})
 		if err != nil {

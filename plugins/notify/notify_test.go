@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/quotedprintable"
@@ -124,6 +125,33 @@ func TestComposeLanguages(t *testing.T) {
 	}
 	if host.n != n {
 		t.Errorf("redelivery queued a new mail")
+	}
+}
+
+// TestDatesInTimeZone: the event's time_zone decides where times are
+// shown, in summer and winter; an unknown zone keeps the written offset.
+func TestDatesInTimeZone(t *testing.T) {
+	host := &fakeHost{}
+	p := configure(t, map[string]any{"from": "noreply@example.org"}, host)
+	for i, tc := range []struct {
+		lang, zone, expires, want string
+	}{
+		{"de", "Europe/Berlin", "2026-12-01T10:00:00Z", "Der Link ist gültig bis 01.12.2026, 11:00 CET."},
+		{"de", "Europe/Berlin", "2026-07-01T10:00:00Z", "Der Link ist gültig bis 01.07.2026, 12:00 CEST."},
+		{"en", "America/New_York", "2026-12-01T11:00:00+01:00", "The link is valid until 1 December 2026, 05:00 EST."},
+		{"en", "Asia/Tokyo", "2026-12-01T10:00:00Z", "The link is valid until 1 December 2026, 19:00 JST."},
+		{"en", "Mars/Olympus", "2026-12-01T10:00:00Z", "The link is valid until 1 December 2026, 10:00 UTC."},
+		{"en", "", "2026-12-01T10:00:00Z", "The link is valid until 1 December 2026, 10:00 UTC."},
+	} {
+		ev := sdk.Event{ID: fmt.Sprintf("tz%d", i), Type: "webmailbox.activation", Recipient: "bob@partner.example", Language: tc.lang,
+			Attributes: map[string]string{"link": "https://mail.example.org/a/T", "expires": tc.expires, "time_zone": tc.zone}}
+		if err := p.HandleEvent(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+		_, body := parse(t, host.subs["mail:"+ev.ID+":bob@partner.example"])
+		if !strings.Contains(body, tc.want) {
+			t.Errorf("%s %s: want %q in\n%s", tc.zone, tc.expires, tc.want, body)
+		}
 	}
 }
 

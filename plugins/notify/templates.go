@@ -102,7 +102,7 @@ func (t *templates) loadFS(fsys fs.FS, where string) error {
 		if err != nil {
 			return err
 		}
-		tm, err := template.New(name).Funcs(funcs(lang)).Option("missingkey=error").Parse(string(text))
+		tm, err := template.New(name).Funcs(funcs(lang, nil)).Option("missingkey=error").Parse(string(text))
 		if err != nil {
 			return fmt.Errorf("%s: %v", filepath.Join(where, name), err)
 		}
@@ -115,8 +115,9 @@ func (t *templates) loadFS(fsys fs.FS, where string) error {
 	return nil
 }
 
-// funcs are the template functions, for one language.
-func funcs(lang string) template.FuncMap {
+// funcs are the template functions, for one language, with dates in
+// loc (nil: in the offset the time was written with).
+func funcs(lang string, loc *time.Location) template.FuncMap {
 	return template.FuncMap{
 		// date formats an RFC 3339 time for people; other text is kept.
 		"date": func(s string) string {
@@ -124,12 +125,33 @@ func funcs(lang string) template.FuncMap {
 			if err != nil {
 				return s
 			}
+			if loc != nil {
+				tm = tm.In(loc)
+			}
 			if lang == "de" {
 				return tm.Format("02.01.2006, 15:04 MST")
 			}
 			return tm.Format("2 January 2006, 15:04 MST")
 		},
 	}
+}
+
+// inZone returns tm with its dates in the time zone the event names in
+// its attribute "time_zone" (an IANA name, e.g. the web mailbox owner's
+// choice); tm itself when there is none or it is unknown.
+func inZone(tm *template.Template, lang, zone string) *template.Template {
+	if zone == "" {
+		return tm
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return tm
+	}
+	c, err := tm.Clone()
+	if err != nil {
+		return tm
+	}
+	return c.Funcs(funcs(lang, loc))
 }
 
 // render executes a template and splits its output into the Subject and

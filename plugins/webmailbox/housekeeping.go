@@ -94,8 +94,8 @@ func (sv *Service) housekeepOne(ctx context.Context, mb *Mailbox, now time.Time)
 		return nil
 	}
 	if mb.State == StateActive && mb.WarnedAt.IsZero() && !now.Before(deadline.Add(-sv.s.inactivityWarn)) {
-		if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.inactivity_warning", Recipient: mb.Address, Language: mb.Language,
-			Attributes: map[string]string{"link": sv.link("/login"), "delete_on": deadline.Format(time.RFC3339)}}); err != nil {
+		if err := sv.emit(ctx, sv.toRecipient(mb, sdk.Event{Type: "webmailbox.inactivity_warning", Recipient: mb.Address,
+			Attributes: map[string]string{"link": sv.link("/login"), "delete_on": timeAttr(deadline, sv.locOf(mb))}})); err != nil {
 			return err
 		}
 		mb.WarnedAt = now
@@ -140,14 +140,14 @@ func (sv *Service) remind(ctx context.Context, mb *Mailbox, now time.Time) error
 				link = sv.link("/activate?t=" + tok)
 			}
 			if err := sv.emit(ctx, sv.toRecipient(mb, sdk.Event{Type: "webmailbox.reminder_recipient", Recipient: mb.Address,
-				Attributes: map[string]string{"link": link, "expires": m.Received.Add(sv.s.retention).Format(time.RFC3339)}})); err != nil {
+				Attributes: map[string]string{"link": link, "expires": timeAttr(m.Received.Add(sv.s.retention), sv.locOf(mb))}})); err != nil {
 				return err // not marked: the next run tries again
 			}
 		}
 		if m.Sender != nil {
 			if from, err := aeadOpen(sv.master, m.Sender, adMK(mb.Address)); err == nil && len(from) > 0 {
 				if err := sv.emit(ctx, sdk.Event{Type: "webmailbox.reminder_sender", Sender: string(from), Recipient: mb.Address,
-					Language: sv.s.defaultLang, Attributes: map[string]string{"state": state, "sent": m.Received.Format(time.RFC3339)}}); err != nil {
+					Language: sv.s.defaultLang, Attributes: map[string]string{"state": state, "sent": timeAttr(m.Received, sv.s.loc)}}); err != nil {
 					return err
 				}
 			}

@@ -285,7 +285,7 @@ func (sv *Service) issueActivation(ctx context.Context, mb *Mailbox, queueID, se
 	if err := sv.store.PutToken(ctx, &Token{Hash: tokenHash(tok), Mailbox: mb.Address, Kind: "activate", Expires: exp}); err != nil {
 		return err
 	}
-	attrs := map[string]string{"link": sv.link("/activate?t=" + tok), "expires": exp.Format(time.RFC3339), "reset_mode": "question",
+	attrs := map[string]string{"link": sv.link("/activate?t=" + tok), "expires": timeAttr(exp, sv.locOf(mb)), "reset_mode": "question",
 		"pin_required": fmt.Sprint(mb.PINHash != nil), "tan_required": fmt.Sprint(sv.s.requireTAN)}
 	if !mb.ResetAllow {
 		attrs["reset_mode"] = "none"
@@ -299,6 +299,10 @@ func (sv *Service) issueActivation(ctx context.Context, mb *Mailbox, queueID, se
 // for both, the organisation's default first (attribute "languages").
 func (sv *Service) toRecipient(mb *Mailbox, ev sdk.Event) sdk.Event {
 	ev.Language = mb.Language
+	if ev.Attributes == nil {
+		ev.Attributes = map[string]string{}
+	}
+	ev.Attributes["time_zone"] = sv.locOf(mb).String()
 	if mb.State == StatePending {
 		other := "en"
 		if sv.s.defaultLang == "en" {
@@ -316,6 +320,14 @@ func (sv *Service) toRecipient(mb *Mailbox, ev sdk.Event) sdk.Event {
 func (sv *Service) emit(ctx context.Context, ev sdk.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = sv.Now()
+	}
+	// Dates in the mail in the organisation's zone unless the event is
+	// for a mailbox owner (toRecipient).
+	if ev.Attributes["time_zone"] == "" {
+		if ev.Attributes == nil {
+			ev.Attributes = map[string]string{}
+		}
+		ev.Attributes["time_zone"] = sv.s.loc.String()
 	}
 	// The operator's theming, for the notification's footer.
 	for k, v := range map[string]string{"org_name": sv.s.organization, "org_support": sv.s.theme.support,
@@ -522,8 +534,8 @@ func (sv *Service) RequestReset(addr, client string) {
 			sv.log.Error("reset link", "mailbox", addr, "error", err)
 			return
 		}
-		if sv.emit(ctx, sdk.Event{Type: "webmailbox.reset_link", Recipient: mb.Address, Language: mb.Language,
-			Attributes: map[string]string{"link": sv.link("/reset?t=" + tok), "expires": exp.Format(time.RFC3339), "client": client}}) == nil {
+		if sv.emit(ctx, sv.toRecipient(mb, sdk.Event{Type: "webmailbox.reset_link", Recipient: mb.Address,
+			Attributes: map[string]string{"link": sv.link("/reset?t=" + tok), "expires": timeAttr(exp, sv.locOf(mb)), "client": client}})) == nil {
 			sv.log.Info("reset link sent", "mailbox", mb.Address, "client", client)
 		}
 	}()

@@ -49,6 +49,9 @@ type Mailbox struct {
 	LastActive  time.Time
 	WarnedAt    time.Time // inactivity warning sent
 	UsedBytes   int64
+	// TimeZone the owner chose for dates (IANA name); "" means the
+	// organisation's time_zone.
+	TimeZone string
 }
 
 // Message is one stored message. Raw and Meta are sealed to the mailbox's
@@ -182,6 +185,9 @@ func schema(d sqldb.Dialect) []string {
 		// Version 7: guessing counters shared by the nodes (throttle.go).
 		`CREATE TABLE IF NOT EXISTS webmailbox_failures (
 	k TEXT PRIMARY KEY, n ` + in + ` NOT NULL, first_at ` + in + ` NOT NULL, last_at ` + in + ` NOT NULL)`,
+		// Version 8: the time zone the owner chose ('' = the
+		// organisation's). Append new steps; never change one.
+		`ALTER TABLE mailbox ADD COLUMN time_zone TEXT NOT NULL DEFAULT ''`,
 	}
 }
 
@@ -282,14 +288,14 @@ func b2i(b bool) int {
 }
 
 const mailboxCols = `address, state, language, public_key, wrapped_pw, wrapped_qa, wrapped_mk, question,
-	reset_allow, pin_hash, tan_hash, failed, locked_until, created, last_active, warned_at, used_bytes, pin_sealed`
+	reset_allow, pin_hash, tan_hash, failed, locked_until, created, last_active, warned_at, used_bytes, pin_sealed, time_zone`
 
 func scanMailbox(sc interface{ Scan(...any) error }) (*Mailbox, error) {
 	var m Mailbox
 	var reset int
 	var locked, created, active, warned int64
 	err := sc.Scan(&m.Address, &m.State, &m.Language, &m.PublicKey, &m.WrappedPW, &m.WrappedQA, &m.WrappedMK,
-		&m.Question, &reset, &m.PINHash, &m.TANHash, &m.Failed, &locked, &created, &active, &warned, &m.UsedBytes, &m.PINSealed)
+		&m.Question, &reset, &m.PINHash, &m.TANHash, &m.Failed, &locked, &created, &active, &warned, &m.UsedBytes, &m.PINSealed, &m.TimeZone)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -308,10 +314,10 @@ func (s *SQLStore) GetMailbox(ctx context.Context, addr string) (*Mailbox, error
 
 // CreateMailbox inserts m unless a mailbox for its address exists.
 func (s *SQLStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, error) {
-	res, err := s.exec(ctx, `INSERT INTO mailbox (`+mailboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	res, err := s.exec(ctx, `INSERT INTO mailbox (`+mailboxCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(address) DO NOTHING`,
 		strings.ToLower(m.Address), m.State, m.Language, m.PublicKey, m.WrappedPW, m.WrappedQA, m.WrappedMK, m.Question,
-		b2i(m.ResetAllow), m.PINHash, m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed)
+		b2i(m.ResetAllow), m.PINHash, m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed, m.TimeZone)
 	if err != nil {
 		return false, err
 	}
@@ -323,9 +329,9 @@ func (s *SQLStore) CreateMailbox(ctx context.Context, m *Mailbox) (bool, error) 
 func (s *SQLStore) UpdateMailbox(ctx context.Context, m *Mailbox) error {
 	res, err := s.exec(ctx, `UPDATE mailbox SET state=?, language=?, public_key=?, wrapped_pw=?, wrapped_qa=?,
 		wrapped_mk=?, question=?, reset_allow=?, pin_hash=?, tan_hash=?, failed=?, locked_until=?, created=?, last_active=?,
-		warned_at=?, used_bytes=?, pin_sealed=? WHERE address=?`,
+		warned_at=?, used_bytes=?, pin_sealed=?, time_zone=? WHERE address=?`,
 		m.State, m.Language, m.PublicKey, m.WrappedPW, m.WrappedQA, m.WrappedMK, m.Question, b2i(m.ResetAllow), m.PINHash,
-		m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed, strings.ToLower(m.Address))
+		m.TANHash, m.Failed, ut(m.LockedUntil), ut(m.Created), ut(m.LastActive), ut(m.WarnedAt), m.UsedBytes, m.PINSealed, m.TimeZone, strings.ToLower(m.Address))
 	if err != nil {
 		return err
 	}

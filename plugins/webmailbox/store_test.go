@@ -2,6 +2,7 @@ package webmailbox
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posthorn/posthorn/sdk/sqldb"
 	"github.com/posthorn/posthorn/testbed/pgtest"
 )
 
@@ -30,11 +32,14 @@ func storeSuite(t *testing.T, st Store) {
 	if _, err := st.GetMailbox(ctx, "none@x.test"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing mailbox: %v", err)
 	}
-	got.State, got.Failed, got.LockedUntil = StateActive, 2, now.Add(time.Hour)
+	if got.TimeZone != "" {
+		t.Errorf("new mailbox has time zone %q", got.TimeZone)
+	}
+	got.State, got.Failed, got.LockedUntil, got.TimeZone = StateActive, 2, now.Add(time.Hour), "America/New_York"
 	if err := st.UpdateMailbox(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if g, _ := st.GetMailbox(ctx, "bob@x.test"); g.State != StateActive || g.Failed != 2 || !g.LockedUntil.Equal(now.Add(time.Hour)) {
+	if g, _ := st.GetMailbox(ctx, "bob@x.test"); g.State != StateActive || g.Failed != 2 || !g.LockedUntil.Equal(now.Add(time.Hour)) || g.TimeZone != "America/New_York" {
 		t.Errorf("update lost: %+v", g)
 	}
 
@@ -122,6 +127,61 @@ func storeSuite(t *testing.T, st Store) {
 	if _, err := st.GetSession(ctx, []byte("s2")); !errors.Is(err, ErrNotFound) {
 		t.Error("session outlived its mailbox")
 	}
+}
+
+// migrationSuite: a database at schema version 7 (before time zones)
+// with a mailbox in it is migrated by opening it: the mailbox keeps its
+// fields and gets the organisation's zone ("") until its owner chooses.
+func migrationSuite(t *testing.T, db *sql.DB, d sqldb.Dialect, open func() (Store, error)) {
+	ctx := context.Background()
+	if err := sqldb.Migrate(ctx, db, d, "webmailbox", schema(d)[:7]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, d.Rebind(`INSERT INTO mailbox (address, state, language, public_key, created, last_active) VALUES (?,?,?,?,?,?)`),
+		"old@x.test", StateActive, "en", []byte{1}, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	st, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mb, err := st.GetMailbox(ctx, "old@x.test")
+	if err != nil || mb.TimeZone != "" || mb.Language != "en" || mb.State != StateActive {
+		t.Fatalf("after migration: %+v %v", mb, err)
+	}
+	mb.TimeZone = "Asia/Tokyo"
+	if err := st.UpdateMailbox(ctx, mb); err != nil {
+		t.Fatal(err)
+	}
+	if mb, _ := st.GetMailbox(ctx, "old@x.test"); mb.TimeZone != "Asia/Tokyo" {
+		t.Errorf("time zone not stored: %q", mb.TimeZone)
+	}
+	var v int
+	if err := db.QueryRowContext(ctx, d.Rebind(`SELECT MAX(version) FROM posthorn_migrations WHERE component = ?`), "webmailbox").Scan(&v); err != nil || v != len(schema(d)) {
+		t.Errorf("schema version %d (%v), want %d", v, err, len(schema(d)))
+	}
+}
+
+func TestSQLiteMigration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sqldb.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	migrationSuite(t, db, sqldb.SQLite, func() (Store, error) { return OpenSQLite(path) })
+}
+
+func TestPostgresMigration(t *testing.T) {
+	c := pgtest.Start(t).NewShared(t)
+	ctx := context.Background()
+	db, err := sqldb.OpenPostgres(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	migrationSuite(t, db, sqldb.Postgres, func() (Store, error) { return OpenShared(ctx, c) })
 }
 
 func TestSQLiteStore(t *testing.T) {

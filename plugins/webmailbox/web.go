@@ -58,13 +58,29 @@ type page struct {
 	Support, Imprint, Privacy string
 
 	loc *time.Location
+	now time.Time
 }
+
+// Zone is the IANA name of the page's time zone.
+func (p *page) Zone() string {
+	if p.loc == nil {
+		return "UTC"
+	}
+	return p.loc.String()
+}
+
+// Zones are the time zones to choose from, by region.
+func (p *page) Zones() []ZoneGroup { return zoneGroups() }
+
+// Now is the current time in the page's zone, with the zone's
+// abbreviation: what the settings page shows next to the choice.
+func (p *page) Now() string { return formatDate(p.now, p.Lang, p.loc, true) }
 
 // fieldOf says which form field an error belongs to (its input's id).
 var fieldOf = map[string]string{
 	"err_pw_short": "pw", "err_pw_mismatch": "pw2", "err_question": "q", "err_pin": "pin", "err_pin_tan": "pin",
 	"err_tan": "tan", "login_failed": "pw", "old_pw_wrong": "old", "reset_failed": "a", "err_recipient": "to",
-	"err_unknown_recipient": "to", "err_no_recipient": "to",
+	"err_unknown_recipient": "to", "err_no_recipient": "to", "err_zone": "zone",
 }
 
 // FieldErr is the error text to show next to the field with this id.
@@ -157,6 +173,7 @@ func (sv *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /send", sv.auth(sv.sendPost))
 	mux.HandleFunc("GET /settings", sv.auth(sv.settingsForm))
 	mux.HandleFunc("POST /settings", sv.auth(sv.settingsPost))
+	mux.HandleFunc("POST /settings/zone", sv.auth(sv.zonePost))
 	mux.HandleFunc("GET /keys", sv.auth(sv.keysForm))
 	mux.HandleFunc("POST /keys", sv.auth(sv.keysPost))
 	var h http.Handler = mux
@@ -270,10 +287,10 @@ func (sv *Service) newPage(w http.ResponseWriter, r *http.Request, se *session) 
 		back += "?" + r.URL.RawQuery
 	}
 	th := sv.s.theme
-	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed, loc: sv.s.loc,
+	p := &page{P: sv.s.prefix, Org: sv.s.organization, Back: back, ResetAllowed: sv.s.resetAllowed, loc: sv.s.loc, now: sv.Now(),
 		Logo: th.logoData != nil, Support: th.support, Imprint: th.imprint, Privacy: th.privacy}
 	if se != nil {
-		p.Lang, p.CSRF, p.User = se.mb.Language, se.csrf, se.mb.Address
+		p.Lang, p.CSRF, p.User, p.loc = se.mb.Language, se.csrf, se.mb.Address, sv.locOf(se.mb)
 		if ms, err := sv.store.ListMessages(r.Context(), se.mb.Address, "inbox"); err == nil {
 			for _, m := range ms {
 				if m.Unread {
@@ -739,7 +756,7 @@ func (sv *Service) export(w http.ResponseWriter, r *http.Request, se *session) {
 	case "eml":
 		download(w, "message/rfc822", fileBase(m)+".eml", m.Raw)
 	case "pdf":
-		b, err := ExportPDF(m.Raw, se.mb.Language, sv.s.loc, m.Received)
+		b, err := ExportPDF(m.Raw, se.mb.Language, sv.locOf(se.mb), m.Received)
 		if err != nil {
 			sv.log.Error("pdf export", "error", err)
 			sv.fail(w, r, se, http.StatusInternalServerError, "err_internal")
@@ -983,10 +1000,33 @@ func buildMessage(from string, to []*mail.Address, subject, body string, now tim
 func (sv *Service) settingsForm(w http.ResponseWriter, r *http.Request, se *session) {
 	p := sv.newPage(w, r, se)
 	p.Title, p.ResetAllowed, p.Question = p.T("settings"), se.mb.ResetAllow, se.mb.Question
-	if !se.mb.ResetAllow {
+	switch {
+	case r.URL.Query().Get("done") == "zone":
+		p.Notice = "tz_saved"
+	case !se.mb.ResetAllow:
 		p.Notice = "pw_fixed"
 	}
 	sv.render(w, http.StatusOK, "settings", p)
+}
+
+// zonePost stores the time zone the owner chose; dates on every page,
+// in exports and in notification mails follow it.
+func (sv *Service) zonePost(w http.ResponseWriter, r *http.Request, se *session) {
+	z := r.PostFormValue("zone")
+	if !validZone(z) {
+		p := sv.newPage(w, r, se)
+		p.Title, p.ResetAllowed, p.Question, p.Error = p.T("settings"), se.mb.ResetAllow, se.mb.Question, "err_zone"
+		sv.render(w, http.StatusUnprocessableEntity, "settings", p)
+		return
+	}
+	se.mb.TimeZone = z
+	if err := sv.store.UpdateMailbox(r.Context(), se.mb); err != nil {
+		sv.log.Error("saving the time zone", "mailbox", se.mb.Address, "error", err)
+		sv.fail(w, r, se, http.StatusInternalServerError, "err_internal")
+		return
+	}
+	sv.log.Info("time zone chosen", "mailbox", se.mb.Address, "zone", sv.locOf(se.mb).String())
+	sv.redirect(w, r, "/settings?done=zone")
 }
 
 func (sv *Service) settingsPost(w http.ResponseWriter, r *http.Request, se *session) {

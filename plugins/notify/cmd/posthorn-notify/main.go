@@ -4,6 +4,8 @@
 package main
 
 import (
+	_ "time/tzdata" // the events' time_zone works without the system's zoneinfo
+
 	"github.com/posthorn/posthorn/plugins/notify"
 	"github.com/posthorn/posthorn/sdk"
 )
