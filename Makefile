@@ -126,9 +126,12 @@ fmt:
 BENCH_N ?= 5000
 BENCH_S ?= 10
 BENCH_C ?= 20
+BENCH_QUEUE_N ?= 100000
 bench: build
 	$(GO) run ./testbed/cmd/bench -posthorn $(BIN)/posthorn -n $(BENCH_N) -size $(BENCH_S) -c $(BENCH_C)
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./queue/ ./mta/maildir/
+	$(GO) test -run '^$$' -bench Enqueue -benchtime 2000x ./queue/
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./mta/internal/maildir/
+	$(GO) test -run '^$$' -bench 'QueueScale|Recover$$' -benchtime 1x ./queue/ -args -queue-scale-n=$(BENCH_QUEUE_N) -queue-recover-n=$(BENCH_QUEUE_N)
 	$(GO) test -run '^$$' -bench 'Protect|Path100KB' -benchtime 5x ./plugins/smime/
 	$(GO) test -run '^$$' -bench DirectoryRCPT1M -benchtime 50000x ./mta/internal/directory/
 	$(GO) test -run '^$$' -bench DirectoryOpen -benchtime 200x ./mta/internal/directory/

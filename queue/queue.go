@@ -46,6 +46,9 @@ type Options struct {
 	noGroupCommit bool
 	// compactMin overrides the journal size that triggers a rewrite.
 	compactMin int64
+	// recoverStep, if set (crash tests), is called after each file
+	// recovery loaded, removed or quarantined, on several goroutines.
+	recoverStep func()
 }
 
 const (
