@@ -758,7 +758,10 @@ func newResolver(cfg *conf.Config) (*resolver.Resolver, error) {
 	case "no":
 		trust = false
 	}
-	return resolver.New(resolver.Options{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.D(), TrustAD: trust})
+	// The cache keeps MX, A, AAAA and TLSA answers within their TTL
+	// (issue 19: a lookup per delivery); it asks only this server.
+	return resolver.New(resolver.Options{Server: cfg.DNS.Resolver, Timeout: cfg.DNS.Timeout.D(), TrustAD: trust,
+		CacheEntries: resolver.DefaultCacheEntries})
 }
 
 // loadDKIM loads the signing keys and returns the signing stage for

@@ -32,9 +32,16 @@ type Options struct {
 	// empty): the AD bit is believed only from a loopback resolver. This
 	// is conf's trust_ad = "auto".
 	TrustADAuto bool
+	// CacheEntries, if positive, keeps up to that many answers of the
+	// delivery path (MX, A, AAAA, TLSA, CNAME) for at most their TTL;
+	// see cache.go for the rules. Zero means no cache: every lookup asks
+	// Server. DefaultCacheEntries is the daemon's choice.
+	CacheEntries int
 
 	// resolvConf overrides /etc/resolv.conf (tests).
 	resolvConf string
+	// now is the cache's clock (tests; default time.Now).
+	now func() time.Time
 }
 
 // DefaultTrustAD is the default for Options.TrustAD: true only when server
@@ -65,6 +72,7 @@ type Resolver struct {
 	server  string
 	timeout time.Duration
 	trustAD bool
+	cache   *cache // nil: none
 }
 
 const (
@@ -119,7 +127,14 @@ func New(opts Options) (*Resolver, error) {
 	if opts.TrustADAuto {
 		trust = DefaultTrustAD(server)
 	}
-	return &Resolver{server: server, timeout: t, trustAD: trust}, nil
+	res := &Resolver{server: server, timeout: t, trustAD: trust}
+	if opts.CacheEntries < 0 {
+		return nil, fmt.Errorf("resolver: negative cache size %d", opts.CacheEntries)
+	}
+	if opts.CacheEntries > 0 {
+		res.cache = newCache(opts.CacheEntries, opts.now)
+	}
+	return res, nil
 }
 
 // Server returns the address queries go to ("HOST:PORT").
@@ -431,11 +446,28 @@ func typeMatches(rr dns.RR, qtype uint16) bool {
 
 // exchange sends one query for name/qtype over UDP, retrying over TCP if
 // the answer is truncated, and checks that the answer is a response to
-// it.
+// it. With a cache, an answer still within its TTL is served from there
+// (name is canonical: lookup and CNAME pass it through canonicalName).
 func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, r.netError(name, qtype, err)
 	}
+	if r.cache == nil || !cacheable(qtype) {
+		return r.query(ctx, name, qtype)
+	}
+	if m := r.cache.get(name, qtype); m != nil {
+		return m, nil
+	}
+	sent := r.cache.now()
+	resp, err := r.query(ctx, name, qtype)
+	if err == nil {
+		r.cache.put(name, qtype, resp, sent)
+	}
+	return resp, err
+}
+
+// query asks the server (see exchange).
+func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
