@@ -221,37 +221,6 @@ func clickAndLoad(sel, want string) chromedp.Action {
 	})
 }
 
-// waitPluginsRunning waits until n plugins run.
-func waitPluginsRunning(t *testing.T, e *testEnv, n int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		running := 0
-		for _, s := range e.d.PluginStatus() {
-			if s.State == "running" {
-				running++
-			}
-		}
-		if running == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("plugins not running: %+v", e.d.PluginStatus())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// buildPlugin builds a plugin binary into dir.
-func buildPlugin(t *testing.T, dir, name string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "posthorn-"+name)
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/"+name+"/cmd/posthorn-"+name).CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	return bin
-}
-
 // axe runs axe-core (the npm package, fetched by .ci/run into a cache
 // outside the repository) on pages and collects serious and critical
 // WCAG 2.1 A/AA violations. Without the file the checks are skipped with

@@ -12,12 +12,14 @@ import (
 	"net"
 	"net/textproto"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/conf"
@@ -371,4 +373,95 @@ func freeLocalAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestMain removes the plugin binaries built for the package's tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// built holds the binaries buildOnce made, one directory for the test
+// binary.
+var built struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]string // package -> binary
+}
+
+// buildOnce builds the Go command pkg as name once per test binary and
+// returns its path.
+func buildOnce(t *testing.T, name, pkg string) string {
+	t.Helper()
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	if bin, ok := built.bins[pkg]; ok {
+		return bin
+	}
+	if built.dir == "" {
+		dir, err := os.MkdirTemp("", "phpl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		built.dir, built.bins = dir, map[string]string{}
+	}
+	bin := filepath.Join(built.dir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	built.bins[pkg] = bin
+	return bin
+}
+
+// pluginBinary is the plugin posthorn-NAME (plugins/NAME/cmd/posthorn-NAME),
+// built once per test binary.
+func pluginBinary(t *testing.T, name string) string {
+	t.Helper()
+	return buildOnce(t, "posthorn-"+name, "github.com/posthorn/posthorn/plugins/"+name+"/cmd/posthorn-"+name)
+}
+
+// waitPluginsRunning waits until n plugins run.
+func (e *testEnv) waitPluginsRunning(n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		running := 0
+		for _, s := range e.d.PluginStatus() {
+			if s.State == "running" {
+				running++
+			}
+		}
+		if running == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d plugins not running: %+v", n, e.d.PluginStatus())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// login opens a submission session (STARTTLS) authenticated as testUser.
+func (e *testEnv) login() *smtp.Client {
+	e.t.Helper()
+	c := e.dialTLS(smtpd.Submission)
+	if err := c.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// submit sends msg from testUser to rcpts in a submission session of its
+// own, closed at once: no session idles into the server's command
+// timeout while the test waits for something slow (a delivery, gpg).
+func (e *testEnv) submit(rcpts []string, msg string) {
+	e.t.Helper()
+	c := e.login()
+	if err := send(c, testUser, rcpts, msg); err != nil {
+		e.t.Fatal(err)
+	}
+	c.Quit()
 }

@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
-	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/plugins/pgp/wkd"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/ca"
@@ -46,11 +43,10 @@ func TestPGPKeyFromWKDGetsEncryptedMail(t *testing.T) {
 		t.Skip("gpg not installed (.ci/run installs it)")
 	}
 	dir := shortTempDir(t)
-	bin := filepath.Join(dir, "posthorn-pgp")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/pgp/cmd/posthorn-pgp").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	// Bob's key, made by gpg in a home of its own.
+	bin := pluginBinary(t, "pgp")
+	// Every key is made by gpg (in a home of its own) before any SMTP
+	// session opens: generation takes seconds on a loaded machine, longer
+	// than the daemon's command timeout (5 s) lets a session idle.
 	home, err := os.MkdirTemp("/tmp", "g")
 	if err != nil {
 		t.Fatal(err)
@@ -70,12 +66,16 @@ func TestPGPKeyFromWKDGetsEncryptedMail(t *testing.T) {
 		}
 		return out
 	}
+	// Bob's key, published by WKD.
 	gpg(nil, "--quick-gen-key", "Bob <bob@remote.test>", "default", "default", "never")
 	bobKey := gpg(nil, "--export", "bob@remote.test")
 	// Our own key for alice, also made by gpg (so gpg knows it to verify).
 	gpg(nil, "--quick-gen-key", "Alice <alice@example.test>", "default", "default", "never")
 	aliceSecret := filepath.Join(dir, "alice.sec.asc")
 	os.WriteFile(aliceSecret, gpg(nil, "--armor", "--export-secret-keys", "alice@example.test"), 0o600)
+	// Dave's key, uploaded in the web mailbox later on.
+	gpg(nil, "--quick-gen-key", "Dave <dave@remote.test>", "default", "default", "never")
+	daveKey := gpg(nil, "--armor", "--export", "dave@remote.test")
 
 	// The WKD server for remote.test.
 	root, err := ca.New("WKD CA")
@@ -120,23 +120,8 @@ sign = true
 `, bin, caFile, "{DNS}", port, aliceSecret))
 	// The WKD host's address comes from the testbed's DNS.
 	e.dns.Zone("remote.test", dnsserver.Insecure).A("openpgpkey.remote.test.", "127.0.0.1")
-	deadline := time.Now().Add(30 * time.Second)
-	for running := false; !running; {
-		for _, s := range e.d.PluginStatus() {
-			running = s.State == "running"
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgp plugin not running: %+v", e.d.PluginStatus())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
-	if err := send(s, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: for bob only\r\n\r\nSecret plans.\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	e.waitPluginsRunning(1)
+	e.submit([]string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: for bob only\r\n\r\nSecret plans.\r\n")
 	msgs, err := m.WaitMessages(1, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +144,7 @@ sign = true
 	// carol has no key anywhere: her mail cannot be encrypted, but the
 	// rule asks for signing, so it leaves as PGP/MIME multipart/signed,
 	// and gpg verifies alice's signature over the content part.
-	if err := send(s, testUser, []string{"carol@remote.test"}, "From: alice@example.test\r\nTo: carol@remote.test\r\nSubject: hi\r\n\r\nSigned, not sealed.\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	e.submit([]string{"carol@remote.test"}, "From: alice@example.test\r\nTo: carol@remote.test\r\nSubject: hi\r\n\r\nSigned, not sealed.\r\n")
 	msgs, err = m.WaitMessages(2, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -187,11 +170,6 @@ sign = true
 
 	// dave uploads his key in the web mailbox; the pgp plugin takes it from
 	// the event, and his mail leaves encrypted.
-	// (Key generation can outlast the session's idle timeout on a loaded
-	// machine: the mail goes in a new session.)
-	s.Quit()
-	gpg(nil, "--quick-gen-key", "Dave <dave@remote.test>", "default", "default", "never")
-	daveKey := gpg(nil, "--armor", "--export", "dave@remote.test")
 	e.d.EmitForTest(sdk.Event{ID: "up-2", Type: "webmailbox.key_uploaded", Recipient: "dave@remote.test", Sender: "dave@remote.test",
 		SourcePlugin: "webmailbox", Time: time.Now(), Attributes: map[string]string{"kind": "pgp", "fingerprint": "x", "key": string(daveKey)}})
 	for deadline := time.Now().Add(30 * time.Second); !e.d.CanHandleForTest("pgp", "alice@example.test", "dave@remote.test"); {
@@ -200,13 +178,7 @@ sign = true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s = e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
-	if err := send(s, testUser, []string{"dave@remote.test"}, "From: alice@example.test\r\nTo: dave@remote.test\r\nSubject: for dave\r\n\r\nDave only.\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	e.submit([]string{"dave@remote.test"}, "From: alice@example.test\r\nTo: dave@remote.test\r\nSubject: for dave\r\n\r\nDave only.\r\n")
 	msgs, err = m.WaitMessages(3, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ func TestWebMailboxReplyToStaffEncrypted(t *testing.T) {
 		t.Skip("openssl not installed (.ci/run installs it)")
 	}
 	dir := shortTempDir(t)
-	wmb, notify, smime := buildPlugin(t, dir, "webmailbox"), buildPlugin(t, dir, "notify"), buildPlugin(t, dir, "smime")
+	wmb, notify, smime := pluginBinary(t, "webmailbox"), pluginBinary(t, "notify"), pluginBinary(t, "smime")
 	pki := newSMIMEPKI(t, dir)
 	staffCrt, staffKey := pki.issue("staff", "staff@remote.test")
 	aliceCrt, aliceKey := pki.issue("alice", "alice@example.test")
@@ -76,7 +76,7 @@ recipients = ["remote.test"]
 encrypt = "opportunistic"
 methods = ["smime"]
 `, notify, smime, trust, aliceCrt, aliceKey, wmb, web, web))
-	waitPluginsRunning(t, e, 3)
+	e.waitPluginsRunning(3)
 
 	// staff@remote.test signs a mail to alice: the smime plugin harvests
 	// the certificate on the way in.
