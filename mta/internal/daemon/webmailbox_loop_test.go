@@ -23,8 +23,7 @@ import (
 // it, since only plugins' mail counts. The web mailbox plugin runs under
 // another name ("securebox"): it is known by its binary.
 func TestWebMailboxNotificationLoopGuard(t *testing.T) {
-	dir := shortTempDir(t)
-	wmb, notify := buildPlugin(t, dir, "webmailbox"), buildPlugin(t, dir, "notify")
+	wmb, notify := pluginBinary(t, "webmailbox"), pluginBinary(t, "notify")
 	web := freeLocalAddr(t)
 	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
 [[plugin]]
@@ -51,7 +50,7 @@ methods = ["securebox"]
 	if w := e.cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "encryption.rule[0]") {
 		t.Errorf("config warnings %q, want one for rule 0", w)
 	}
-	waitPluginsRunning(t, e, 2)
+	e.waitPluginsRunning(2)
 	s := e.dialTLS(smtpd.Submission)
 	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
 		t.Fatal(err)
