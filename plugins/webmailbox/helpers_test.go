@@ -160,6 +160,13 @@ func baseConfig() map[string]any {
 // prepare, if given, runs on the data dir before Configure.
 func newEnv(t *testing.T, change func(map[string]any), prepare ...func(dataDir string)) *env {
 	t.Helper()
+	return newEnvDB(t, nil, change, prepare...)
+}
+
+// newEnvDB is newEnv with the store in the shared database db (nil:
+// SQLite in the data dir).
+func newEnvDB(t *testing.T, db *sdk.Database, change func(map[string]any), prepare ...func(dataDir string)) *env {
+	t.Helper()
 	cfg := baseConfig()
 	if change != nil {
 		change(cfg)
@@ -174,7 +181,7 @@ func newEnv(t *testing.T, change func(map[string]any), prepare ...func(dataDir s
 	for _, f := range prepare {
 		f(e.dir)
 	}
-	if err := e.p.Configure(context.Background(), sdk.Config{JSON: js, DataDir: e.dir, Host: e.host}); err != nil {
+	if err := e.p.Configure(context.Background(), sdk.Config{JSON: js, DataDir: e.dir, Host: e.host, Database: db}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	t.Cleanup(func() {

@@ -55,6 +55,9 @@ func (sv *Service) housekeepingLoop(ctx context.Context, every time.Duration) {
 func (sv *Service) Housekeeping(ctx context.Context) error {
 	now := sv.Now()
 	sv.th.prune(now)
+	if err := sv.th.pruneShared(ctx, now); err != nil {
+		return err
+	}
 	if n, err := sv.store.DeleteMessagesBefore(ctx, now.Add(-sv.s.retention)); err != nil {
 		return err
 	} else if n > 0 {

@@ -75,8 +75,10 @@ func newService(ctx context.Context, s *settings, host sdk.Host, log *slog.Logge
 	if host == nil {
 		host = noHost{}
 	}
-	return &Service{s: s, store: st, host: host, log: log, Now: func() time.Time { return time.Now().UTC() },
-		master: mk, th: newThrottle(s.maxFailed, s.lockout), resetSent: map[string]time.Time{}, dummy: WrapWithSecret(mustKey(), "-", s.kdf, nil)}, nil
+	sv := &Service{s: s, store: st, host: host, log: log, Now: func() time.Time { return time.Now().UTC() },
+		master: mk, th: newThrottle(s.maxFailed, s.lockout), resetSent: map[string]time.Time{}, dummy: WrapWithSecret(mustKey(), "-", s.kdf, nil)}
+	sv.th.shared = st.failureCounters()
+	return sv, nil
 }
 
 type noHost struct{}

@@ -42,7 +42,8 @@ type Mailbox struct {
 	PINSealed  []byte // the PIN under the master key, to tell senders again until activation
 	TANHash    []byte // operator's TAN (slowHash); nil without TAN
 	// Failed and LockedUntil are no longer used: guessing is limited per
-	// client and account in memory (throttle.go). Kept for the schema.
+	// client and account in memory and, with PostgreSQL, in
+	// webmailbox_failures (throttle.go). Kept for the schema.
 	Failed      int
 	LockedUntil time.Time
 	Created     time.Time
@@ -215,6 +216,15 @@ func OpenShared(ctx context.Context, c sdk.Database) (*SQLStore, error) {
 		return nil, fmt.Errorf("webmailbox: %w", err)
 	}
 	return &SQLStore{db: db, d: sqldb.Postgres}, nil
+}
+
+// failureCounters are the guessing counters the nodes share
+// (throttle.go), or nil for SQLite: one machine counts in memory.
+func (s *SQLStore) failureCounters() *sqldb.Counters {
+	if s.d != sqldb.Postgres {
+		return nil
+	}
+	return &sqldb.Counters{DB: s.db, Dialect: s.d, Table: "webmailbox_failures"}
 }
 
 // RunOnce runs a job once across the nodes sharing the store

@@ -77,3 +77,68 @@ func TestSQLDB(t *testing.T) {
 		}
 	}
 }
+
+// TestCounters: two nodes add to the same shared counters at once and
+// every event is counted; stale counts restart; Get, Delete and Prune.
+func TestCounters(t *testing.T) {
+	shared := pgtest.Start(t).NewShared(t)
+	ctx := context.Background()
+	var cs [2]sqldb.Counters
+	for i := range cs {
+		db, err := sqldb.OpenPostgres(ctx, shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		cs[i] = sqldb.Counters{DB: db, Dialect: sqldb.Postgres, Table: "failures"}
+	}
+	if _, err := cs[0].DB.Exec(`CREATE TABLE failures (k TEXT PRIMARY KEY, n BIGINT NOT NULL, first_at BIGINT NOT NULL, last_at BIGINT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := cs[i%2].Add(ctx, "p:x", now.Add(time.Duration(i)*time.Millisecond), time.Time{}, now.Add(-time.Hour)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := cs[1].Get(ctx, "p:x", "p:none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got["p:x"]; len(got) != 1 || c.N != 40 || !c.First.Equal(now) && c.First.After(now.Add(40*time.Millisecond)) || !c.Last.Equal(now.Add(39*time.Millisecond)) {
+		t.Fatalf("after 40 concurrent adds from two nodes: %+v", got)
+	}
+	// Quiet for longer than allowed: starts again.
+	later := now.Add(2 * time.Hour)
+	if c, err := cs[0].Add(ctx, "p:x", later, time.Time{}, later.Add(-time.Hour)); err != nil || c.N != 1 || !c.First.Equal(later) {
+		t.Fatalf("after a quiet hour: %+v %v", c, err)
+	}
+	// A window that began too long ago: starts again, though not quiet.
+	for i := 0; i < 3; i++ {
+		if _, err := cs[i%2].Add(ctx, "ip:y", now.Add(time.Duration(i)*time.Minute), now.Add(-10*time.Minute), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := now.Add(11 * time.Minute)
+	if c, err := cs[1].Add(ctx, "ip:y", at, at.Add(-10*time.Minute), time.Time{}); err != nil || c.N != 1 {
+		t.Fatalf("window over: %+v %v", c, err)
+	}
+	if c, err := cs[0].Add(ctx, "ip:y", at.Add(time.Minute), at.Add(-9*time.Minute), time.Time{}); err != nil || c.N != 2 || !c.First.Equal(at) {
+		t.Fatalf("same window: %+v %v", c, err)
+	}
+	if err := cs[0].Delete(ctx, "ip:y"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cs[1].Prune(ctx, "p:", later.Add(time.Second)); err != nil || n != 1 {
+		t.Fatalf("prune: %d %v", n, err)
+	}
+	if got, err := cs[0].Get(ctx, "p:x", "ip:y"); err != nil || len(got) != 0 {
+		t.Fatalf("left after Delete and Prune: %+v %v", got, err)
+	}
+}

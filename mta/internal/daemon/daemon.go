@@ -204,6 +204,12 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		if d.shared, _, err = database.OpenPostgres(d.ctx, cfg.Database); err != nil {
 			return d, err
 		}
+		// AUTH failures count across the nodes.
+		gs, err := newSharedGuard(d.ctx, d.shared)
+		if err != nil {
+			return d, err
+		}
+		d.guard.SetStore(gs)
 	}
 	g, err := d.build(cfg)
 	if err != nil {

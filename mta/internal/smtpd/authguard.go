@@ -1,6 +1,8 @@
 package smtpd
 
 import (
+	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -43,7 +45,8 @@ const (
 // over its limit refuses only the addresses that already failed for it, so
 // an attacker cannot lock the real user out. Addresses that logged in
 // successfully are remembered for a day; the listener keeps its reserved
-// sessions for them.
+// sessions for them. With a GuardStore (SetStore) the counts are shared by
+// the nodes of a cluster.
 type AuthGuard struct {
 	cfg     GuardConfig
 	slots   chan struct{} // every check holds one
@@ -58,6 +61,111 @@ type AuthGuard struct {
 	// pending counts checks waiting or running per address: a second
 	// one from the same address goes into the suspect lane.
 	pending map[string]int
+
+	store GuardStore // counts shared with the other nodes; nil: none
+}
+
+// GuardStore shares the guard's counts with the other nodes of a cluster
+// (the database they share), so that guessing spread over the nodes is
+// limited as on one: failures counted on any node block an address or
+// put an account under attack on every node, and an address that logged
+// in on one node is known on all. Keys are the guard's ("ip", "acct",
+// "pair" and "good" scopes); the store may hash them.
+type GuardStore interface {
+	// Counts returns the stored counts of keys; absent keys are missing.
+	Counts(ctx context.Context, keys ...string) (map[string]GuardCount, error)
+	// AddFailure counts one failure for each key at now; a count whose
+	// window (started at Since) is older than window starts again. It
+	// returns the counts after the addition, in the order of keys.
+	AddFailure(ctx context.Context, now time.Time, window time.Duration, keys ...string) ([]GuardCount, error)
+	// LoggedIn records a successful login under key at now.
+	LoggedIn(ctx context.Context, now time.Time, key string) error
+}
+
+// GuardCount is one shared count: N failures since Since, the last at
+// Last (for "good" keys: Last is the last login).
+type GuardCount struct {
+	N           int
+	Since, Last time.Time
+}
+
+// guardStoreTimeout bounds one round trip to the GuardStore.
+const guardStoreTimeout = 5 * time.Second
+
+// SetStore makes g count in s as well as in memory (memory stays the
+// first look: an address it blocks is refused without asking s). When s
+// cannot be read, AUTH is refused as unavailable (454) rather than
+// checked with the limits of this node alone. Call it before the guard
+// is used.
+func (g *AuthGuard) SetStore(s GuardStore) { g.store = s }
+
+// Keys of the scopes in the GuardStore.
+func guardKeys(addr, acct string) (ip, account, pair, good string) {
+	p := acct + "\x00" + addr
+	return "ip\x00" + addr, "acct\x00" + acct, "pair\x00" + p, "good\x00" + p
+}
+
+// sharedCheck is Check's look at the counts of all nodes. It reports
+// whether to refuse (throttled, with the address's count) and whether the
+// client is suspect; ok is false when the store could not be read.
+func (g *AuthGuard) sharedCheck(addr, acct string, known bool, now time.Time) (throttled, suspect bool, n int, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), guardStoreTimeout)
+	defer cancel()
+	ik, ak, pk, gk := guardKeys(addr, acct)
+	cs, err := g.store.Counts(ctx, ik, ak, pk, gk)
+	if err != nil {
+		return false, false, 0, false
+	}
+	fresh := func(c GuardCount) bool { return c.N > 0 && now.Sub(c.Since) < g.cfg.Window }
+	ipc := cs[ik]
+	if ipc.N >= g.cfg.MaxFailuresPerIP && now.Before(ipc.Last.Add(g.cfg.BlockTime)) {
+		// Blocked by failures on any node: remember it here.
+		g.mu.Lock()
+		fc := g.ips[addr]
+		if fc == nil {
+			fc = &failCount{since: ipc.Since}
+			g.ips[addr] = fc
+		}
+		fc.n = max(fc.n, ipc.N)
+		if b := ipc.Last.Add(g.cfg.BlockTime); fc.blocked.Before(b) {
+			fc.blocked = b
+		}
+		g.mu.Unlock()
+		return true, true, ipc.N, true
+	}
+	if gc, ok := cs[gk]; ok && now.Sub(gc.Last) < goodFor {
+		known = true
+	}
+	attacked := fresh(cs[ak]) && cs[ak].N >= g.cfg.MaxFailuresPerAccount
+	if attacked && !known && fresh(cs[pk]) {
+		return true, true, ipc.N, true
+	}
+	return false, fresh(ipc) || (attacked && !known), ipc.N, true
+}
+
+// sharedFailure counts a failure in the store and takes the counts of
+// all nodes into memory; it returns the address's count (0: the store
+// failed, memory alone counted it).
+func (g *AuthGuard) sharedFailure(addr, acct string, now time.Time) int {
+	ctx, cancel := context.WithTimeout(context.Background(), guardStoreTimeout)
+	defer cancel()
+	ik, ak, pk, _ := guardKeys(addr, acct)
+	cs, err := g.store.AddFailure(ctx, now, g.cfg.Window, ik, ak, pk)
+	if err != nil || len(cs) != 3 {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, m := range []map[string]*failCount{g.ips, g.accts, g.pairs} {
+		key := []string{addr, acct, acct + "\x00" + addr}[i]
+		if fc := m[key]; fc != nil && cs[i].N > fc.n {
+			fc.n = cs[i].N
+		}
+	}
+	if fc := g.ips[addr]; fc != nil && fc.n >= g.cfg.MaxFailuresPerIP && fc.blocked.Before(now.Add(g.cfg.BlockTime)) {
+		fc.blocked = now.Add(g.cfg.BlockTime)
+	}
+	return cs[0].N
 }
 
 type failCount struct {
@@ -154,7 +262,20 @@ func (g *AuthGuard) Check(ip net.IP, user string, verify func() (bool, error)) (
 		g.mu.Unlock()
 		return authThrottled, n
 	}
-	suspect := ipc != nil || g.pending[addr] > 0 || (attacked && !known)
+	suspect := ipc != nil || (attacked && !known)
+	if g.store != nil {
+		g.mu.Unlock()
+		throttled, sus, n, ok := g.sharedCheck(addr, acct, known, now)
+		switch {
+		case !ok:
+			return authUnavailable, 0
+		case throttled:
+			return authThrottled, n
+		}
+		suspect = suspect || sus
+		g.mu.Lock()
+	}
+	suspect = suspect || g.pending[addr] > 0
 	g.pending[addr]++
 	g.mu.Unlock()
 	defer func() {
@@ -193,25 +314,45 @@ func (g *AuthGuard) Check(ip net.IP, user string, verify func() (bool, error)) (
 	}
 
 	now = g.now()
+	if g.store != nil {
+		_, _, _, gk := guardKeys(addr, acct)
+		if ok {
+			ctx, cancel := context.WithTimeout(context.Background(), guardStoreTimeout)
+			g.store.LoggedIn(ctx, now, gk) // at worst the address is not known elsewhere yet
+			cancel()
+		} else {
+			// Counted here first (the fast path of the next check),
+			// then where every node sees it.
+			v, n := g.failure(addr, acct, pair, now)
+			return v, max(n, g.sharedFailure(addr, acct, now))
+		}
+	}
+	if !ok {
+		return g.failure(addr, acct, pair, now)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ok {
-		if len(g.good) >= maxGuardKeys {
-			for k, t := range g.good {
-				if now.Sub(t) >= goodFor {
-					delete(g.good, k)
-				}
+	if len(g.good) >= maxGuardKeys {
+		for k, t := range g.good {
+			if now.Sub(t) >= goodFor {
+				delete(g.good, k)
 			}
 		}
-		g.good[pair] = now
-		g.good[addr] = now
-		n := 0
-		if ipc := g.current(g.ips, addr, now); ipc != nil {
-			n = ipc.n
-		}
-		return authOK, n
 	}
-	ipc = g.count(g.ips, addr, now)
+	g.good[pair] = now
+	g.good[addr] = now
+	n := 0
+	if ipc := g.current(g.ips, addr, now); ipc != nil {
+		n = ipc.n
+	}
+	return authOK, n
+}
+
+// failure counts a wrong password in memory.
+func (g *AuthGuard) failure(addr, acct, pair string, now time.Time) (int, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ipc := g.count(g.ips, addr, now)
 	if ipc.n >= g.cfg.MaxFailuresPerIP {
 		ipc.blocked = now.Add(g.cfg.BlockTime)
 	}
@@ -219,6 +360,10 @@ func (g *AuthGuard) Check(ip net.IP, user string, verify func() (bool, error)) (
 	g.count(g.pairs, pair, now)
 	return authBad, ipc.n
 }
+
+// ErrGuardUnavailable says AUTH was not checked because the counts the
+// nodes share could not be read (GuardStore).
+var ErrGuardUnavailable = errors.New("the shared AUTH failure counts cannot be read")
 
 // Blocked reports whether ip is blocked from AUTH now.
 func (g *AuthGuard) Blocked(ip net.IP) bool {

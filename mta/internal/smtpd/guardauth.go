@@ -23,6 +23,9 @@ func (g *AuthGuard) AuthenticateFrom(ctx context.Context, a Authenticator, ip ne
 	case authThrottled:
 		return false, true, nil
 	case authUnavailable:
+		if checkErr == nil {
+			checkErr = ErrGuardUnavailable
+		}
 		return false, false, checkErr
 	}
 	return false, false, nil

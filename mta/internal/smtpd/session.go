@@ -87,6 +87,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		case authOK:
 			return nil
 		case authUnavailable:
+			if checkErr == nil {
+				checkErr = ErrGuardUnavailable
+			}
 			s.log.Warn("authentication could not be checked", "user", sanitizeHelo(user), "err", checkErr)
 			metrics.AuthFailures.WithLabelValues(s.l.name, "unavailable").Inc()
 			return fmt.Errorf("%w: %v", auth.ErrAuthUnavailable, checkErr)
