@@ -86,7 +86,7 @@ func TestConcurrent(t *testing.T) {
 			}
 			q.Stats()
 			q.Flush("")
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // pacing of the interfering operations, not a wait
 		}
 	}()
 	var ewg sync.WaitGroup

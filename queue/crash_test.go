@@ -129,6 +129,7 @@ func TestCrashKill9(t *testing.T) {
 				t.Fatalf("child too slow: %s", stderr.String())
 			}
 		}
+		// The crash point is random on purpose: not a wait.
 		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)

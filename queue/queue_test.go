@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 // clock is a settable test clock.
@@ -766,6 +769,23 @@ func TestEnqueueBodyErrorLeavesNothing(t *testing.T) {
 	}
 }
 
+// waitLeaseBlocked waits until n goroutines are blocked in Lease (parked
+// in its select), so that what the test does next reaches a waiting Lease.
+func waitLeaseBlocked(t *testing.T, n int) {
+	t.Helper()
+	wait.For(t, 10*time.Second, fmt.Sprintf("%d blocked Lease call(s)", n), func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		blocked := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "[select") && strings.Contains(g, "queue.(*Queue).Lease(") {
+				blocked++
+			}
+		}
+		return blocked >= n
+	})
+}
+
 func TestLeaseWakes(t *testing.T) {
 	q := open(t, t.TempDir(), nil, func(o *Options) { o.MinBackoff = 80 * time.Millisecond })
 	got := make(chan *Envelope)
@@ -773,7 +793,7 @@ func TestLeaseWakes(t *testing.T) {
 		env, _ := q.Lease(context.Background())
 		got <- env
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitLeaseBlocked(t, 1)
 	start := time.Now()
 	env := enqueue(t, q, "x", "a@x")
 	if e := <-got; e.ID != env.ID || time.Since(start) > time.Second {
@@ -790,13 +810,13 @@ func TestLeaseWakes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
 	go func() { _, err := q.Lease(ctx); errc <- err }()
-	time.Sleep(10 * time.Millisecond)
+	waitLeaseBlocked(t, 1)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
 	go func() { _, err := q.Lease(context.Background()); errc <- err }()
-	time.Sleep(10 * time.Millisecond)
+	waitLeaseBlocked(t, 1)
 	q.Close()
 	if err := <-errc; !errors.Is(err, ErrClosed) {
 		t.Fatal(err)

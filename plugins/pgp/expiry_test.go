@@ -3,12 +3,15 @@ package pgp_test
 import (
 	"context"
 	"io"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/posthorn/posthorn/plugins/pgp"
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 type eventHost struct {
@@ -43,15 +46,14 @@ func TestKeyExpiringEvent(t *testing.T) {
 	}
 	h := &eventHost{}
 	p := &pgp.Plugin{}
+	parked := parkedExpiryWatches()
 	if err := p.Configure(context.Background(), sdk.Config{JSON: []byte(`{"discovery":["local"],"expiry_notify":"pki@example.org"}`), DataDir: data, Host: h}); err != nil {
 		t.Fatal(err)
 	}
 	defer p.Configure(context.Background(), sdk.Config{JSON: []byte(`{}`), DataDir: t.TempDir()})
-	deadline := time.Now().Add(5 * time.Second)
-	for len(h.events()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond)
+	// The first check has run over every key once it waits for the next
+	// tick: whatever it emits has been emitted then.
+	wait.For(t, 10*time.Second, "the first expiry check", func() bool { return parkedExpiryWatches() > parked })
 	evs := h.events()
 	if len(evs) != 1 {
 		t.Fatalf("events %+v", evs)
@@ -66,4 +68,17 @@ func TestKeyExpiringEvent(t *testing.T) {
 	if err := ev.ValidateEmitted(); err != nil {
 		t.Error(err)
 	}
+}
+
+// parkedExpiryWatches counts expiry watches waiting for their next tick.
+func parkedExpiryWatches() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[select") && strings.Contains(g, "pgp.(*expiryWatch).run(") {
+			n++
+		}
+	}
+	return n
 }

@@ -96,7 +96,7 @@ func TestSlowLookupFinishesForNextTime(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
-		time.Sleep(600 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond) // the slow keyserver is what is tested
 		w.Write(arm)
 	}))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}

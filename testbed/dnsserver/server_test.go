@@ -8,12 +8,15 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 func start(t *testing.T) *Server {
@@ -277,7 +280,9 @@ func TestBehaviours(t *testing.T) {
 		m.SetQuestion("slow.example.org.", dns.TypeA)
 		c.Exchange(m, s.Addr())
 	}()
-	time.Sleep(50 * time.Millisecond)
+	wait.For(t, 5*time.Second, "the delayed query to arrive", func() bool {
+		return slices.ContainsFunc(s.Queries(), func(q Query) bool { return q.Name == "slow.example.org." })
+	})
 	t0 = time.Now()
 	s.Close()
 	if time.Since(t0) > 2*time.Second {
@@ -288,7 +293,7 @@ func TestBehaviours(t *testing.T) {
 func TestConcurrentEdits(t *testing.T) {
 	s := start(t)
 	z := s.Zone("example.org", Secure)
-	var wg sync.WaitGroup
+	var wg, readers sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -305,9 +310,9 @@ func TestConcurrentEdits(t *testing.T) {
 		}
 	}()
 	for range 4 {
-		wg.Add(1)
+		readers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer readers.Done()
 			c := &dns.Client{Timeout: 2 * time.Second}
 			for range 50 {
 				m := new(dns.Msg)
@@ -319,7 +324,8 @@ func TestConcurrentEdits(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The edits go on for as long as the readers ask.
+	readers.Wait()
 	close(stop)
 	wg.Wait()
 }

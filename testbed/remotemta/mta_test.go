@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 const testMsg = "From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -321,7 +323,17 @@ func TestDelay(t *testing.T) {
 	m.SetDelay(StageData, 0)
 	m.SetDelay(StageMail, time.Hour)
 	go func() {
-		time.Sleep(50 * time.Millisecond)
+		// Close once MAIL has arrived and waits out its delay.
+		wait.Until(10*time.Second, func() bool {
+			for _, c := range m.Connections() {
+				for _, l := range c.Log {
+					if strings.HasPrefix(l, "C: MAIL FROM") {
+						return true
+					}
+				}
+			}
+			return false
+		})
 		m.Close()
 	}()
 	if err := c.Mail("a@example.org", nil); err == nil {

@@ -39,7 +39,7 @@ func TestCrashLosesNothing(t *testing.T) {
 					if c == nil {
 						var err error
 						if c, err = dialSMTP(in.mx); err != nil {
-							time.Sleep(10 * time.Millisecond)
+							time.Sleep(10 * time.Millisecond) // redial interval while the daemon starts
 							continue
 						}
 					}
@@ -54,6 +54,8 @@ func TestCrashLosesNothing(t *testing.T) {
 				}
 			}(w)
 		}
+		// Load runs for a random time before the SIGKILL: the crash
+		// point is what the test varies, not a wait.
 		time.Sleep(time.Duration(400+rand.Intn(600)) * time.Millisecond)
 		in.kill()
 		close(stop)

@@ -184,12 +184,12 @@ func (m *scriptedMilter) serve(c net.Conn) {
 			case mode == "slow":
 				// progress packets keep the content timeout from firing
 				for i := 0; i < 6; i++ {
-					time.Sleep(250 * time.Millisecond)
+					time.Sleep(250 * time.Millisecond) // a slow milter is what is tested
 					send(pkt('p'))
 				}
 				send(pkt('h', "X-Slow\x00done\x00"), pkt('a'))
 			case mode == "hang":
-				time.Sleep(4 * time.Second)
+				time.Sleep(4 * time.Second) // a milter that does not answer is what is tested
 				return
 			case mode == "garbage":
 				c.Write([]byte("\x00\x00\x00\x05Zjunk this is not milter"))

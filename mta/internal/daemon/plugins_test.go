@@ -14,6 +14,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/remotemta"
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 var (
@@ -292,7 +293,8 @@ func TestSubmitIdempotentAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitMail("example.test", "bob", 2, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	// With the queue empty, no third copy is on its way.
+	wait.For(t, 15*time.Second, "an empty queue", func() bool { return len(d2.Queue.List()) == 0 })
 	if n := e.mailCount("example.test", "bob"); n != 2 {
 		t.Fatalf("%d messages, want 2", n)
 	}

@@ -98,7 +98,9 @@ func TestRemoteTemporaryFailureRetriesAndWarns(t *testing.T) {
 	if !strings.Contains(warn, "Action: delayed") || !strings.Contains(warn, "Will-Retry-Until:") {
 		t.Errorf("delay warning:\n%s", warn)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Once the queue is empty the message has been delivered: no
+	// further warning can come.
+	waitQueueEmpty(t, e)
 	if n := e.mailCount("example.test", "bob"); n != 1 {
 		t.Errorf("%d notices to the sender, want exactly one delay warning", n)
 	}

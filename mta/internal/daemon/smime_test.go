@@ -21,6 +21,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/remotemta"
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 // smimePKI is a CA issuing S/MIME certificates (RSA, emailProtection).
@@ -189,7 +190,12 @@ sign = true
 	pemCert, _ := os.ReadFile(carolCrt)
 	e.d.EmitForTest(sdk.Event{ID: "up-1", Type: "webmailbox.key_uploaded", Recipient: "carol@remote.test", Sender: "carol@remote.test",
 		SourcePlugin: "webmailbox", Time: time.Now(), Attributes: map[string]string{"kind": "smime", "fingerprint": "x", "key": string(pemCert)}})
-	time.Sleep(500 * time.Millisecond)
+	// The event is handled in the background: wait until the chain
+	// would pick S/MIME for carol (the plugin has her certificate).
+	wait.For(t, 20*time.Second, "the smime plugin to take carol's certificate", func() bool {
+		p, err := e.d.Preflight(t.Context(), testUser, []string{"carol@remote.test"})
+		return err == nil && len(p.Recipients) == 1 && p.Recipients[0].Encryption == "smime"
+	})
 	if err := send(s, testUser, []string{"carol@remote.test"}, "From: alice@example.test\r\nTo: carol@remote.test\r\nSubject: now sealed\r\n\r\nFor carol only.\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 func TestMXDeliversToMaildirWithTLSReceived(t *testing.T) {
@@ -174,7 +175,7 @@ func TestMessageSizeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitMail("example.test", "postmaster", 1, 10*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	waitQueueEmpty(t, e) // nothing else is on its way
 	if n := e.mailCount("example.test", "postmaster"); n != 1 {
 		t.Fatalf("want only the small message delivered, have %d", n)
 	}
@@ -229,12 +230,30 @@ func TestSessionsPerIPLimit(t *testing.T) {
 	if !strings.HasPrefix(string(b), "421 4.7.0") {
 		t.Fatalf("9th session: want 421 4.7.0, got %q", b)
 	}
-	// Closing one frees a slot.
+	// Closing one frees a slot (once the server has seen the close).
 	conns[0].Close()
-	time.Sleep(100 * time.Millisecond)
-	r := e.raw(smtpd.MX)
-	r.write("QUIT\r\n")
-	r.expect(221)
+	var greeting string
+	wait.For(t, 10*time.Second, "a session slot freed by the close", func() bool {
+		c, err := net.Dial("tcp", e.addr(smtpd.MX))
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		n, _ := c.Read(buf)
+		greeting = string(buf[:n])
+		if !strings.HasPrefix(greeting, "220 ") {
+			return false
+		}
+		fmt.Fprintf(c, "QUIT\r\n")
+		n, _ = c.Read(buf)
+		greeting = string(buf[:n])
+		return true
+	})
+	if !strings.HasPrefix(greeting, "221 ") {
+		t.Fatalf("QUIT: %q", greeting)
+	}
 }
 
 func TestCommandTimeout(t *testing.T) {
@@ -283,7 +302,9 @@ func TestSmugglingRefused(t *testing.T) {
 			r.c.Close()
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	// A message accepted by mistake is queued before its reply is
+	// written: it would be in the queue or delivered by now.
+	waitQueueEmpty(t, e)
 	if n := e.mailCount("example.test", "postmaster") + e.mailCount("example.test", "bob"); n != 0 {
 		t.Fatalf("%d message(s) delivered; smuggling attempts must deliver nothing", n)
 	}

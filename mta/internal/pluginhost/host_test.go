@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -462,8 +463,18 @@ func TestChecksum(t *testing.T) {
 	if _, _, err := h.Inspect(context.Background(), "good", env("a@b"), strings.NewReader(msg)); err != nil {
 		t.Errorf("pinned plugin: %v", err)
 	}
-	// Never retried.
-	time.Sleep(300 * time.Millisecond)
+	// Never retried: its supervisor parks until the host stops instead
+	// of waiting out a backoff.
+	waitFor(t, "the disabled plugin's supervisor to park", func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "[chan receive") && strings.Contains(g, "pluginhost.(*plugin).supervise(") {
+				return true
+			}
+		}
+		return false
+	})
 	if st := h.Status()[1]; st.State != StateDisabled || st.Restarts != 0 {
 		t.Errorf("disabled plugin retried: %+v", st)
 	}
