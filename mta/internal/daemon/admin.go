@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/posthorn/posthorn/mta/internal/adminapi"
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/policychain"
 	"github.com/posthorn/posthorn/mta/internal/router"
-	"github.com/posthorn/posthorn/mta/internal/selfservice"
 	"github.com/posthorn/posthorn/sdk"
 )
 
@@ -51,71 +49,6 @@ func (d *Daemon) controlCommands(cs *control.Server) {
 		}
 		return json.Marshal(out)
 	}
-}
-
-// startAdmin starts the admin API when [admin] address is set.
-func (d *Daemon) startAdmin(g *generation) error {
-	cfg := g.cfg
-	if cfg.Admin.Address == "" {
-		return nil
-	}
-	queueOps := d.control
-	if queueOps == nil {
-		queueOps = control.New(d.Queue, d.log.With("component", "control"))
-	}
-	srv, err := adminapi.Listen(cfg.Admin.Address, g.tlsConf, adminapi.Config{
-		Tokens: cfg.Admin.Tokens, Dir: g.router.Directory(), Queue: queueOps,
-		Plugins: d.pluginStatus, Preflight: func(ctx context.Context, from string, to []string) (any, error) {
-			return d.Preflight(ctx, from, to)
-		},
-		Logger: d.log.With("component", "admin-api"),
-	})
-	if err != nil {
-		return fmt.Errorf("admin.address: %w", err)
-	}
-	d.admin = srv
-	d.goRun(func() { srv.Serve() })
-	d.log.Info("listening", "listener", "admin-api", "address", srv.Addr(), "role", "admin API (HTTPS, bearer tokens)")
-	return nil
-}
-
-// startSelfService starts the users' settings page when [self_service]
-// address is set.
-func (d *Daemon) startSelfService(g *generation) error {
-	cfg := g.cfg
-	if cfg.SelfService.Address == "" {
-		return nil
-	}
-	srv, err := selfservice.Listen(cfg.SelfService.Address, g.tlsConf, selfservice.Config{
-		Dir: g.router.Directory(), Auth: g.users, Subdomain: cfg.SecureAlias.Subdomain,
-		DefaultLevel: cfg.SecureAlias.Level.String(), Logger: d.log.With("component", "self-service"),
-		Guard: func(ctx context.Context, ip net.IP, user, password string) (bool, bool, error) {
-			return d.guard.AuthenticateFrom(ctx, d.gen.Load().users, ip, user, password)
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("self_service.address: %w", err)
-	}
-	d.self = srv
-	d.goRun(func() { srv.Serve() })
-	d.log.Info("listening", "listener", "self-service", "address", srv.Addr(), "role", "users' secure-alias settings (HTTPS)")
-	return nil
-}
-
-// SelfServiceAddr is the bound self-service address, or "".
-func (d *Daemon) SelfServiceAddr() string {
-	if d.self == nil {
-		return ""
-	}
-	return d.self.Addr()
-}
-
-// AdminAddr is the bound admin API address, or "".
-func (d *Daemon) AdminAddr() string {
-	if d.admin == nil {
-		return ""
-	}
-	return d.admin.Addr()
 }
 
 // PreflightResult says what would happen to a mail from From to each

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
-	"github.com/posthorn/posthorn/mta/internal/adminapi"
 	"github.com/posthorn/posthorn/mta/internal/authres"
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/database"
@@ -55,16 +54,14 @@ import (
 
 // Daemon is a running posthorn.
 type Daemon struct {
-	// cfg is the config the daemon started with; what a reload may change
-	// is in gen (plugins.go still reads its hostname and size limit here).
+	// cfg is the config the daemon started with (for what a reload
+	// cannot change); what a reload may change is in gen.
 	cfg        *conf.Config
 	opt        Options
 	log        *slog.Logger
 	Queue      *queue.Queue
 	Router     *liveRouter
 	dir        *directory.Directory // the database directory, shared by generations
-	admin      *adminapi.Server
-	self       *selfservice.Server
 	plugins    *pluginhost.Host
 	hostAPI    *hostAPI
 	encryption *delivery.Encryption
@@ -83,6 +80,13 @@ type Daemon struct {
 	// reloadMu serialises Reload and Shutdown and guards what follows.
 	reloadMu    sync.Mutex
 	sockets     map[smtpd.Kind]*socket
+	admin       *webServer          // nil: off
+	self        *webServer          // nil: off
+	selfPage    *selfservice.Server // its handler (the sessions live there)
+	drainingWeb []*webServer
+	// sessions counts each kind's SMTP sessions for the limits, shared
+	// by the listeners of every generation (a draining one included).
+	sessions    map[smtpd.Kind]*smtpd.SessionCount
 	draining    []*smtpd.Listener
 	retired     []func()
 	metrics     *http.Server
@@ -164,7 +168,8 @@ type Options struct {
 
 // Start brings a daemon up. On error, everything started so far is stopped.
 func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err error) {
-	d = &Daemon{cfg: cfg, log: log, opt: opt, sockets: map[smtpd.Kind]*socket{}}
+	d = &Daemon{cfg: cfg, log: log, opt: opt, sockets: map[smtpd.Kind]*socket{},
+		sessions: map[smtpd.Kind]*smtpd.SessionCount{}}
 	d.Router = &liveRouter{d: d}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -234,12 +239,11 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 		d.controlCommands(cs)
 		d.control = cs
 	}
-	if err := d.startAdmin(g); err != nil {
+	adminPlan, selfPlan, err := d.webPlans(g)
+	if err != nil {
 		return d, err
 	}
-	if err := d.startSelfService(g); err != nil {
-		return d, err
-	}
+	d.switchWeb(g, adminPlan, selfPlan)
 	if err := d.startSTSPub(g); err != nil {
 		return d, err
 	}
@@ -374,13 +378,18 @@ func (d *Daemon) openListeners(g *generation, old *generation) (err error) {
 			fresh[lc.kind] = s
 		}
 		view := s.view()
+		count := d.sessions[lc.kind]
+		if count == nil {
+			count = smtpd.NewSessionCount()
+			d.sessions[lc.kind] = count
+		}
 		l, err := smtpd.Listen(smtpd.Config{
 			Kind: lc.kind, Address: lc.addr, Hostname: cfg.Hostname, TLS: g.tlsConf,
 			Limits: cfg.SMTP, Router: g.router, Users: g.users, Acceptor: g.acc,
 			Logger: d.log.With("component", "smtpd"), AuthFailDelay: d.opt.AuthFailDelay,
 			Listener: view, Milters: lc.milters,
 			Guard: d.guard, Postmaster: postmaster(g), FreeSpace: d.freeSpace,
-			MinFreeSpace: cfg.Queue.MinFreeSpace.Bytes(),
+			MinFreeSpace: cfg.Queue.MinFreeSpace.Bytes(), Sessions: count,
 		})
 		if err != nil {
 			return fmt.Errorf("%s listener on %s: %w", lc.kind, lc.addr, err)
@@ -646,11 +655,10 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.control != nil {
 		d.control.Close()
 	}
-	if d.admin != nil {
-		d.admin.Close()
-	}
-	if d.self != nil {
-		d.self.Close()
+	for _, w := range append(d.drainingWeb, d.admin, d.self) {
+		if w != nil {
+			w.drain(5 * time.Second)
+		}
 	}
 	if d.metrics != nil {
 		d.metrics.Shutdown(ctx)

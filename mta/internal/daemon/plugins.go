@@ -185,9 +185,15 @@ func (a *hostAPI) submit(senv *sdk.Envelope, body io.Reader, key string) (string
 	plugin, _, _ := strings.Cut(key, ":")
 	env := &queue.Envelope{ID: a.d.Queue.NewID(), From: senv.MailFrom, Recipients: rcpts, SMTPUTF8: senv.SMTPUTF8,
 		BodyType: "8BITMIME", ClientAddr: delivery.ClientPlugin, Attrs: map[string]string{attrSubmitKey: key}}
+	// The hostname and size limit of the config in force (they follow a
+	// reload).
+	cfg := a.d.gen.Load().cfg
 	rec := fmt.Sprintf("Received: by %s (Posthorn, from plugin %s)\r\n\tid %s; %s\r\n",
-		a.d.cfg.Hostname, sanitizeComment(plugin), env.ID, time.Now().Format(time.RFC1123Z))
-	limit := a.d.cfg.SMTP.MaxMessageSize.Bytes()
+		cfg.Hostname, sanitizeComment(plugin), env.ID, time.Now().Format(time.RFC1123Z))
+	limit := cfg.SMTP.MaxMessageSize.Bytes()
+	if limit <= 0 {
+		limit = 1 << 62
+	}
 	id, err := a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(rec), &limitReader{r: body, n: limit}))
 	if err != nil {
 		return "", err

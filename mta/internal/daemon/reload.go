@@ -112,12 +112,20 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 		g.close()
 		return nil, refuse(d, err)
 	}
+	adminPlan, selfPlan, err := d.webPlans(g)
+	if err != nil {
+		g.close()
+		return nil, refuse(d, err)
+	}
 	if err := d.openListeners(g, old); err != nil {
+		adminPlan.abort()
+		selfPlan.abort()
 		g.close()
 		return nil, refuse(d, err)
 	}
 	// From here on the new generation is in force.
 	d.gen.Store(g)
+	d.switchWeb(g, adminPlan, selfPlan)
 	d.encryption.SetChain(g.chain)
 	d.workers.SetOptions(d.workerOptions(g))
 	d.startLoops(g)

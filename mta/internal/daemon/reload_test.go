@@ -17,6 +17,7 @@ import (
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/daemon"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
+	"github.com/posthorn/posthorn/sdk"
 )
 
 // startReloadable is startEnvConfig with the config path given to the
@@ -235,4 +236,46 @@ func TestReloadRefusesQueueDirChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitMail("example.test", "bob", 1, 10*time.Second)
+}
+
+// TestReloadPluginSubmissions: what plugins submit (Host.Submit) follows
+// a reload: the new hostname in the Received line, the new size limit.
+func TestReloadPluginSubmissions(t *testing.T) {
+	e, path := startReloadable(t, func(s string) string { return s })
+	env := &sdk.Envelope{MailFrom: "notify@example.test", Recipients: []sdk.Recipient{{Address: "bob@example.test"}}}
+	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 98)+"\r\n", 20<<10) // 2 MiB
+	if _, err := e.d.SubmitForTest(env, "Subject: before\r\n\r\nbefore\r\n", ""); err != nil {
+		t.Fatal(err)
+	}
+	if m := e.waitMail("example.test", "bob", 1, 10*time.Second)[0]; !strings.Contains(m, "by mx.example.test (Posthorn, from plugin") {
+		t.Fatalf("before the reload:\n%s", m)
+	}
+	rewrite(t, path, func(s string) string {
+		s = strings.Replace(s, `hostname = "mx.example.test"`, `hostname = "mx2.example.test"`, 1)
+		return strings.Replace(s, `max_message_size = "1MiB"`, `max_message_size = "4MiB"`, 1)
+	})
+	if _, err := e.d.ReloadFile(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := e.d.SubmitForTest(env, big, ""); err != nil {
+		t.Fatalf("2 MiB after raising max_message_size to 4 MiB: %v", err)
+	}
+	var after string
+	for _, m := range e.waitMail("example.test", "bob", 2, 20*time.Second) {
+		if strings.Contains(m, "Subject: big") {
+			after = m
+		}
+	}
+	if !strings.Contains(after, "by mx2.example.test (Posthorn, from plugin") {
+		t.Errorf("after the reload, the Received line names the old hostname:\n%.300s", after)
+	}
+	rewrite(t, path, func(s string) string {
+		return strings.Replace(s, `max_message_size = "4MiB"`, `max_message_size = "1MiB"`, 1)
+	})
+	if _, err := e.d.ReloadFile(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := e.d.SubmitForTest(env, big, ""); err == nil {
+		t.Fatal("2 MiB accepted after lowering max_message_size to 1 MiB")
+	}
 }

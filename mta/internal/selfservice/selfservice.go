@@ -58,12 +58,24 @@ type Config struct {
 
 // Server is the running page.
 type Server struct {
-	cfg  Config
-	mux  *http.ServeMux
-	srv  *http.Server
-	ln   net.Listener
+	cfg Config
+	mux *http.ServeMux
+	srv *http.Server
+	ln  net.Listener
+	st  *sessions
+}
+
+// sessions are the logged-in users, by cookie.
+type sessions struct {
 	mu   sync.Mutex
 	sess map[string]*session
+}
+
+// ShareSessions makes s use the logged-in sessions of old, so that a
+// page rebuilt for a new config (a reload) keeps its users logged in.
+// Call it before s serves.
+func (s *Server) ShareSessions(old *Server) {
+	s.st = old.st
 }
 
 type session struct {
@@ -84,7 +96,7 @@ func New(cfg Config) *Server {
 	if cfg.FailDelay == 0 {
 		cfg.FailDelay = time.Second
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), sess: map[string]*session{}}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), st: &sessions{sess: map[string]*session{}}}
 	s.mux.HandleFunc("GET /{$}", s.index)
 	s.mux.HandleFunc("POST /login", s.login)
 	s.mux.HandleFunc("GET /settings", s.settings)
@@ -170,14 +182,14 @@ func (s *Server) current(r *http.Request) *session {
 	if err != nil {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	se := s.sess[c.Value]
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	se := s.st.sess[c.Value]
 	if se == nil {
 		return nil
 	}
 	if time.Now().After(se.expires) {
-		delete(s.sess, c.Value)
+		delete(s.st.sess, c.Value)
 		return nil
 	}
 	se.expires = time.Now().Add(sessionTTL)
@@ -265,14 +277,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := randomToken()
-	s.mu.Lock()
-	for k, se := range s.sess { // drop expired sessions now and then
+	s.st.mu.Lock()
+	for k, se := range s.st.sess { // drop expired sessions now and then
 		if time.Now().After(se.expires) {
-			delete(s.sess, k)
+			delete(s.st.sess, k)
 		}
 	}
-	s.sess[tok] = &session{user: user, csrf: randomToken(), expires: time.Now().Add(sessionTTL)}
-	s.mu.Unlock()
+	s.st.sess[tok] = &session{user: user, csrf: randomToken(), expires: time.Now().Add(sessionTTL)}
+	s.st.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: tok, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	s.cfg.Logger.Info("self-service login", "user", user)
 	http.Redirect(w, r, "/settings", http.StatusSeeOther)
@@ -363,11 +375,11 @@ func (s *Server) save(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(cookieName); err == nil {
-		s.mu.Lock()
-		if se := s.sess[c.Value]; se != nil && subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(se.csrf)) == 1 {
-			delete(s.sess, c.Value)
+		s.st.mu.Lock()
+		if se := s.st.sess[c.Value]; se != nil && subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(se.csrf)) == 1 {
+			delete(s.st.sess, c.Value)
 		}
-		s.mu.Unlock()
+		s.st.mu.Unlock()
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/", http.StatusSeeOther)

@@ -39,10 +39,32 @@ type limitListener struct {
 	onReject                  func(reason, client string)
 	now                       func() time.Time
 
+	*SessionCount
+}
+
+// SessionCount is what the session limits count: the open sessions, in
+// all and per client address, and the recent connections per address.
+// The daemon gives the listeners of every config generation on one port
+// the same SessionCount, so that while a reload hands the port over, the
+// sessions the old listener drains and those the new one opens count
+// against one max_sessions.
+type SessionCount struct {
 	mu     sync.Mutex
 	byIP   map[string]int
 	rates  map[string]*rateCount
 	active int
+}
+
+// NewSessionCount returns an empty count.
+func NewSessionCount() *SessionCount {
+	return &SessionCount{byIP: map[string]int{}, rates: map[string]*rateCount{}}
+}
+
+// Active is the number of open sessions.
+func (c *SessionCount) Active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.active
 }
 
 type rateCount struct {

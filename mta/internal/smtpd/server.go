@@ -103,6 +103,9 @@ type Config struct {
 	// 0, MAIL FROM is answered 452 4.3.1 while it is below MinFreeSpace.
 	FreeSpace    func() (uint64, error)
 	MinFreeSpace int64
+	// Sessions counts the sessions for the limits; nil: a count of this
+	// listener's own. The daemon shares one across a reload's handoff.
+	Sessions *SessionCount
 }
 
 // Listener is one running SMTP listener.
@@ -182,7 +185,10 @@ func Listen(cfg Config) (*Listener, error) {
 			metrics.SMTPRefused.WithLabelValues(l.name, reason).Inc()
 			l.log.Warn("connection refused", "client", client, "reason", reason)
 		},
-		now: time.Now, byIP: map[string]int{}, rates: map[string]*rateCount{}}
+		now: time.Now, SessionCount: cfg.Sessions}
+	if lim.SessionCount == nil {
+		lim.SessionCount = NewSessionCount()
+	}
 	l.ln = lim
 	if cfg.Kind == Submissions {
 		l.ln = tls.NewListener(lim, cfg.TLS)
