@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/posthorn/posthorn/mta/internal/control"
 	"github.com/posthorn/posthorn/mta/internal/maildrop"
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 // TestSendmailWhileDaemonDown: with the daemon stopped, sendmail leaves
@@ -80,4 +84,101 @@ func TestSenderDomain(t *testing.T) {
 	if got := senderDomain("mx.example.org"); got != "mx.example.org" {
 		t.Errorf("configured hostname not used: %q", got)
 	}
+}
+
+// TestMaildropRefusedFiles: what sendmail left while the daemon was down
+// and the daemon can never accept is set aside as .bad.NAME for the
+// postmaster, logged at error level and counted by reason; when the file
+// names a sender, the sender gets a bounce saying why.
+func TestMaildropRefusedFiles(t *testing.T) {
+	in := newInstance(t, "")
+	metricsAddr := freePort(t)
+	b, err := os.ReadFile(in.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "[metrics]\naddress = \"\"", fmt.Sprintf("[metrics]\naddress = %q", metricsAddr), 1)
+	cfg = strings.Replace(cfg, "[smtp]\n", "[smtp]\nmax_message_size = \"20KiB\"\n", 1)
+	if err := os.WriteFile(in.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(in.dir, "var", "maildrop")
+	if err := os.MkdirAll(drop, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// With the daemon down: one to an unknown local user, one too big,
+	// one with the null sender (nobody to tell), each from sendmail.
+	for _, c := range []struct{ body, from, to string }{
+		{"Subject: to nobody\nMessage-ID: <nobody@test>\n\nhello\n", "bob@example.test", "nobody@example.test"},
+		{"Subject: too big\nMessage-ID: <big@test>\n\n" + strings.Repeat(strings.Repeat("y", 70)+"\n", 600), "bob@example.test", "bob@example.test"},
+		{"Subject: null sender\n\nx\n", "<>", "nobody@example.test"},
+	} {
+		if out, err := runWithStdin(in, c.body, "sendmail", "-i", "-f", c.from, c.to); err != nil || !strings.Contains(out, "left in "+drop) {
+			t.Fatalf("sendmail with the daemon down: %v\n%s", err, out)
+		}
+	}
+	// Not from sendmail: garbage, and a symbolic link to someone's file.
+	if err := os.WriteFile(filepath.Join(drop, "1.garbage"), []byte("not an envelope"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(in.dir, "secret")
+	os.WriteFile(secret, []byte(`{"from":"x@example.test","to":["bob@example.test"]}`+"\nSubject: stolen\n\nx\n"), 0o600)
+	if err := os.Symlink(secret, filepath.Join(drop, "2.link")); err != nil {
+		t.Fatal(err)
+	}
+
+	in.start()
+	bob := filepath.Join(in.dir, "mail", "example.test", "bob", "new")
+	var bounces []string
+	wait.For(t, 20*time.Second, "two bounces to bob", func() bool {
+		ents, _ := os.ReadDir(bob)
+		bounces = bounces[:0]
+		for _, e := range ents {
+			b, _ := os.ReadFile(filepath.Join(bob, e.Name()))
+			bounces = append(bounces, string(b))
+		}
+		return len(bounces) >= 2
+	})
+	all := strings.Join(bounces, "\n----\n")
+	for _, want := range []string{"Return-Path: <>", "multipart/report", "Final-Recipient: rfc822; nobody@example.test", "Status: 5.1.1",
+		"Status: 5.3.4", "not accepted from the drop directory", "exceeds max_message_size", "Subject: to nobody", "Subject: too big"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("bounces lack %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, strings.Repeat("y", 70)) {
+		t.Error("the bounce returns the body of the message that was too big")
+	}
+	ents, _ := os.ReadDir(drop)
+	var bad []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".bad.") {
+			bad = append(bad, e.Name())
+		}
+	}
+	if len(bad) != 5 {
+		t.Errorf("set aside: %v, want 5 files", bad)
+	}
+	if b, _ := os.ReadFile(secret); !strings.Contains(string(b), "stolen") {
+		t.Error("the symlink's target was touched")
+	}
+	logs := in.logText()
+	for _, want := range []string{"no sender to tell", "reason=malformed", "reason=owner", "reason=too_big", "reason=refused", "sender told", "no bounce (null sender"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`posthorn_maildrop_refused_total{reason="malformed"} 1`, `posthorn_maildrop_refused_total{reason="owner"} 1`,
+		`posthorn_maildrop_refused_total{reason="too_big"} 1`, `posthorn_maildrop_refused_total{reason="refused"} 2`, "posthorn_maildrop_bounces_total 2"} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	in.stop()
 }

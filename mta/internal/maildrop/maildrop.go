@@ -106,13 +106,37 @@ type Entry struct {
 	Req  control.Request
 	// User is the login name of the file's owner ("uid N" when unknown).
 	User string
+	// Size is the message's size (the file without the envelope line);
+	// Time is when the file was written.
+	Size int64
+	Time time.Time
 	// Body reads the message; Close it.
 	Body io.ReadCloser
 }
 
-// Open reads the envelope of the dropped file dir/name.
+// Refusal is why a dropped file can never be taken; the daemon sets such
+// a file aside. Other errors of Open may pass (the next pickup tries
+// again).
+type Refusal struct {
+	// Reason is a metrics label: "malformed" (no envelope line, or not
+	// JSON) or "owner" (a link, a hard link or not a regular file: the
+	// file's owner does not tell who submitted it).
+	Reason string
+	Text   string
+}
+
+func (r *Refusal) Error() string { return r.Text }
+
+// Open reads the envelope of the dropped file dir/name. The file must be
+// a regular file with one link: a symbolic or hard link to a file of
+// another user would make that user its submitter.
 func Open(dir, name string) (*Entry, error) {
-	f, err := os.Open(filepath.Join(dir, name))
+	// O_NOFOLLOW: a symbolic link fails here; O_NONBLOCK: a FIFO does
+	// not block the pickup (and is refused below).
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, &Refusal{Reason: "owner", Text: name + ": a symbolic link"}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -123,19 +147,27 @@ func Open(dir, name string) (*Entry, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file", name)
+		return nil, &Refusal{Reason: "owner", Text: fmt.Sprintf("%s: not a regular file (%s)", name, st.Mode().Type())}
 	}
-	e := &Entry{Name: name, User: owner(st)}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Nlink != 1 {
+		f.Close()
+		return nil, &Refusal{Reason: "owner", Text: fmt.Sprintf("%s: has %d hard links, so its owner is not its submitter", name, sys.Nlink)}
+	}
+	e := &Entry{Name: name, User: owner(st), Size: st.Size(), Time: st.ModTime()}
 	br := bufio.NewReaderSize(f, 64<<10)
 	line, err := br.ReadBytes('\n')
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: no envelope line: %w", name, err)
+		if err == io.EOF {
+			return nil, &Refusal{Reason: "malformed", Text: name + ": no envelope line"}
+		}
+		return nil, err
 	}
 	if err := json.Unmarshal(line, &e.Req); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: bad envelope: %w", name, err)
+		return nil, &Refusal{Reason: "malformed", Text: fmt.Sprintf("%s: bad envelope: %v", name, err)}
 	}
+	e.Size -= int64(len(line))
 	e.Req.User = e.User
 	e.Body = struct {
 		io.Reader
@@ -156,7 +188,9 @@ func owner(st os.FileInfo) string {
 	return "uid " + uid
 }
 
-// List returns the names of complete dropped files, oldest first.
+// List returns the names of complete dropped files, oldest first. Other
+// entries than regular files are listed too, so that the pickup sets them
+// aside instead of leaving them unseen.
 func List(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -164,7 +198,7 @@ func List(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if n := e.Name(); !strings.HasSuffix(n, tmpSuffix) && !strings.HasPrefix(n, ".") && e.Type().IsRegular() {
+		if n := e.Name(); !strings.HasSuffix(n, tmpSuffix) && !strings.HasPrefix(n, ".") {
 			out = append(out, n)
 		}
 	}
@@ -193,10 +227,19 @@ func Prepare(dir string) error {
 	return os.Chmod(dir, DirMode)
 }
 
-// Quarantine moves a file that cannot be read as a dropped message
-// aside (a dot name: never listed again) instead of deleting it.
-func Quarantine(dir, name string) error {
-	return os.Rename(filepath.Join(dir, name), filepath.Join(dir, ".bad."+name))
+// Quarantine moves a file that cannot be taken aside (a dot name: never
+// listed again) instead of deleting it, for the postmaster, and makes
+// that durable. It returns the new name.
+func Quarantine(dir, name string) (string, error) {
+	bad := ".bad." + name
+	if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, bad)); err != nil {
+		return "", err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return bad, nil
 }
 
 func poll(ctx context.Context, interval time.Duration, fn func()) {

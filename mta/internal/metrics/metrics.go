@@ -119,12 +119,17 @@ var (
 		Name: "posthorn_double_bounces_lost_total", Help: "Double bounces (to the postmaster) that could not be delivered either; each is logged at error level.",
 	})
 	// MaildropPickedUp and MaildropFailed count files from the drop
-	// directory queued and set aside.
+	// directory queued and set aside; MaildropFailed by reason
+	// (malformed, owner, too_big, refused, unreadable), MaildropBounced
+	// the bounces sent to the senders of refused files.
 	MaildropPickedUp = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "posthorn_maildrop_queued_total", Help: "Messages sendmail left in the drop directory that were queued.",
 	})
-	MaildropFailed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "posthorn_maildrop_refused_total", Help: "Files in the drop directory set aside as .bad.NAME (unreadable or refused).",
+	MaildropFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "posthorn_maildrop_refused_total", Help: "Files in the drop directory set aside as .bad.NAME, by reason (malformed, owner, too_big, refused, unreadable); each is logged at error level.",
+	}, []string{"reason"})
+	MaildropBounced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "posthorn_maildrop_bounces_total", Help: "Bounces queued to the senders of messages refused from the drop directory.",
 	})
 	// Reloads counts config reloads by result (ok, refused).
 	Reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -158,7 +163,7 @@ func init() {
 		Accepted, Rejected, AcceptLatency,
 		Deliveries, DeliveryLatency, QueueTime, QueueRecipients, QueueHeld, QueueMessages, Bounces, AuthResults,
 		MilterCalls, MilterActions, MilterLatency, MilterFailures,
-		DoubleBouncesLost, MaildropPickedUp, MaildropFailed, Reloads, PluginCalls, PluginErrors, PluginLatency, PluginRestarts, PluginUp)
+		DoubleBouncesLost, MaildropPickedUp, MaildropFailed, MaildropBounced, Reloads, PluginCalls, PluginErrors, PluginLatency, PluginRestarts, PluginUp)
 }
 
 // Handler serves the registry in the Prometheus exposition format.
