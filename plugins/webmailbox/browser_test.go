@@ -205,6 +205,7 @@ func browseMode(t *testing.T, ctx context.Context, m browserMode, lang, axeSrc s
 		chromedp.Text(`main`, &actPage, chromedp.ByQuery),
 		probe(append(append([]string{}, m.pageHasFields...), m.pageHasNot...)...),
 		check("activation"),
+		screenshot("activate-"+strings.ReplaceAll(m.name, "+", "-")+"-"+lang),
 		chromedp.Click(`input[name=language][value=`+lang+`]`, chromedp.ByQuery),
 		chromedp.SetValue(`#pw`, "correct horse", chromedp.ByID),
 		chromedp.SetValue(`#pw2`, "correct horse", chromedp.ByID),
@@ -255,6 +256,7 @@ func browseMode(t *testing.T, ctx context.Context, m browserMode, lang, axeSrc s
 		submit(`form[action$="/settings/zone"] button[type=submit]`, `.notice`),
 		chromedp.Text(`#now`, &nowAfter, chromedp.ByID),
 		check("settings saved"),
+		screenshot(map[bool]string{true: "settings-" + lang}[m.name == "question"]),
 		chromedp.Navigate(e.srv.URL+"/box/inbox"),
 		chromedp.WaitVisible(`table.list`, chromedp.ByQuery),
 		chromedp.Text(`table.list tbody td:nth-child(3)`, &dateAfter, chromedp.ByQuery),
@@ -317,6 +319,23 @@ func browseMode(t *testing.T, ctx context.Context, m browserMode, lang, axeSrc s
 	for _, f := range found {
 		t.Errorf("axe-core: %s", f)
 	}
+}
+
+// screenshot saves the page as NAME.png in $POSTHORN_SCREENSHOTS, when
+// set (the README's pictures of each mode: see plugins/webmailbox/README.md);
+// an empty name takes none.
+func screenshot(name string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		dir := os.Getenv("POSTHORN_SCREENSHOTS")
+		if dir == "" || name == "" {
+			return nil
+		}
+		var buf []byte
+		if err := chromedp.FullScreenshot(&buf, 100).Do(ctx); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, name+".png"), buf, 0o644)
+	})
 }
 
 // submit clicks sel, waits for the next page to replace this one, then
