@@ -205,7 +205,7 @@ func browseMode(t *testing.T, ctx context.Context, m browserMode, lang, axeSrc s
 		chromedp.Text(`main`, &actPage, chromedp.ByQuery),
 		probe(append(append([]string{}, m.pageHasFields...), m.pageHasNot...)...),
 		check("activation"),
-		screenshot("activate-"+strings.ReplaceAll(m.name, "+", "-")+"-"+lang),
+		screenshot("activate-" + strings.ReplaceAll(m.name, "+", "-") + "-" + lang),
 		chromedp.Click(`input[name=language][value=`+lang+`]`, chromedp.ByQuery),
 		chromedp.SetValue(`#pw`, "correct horse", chromedp.ByID),
 		chromedp.SetValue(`#pw2`, "correct horse", chromedp.ByID),
