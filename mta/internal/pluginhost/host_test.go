@@ -325,17 +325,18 @@ func TestLargeMessage(t *testing.T) {
 
 // killingReader sends SIGKILL to pid after after bytes, then goes on.
 type killingReader struct {
-	r      io.Reader
-	pid    int
-	after  int64
-	n      int64
-	killed bool
+	r        io.Reader
+	pid      int
+	after    int64
+	n        int64
+	killed   bool
+	killedAt time.Time
 }
 
 func (k *killingReader) Read(p []byte) (int, error) {
 	if !k.killed && k.n >= k.after {
 		syscall.Kill(k.pid, syscall.SIGKILL)
-		k.killed = true
+		k.killed, k.killedAt = true, time.Now()
 	}
 	n, err := k.r.Read(p)
 	k.n += int64(n)
@@ -359,17 +360,24 @@ func TestCrashMidStreamAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := h.Status()[0].Pid
-	body := &killingReader{r: plugintest.NewMessage(50 << 20), pid: pid, after: 4 << 20}
-	start := time.Now()
+	const size = 50 << 20
+	body := &killingReader{r: plugintest.NewMessage(size), pid: pid, after: 4 << 20}
 	_, _, err = h.Inspect(context.Background(), "k", env("count@example.test"), body)
-	took := time.Since(start)
 	if !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Inspect of a killed plugin: %v, want ErrNotRunning", err)
 	}
-	if took > 5*time.Second || !body.killed {
-		t.Errorf("took %v (killed %v)", took, body.killed)
+	if !body.killed {
+		t.Fatalf("the plugin was not killed (%d bytes read)", body.n)
 	}
-	t.Logf("error after %v: %v", took.Round(time.Millisecond), err)
+	// The call ends when the plugin dies: well before its timeout (20 s),
+	// without streaming the rest of the message. Timed from the kill, not
+	// from the start: streaming the first 4 MiB alone took 6 s with -race
+	// on a loaded machine.
+	took := time.Since(body.killedAt)
+	if took > 10*time.Second || body.n >= size/2 {
+		t.Errorf("the call ended %v after the kill, %d of %d bytes read", took, body.n, size)
+	}
+	t.Logf("error %v after the kill: %v", took.Round(time.Millisecond), err)
 
 	waitFor(t, "restart", func() bool {
 		st := h.Status()[0]
@@ -568,7 +576,10 @@ func TestEmitFanOut(t *testing.T) {
 
 func TestEmitQueueFull(t *testing.T) {
 	c := pluginConf(t, "slow")
-	c.Timeout = conf.Duration(300 * time.Millisecond)
+	// Each event hangs for the whole timeout: an Emit that waited for
+	// room in the queue would block for seconds, far above the bound
+	// below, which leaves room for a loaded machine running -race.
+	c.Timeout = conf.Duration(3 * time.Second)
 	h, err := startHost(t, newTestAPI(), []conf.Plugin{c}, WithEventQueue(2, 1))
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +588,7 @@ func TestEmitQueueFull(t *testing.T) {
 	for i := range 20 {
 		h.Emit(sdk.Event{ID: strconv.Itoa(i), Type: "test.hang"})
 	}
-	if d := time.Since(start); d > 100*time.Millisecond {
+	if d := time.Since(start); d > time.Second {
 		t.Errorf("Emit blocked for %v", d)
 	}
 	if st := h.Status()[0]; st.EventsDropped < 15 {
@@ -628,9 +639,11 @@ func TestHealthCheckRestartsFrozenPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer syscall.Kill(pid, syscall.SIGKILL)
+	// Restarts >= 1, not == 1: the ping of the restarted plugin has 300 ms
+	// too, and may miss them on a loaded machine.
 	waitFor(t, "restart of the frozen plugin", func() bool {
 		st := h.Status()[0]
-		return st.State == StateRunning && st.Restarts == 1 && st.Pid != pid
+		return st.State == StateRunning && st.Restarts >= 1 && st.Pid != pid
 	})
 	if st := h.Status()[0]; !strings.Contains(st.LastError, "health check failed") {
 		t.Errorf("last error %q", st.LastError)
