@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/emersion/go-sasl"
 
 	phdkim "github.com/posthorn/posthorn/mta/internal/dkim"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
@@ -36,10 +35,7 @@ func TestOutboundDKIM(t *testing.T) {
 		fmt.Fprintf(&keys, "[[dkim.key]]\ndomain = \"example.test\"\nselector = %q\nfile = %q\n", k.sel, file)
 	}
 	e, m := remoteEnv(t, remotemta.Config{}, keys.String())
-	c := e.dialTLS(smtpd.Submission)
-	if err := c.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	c := e.login()
 	msg := "From: Alice <alice@example.test>\r\nTo: friend@remote.test\r\nSubject: signed\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <dkim@example.test>\r\n\r\nsigned body\r\n"
 	if err := send(c, testUser, []string{"friend@remote.test"}, msg); err != nil {
 		t.Fatal(err)

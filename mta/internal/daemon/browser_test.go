@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,9 +14,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-	"github.com/emersion/go-sasl"
 
-	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/browsertest"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
@@ -30,16 +27,8 @@ import (
 // With POSTHORN_SCREENSHOTS=DIR it also saves the pages as PNGs.
 func TestWebMailboxInBrowser(t *testing.T) {
 	browsertest.Path(t)
-	dir := shortTempDir(t)
-	build := func(name, pkg string) string {
-		bin := filepath.Join(dir, name)
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		return bin
-	}
-	wmb := build("posthorn-webmailbox", "github.com/posthorn/posthorn/plugins/webmailbox/cmd/posthorn-webmailbox")
-	notify := build("posthorn-notify", "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify")
+	wmb := pluginBinary(t, "webmailbox")
+	notify := pluginBinary(t, "notify")
 	web := freeLocalAddr(t)
 	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
 [[plugin]]
@@ -66,27 +55,9 @@ privacy_url = "https://example.test/privacy"
 [encryption]
 methods = ["webmailbox"]
 `, notify, wmb, web, web))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		running := 0
-		for _, s := range e.d.PluginStatus() {
-			if s.State == "running" {
-				running++
-			}
-		}
-		if running == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("plugins not running: %+v", e.d.PluginStatus())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.waitPluginsRunning(2)
 	// alice marks her mail [secure]: it must not leave in the clear.
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	s := e.login()
 	if err := send(s, testUser, []string{"friend@remote.test"}, "From: alice@example.test\r\nTo: friend@remote.test\r\nSubject: [secure] the contract\r\n\r\nConfidential terms.\r\n"); err != nil {
 		t.Fatal(err)
 	}

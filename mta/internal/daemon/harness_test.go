@@ -364,8 +364,6 @@ func startEnvWith(t *testing.T, edit func(string) string) *testEnv {
 	return startEnvConfig(t, edit)
 }
 
-func osMkdirTemp() (string, error) { return os.MkdirTemp("", "phpl") }
-
 func freeLocalAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -16,32 +16,6 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 )
 
-var (
-	smimeBinOnce sync.Once
-	smimeBin     string
-	smimeBinErr  error
-)
-
-// smimePlugin builds posthorn-smime once per test binary.
-func smimePlugin(t *testing.T) string {
-	t.Helper()
-	smimeBinOnce.Do(func() {
-		dir, err := osMkdirTemp()
-		if err != nil {
-			smimeBinErr = err
-			return
-		}
-		smimeBin = filepath.Join(dir, "posthorn-smime")
-		if out, err := exec.Command("go", "build", "-o", smimeBin, "github.com/posthorn/posthorn/plugins/smime/cmd/posthorn-smime").CombinedOutput(); err != nil {
-			smimeBinErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if smimeBinErr != nil {
-		t.Fatal(smimeBinErr)
-	}
-	return smimeBin
-}
-
 func needOpenSSL(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
@@ -87,7 +61,7 @@ func inboundSizes() []int {
 // streamed back, and answered 451 at random).
 func TestInboundDecryptionNeverRefused(t *testing.T) {
 	needOpenSSL(t)
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
 	pki := newSMIMEPKI(t, dir)
 	bobCrt, bobKey := pki.issue("bob", "bob@example.test")
@@ -203,7 +177,7 @@ func total(ms []string) int {
 // encrypted mail, which it would have seen, gets its on_failure (451).
 func TestPlainMailWhileSMIMEPluginStopped(t *testing.T) {
 	needOpenSSL(t)
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
 	pki := newSMIMEPKI(t, dir)
 	bobCrt, bobKey := pki.issue("bob", "bob@example.test")

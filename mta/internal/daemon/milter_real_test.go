@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
@@ -343,10 +342,7 @@ func TestMilterClamAV(t *testing.T) {
 
 	// Submission uses the quarantining instance: the message is accepted
 	// and held in the queue with the reason.
-	sc := e.dialTLS(smtpd.Submission)
-	if err := sc.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sc := e.login()
 	if err := send(sc, testUser, []string{"bob@example.test"}, markerMessage("virus2")); err != nil {
 		t.Fatalf("quarantine: want 250, got %v", err)
 	}
@@ -375,7 +371,7 @@ func TestMilterClamAVRescansDecryptedSMIME(t *testing.T) {
 	needOpenSSL(t)
 	cdir, sock, chown := startClamd(t)
 	clam := startClamavMilter(t, cdir, sock, chown, "Reject")
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
 	pki := newSMIMEPKI(t, dir)
 	bobCrt, bobKey := pki.issue("bob", "bob@example.test")

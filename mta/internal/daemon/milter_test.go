@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/internal/control"
@@ -372,10 +371,7 @@ func TestMilterActions(t *testing.T) {
 	}
 
 	// Submission: TLS and AUTH macros.
-	sc := e.dialTLS(smtpd.Submission)
-	if err := sc.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sc := e.login()
 	if err := send(sc, testUser, []string{"bob@example.test"}, testMessage("m10")); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
@@ -27,15 +25,8 @@ func TestPGPApprovalFlow(t *testing.T) {
 		t.Skip("gpg not installed (.ci/run installs it)")
 	}
 	dir := shortTempDir(t)
-	build := func(name, pkg string) string {
-		bin := filepath.Join(dir, name)
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		return bin
-	}
-	bin := build("posthorn-pgp", "github.com/posthorn/posthorn/plugins/pgp/cmd/posthorn-pgp")
-	notify := build("posthorn-notify", "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify")
+	bin := pluginBinary(t, "pgp")
+	notify := pluginBinary(t, "notify")
 	home, err := os.MkdirTemp("/tmp", "g")
 	if err != nil {
 		t.Fatal(err)
@@ -126,10 +117,7 @@ methods = ["pgp"]
 	}
 	fpr := strings.Fields(pending)[0]
 
-	sub := e.dialTLS(smtpd.Submission)
-	if err := sub.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sub := e.login()
 	if err := send(sub, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: one\r\n\r\nBefore approval.\r\n"); err != nil {
 		t.Fatal(err)
 	}

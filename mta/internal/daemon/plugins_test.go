@@ -2,10 +2,7 @@ package daemon_test
 
 import (
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,32 +14,11 @@ import (
 	"github.com/posthorn/posthorn/testbed/wait"
 )
 
-var (
-	pluginOnce sync.Once
-	pluginBin  string
-	pluginErr  error
-)
-
-// testPlugin builds mta/pluginhost's test plugin once (a real process
-// whose behaviour is chosen by the sender's local part).
+// testPlugin is mta/pluginhost's test plugin (a real process whose
+// behaviour is chosen by the sender's local part), built once.
 func testPlugin(t *testing.T) string {
 	t.Helper()
-	pluginOnce.Do(func() {
-		dir, err := osMkdirTemp()
-		if err != nil {
-			pluginErr = err
-			return
-		}
-		pluginBin = filepath.Join(dir, "tp")
-		out, err := exec.Command("go", "build", "-o", pluginBin, "../pluginhost/internal/testplugin").CombinedOutput()
-		if err != nil {
-			pluginErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if pluginErr != nil {
-		t.Fatal(pluginErr)
-	}
-	return pluginBin
+	return buildOnce(t, "tp", "../pluginhost/internal/testplugin")
 }
 
 func pluginConf(t *testing.T, extra string) string {
@@ -223,14 +199,7 @@ methods = ["tp"]
 // localized mail that goes through Host.Submit, our queue and local
 // delivery.
 func TestNotifyThroughTheRealQueue(t *testing.T) {
-	dir, err := osMkdirTemp()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "posthorn-notify")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin := pluginBinary(t, "notify")
 	e := startEnv(t, fmt.Sprintf(`
 [[plugin]]
 name = "notify"
@@ -239,16 +208,7 @@ path = %q
 from = "postmaster@example.test"
 default_language = "en"
 `, bin))
-	deadline := time.Now().Add(20 * time.Second)
-	for running := false; !running; {
-		for _, s := range e.d.PluginStatus() {
-			running = s.State == "running"
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("notify not running: %+v", e.d.PluginStatus())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.waitPluginsRunning(1)
 	e.d.EmitForTest(sdk.Event{ID: "ev-1", Type: "webmailbox.activation", Recipient: "bob@example.test", Language: "de",
 		SourcePlugin: "webmailbox", Time: time.Now(),
 		Attributes: map[string]string{"link": "https://mail.example.test/activate/abc", "expires": time.Now().Add(72 * time.Hour).Format(time.RFC3339)}})

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/posthorn/posthorn/mta/internal/daemon"
 	phsts "github.com/posthorn/posthorn/mta/internal/mtasts"
@@ -168,10 +167,7 @@ port_map = { "mx.remote.test" = %d, "mta-sts.remote.test" = %d }
 `, dns.Addr(), caFile, m.Port(), sts.Port())
 	})
 	// Submission as alice (authenticated) with REQUIRETLS to the remote.
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	s := e.login()
 	if err := s.Mail(testUser, &smtp.MailOptions{RequireTLS: true}); err != nil {
 		t.Fatal(err)
 	}

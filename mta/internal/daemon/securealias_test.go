@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
@@ -49,10 +48,7 @@ func TestSecureAliasInbound(t *testing.T) {
 
 func TestSecureAliasOutboundBouncesFast(t *testing.T) {
 	e, m := remoteEnv(t, remotemta.Config{Mode: remotemta.NoSTARTTLS}, secureAliasConf)
-	c := e.dialTLS(smtpd.Submission)
-	if err := c.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	c := e.login()
 	start := time.Now()
 	if err := c.Mail("alice@secure.example.test", nil); err != nil {
 		t.Fatalf("alice may send as her secure alias: %v", err)
@@ -99,10 +95,7 @@ func TestSecureAliasOutboundBouncesFast(t *testing.T) {
 func TestSecureAliasBogusDNSSECBouncesFast(t *testing.T) {
 	e, m := remoteEnv(t, remotemta.Config{Mode: remotemta.STARTTLSValid}, secureAliasConf)
 	e.dns.Zone("remote.test", dnsserver.Bogus)
-	c := e.dialTLS(smtpd.Submission)
-	if err := c.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	c := e.login()
 	start := time.Now()
 	for _, from := range []string{"alice@secure.example.test", "alice@example.test"} {
 		if err := c.Mail(from, nil); err != nil {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
@@ -25,12 +23,9 @@ import (
 // certificate is in use, and the next mail to him leaves encrypted.
 func TestSMIMEApprovalFlow(t *testing.T) {
 	needOpenSSL(t)
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
-	notify := filepath.Join(dir, "posthorn-notify")
-	if out, err := exec.Command("go", "build", "-o", notify, "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	notify := pluginBinary(t, "notify")
 	pki := newSMIMEPKI(t, dir)
 	aliceCrt, aliceKey := pki.issue("alice", "alice@example.test")
 	bobCrt, bobKey := pki.issue("bob", "bob@remote.test")
@@ -92,10 +87,7 @@ methods = ["smime"]
 		t.Fatalf("certs pending:\n%s", out)
 	}
 
-	sub := e.dialTLS(smtpd.Submission)
-	if err := sub.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sub := e.login()
 	if err := send(sub, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: one\r\n\r\nFirst.\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
@@ -56,7 +54,7 @@ func crlf(b []byte) string {
 // identity arrives decrypted.
 func TestSMIMEECDHThroughDaemon(t *testing.T) {
 	needOpenSSL(t)
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
 	pki := newSMIMEPKI(t, dir)
 	aliceCrt, aliceKey := pki.issueEC("alice", "alice@example.test", elliptic.P384())
@@ -89,10 +87,7 @@ sign = true
 
 	entity := filepath.Join(dir, "entity.txt")
 	mx := e.dial(smtpd.MX)
-	sub := e.dialTLS(smtpd.Submission)
-	if err := sub.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sub := e.login()
 	n, sent := 0, 0
 	for _, user := range []string{"p256", "p384"} {
 		crt, key := partners[user][0], partners[user][1]
@@ -172,7 +167,7 @@ sign = true
 // decrypts both.
 func TestSMIMESenderCopyOAEP(t *testing.T) {
 	needOpenSSL(t)
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
 	pki := newSMIMEPKI(t, dir)
 	aliceCrt, aliceKey := pki.issue("alice", "alice@example.test")
@@ -206,10 +201,7 @@ methods = ["smime"]
 		t.Fatal(err)
 	}
 	e.waitMail("example.test", "alice", 1, 15*time.Second)
-	sub := e.dialTLS(smtpd.Submission)
-	if err := sub.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sub := e.login()
 	if err := send(sub, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: x\r\n\r\nSealed.\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func (p *smimePKI) issueValid(name, addr string, nb, na time.Time) (string, stri
 // fingerprint. German and English, no JavaScript, nothing external.
 func TestSMIMEPublicationPage(t *testing.T) {
 	needOpenSSL(t)
-	bin := smimePlugin(t)
+	bin := pluginBinary(t, "smime")
 	dir := shortTempDir(t)
 	pki := newSMIMEPKI(t, dir)
 	now := time.Now()

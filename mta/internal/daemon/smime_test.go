@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/testbed/remotemta"
@@ -84,10 +82,7 @@ func TestSMIMEHarvestThenEncrypt(t *testing.T) {
 		t.Skip("openssl not installed (.ci/run installs it)")
 	}
 	dir := shortTempDir(t)
-	bin := filepath.Join(dir, "posthorn-smime")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/smime/cmd/posthorn-smime").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	bin := pluginBinary(t, "smime")
 	partners := newSMIMEPKI(t, dir)
 	bobCrt, bobKey := partners.issue("bob", "bob@remote.test")
 	aliceCrt, aliceKey := partners.issue("alice", "alice@example.test")
@@ -111,16 +106,7 @@ encrypt = "opportunistic"
 methods = ["smime"]
 sign = true
 `, bin, trust, aliceCrt, aliceKey))
-	deadline := time.Now().Add(30 * time.Second)
-	for running := false; !running; {
-		for _, s := range e.d.PluginStatus() {
-			running = s.State == "running"
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("smime plugin not running: %+v", e.d.PluginStatus())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	e.waitPluginsRunning(1)
 
 	// Bob's signed mail to alice, made by OpenSSL.
 	entity := filepath.Join(dir, "entity.txt")
@@ -140,10 +126,7 @@ sign = true
 	}
 
 	// Alice writes to bob: the plugin knows his certificate now.
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	s := e.login()
 	if err := send(s, testUser, []string{"bob@remote.test"}, "From: alice@example.test\r\nTo: bob@remote.test\r\nSubject: confidential\r\n\r\nThe figures, encrypted.\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -112,10 +112,7 @@ func TestSubmissionNeedsTLSAndAuth(t *testing.T) {
 	if err := c.Auth(sasl.NewPlainClient("", testUser, "wrong")); codeOf(err) != 535 {
 		t.Fatalf("bad password: want 535, got %v", err)
 	}
-	c = e.dialTLS(smtpd.Submission)
-	if err := c.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	c = e.login()
 	// The authenticated user may relay, but only as themself.
 	if err := c.Mail("bob@example.test", nil); codeOf(err) != 553 {
 		t.Fatalf("foreign sender: want 553, got %v", err)

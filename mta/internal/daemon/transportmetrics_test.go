@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 )
 
@@ -64,10 +62,7 @@ kind = "discard"
 	if err := send(c, "s@example.com", []string{"bob@example.test", "carl@lmtp.test"}, testMessage("local")); err != nil {
 		t.Fatal(err)
 	}
-	sub := e.dialTLS(smtpd.Submission)
-	if err := sub.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	sub := e.login()
 	if err := send(sub, testUser, []string{"x@archive.example", "z@void.example"}, testMessage("remote")); err != nil {
 		t.Fatal(err)
 	}

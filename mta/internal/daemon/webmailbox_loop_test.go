@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
-	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -51,10 +48,7 @@ methods = ["securebox"]
 		t.Errorf("config warnings %q, want one for rule 0", w)
 	}
 	e.waitPluginsRunning(2)
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	s := e.login()
 	if err := send(s, testUser, []string{"friend@remote.test"}, "From: alice@example.test\r\nTo: friend@remote.test\r\nSubject: the contract\r\n"+
 		"Auto-Submitted: auto-generated\r\n\r\nConfidential terms.\r\n"); err != nil {
 		t.Fatal(err)

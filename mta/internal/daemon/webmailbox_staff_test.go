@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/emersion/go-sasl"
 
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/browsertest"
@@ -96,10 +95,7 @@ methods = ["smime"]
 	}
 
 	// Alice writes to the partner, who has no key: the web mailbox.
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	s := e.login()
 	if err := send(s, testUser, []string{"friend@remote.test"}, "From: alice@example.test\r\nTo: friend@remote.test\r\nSubject: the contract\r\n\r\nPlease ask our staff.\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -4,16 +4,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
-	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/remotemta"
 )
 
@@ -22,16 +17,8 @@ import (
 // mails the recipient an activation link through our queue; the link
 // opens the activation page.
 func TestWebMailboxFallback(t *testing.T) {
-	dir := shortTempDir(t)
-	build := func(name, pkg string) string {
-		bin := filepath.Join(dir, name)
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		return bin
-	}
-	wmb := build("posthorn-webmailbox", "github.com/posthorn/posthorn/plugins/webmailbox/cmd/posthorn-webmailbox")
-	notify := build("posthorn-notify", "github.com/posthorn/posthorn/plugins/notify/cmd/posthorn-notify")
+	wmb := pluginBinary(t, "webmailbox")
+	notify := pluginBinary(t, "notify")
 	web := freeLocalAddr(t)
 	e, m := remoteEnv(t, remotemta.Config{}, fmt.Sprintf(`
 [[plugin]]
@@ -57,26 +44,8 @@ recipients = ["remote.test"]
 encrypt = "required"
 methods = ["webmailbox"]
 `, notify, wmb, web, web))
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		running := 0
-		for _, s := range e.d.PluginStatus() {
-			if s.State == "running" {
-				running++
-			}
-		}
-		if running == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("plugins not running: %+v", e.d.PluginStatus())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s := e.dialTLS(smtpd.Submission)
-	if err := s.Auth(sasl.NewPlainClient("", testUser, testPass)); err != nil {
-		t.Fatal(err)
-	}
+	e.waitPluginsRunning(2)
+	s := e.login()
 	if err := send(s, testUser, []string{"friend@remote.test"}, "From: alice@example.test\r\nTo: friend@remote.test\r\nSubject: the contract\r\n\r\nConfidential terms.\r\n"); err != nil {
 		t.Fatal(err)
 	}
