@@ -9,6 +9,11 @@
 // always). No TLS. The load comes from testbed/loadgen (sessions carry
 // many messages each).
 //
+// With -smime (`make bench-smime`, issue 19.4) it compares posthorn
+// with posthorn whose smime plugin signs and encrypts every relayed
+// message instead (a throw-away PKI, RSA 2048; the sink checks that every
+// message arrives encrypted), and prints the CPU added per message.
+//
 // Not part of `make test`: a benchmark, whose figures mean something
 // only on an otherwise idle machine.
 package main
@@ -34,6 +39,8 @@ var (
 	profDir     string
 	profFor     time.Duration
 	skipPostfix bool
+	smimeMode   bool
+	smime       *smimeSetup // with -smime
 )
 
 type workload struct {
@@ -75,9 +82,14 @@ func main() {
 	flag.StringVar(&profDir, "profile", "", "directory for posthorn's pprof CPU and allocation profiles (one per run; serves pprof on a loopback metrics listener)")
 	flag.BoolVar(&skipPostfix, "posthorn-only", false, "run only posthorn (for profiling; no comparison)")
 	flag.DurationVar(&profFor, "profile-seconds", 20*time.Second, "length of each CPU profile (from the start of the load)")
-	only := flag.String("workloads", "", "comma-separated subset of: 10k,100k,1m,10k-10rcpt (default all)")
+	only := flag.String("workloads", "", "comma-separated subset of: 10k,100k,1m,10k-10rcpt (default all; 100k with -smime)")
+	flag.BoolVar(&smimeMode, "smime", false, "instead of Postfix, compare posthorn with posthorn signing and encrypting every message with the smime plugin (issue 19.4: CPU added per message)")
+	smimePlugin := flag.String("smime-plugin", "", "posthorn-smime binary for -smime (default: go build it)")
 	flag.Parse()
-	if _, err := os.Stat(*master); err != nil {
+	if smimeMode && *only == "" {
+		*only = "100k"
+	}
+	if _, err := os.Stat(*master); err != nil && !smimeMode && !skipPostfix {
 		fmt.Fprintln(os.Stderr, "benchcompare: Postfix is not installed (apt-get install postfix):", err)
 		os.Exit(2)
 	}
@@ -91,6 +103,19 @@ func main() {
 				}
 			}
 		}
+	}
+	if smimeMode {
+		maxRcpts := 1
+		for _, w := range ws {
+			maxRcpts = max(maxRcpts, w.rcpts)
+		}
+		sm, err := newSMIME(*smimePlugin, maxRcpts)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchcompare:", err)
+			os.Exit(1)
+		}
+		defer sm.close()
+		smime = sm
 	}
 	if err := run(*posthorn, *master, ws, *reps, *scale); err != nil {
 		fmt.Fprintln(os.Stderr, "benchcompare:", err)
@@ -106,9 +131,19 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 	defer snk.close()
 	type key struct{ w, mta string }
 	results := map[key][]sample{}
+	// Two contenders: Postfix and posthorn, or with -smime posthorn and
+	// posthorn signing and encrypting everything.
+	names := []string{"postfix", "posthorn"}
+	heads := []string{"Postfix", "posthorn"}
 	starters := []func() (mta, error){
 		func() (mta, error) { return startPostfix(master, snk.addr()) },
-		func() (mta, error) { return startPosthorn(posthorn, snk.addr()) },
+		func() (mta, error) { return startPosthorn(posthorn, snk, nil) },
+	}
+	if smime != nil {
+		names = []string{"posthorn", "posthorn+smime"}
+		heads = []string{"posthorn", "posthorn + S/MIME sign+encrypt"}
+		starters[0] = starters[1]
+		starters[1] = func() (mta, error) { return startPosthorn(posthorn, snk, smime) }
 	}
 	for _, w := range ws {
 		w.n = max(1, int(float64(w.n)*scale))
@@ -119,7 +154,7 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 				order = []int{1, 0}
 			}
 			for _, i := range order {
-				if skipPostfix && i == 0 {
+				if skipPostfix && i == 0 && smime == nil {
 					continue
 				}
 				m, err := starters[i]()
@@ -137,10 +172,10 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 			}
 		}
 	}
-	fmt.Printf("\n%d repetitions each, median [min–max]; ratio = posthorn/Postfix of the medians (CPU and PSS: lower is better)\n\n", reps)
-	fmt.Printf("| workload | metric | Postfix | posthorn | ratio |\n|---|---|---|---|---|\n")
+	fmt.Printf("\n%d repetitions each, median [min–max]; ratio = %s/%s of the medians (CPU and PSS: lower is better)\n\n", reps, heads[1], heads[0])
+	fmt.Printf("| workload | metric | %s | %s | ratio |\n|---|---|---|---|---|\n", heads[0], heads[1])
 	for _, w := range ws {
-		pf, ph := results[key{w.name, "postfix"}], results[key{w.name, "posthorn"}]
+		pf, ph := results[key{w.name, names[0]}], results[key{w.name, names[1]}]
 		n := max(1, int(float64(w.n)*scale))
 		label := fmt.Sprintf("%d × %d KiB × %d rcpt, c=%d", n, w.size, w.rcpts, w.conc)
 		for _, m := range []struct {
@@ -155,6 +190,10 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 		} {
 			a, b := stats(pf, m.f), stats(ph, m.f)
 			fmt.Printf("| %s | %s | %s | %s | %.2f× |\n", label, m.name, a.format(m.fmt), b.format(m.fmt), b.med/a.med)
+		}
+		if smime != nil {
+			cpu := func(s sample) float64 { return s.cpuMS }
+			fmt.Printf("| %s | CPU added by S/MIME, ms/msg (median of each) | | %.2f | |\n", label, stats(ph, cpu).med-stats(pf, cpu).med)
 		}
 	}
 	return nil
@@ -186,7 +225,7 @@ func stats(ss []sample, f func(sample) float64) stat {
 // every recipient of every accepted message.
 func measure(m mta, snk *sink, w workload) (sample, error) {
 	cpu0 := treeCPU(m)
-	base := snk.rcpts.Load()
+	base, sealed0 := snk.rcpts.Load(), snk.sealed.Load()
 	stopPSS := make(chan struct{})
 	peak := make(chan float64)
 	go func() {
@@ -244,6 +283,11 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 	pss := <-peak
 	if res.Sent == 0 {
 		return sample{}, errors.New("no message accepted: " + strings.Join(res.Errors, "; "))
+	}
+	if m.name() == "posthorn+smime" {
+		if n := snk.sealed.Load() - sealed0; n != int64(res.Sent) {
+			return sample{}, fmt.Errorf("only %d of %d messages reached the sink encrypted", n, res.Sent)
+		}
 	}
 	if res.Failed > 0 {
 		fmt.Fprintf(os.Stderr, "  %s: %d messages refused: %v\n", m.name(), res.Failed, res.Errors)

@@ -62,8 +62,12 @@ func (p *proc) stop() {
 }
 
 // startPosthorn runs `posthorn serve` on a fresh spool, relaying every
-// remote domain to the sink as a smarthost, without TLS.
-func startPosthorn(bin, sinkAddr string) (mta, error) {
+// remote domain to the sink as a smarthost, without TLS. With sm, every
+// message to the sink is also signed and encrypted by the smime plugin
+// (label "posthorn+smime"), and one message has gone through before it
+// returns.
+func startPosthorn(bin string, snk *sink, sm *smimeSetup) (mta, error) {
+	sinkAddr := snk.addr()
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return nil, err
@@ -78,6 +82,15 @@ func startPosthorn(bin, sinkAddr string) (mta, error) {
 	mx, err := freeAddr()
 	if err != nil {
 		return nil, err
+	}
+	extra, label := "", "posthorn"
+	if sm != nil {
+		label = "posthorn+smime"
+		data := filepath.Join(dir, "plugins", "smime")
+		if err := sm.prepare(data); err != nil {
+			return nil, err
+		}
+		extra = sm.config(data)
 	}
 	metrics := ""
 	if profDir != "" {
@@ -99,6 +112,7 @@ max_connection_rate_per_ip = 0
 [queue]
 dir = "spool"
 workers = 20
+min_backoff = "1s"
 [local]
 maildir_root = "mail"
 [metrics]
@@ -120,7 +134,7 @@ tls_level = "none"
 [[domain]]
 name = "example.test"
 mailboxes = ["postmaster"]
-`, mx, metrics, metrics != "", sinkAddr)
+%s`, mx, metrics, metrics != "", sinkAddr, extra)
 	cfgPath := filepath.Join(dir, "posthorn.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -131,10 +145,16 @@ mailboxes = ["postmaster"]
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{label: "posthorn", dir: dir, cmd: cmd, a: mx, metrics: metrics}
+	p := &proc{label: label, dir: dir, cmd: cmd, a: mx, metrics: metrics}
 	if err := waitBanner(mx, 30*time.Second); err != nil {
 		p.stop()
 		return nil, err
+	}
+	if sm != nil {
+		if err := warmUp(mx, snk); err != nil {
+			p.stop()
+			return nil, err
+		}
 	}
 	return p, nil
 }

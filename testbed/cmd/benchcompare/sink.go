@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,9 @@ import (
 type sink struct {
 	ln    net.Listener
 	rcpts atomic.Int64
+	// sealed counts messages with an "application/pkcs7-mime" line
+	// (S/MIME encrypted; benchcompare -smime checks every one is).
+	sealed atomic.Int64
 }
 
 func startSink() (*sink, error) {
@@ -33,6 +37,8 @@ func startSink() (*sink, error) {
 	}()
 	return s, nil
 }
+
+var pkcs7 = []byte("application/pkcs7-mime")
 
 func (s *sink) addr() string { return s.ln.Addr().String() }
 func (s *sink) close()       { s.ln.Close() }
@@ -80,7 +86,7 @@ func (s *sink) serve(c net.Conn) {
 			if !reply("354 go") {
 				return
 			}
-			midLine := false
+			midLine, isSealed := false, false
 			for {
 				l, err := r.ReadSlice('\n')
 				if err == bufio.ErrBufferFull {
@@ -93,7 +99,13 @@ func (s *sink) serve(c net.Conn) {
 				if !midLine && len(l) == 3 && l[0] == '.' && l[1] == '\r' {
 					break
 				}
+				if !isSealed && !midLine && bytes.Contains(l, pkcs7) {
+					isSealed = true
+				}
 				midLine = false
+			}
+			if isSealed {
+				s.sealed.Add(1)
 			}
 			s.rcpts.Add(n)
 			n = 0
