@@ -29,7 +29,9 @@ const (
 
 // Discovery finds a recipient's key: each step in order, network results
 // stored with their source and reused for TTL; misses are remembered for
-// TTL too, so a busy queue does not hammer other people's servers.
+// TTL too, so a busy queue does not hammer other people's servers. With a
+// shared key store both are shared by the nodes: keys as stored keys,
+// misses through Misses.
 type Discovery struct {
 	Keys      *Keys
 	Order     []string
@@ -38,6 +40,9 @@ type Discovery struct {
 	Timeout   time.Duration // per network lookup
 	WKD       *wkd.Client
 	Keyserver *Keyserver // nil: step skipped
+	// Misses shares the misses with the other nodes (the shared key
+	// store); nil: remembered in memory only.
+	Misses MissStore
 
 	mu      sync.Mutex
 	misses  map[string]time.Time // step + " " + addr → until
@@ -119,14 +124,54 @@ func (d *Discovery) Find(ctx context.Context, addr string) (Found, error) {
 	return Found{}, fmt.Errorf("%w for %s", keystore.ErrNotFound, addr)
 }
 
+// MissStore keeps discovery misses where every node sees them, so that a
+// cluster asks other people's servers no more often than one node.
+type MissStore interface {
+	// MissedUntil returns until when the miss key is remembered (zero:
+	// not at all).
+	MissedUntil(ctx context.Context, key string, now time.Time) (time.Time, error)
+	// RememberMiss remembers the miss key until until.
+	RememberMiss(ctx context.Context, key string, until, now time.Time) error
+}
+
+// missStoreTimeout bounds a look into the MissStore; it is only a cache:
+// when it does not answer, the lookup is made.
+const missStoreTimeout = 2 * time.Second
+
 func (d *Discovery) missed(step, addr string, now time.Time) bool {
+	key := step + " " + addr
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	until, ok := d.misses[step+" "+addr]
-	return ok && now.Before(until)
+	until, ok := d.misses[key]
+	d.mu.Unlock()
+	if ok && now.Before(until) || d.Misses == nil {
+		return ok && now.Before(until)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), missStoreTimeout)
+	defer cancel()
+	until, err := d.Misses.MissedUntil(ctx, key, now)
+	if err != nil || !now.Before(until) {
+		return false
+	}
+	d.remember(key, until)
+	return true
 }
 
 func (d *Discovery) miss(step, addr string, now time.Time) {
+	ttl := d.MissTTL
+	if ttl <= 0 {
+		ttl = d.TTL
+	}
+	key := step + " " + addr
+	d.remember(key, now.Add(ttl))
+	if d.Misses != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), missStoreTimeout)
+		defer cancel()
+		d.Misses.RememberMiss(ctx, key, now.Add(ttl), now) // at worst another node asks again
+	}
+}
+
+// remember keeps a miss in memory.
+func (d *Discovery) remember(key string, until time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.misses == nil {
@@ -135,11 +180,7 @@ func (d *Discovery) miss(step, addr string, now time.Time) {
 	if len(d.misses) > 100000 {
 		d.misses = map[string]time.Time{}
 	}
-	ttl := d.MissTTL
-	if ttl <= 0 {
-		ttl = d.TTL
-	}
-	d.misses[step+" "+addr] = now.Add(ttl)
+	d.misses[key] = until
 }
 
 // shared runs (or joins) the lookup of addr in step.

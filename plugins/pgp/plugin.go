@@ -275,6 +275,9 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	if cfg.Keyserver != "" {
 		disc.Keyserver = &Keyserver{URL: cfg.Keyserver, HKP: cfg.KeyserverProtocol == "hkp", HTTP: hc}
 	}
+	if c.Database != nil {
+		disc.Misses = st // the nodes share their misses
+	}
 	internal := map[string]bool{}
 	for _, d := range cfg.InternalDomains {
 		internal[strings.ToLower(d)] = true

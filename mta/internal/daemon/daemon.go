@@ -830,7 +830,16 @@ func Explain(cfg *conf.Config, domain, sender string, requireTLS, probe bool) (*
 		return nil, err
 	}
 	defer rt.Close()
-	sts, err := newMTASTS(cfg, res, log, nil)
+	var shared *sql.DB
+	if cfg.Database.DSN != "" {
+		// A node of a cluster: the MTA-STS policies the nodes cached are
+		// in the shared database, as the daemon sees them.
+		if shared, _, err = database.OpenPostgres(context.Background(), cfg.Database); err != nil {
+			return nil, err
+		}
+		defer shared.Close()
+	}
+	sts, err := newMTASTS(cfg, res, log, shared)
 	if err != nil {
 		return nil, err
 	}

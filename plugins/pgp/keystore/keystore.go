@@ -113,6 +113,9 @@ var schema = []string{
 		address TEXT NOT NULL,
 		fingerprint TEXT NOT NULL REFERENCES pgp_keys(fingerprint) ON DELETE CASCADE,
 		PRIMARY KEY (address, fingerprint))`,
+	// Version 3: discovery misses ("not found" for a while), shared by
+	// the nodes like the keys found.
+	`CREATE TABLE IF NOT EXISTS pgp_discovery_misses (k TEXT PRIMARY KEY, until_at BIGINT NOT NULL)`,
 }
 
 // Open opens (creating if needed) the SQLite store keys.db in dir.
@@ -161,6 +164,31 @@ func New(ctx context.Context, db *sql.DB, d sqldb.Dialect) (*SQL, error) {
 		}
 	}
 	return &SQL{db: db, d: d}, nil
+}
+
+// MissedUntil returns until when the discovery miss key is remembered
+// (zero: not, or no longer).
+func (s *SQL) MissedUntil(ctx context.Context, key string, now time.Time) (time.Time, error) {
+	var until int64
+	err := s.db.QueryRowContext(ctx, s.d.Rebind(`SELECT until_at FROM pgp_discovery_misses WHERE k = ? AND until_at > ?`), key, now.UnixNano()).Scan(&until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, until), nil
+}
+
+// RememberMiss remembers the discovery miss key until until (the later
+// of two wins) and forgets the misses expired by now.
+func (s *SQL) RememberMiss(ctx context.Context, key string, until, now time.Time) error {
+	if _, err := s.db.ExecContext(ctx, s.d.Rebind(`INSERT INTO pgp_discovery_misses (k, until_at) VALUES (?, ?)
+		ON CONFLICT (k) DO UPDATE SET until_at = `+s.d.Greatest("pgp_discovery_misses.until_at", "excluded.until_at")), key, until.UnixNano()); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, s.d.Rebind(`DELETE FROM pgp_discovery_misses WHERE until_at <= ?`), now.UnixNano())
+	return err
 }
 
 // NormalizeAddress lower-cases and trims an address or domain.
