@@ -205,7 +205,8 @@ func LockKey(name string) int64 {
 }
 
 // migrationLock is the name every component's migrations lock (the host's
-// directory uses the same key, so host and plugins migrate in turn).
+// components migrate with this function too, so host and plugins migrate
+// in turn).
 const migrationLock = "posthorn schema migrations"
 
 // Migrate brings component's schema to version len(steps): step i is

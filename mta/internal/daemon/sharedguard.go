@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/internal/database"
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/sdk/sqldb"
 )
@@ -36,7 +35,7 @@ var authFailureSchema = []string{
 const guardKeep = 48 * time.Hour
 
 func newSharedGuard(ctx context.Context, db *sql.DB) (*sharedGuard, error) {
-	if err := database.Migrate(ctx, db, database.Postgres, "auth_guard", authFailureSchema); err != nil {
+	if err := sqldb.Migrate(ctx, db, sqldb.Postgres, "auth_guard", authFailureSchema); err != nil {
 		return nil, err
 	}
 	return &sharedGuard{c: sqldb.Counters{DB: db, Dialect: sqldb.Postgres, Table: "auth_failures"}}, nil

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/internal/database"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // sharedKeys keeps Host.Submit idempotency keys in the shared PostgreSQL
@@ -30,7 +30,7 @@ var submitKeySchema = []string{
 }
 
 func (k *sharedKeys) open(ctx context.Context) error {
-	if err := database.Migrate(ctx, k.db, database.Postgres, "submit_keys", submitKeySchema); err != nil {
+	if err := sqldb.Migrate(ctx, k.db, sqldb.Postgres, "submit_keys", submitKeySchema); err != nil {
 		return err
 	}
 	// Keys are remembered for keyRetention, as in the file.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/posthorn/posthorn/mta/internal/database"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 	"github.com/posthorn/posthorn/testbed/pgtest"
 )
 
@@ -26,7 +27,7 @@ func TestMigrateSQLite(t *testing.T) {
 	}
 	defer db.Close()
 	for range 2 {
-		if err := database.Migrate(ctx, db, database.SQLite, "test", steps); err != nil {
+		if err := sqldb.Migrate(ctx, db, sqldb.SQLite, "test", steps); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -35,12 +36,12 @@ func TestMigrateSQLite(t *testing.T) {
 	if n != 1 {
 		t.Errorf("step 2 ran %d times", n)
 	}
-	err = database.Migrate(ctx, db, database.SQLite, "test", steps[:1])
-	if err == nil || !strings.Contains(err.Error(), "newer than this posthorn knows") {
+	err = sqldb.Migrate(ctx, db, sqldb.SQLite, "test", steps[:1])
+	if err == nil || !strings.Contains(err.Error(), "newer than this program knows") {
 		t.Errorf("older binary on a newer schema: %v", err)
 	}
 	// Components are versioned apart.
-	if err := database.Migrate(ctx, db, database.SQLite, "other", []string{"CREATE TABLE t_other (c INTEGER)"}); err != nil {
+	if err := sqldb.Migrate(ctx, db, sqldb.SQLite, "other", []string{"CREATE TABLE t_other (c INTEGER)"}); err != nil {
 		t.Error(err)
 	}
 }
@@ -63,7 +64,7 @@ func TestMigratePostgresConcurrently(t *testing.T) {
 				return
 			}
 			defer db.Close()
-			errs <- database.Migrate(ctx, db, database.Postgres, "test", steps)
+			errs <- sqldb.Migrate(ctx, db, sqldb.Postgres, "test", steps)
 		}()
 	}
 	wg.Wait()

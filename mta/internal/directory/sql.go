@@ -11,6 +11,7 @@ import (
 
 	"github.com/posthorn/posthorn/conf"
 	"github.com/posthorn/posthorn/mta/internal/database"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // SQL is the database backend: an embedded SQLite file, or PostgreSQL
@@ -81,7 +82,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("directory %s: %w", path, err)
 	}
-	if err := database.Migrate(ctx, db, database.SQLite, "directory", Migrations[database.SQLite]); err != nil {
+	if err := sqldb.Migrate(ctx, db, sqldb.SQLite, "directory", Migrations[database.SQLite]); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("directory %s: %w", path, err)
 	}
@@ -95,7 +96,7 @@ func OpenPostgres(ctx context.Context, c conf.Database) (*SQL, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := database.Migrate(ctx, db, database.Postgres, "directory", Migrations[database.Postgres]); err != nil {
+	if err := sqldb.Migrate(ctx, db, sqldb.Postgres, "directory", Migrations[database.Postgres]); err != nil {
 		db.Close()
 		return nil, err
 	}

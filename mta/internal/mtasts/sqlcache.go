@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/internal/database"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // sqlCache keeps policies in the PostgreSQL database the nodes share. As
@@ -23,7 +23,7 @@ var sqlCacheSchema = []string{
 func openSQLCache(db *sql.DB) (*sqlCache, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := database.Migrate(ctx, db, database.Postgres, "mtasts", sqlCacheSchema); err != nil {
+	if err := sqldb.Migrate(ctx, db, sqldb.Postgres, "mtasts", sqlCacheSchema); err != nil {
 		return nil, err
 	}
 	return &sqlCache{db: db}, nil

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/posthorn/posthorn/mta/internal/database"
+	"github.com/posthorn/posthorn/sdk/sqldb"
 )
 
 // Attempt is the result of one delivery attempt (one SMTP session, or the
@@ -102,7 +102,7 @@ func New(o Options) (*Recorder, error) {
 		return nil, errors.New("tlsrpt: no submitter (host name)")
 	}
 	if o.DB != nil {
-		if err := database.Migrate(context.Background(), o.DB, database.Postgres, "tlsrpt", schema); err != nil {
+		if err := sqldb.Migrate(context.Background(), o.DB, sqldb.Postgres, "tlsrpt", schema); err != nil {
 			return nil, fmt.Errorf("tlsrpt: %w", err)
 		}
 	} else if err := os.MkdirAll(o.Dir, 0o750); err != nil {
