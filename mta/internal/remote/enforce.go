@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/posthorn/posthorn/mta/internal/dane"
@@ -57,9 +58,17 @@ func tlsRequiredNo(body delivery.Body) bool {
 		return false
 	}
 	defer rc.Close()
-	h, _ := textproto.NewReader(bufio.NewReader(io.LimitReader(rc, 256<<10))).ReadMIMEHeader()
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(io.LimitReader(rc, 256<<10))
+	h, _ := textproto.NewReader(br).ReadMIMEHeader()
+	br.Reset(nil)
+	headerReaders.Put(br)
 	return strings.EqualFold(strings.TrimSpace(h.Get("TLS-Required")), "no")
 }
+
+// headerReaders are tlsRequiredNo's readers (a fresh 4 KiB one per
+// delivery was an item of the relay's allocation profile, issue 19).
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
 // stsInfo is what the recipient domain's MTA-STS says, for one delivery.
 type stsInfo struct {
