@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -462,4 +463,33 @@ func (e *testEnv) submit(rcpts []string, msg string) {
 		e.t.Fatal(err)
 	}
 	c.Quit()
+}
+
+// gpgHome makes a GnuPG home of its own for the test (under /tmp:
+// gpg-agent's socket path must stay short) and returns it with a function
+// that runs gpg there in batch mode (stdin, args) and returns its output;
+// a failing gpg fails the test. The agent is stopped and the home removed
+// at cleanup.
+func gpgHome(t *testing.T) (string, func(stdin []byte, args ...string) []byte) {
+	t.Helper()
+	home, err := os.MkdirTemp("/tmp", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
+		os.RemoveAll(home)
+	})
+	return home, func(stdin []byte, args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command("gpg", append([]string{"--homedir", home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("gpg %v: %v\n%s", args, err, stderr.String())
+		}
+		return out
+	}
 }

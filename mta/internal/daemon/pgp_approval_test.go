@@ -27,25 +27,7 @@ func TestPGPApprovalFlow(t *testing.T) {
 	dir := shortTempDir(t)
 	bin := pluginBinary(t, "pgp")
 	notify := pluginBinary(t, "notify")
-	home, err := os.MkdirTemp("/tmp", "g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
-		os.RemoveAll(home)
-	})
-	gpg := func(stdin []byte, args ...string) []byte {
-		cmd := exec.Command("gpg", append([]string{"--homedir", home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
-		cmd.Stdin = bytes.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("gpg %v: %v\n%s", args, err, stderr.String())
-		}
-		return out
-	}
+	_, gpg := gpgHome(t)
 	gpg(nil, "--quick-gen-key", "Bob <bob@remote.test>", "default", "default", "never")
 	bobKey := gpg(nil, "--export", "bob@remote.test")
 	gpg(nil, "--quick-gen-key", "Alice <alice@example.test>", "default", "default", "never")

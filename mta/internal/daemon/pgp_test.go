@@ -47,25 +47,7 @@ func TestPGPKeyFromWKDGetsEncryptedMail(t *testing.T) {
 	// Every key is made by gpg (in a home of its own) before any SMTP
 	// session opens: generation takes seconds on a loaded machine, longer
 	// than the daemon's command timeout (5 s) lets a session idle.
-	home, err := os.MkdirTemp("/tmp", "g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
-		os.RemoveAll(home)
-	}()
-	gpg := func(stdin []byte, args ...string) []byte {
-		cmd := exec.Command("gpg", append([]string{"--homedir", home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
-		cmd.Stdin = bytes.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("gpg %v: %v\n%s", args, err, stderr.String())
-		}
-		return out
-	}
+	home, gpg := gpgHome(t)
 	// Bob's key, published by WKD.
 	gpg(nil, "--quick-gen-key", "Bob <bob@remote.test>", "default", "default", "never")
 	bobKey := gpg(nil, "--export", "bob@remote.test")

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -48,15 +49,16 @@ func newSMIMEPKI(t *testing.T, dir string) *smimePKI {
 
 // issue writes NAME.crt and NAME.key for addr and returns their paths.
 func (p *smimePKI) issue(name, addr string) (string, string) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: addr}, EmailAddresses: []string{addr},
+	return p.issueTemplate(name, rsaKey(p.t), &x509.Certificate{Subject: pkix.Name{CommonName: addr}, EmailAddresses: []string{addr},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}})
+}
+
+// issueTemplate signs tmpl (given a fresh serial) for key and writes
+// NAME.crt and NAME.key.
+func (p *smimePKI) issueTemplate(name string, key crypto.Signer, tmpl *x509.Certificate) (string, string) {
+	tmpl.SerialNumber, _ = rand.Int(rand.Reader, big.NewInt(1<<62))
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, key.Public(), p.key)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -65,6 +67,14 @@ func (p *smimePKI) issue(name, addr string) (string, string) {
 	kd, _ := x509.MarshalPKCS8PrivateKey(key)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600)
 	return certFile, keyFile
+}
+
+func rsaKey(t *testing.T) *rsa.PrivateKey {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func (p *smimePKI) caFile(name string) string {
