@@ -32,6 +32,7 @@ import (
 	"github.com/posthorn/posthorn/testbed/dnsserver"
 	"github.com/posthorn/posthorn/testbed/pgtest"
 	"github.com/posthorn/posthorn/testbed/remotemta"
+	"github.com/posthorn/posthorn/testbed/wait"
 )
 
 // TestTwoNodesOnePostgres is issue 16's cluster test: two `posthorn serve`
@@ -62,8 +63,7 @@ func TestTwoNodesOnePostgres(t *testing.T) {
 	pg := pgtest.Start(t) // skips without PostgreSQL
 	db := pg.NewDatabase(t)
 	shared := t.TempDir()
-	bins := buildPlugins(t, shared, "webmailbox", "notify", "smime")
-	posthornBinary(t)
+	bins := buildPlugins(t, shared, "webmailbox", "notify", "smime") // and posthorn
 	step("PostgreSQL started, binaries built")
 
 	// The Internet: a DNS server and the partner's MTA, which also takes
@@ -357,7 +357,7 @@ methods = ["smime"]
 		api(a, "PUT", "/v1/addresses/carol@example.test/secure-alias", `{"enabled":true}`)
 		// B learns of it by the directory's NOTIFY (its cache held the
 		// "no" from above).
-		waitUntil(t, 10*time.Second, "B accepts the secure alias", func() bool { return rcpt(b, true) == nil })
+		wait.For(t, 10*time.Second, "B accepts the secure alias", func() bool { return rcpt(b, true) == nil })
 		if err := rcpt(b, false); smtpCode(err) != 530 {
 			t.Fatalf("secure alias without TLS on B: %v, want 530", err)
 		}
@@ -411,12 +411,12 @@ methods = ["smime"]
 			})
 			return k
 		}
-		waitUntil(t, 30*time.Second, "load on both nodes", func() bool { return count("a") >= 20 && count("b") >= 20 })
+		wait.For(t, 30*time.Second, "load on both nodes", func() bool { return count("a") >= 20 && count("b") >= 20 })
 		a.kill()
 		step("A killed")
 		beforeB := count("b")
 		// B goes on taking mail and serving the web mailbox.
-		waitUntil(t, 30*time.Second, "B takes mail while A is dead", func() bool { return count("b") >= beforeB+20 })
+		wait.For(t, 30*time.Second, "B takes mail while A is dead", func() bool { return count("b") >= beforeB+20 })
 		if r := b.browser.get(b, "/inbox"); r.code != 200 || !strings.Contains(r.body, "the contract") {
 			t.Errorf("web mailbox on B with A dead: %d %s", r.code, r.body)
 		}
@@ -474,7 +474,7 @@ methods = ["smime"]
 			}
 			return k
 		}
-		waitUntil(t, 30*time.Second, "yesterday's TLS report", func() bool { return reports() > 0 })
+		wait.For(t, 30*time.Second, "yesterday's TLS report", func() bool { return reports() > 0 })
 		if reports := reports(); reports != 1 {
 			t.Errorf("%d TLS reports for yesterday, want 1", reports)
 		}
@@ -541,7 +541,7 @@ socket = "ctl.sock"
 // waitListening waits until something accepts connections on addr.
 func (n *node) waitListening(addr string, timeout time.Duration) {
 	n.t.Helper()
-	waitUntil(n.t, timeout, "node "+n.name+" listening on "+addr, func() bool {
+	wait.For(n.t, timeout, "node "+n.name+" listening on "+addr, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -553,7 +553,7 @@ func (n *node) waitListening(addr string, timeout time.Duration) {
 // waitFree waits until nothing listens on addr any more.
 func (n *node) waitFree(addr string, timeout time.Duration) {
 	n.t.Helper()
-	waitUntil(n.t, timeout, addr+" free", func() bool {
+	wait.For(n.t, timeout, addr+" free", func() bool {
 		l, err := net.Listen("tcp", addr)
 		if err == nil {
 			l.Close()
@@ -582,7 +582,7 @@ func (n *node) mails(t *testing.T, user string) []string {
 func (n *node) waitMail(t *testing.T, user string, ok func(string) bool) string {
 	t.Helper()
 	var got string
-	waitUntil(t, 30*time.Second, "mail for "+user+" on node "+n.name, func() bool {
+	wait.For(t, 30*time.Second, "mail for "+user+" on node "+n.name, func() bool {
 		for _, m := range n.mails(t, user) {
 			if ok(m) {
 				got = m
@@ -594,28 +594,31 @@ func (n *node) waitMail(t *testing.T, user string, ok func(string) bool) string 
 	return got
 }
 
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// buildPlugins builds the named plugins of plugins/ into dir.
+// buildPlugins builds the named plugins of plugins/ into dir, at the same
+// time as each other and the posthorn binary (linking is the slow part,
+// and one link uses one core).
 func buildPlugins(t *testing.T, dir string, names ...string) map[string]string {
 	t.Helper()
 	bins := map[string]string{}
-	for _, name := range names {
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
 		bin := filepath.Join(dir, "posthorn-"+name)
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/"+name+"/cmd/posthorn-"+name).CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", name, err, out)
-		}
 		bins[name] = bin
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, err := exec.Command("go", "build", "-o", bin, "github.com/posthorn/posthorn/plugins/"+name+"/cmd/posthorn-"+name).CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("building %s: %v\n%s", name, err, out)
+			}
+		}()
+	}
+	posthornBinary(t)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	return bins
 }
@@ -659,7 +662,7 @@ func submit(t *testing.T, n *node, tc *tls.Config) *smtp.Client {
 func waitRemote(t *testing.T, m *remotemta.MTA, rcpt, want string) string {
 	t.Helper()
 	var got string
-	waitUntil(t, 30*time.Second, "a message to "+rcpt+" containing "+want, func() bool {
+	wait.For(t, 30*time.Second, "a message to "+rcpt+" containing "+want, func() bool {
 		for _, msg := range m.Messages() {
 			if len(msg.To()) == 0 || msg.To()[0] != rcpt {
 				continue
