@@ -160,6 +160,9 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// A new max_message_size restarts the plugins (they are told it
+	// when they start).
+	d.plugins.SetMaxMessageSize(cfg.SMTP.MaxMessageSize.Bytes())
 	started, err := d.plugins.Reconfigure(ctx, cfg.Plugins)
 	res.Plugins = started
 	if started == nil {

@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/posthorn/posthorn/conf"
@@ -210,7 +211,16 @@ type Host struct {
 	wg       sync.WaitGroup
 	startMu  sync.Mutex
 	started  bool
+
+	// maxSize is max_message_size now (SetMaxMessageSize); each plugin
+	// was started with its own (plugin.maxSize).
+	maxSize atomic.Int64
 }
+
+// SetMaxMessageSize changes what plugins may hand back (a reload of
+// max_message_size): the next Reconfigure restarts the plugins that were
+// started with another limit.
+func (h *Host) SetMaxMessageSize(n int64) { h.maxSize.Store(n) }
 
 // New returns a Host for the configured plugins; nothing runs before
 // Start. api may be nil in tests (Submit and Confirm then fail).
@@ -231,6 +241,7 @@ func New(cfg []conf.Plugin, api HostAPI, log *slog.Logger, opts ...Option) *Host
 	for _, o := range opts {
 		o(&h.opts)
 	}
+	h.maxSize.Store(h.opts.maxMessageSize)
 	for _, c := range cfg {
 		p := h.newPlugin(c)
 		h.plugins = append(h.plugins, p)
@@ -242,15 +253,16 @@ func New(cfg []conf.Plugin, api HostAPI, log *slog.Logger, opts ...Option) *Host
 func (h *Host) newPlugin(c conf.Plugin) *plugin {
 	c = normalise(c)
 	return &plugin{
-		h:      h,
-		cfg:    c,
-		log:    h.log.With("plugin", c.Name),
-		state:  StateStarting,
-		since:  time.Now(),
-		up:     make(chan struct{}),
-		wake:   make(chan struct{}, 1),
-		events: make(chan sdk.Event, max(h.opts.eventQueue, 1)),
-		quit:   make(chan struct{}),
+		h:       h,
+		cfg:     c,
+		maxSize: h.maxSize.Load(),
+		log:     h.log.With("plugin", c.Name),
+		state:   StateStarting,
+		since:   time.Now(),
+		up:      make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		events:  make(chan sdk.Event, max(h.opts.eventQueue, 1)),
+		quit:    make(chan struct{}),
 	}
 }
 
@@ -297,7 +309,7 @@ func (h *Host) Changes(cfg []conf.Plugin) (changed []string, err error) {
 			errs = append(errs, verr)
 			continue
 		}
-		if p == nil || !reflect.DeepEqual(p.cfg, c) {
+		if p == nil || !reflect.DeepEqual(p.cfg, c) || p.maxSize != h.maxSize.Load() {
 			changed = append(changed, c.Name)
 			continue
 		}

@@ -21,9 +21,10 @@ import (
 
 // plugin is one [[plugin]] and its current process.
 type plugin struct {
-	h   *Host
-	cfg conf.Plugin
-	log *slog.Logger
+	h       *Host
+	cfg     conf.Plugin
+	log     *slog.Logger
+	maxSize int64 // max_message_size it was started with
 
 	mu       sync.Mutex
 	client   *hostside.Client // nil when not running
@@ -186,7 +187,7 @@ func (p *plugin) dial(ctx context.Context) (*hostside.Client, *hostside.Info, er
 		SHA256:         p.cfg.SHA256,
 		Logger:         p.h.log,
 		StartTimeout:   p.h.opts.startTimeout,
-		MaxMessageSize: p.h.opts.maxMessageSize,
+		MaxMessageSize: p.maxSize,
 		SocketDir:      p.h.opts.socketDir,
 		Database:       p.h.opts.database,
 		DNSResolver:    p.h.opts.dnsResolver,

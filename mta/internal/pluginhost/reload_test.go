@@ -128,3 +128,25 @@ func processAlive(pid int) bool {
 	f := strings.Fields(string(b))
 	return len(f) > 2 && f[2] != "Z"
 }
+
+// TestReconfigureMaxMessageSize: plugins are told max_message_size when
+// they start, so a reload that changes it restarts them (once).
+func TestReconfigureMaxMessageSize(t *testing.T) {
+	c := pluginConf(t, "sized")
+	h, err := startHost(t, newTestAPI(), []conf.Plugin{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := pids(h)
+	h.SetMaxMessageSize(4 << 20)
+	started, err := h.Reconfigure(context.Background(), []conf.Plugin{c})
+	if err != nil || !slices.Equal(started, []string{"sized"}) {
+		t.Fatalf("reload with a new size limit: started %v, err %v", started, err)
+	}
+	if after := pids(h); after["sized"] == before["sized"] || after["sized"] == 0 {
+		t.Errorf("not restarted: pid %d -> %d", before["sized"], after["sized"])
+	}
+	if started, err := h.Reconfigure(context.Background(), []conf.Plugin{c}); err != nil || len(started) != 0 {
+		t.Errorf("the same limit again: started %v, err %v", started, err)
+	}
+}
