@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -492,4 +493,22 @@ func gpgHome(t *testing.T) (string, func(stdin []byte, args ...string) []byte) {
 		}
 		return out
 	}
+}
+
+// metric is the value of one series of the daemon's /metrics, written as
+// the exposition format writes it (name{labels}), 0 when absent. The
+// metrics are the process's: a test compares with the value before what
+// it does, so that it passes with -count=N too.
+func metric(t *testing.T, e *testEnv, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, e), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", series, line)
+			}
+			return f
+		}
+	}
+	return 0
 }
