@@ -126,6 +126,17 @@ func TestMaildropRefusedFiles(t *testing.T) {
 	if err := os.Symlink(secret, filepath.Join(drop, "2.link")); err != nil {
 		t.Fatal(err)
 	}
+	// A sendmail killed mid-write two days ago, and one writing now.
+	stale, fresh := filepath.Join(drop, "3.killed.tmp"), filepath.Join(drop, "4.writing.tmp")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, []byte("{}\npartial"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-48 * time.Hour)
+	if err := os.Chtimes(stale, past, past); err != nil {
+		t.Fatal(err)
+	}
 
 	in.start()
 	bob := filepath.Join(in.dir, "mail", "example.test", "bob", "new")
@@ -161,6 +172,12 @@ func TestMaildropRefusedFiles(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(secret); !strings.Contains(string(b), "stolen") {
 		t.Error("the symlink's target was touched")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file not removed: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a file being written was touched: %v", err)
 	}
 	logs := in.logText()
 	for _, want := range []string{"no sender to tell", "reason=malformed", "reason=owner", "reason=too_big", "reason=refused", "sender told", "no bounce (null sender"} {

@@ -50,6 +50,10 @@ func (d *Daemon) pickup() {
 		d.log.Error("maildrop", "dir", dir, "err", err)
 		return
 	}
+	if gone, _ := maildrop.RemoveStaleTemp(dir, time.Now()); len(gone) > 0 {
+		d.log.Warn("maildrop: removed files a sendmail never finished writing (it did not report success)",
+			"files", strings.Join(gone, ","), "older_than", maildrop.StaleTemp.String())
+	}
 	for _, name := range names {
 		if d.ctx.Err() != nil {
 			return

@@ -205,6 +205,34 @@ func List(dir string) ([]string, error) {
 	return out, nil // ReadDir sorts by name; names start with the time
 }
 
+// StaleTemp is how old a file still being written may get: a sendmail
+// killed mid-write never finished it (and did not exit 0), so nobody
+// was told it was accepted.
+const StaleTemp = 24 * time.Hour
+
+// RemoveStaleTemp deletes the temporary files in dir older than
+// StaleTemp and returns their names.
+func RemoveStaleTemp(dir string, now time.Time) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), tmpSuffix) || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		st, err := e.Info()
+		if err != nil || now.Sub(st.ModTime()) < StaleTemp {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+			gone = append(gone, e.Name())
+		}
+	}
+	return gone, nil
+}
+
 // Remove deletes a picked-up file and makes that durable.
 func Remove(dir, name string) error {
 	if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
