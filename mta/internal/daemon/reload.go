@@ -51,7 +51,8 @@ func (d *Daemon) ReloadFile() (*ReloadResult, error) {
 type ReloadResult struct {
 	// Plugins started or restarted (new, changed settings or binary).
 	Plugins []string `json:"plugins_restarted"`
-	// Warnings are settings that take effect only at the next start.
+	// Warnings are settings that take effect only at the next start, and
+	// what `posthorn check` warns about in the new config.
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -171,6 +172,9 @@ func (d *Daemon) Reload(cfg *conf.Config) (*ReloadResult, error) {
 	if err != nil {
 		res.Warnings = append(res.Warnings, err.Error())
 	}
+	// What `posthorn check` warns about (e.g. a web mailbox rule that
+	// would catch the notifications) is said at every reload as at start.
+	res.Warnings = append(res.Warnings, cfg.Warnings()...)
 	for _, w := range res.Warnings {
 		d.log.Warn("reload", "warning", w)
 	}

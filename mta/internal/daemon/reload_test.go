@@ -283,3 +283,41 @@ func TestReloadPluginSubmissions(t *testing.T) {
 		t.Fatal("2 MiB accepted after lowering max_message_size to 1 MiB")
 	}
 }
+
+// TestReloadReportsConfigWarnings: a reload says what `posthorn check`
+// warns about in the new config, as the start does: here a web mailbox
+// rule for every sender.
+func TestReloadReportsConfigWarnings(t *testing.T) {
+	e, path := startReloadable(t, func(s string) string { return s })
+	// A binary that is not a plugin: the reload reports that it did not
+	// start, which is not what this test is about.
+	bin := filepath.Join(e.dir, "not-a-plugin")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rewrite(t, path, func(s string) string {
+		return s + fmt.Sprintf(`
+[[plugin]]
+name = "webmailbox"
+path = %q
+
+[[encryption.rule]]
+recipients = ["remote.test"]
+encrypt = "required"
+methods = ["webmailbox"]
+`, bin)
+	})
+	res, err := e.d.ReloadFile()
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	found := false
+	for _, w := range res.Warnings {
+		if strings.Contains(w, "encryption.rule[0]") && strings.Contains(w, "every sender") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("reload warnings %q, want the web mailbox rule for every sender", res.Warnings)
+	}
+}
