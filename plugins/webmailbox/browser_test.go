@@ -240,6 +240,7 @@ func browseMode(t *testing.T, ctx context.Context, m browserMode, lang, axeSrc s
 		check("inbox"),
 		submit(`table.list a`, `pre.body`),
 		check("message"),
+		frameSizedToContent(),
 		submit(`a[href$="/delete"]`, `form[action$="/delete"]`),
 		check("delete question"),
 		submit(`form[action$="/delete"] a`, `pre.body`),
@@ -400,4 +401,28 @@ func runAxe(ctx context.Context, src string) ([]string, error) {
 	}
 	var vs []string
 	return vs, json.Unmarshal([]byte(res), &vs)
+}
+
+// frameSizedToContent waits until the HTML part's frame has been sized to
+// its content by frame.js: the test message's HTML is a few lines, far
+// less than the frame's 32rem (512 px) without the script.
+func frameSizedToContent() chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		var h float64
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		for {
+			if err := chromedp.Evaluate(`document.querySelector("iframe.html").getBoundingClientRect().height`, &h).Do(ctx); err != nil {
+				return err
+			}
+			if h > 20 && h < 300 {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the HTML frame is %.0f px high, not sized to its few lines of content: %w", h, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
 }

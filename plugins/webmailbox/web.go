@@ -23,7 +23,7 @@ import (
 	"github.com/posthorn/posthorn/sdk"
 )
 
-//go:embed templates/pages.html templates/style.css
+//go:embed templates/pages.html templates/style.css templates/frame.js
 var assets embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{"size": func(n int) string { return humanSize(int64(n)) }}).ParseFS(assets, "templates/pages.html"))
@@ -133,6 +133,11 @@ func (sv *Service) Handler() http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		w.Write(sv.s.theme.css)
 	})
+	mux.HandleFunc("GET /frame.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Write(frameJS)
+	})
 	mux.HandleFunc("GET /logo", func(w http.ResponseWriter, r *http.Request) {
 		if sv.s.theme.logoData == nil {
 			http.NotFound(w, r)
@@ -188,7 +193,7 @@ type authHandler func(w http.ResponseWriter, r *http.Request, se *session)
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
@@ -686,6 +691,15 @@ func (sv *Service) messagePage(print bool) authHandler {
 	}
 }
 
+// frameJS is the page's half of sizing the HTML frame (templates/frame.js).
+var frameJS, _ = assets.ReadFile("templates/frame.js")
+
+// frameHeightJS runs inside the HTML frame and posts the content's height
+// to the page whenever it changes (images loading, the window resized).
+// The body's box plus its margins, not the document's scrollHeight,
+// which is never less than the frame's current height.
+const frameHeightJS = `(function(){var b=document.body;function s(){var c=getComputedStyle(b);parent.postMessage({posthornFrameHeight:b.getBoundingClientRect().height+parseFloat(c.marginTop)+parseFloat(c.marginBottom)},"*")}addEventListener("load",s);if(window.ResizeObserver){new ResizeObserver(s).observe(b)}s()})()`
+
 func (sv *Service) messageHTML(w http.ResponseWriter, r *http.Request, se *session) {
 	m, ok := sv.loadMessage(w, r, se)
 	if !ok {
@@ -693,14 +707,17 @@ func (sv *Service) messageHTML(w http.ResponseWriter, r *http.Request, se *sessi
 	}
 	parsed, _ := ParseMessage(m.Raw)
 	h := w.Header()
-	// Shown only inside our own sandboxed frame: no scripts, no remote
-	// loads, no forms, no navigation of the top page.
+	// Shown only inside our own sandboxed frame: no remote loads, no
+	// forms, no navigation of the top page, an origin of its own (no
+	// allow-same-origin). The one script allowed is ours (by nonce; the
+	// sanitised mail has none): it tells the page its height, so that
+	// frame.js can size the frame to the content.
 	nonce := newToken()
-	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'nonce-"+nonce+"'; frame-ancestors 'self'; sandbox")
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; frame-ancestors 'self'; sandbox allow-scripts")
 	h.Set("X-Frame-Options", "SAMEORIGIN")
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, "<!DOCTYPE html><html lang=\"%s\"><head><meta charset=\"utf-8\"><title>%s</title><style nonce=\"%s\">%s</style></head><body>%s</body></html>",
-		se.mb.Language, template.HTMLEscapeString(T(se.mb.Language, "html_version")), nonce, frameCSS, SanitizeWith(parsed.HTML, parsed.inlineImages()))
+	fmt.Fprintf(w, "<!DOCTYPE html><html lang=\"%s\"><head><meta charset=\"utf-8\"><title>%s</title><style nonce=\"%s\">%s</style></head><body>%s<script nonce=\"%s\">%s</script></body></html>",
+		se.mb.Language, template.HTMLEscapeString(T(se.mb.Language, "html_version")), nonce, frameCSS, SanitizeWith(parsed.HTML, parsed.inlineImages()), nonce, frameHeightJS)
 }
 
 func (sv *Service) attachment(w http.ResponseWriter, r *http.Request, se *session) {
