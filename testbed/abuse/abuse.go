@@ -59,7 +59,8 @@ type Result struct {
 	TrustedLatency           time.Duration // a client network's connect-to-250 under the flood
 	OtherLatency             time.Duration // an unrelated address's connect-to-250 under the flood
 	OtherErr                 string
-	SlowConnectedMax         int64 // slow clients greeted and connected at once, at most
+	SlowConnectedMax         int64 // slow clients greeted and connected at once, at most, as the clients saw it
+	MXSessionsPeak           int64 // most MX sessions open at once, as the daemon counted them (-1: not scraped)
 	Refused                  map[string]float64
 }
 
@@ -335,7 +336,11 @@ func slowFlood(ctx context.Context, c Config, mx, met string, res *Result) error
 	}
 	wg.Wait()
 	res.SlowDisconnectedBy = time.Duration(longest.Load())
+	res.MXSessionsPeak = -1
 	if m, err := scrape(met); err == nil {
+		if v, ok := m[`posthorn_smtp_connections_open_peak{listener="mx"}`]; ok {
+			res.MXSessionsPeak = int64(v)
+		}
 		res.Refused = map[string]float64{}
 		for k, v := range m {
 			if strings.HasPrefix(k, "posthorn_smtp_connections_refused_total") {
@@ -447,7 +452,7 @@ func (r *Result) Print(w io.Writer, c Config) {
 	fmt.Fprintf(w, "  real user's logins from another address: AUTH %v; connect+STARTTLS+AUTH %v\n", lat, slat)
 	fmt.Fprintf(w, "  daemon RSS: peak sampled %.1f MiB, VmHWM %.1f MiB\n", float64(r.PeakRSSKiB)/1024, float64(r.HWMKiB)/1024)
 	fmt.Fprintf(w, "slow-client flood: %d clients trickling a byte a second, max_sessions 150, reserved 10, 25 per address, command_timeout 5s\n", c.Slow)
-	fmt.Fprintf(w, "  sessions: greeted %d, refused with 421 %d; at most %d slow sessions open at once\n", r.SlowGreeted, r.SlowRefused, r.SlowConnectedMax)
+	fmt.Fprintf(w, "  sessions: greeted %d, refused with 421 %d; at most %d MX sessions open at once (daemon's count; %d as the slow clients saw it, who notice a close late)\n", r.SlowGreeted, r.SlowRefused, r.MXSessionsPeak, r.SlowConnectedMax)
 	fmt.Fprintf(w, "  longest a trickling client stayed connected: %s\n", r.SlowDisconnectedBy.Round(time.Millisecond))
 	fmt.Fprintf(w, "  client network sends a message meanwhile: %s\n", r.TrustedLatency.Round(time.Millisecond))
 	if r.OtherErr != "" {

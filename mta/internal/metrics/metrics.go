@@ -23,6 +23,16 @@ var (
 	SMTPActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "posthorn_smtp_sessions_active", Help: "Inbound SMTP sessions open now, by listener.",
 	}, []string{"listener"})
+	// SMTPConnections is the number of inbound connections holding a
+	// session slot (what max_sessions limits), counted from accept to close.
+	SMTPConnections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "posthorn_smtp_connections_open", Help: "Inbound connections holding a session slot now (what max_sessions limits), by listener.",
+	}, []string{"listener"})
+	// SMTPConnectionsPeak is the most connections that held a session slot
+	// at once since the daemon started.
+	SMTPConnectionsPeak = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "posthorn_smtp_connections_open_peak", Help: "Most inbound connections that held a session slot at once since start, by listener.",
+	}, []string{"listener"})
 	// SMTPRefused counts connections refused before the greeting.
 	SMTPRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "posthorn_smtp_connections_refused_total", Help: "Connections refused by a session limit.",
@@ -159,7 +169,7 @@ var (
 
 func init() {
 	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		SMTPSessions, SMTPActive, SMTPRefused, AuthFailures, AuthChecksInFlight, SpoolFreeBytes, LowSpaceRefusals, MaildirTmpRemoved,
+		SMTPSessions, SMTPActive, SMTPConnections, SMTPConnectionsPeak, SMTPRefused, AuthFailures, AuthChecksInFlight, SpoolFreeBytes, LowSpaceRefusals, MaildirTmpRemoved,
 		Accepted, Rejected, AcceptLatency,
 		Deliveries, DeliveryLatency, QueueTime, QueueRecipients, QueueHeld, QueueMessages, Bounces, AuthResults,
 		MilterCalls, MilterActions, MilterLatency, MilterFailures,

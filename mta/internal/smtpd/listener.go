@@ -37,6 +37,7 @@ type limitListener struct {
 	privileged                func(net.IP) bool
 	blocked                   func(net.IP) bool // refused outright (AUTH-blocked, on submission)
 	onReject                  func(reason, client string)
+	onCount                   func(open, peak int) // called with mu held, after each change
 	now                       func() time.Time
 
 	*SessionCount
@@ -53,6 +54,7 @@ type SessionCount struct {
 	byIP   map[string]int
 	rates  map[string]*rateCount
 	active int
+	peak   int // most sessions open at once
 }
 
 // NewSessionCount returns an empty count.
@@ -96,6 +98,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		default:
 			l.active++
 			l.byIP[ip]++
+			l.peak = max(l.peak, l.active)
+			l.counted()
 		}
 		l.mu.Unlock()
 		if reason != "" {
@@ -127,9 +131,17 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			if l.byIP[ip]--; l.byIP[ip] <= 0 {
 				delete(l.byIP, ip)
 			}
+			l.counted()
 			l.mu.Unlock()
 		}
 		return tc, nil
+	}
+}
+
+// counted reports the open and peak counts; l.mu is held.
+func (l *limitListener) counted() {
+	if l.onCount != nil {
+		l.onCount(l.active, l.peak)
 	}
 }
 
@@ -296,11 +308,15 @@ func (c *timeoutConn) Write(p []byte) (int, error) {
 
 func (c *timeoutConn) SetReadDeadline(time.Time) error { return nil }
 
+// Close closes the connection and then gives its session slot back, so a
+// new connection is never let in while this one is still open.
 func (c *timeoutConn) Close() error {
-	if c.closed.CompareAndSwap(false, true) && c.release != nil {
+	first := c.closed.CompareAndSwap(false, true)
+	err := c.Conn.Close()
+	if first && c.release != nil {
 		c.release()
 	}
-	return c.Conn.Close()
+	return err
 }
 
 // underlying finds our timeoutConn below a TLS connection.

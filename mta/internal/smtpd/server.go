@@ -185,6 +185,10 @@ func Listen(cfg Config) (*Listener, error) {
 			metrics.SMTPRefused.WithLabelValues(l.name, reason).Inc()
 			l.log.Warn("connection refused", "client", client, "reason", reason)
 		},
+		onCount: func(open, peak int) {
+			metrics.SMTPConnections.WithLabelValues(l.name).Set(float64(open))
+			metrics.SMTPConnectionsPeak.WithLabelValues(l.name).Set(float64(peak))
+		},
 		now: time.Now, SessionCount: cfg.Sessions}
 	if lim.SessionCount == nil {
 		lim.SessionCount = NewSessionCount()
