@@ -139,13 +139,16 @@ bench: build
 # bench-compare: issue 19's side-by-side run of a private Postfix and
 # posthorn, both relaying to one local sink, interleaved, BENCH_REPS
 # repetitions, median/min/max of msgs/s, CPU ms/msg and peak PSS plus the
-# ratio. BENCH_SCALE < 1 sends fewer messages. Needs Debian's postfix.
+# ratio. BENCH_SCALE < 1 sends fewer messages. One message per
+# connection (as smtp-source sends); BENCH_FLAGS=-reuse for many per
+# session. Needs Debian's postfix.
 # Not part of `make test`; meaningful only on an idle machine.
 BENCH_REPS ?= 3
 BENCH_SCALE ?= 1
 BENCH_WORKLOADS ?=
+BENCH_FLAGS ?=
 bench-compare: build
-	$(GO) run ./testbed/cmd/benchcompare -posthorn $(BIN)/posthorn -reps $(BENCH_REPS) -scale $(BENCH_SCALE) -workloads '$(BENCH_WORKLOADS)'
+	$(GO) run ./testbed/cmd/benchcompare -posthorn $(BIN)/posthorn -reps $(BENCH_REPS) -scale $(BENCH_SCALE) -workloads '$(BENCH_WORKLOADS)' $(BENCH_FLAGS)
 
 # bench-smime: issue 19.4's S/MIME cost through the daemon: posthorn
 # relaying 100 KB messages to the sink, and the same with the smime plugin

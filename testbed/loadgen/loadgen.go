@@ -1,6 +1,8 @@
 // Package loadgen is an SMTP load generator for benchmarks: C concurrent
 // sessions, each reusing its connection for many transactions (RSET, MAIL,
-// RCPT, DATA — pipelined per RFC 2920 when the server offers PIPELINING),
+// RCPT, DATA — pipelined per RFC 2920 when the server offers PIPELINING)
+// or, with OnePerConnection, sending one message per connection as
+// Postfix's smtp-source does by default,
 // sending N messages in total of about S KB each, every one with a unique
 // Message-ID (RFC 5322) of the form <loadgen-RUNID-SEQ@posthorn.test>.
 //
@@ -44,6 +46,10 @@ type Config struct {
 	Timeout time.Duration
 	// RunID is put in Message-IDs; a random one if empty.
 	RunID string
+	// OnePerConnection ends each session with QUIT after one message
+	// (connect, greeting, EHLO, MAIL, RCPT, DATA, QUIT) instead of
+	// reusing it for the next.
+	OnePerConnection bool
 }
 
 // Result is the outcome of a run.
@@ -214,6 +220,10 @@ func (r *run) worker(ctx context.Context) {
 		switch {
 		case err == nil:
 			r.ok(MessageID(r.cfg.RunID, seq), lat)
+			if r.cfg.OnePerConnection {
+				s.quit()
+				s = nil
+			}
 		case errors.As(err, new(*replyError)):
 			r.fail(err) // rejected: the session goes on
 		default:

@@ -119,6 +119,24 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestOnePerConnection: every message comes in its own session.
+func TestOnePerConnection(t *testing.T) {
+	b, addr := startSink(t, nil)
+	res, err := Run(context.Background(), Config{Addr: addr, N: 50, Concurrency: 4, SizeKB: 1,
+		To: []string{"a@sink.test"}, OnePerConnection: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 50 || res.Failed != 0 {
+		t.Fatalf("%+v", res)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.ids) != 50 || b.sessions != 50 {
+		t.Fatalf("server saw %d ids in %d sessions; want 50 in 50", len(b.ids), b.sessions)
+	}
+}
+
 func TestSTARTTLS(t *testing.T) {
 	c, err := ca.New("loadgen test")
 	if err != nil {

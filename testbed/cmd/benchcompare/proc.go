@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -87,4 +88,14 @@ func treePSS(m mta) float64 {
 		}
 	}
 	return kib
+}
+
+// selfCPU is this program's own CPU time (user + system): the load
+// generator and the sink, which share the machine with the MTA.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
