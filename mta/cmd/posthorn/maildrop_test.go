@@ -5,9 +5,12 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,6 +199,94 @@ func TestMaildropRefusedFiles(t *testing.T) {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	in.stop()
+}
+
+// TestSendmailAsUnprivilegedUser: a user without any privilege (nobody)
+// runs sendmail while the daemon is down: the message is left in the drop
+// directory as a file that user owns, the user cannot list the directory
+// (others' files stay hidden), and the daemon delivers the message as
+// coming from that user. Runs only as root (it switches user).
+func TestSendmailAsUnprivilegedUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run sendmail as another user")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody:", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	in := newInstance(t, "")
+	bin := posthornBinary(t)
+	// nobody needs to reach the binary and read the config; nothing else.
+	for _, p := range []string{filepath.Dir(bin), in.dir} {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(in.cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon creates the drop directory (mode 3733) at its start.
+	in.start()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(in.logText(), "posthorn started") })
+	in.stop()
+	drop := filepath.Join(in.dir, "var", "maildrop")
+	if st, err := os.Stat(drop); err != nil || st.Mode() != maildrop.DirMode {
+		t.Fatalf("drop directory: %v %v, want mode %v", st, err, maildrop.DirMode)
+	}
+	asNobody := func(stdin string, name string, args ...string) (string, error) {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = "/"
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/", "POSTHORN_CONFIG=" + in.cfg}
+		cmd.Stdin = strings.NewReader(stdin)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := asNobody("Subject: from nobody\nMessage-ID: <nobody@test>\n\nunprivileged\n", bin, "sendmail", "-i", "bob@example.test")
+	if err != nil || !strings.Contains(out, "left in "+drop) {
+		t.Fatalf("sendmail as nobody with the daemon down: %v\n%s", err, out)
+	}
+	names, _ := maildrop.List(drop)
+	if len(names) != 1 {
+		t.Fatalf("drop directory holds %v", names)
+	}
+	st, err := os.Stat(filepath.Join(drop, names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); int(sys.Uid) != uid {
+		t.Errorf("dropped file belongs to uid %d, want nobody's %d", sys.Uid, uid)
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		t.Errorf("dropped file mode %v: readable by others", st.Mode())
+	}
+	if out, err := asNobody("", "/bin/ls", drop); err == nil {
+		t.Errorf("nobody can list the drop directory:\n%s", out)
+	}
+
+	in.start()
+	bob := filepath.Join(in.dir, "mail", "example.test", "bob", "new")
+	var got string
+	waitFor(t, 10*time.Second, func() bool {
+		ents, _ := os.ReadDir(bob)
+		if len(ents) != 1 {
+			return false
+		}
+		b, _ := os.ReadFile(filepath.Join(bob, ents[0].Name()))
+		got = string(b)
+		return true
+	})
+	for _, want := range []string{"Return-Path: <nobody@mx.example.test>", "(Posthorn, from local user nobody)", "unprivileged"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("delivered mail lacks %q:\n%s", want, got)
+		}
+	}
+	if names, _ := maildrop.List(drop); len(names) != 0 {
+		t.Errorf("picked-up file not removed: %v", names)
 	}
 	in.stop()
 }

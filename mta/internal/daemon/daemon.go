@@ -36,6 +36,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/directory"
 	"github.com/posthorn/posthorn/mta/internal/dkim"
 	"github.com/posthorn/posthorn/mta/internal/maildir"
+	"github.com/posthorn/posthorn/mta/internal/maildrop"
 	"github.com/posthorn/posthorn/mta/internal/metrics"
 	"github.com/posthorn/posthorn/mta/internal/milter"
 	"github.com/posthorn/posthorn/mta/internal/mtasts"
@@ -178,6 +179,13 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 			d = nil
 		}
 	}()
+	// First, before other directories under the same parent are made
+	// private: sendmail of every user must reach the drop directory.
+	if dir := cfg.Queue.Maildrop; dir != "" {
+		if err := maildrop.Prepare(dir); err != nil {
+			return d, fmt.Errorf("queue.maildrop: %w", err)
+		}
+	}
 	q, err := queue.Open(queue.Options{
 		Dir:         cfg.Queue.Dir,
 		MinBackoff:  cfg.Queue.MinBackoff.D(),

@@ -28,6 +28,9 @@ func (d *Daemon) startMaildrop() error {
 	if err := maildrop.Prepare(dir); err != nil {
 		return fmt.Errorf("queue.maildrop: %w", err)
 	}
+	if err := maildrop.Unreachable(dir); err != nil {
+		d.log.Warn("maildrop: sendmail of users other than root and posthorn's own cannot leave mail while the daemon is down", "err", err)
+	}
 	d.pickup()
 	d.goRun(func() { maildrop.Watch(d.ctx, dir, time.Minute, d.pickup) })
 	return nil

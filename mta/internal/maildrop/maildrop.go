@@ -246,13 +246,38 @@ func Remove(dir, name string) error {
 	return d.Sync()
 }
 
-// Prepare creates dir if missing with DirMode (as the daemon's user) and
-// fixes its mode.
+// Prepare creates dir if missing with DirMode (as the daemon's user),
+// its missing parents with 0755, and fixes its mode. The daemon calls it
+// before it creates anything else, so that the parents it shares with
+// private directories (./var of the built-in config) stay searchable.
 func Prepare(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	return os.Chmod(dir, DirMode)
+}
+
+// Unreachable reports the first directory on the way to dir that users
+// other than its owner and group cannot search (no x for others): there
+// sendmail run by such a user cannot leave a message while the daemon is
+// down. nil when every one can be searched.
+func Unreachable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is mode %#o: other users cannot reach %s", p, st.Mode().Perm(), dir)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }
 
 // Quarantine moves a file that cannot be taken aside (a dot name: never
