@@ -288,5 +288,12 @@ func TestSendmailAsUnprivilegedUser(t *testing.T) {
 	if names, _ := maildrop.List(drop); len(names) != 0 {
 		t.Errorf("picked-up file not removed: %v", names)
 	}
+	// With the daemon running, the control socket (0600) is closed to
+	// nobody: sendmail leaves the message in the drop directory and the
+	// daemon, watching it, delivers it at once.
+	if out, err := asNobody("Subject: second\n\nwhile up\n", bin, "sendmail", "-i", "bob@example.test"); err != nil {
+		t.Fatalf("sendmail as nobody with the daemon up: %v\n%s", err, out)
+	}
+	waitFor(t, 10*time.Second, func() bool { ents, _ := os.ReadDir(bob); return len(ents) == 2 })
 	in.stop()
 }

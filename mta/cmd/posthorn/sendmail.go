@@ -133,7 +133,7 @@ func sendmailMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		// durably; the daemon queues it when it starts.
 		name, derr := maildrop.Write(cfg.Queue.Maildrop, req, bytes.NewReader(msg))
 		if derr == nil {
-			fmt.Fprintf(stderr, "sendmail: the daemon is not running; message left in %s as %s\n", cfg.Queue.Maildrop, name)
+			fmt.Fprintf(stderr, "sendmail: the daemon is not running or its socket is closed to this user; message left in %s as %s\n", cfg.Queue.Maildrop, name)
 			return 0
 		}
 		fmt.Fprintln(stderr, "sendmail:", err)
