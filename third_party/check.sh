@@ -4,8 +4,10 @@
 # applied in order, and nothing else (POSTHORN.md aside). Run by
 # `make check-third-party` (part of `make lint` and `make test`).
 #
-# check.sh -update rewrites the patches from the tree after a deliberate
-# change: 0001 is the code, 0002 the tests (*_test.go and testdata/).
+# check.sh -update NNNN-what.patch writes the tree's difference from
+# upstream + the patches before it as that patch, after a deliberate
+# change (the patches stack, one per change, code and tests together;
+# 0001 and 0002 are the DATA reader's code and tests).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -29,27 +31,36 @@ cp -R "$dir" "$tmp/upstream"
 chmod -R u+w "$tmp/upstream"
 
 if [ "${1:-}" = "-update" ]; then
-	# Both sides once without the tests, once with only the tests.
-	mkdir "$tmp/code" "$tmp/tests"
-	for side in upstream posthorn; do
-		src="$tmp/upstream"
-		[ "$side" = posthorn ] && src="$TREE"
-		cp -R "$src" "$tmp/code/$side"
-		chmod -R u+w "$tmp/code/$side"
-		rm -f "$tmp/code/$side/POSTHORN.md"
-		mkdir -p "$tmp/tests/$side"
-		(cd "$tmp/code/$side" && find . \( -name '*_test.go' -o -path './testdata/*' \) -type f) |
-			while read -r f; do
-				mkdir -p "$tmp/tests/$side/$(dirname "$f")"
-				mv "$tmp/code/$side/$f" "$tmp/tests/$side/$f"
-			done
+	# The patches stack: -update NAME rewrites patch NAME (the last one,
+	# or a new one sorting after all others) as the difference between
+	# upstream with the patches before it and the tree.
+	name=${2:-}
+	case "$name" in
+	[0-9][0-9][0-9][0-9]-*.patch) ;;
+	*)
+		echo "usage: check.sh -update NNNN-what.patch (the last patch, or a new one)" >&2
+		exit 2
+		;;
+	esac
+	for p in "$PATCHES"/*.patch; do
+		[ -e "$p" ] || continue
+		b=$(basename "$p")
+		[ "$b" = "$name" ] && continue
+		if [ "$(printf '%s\n%s\n' "$b" "$name" | sort | tail -n 1)" = "$b" ]; then
+			echo "check.sh: $b comes after $name; only the last patch can be rewritten" >&2
+			exit 1
+		fi
+		(cd "$tmp/upstream" && git apply -p2 --whitespace=nowarn "$OLDPWD/$p")
 	done
-	rm -f "$PATCHES"/*.patch
+	mkdir "$tmp/code"
+	cp -R "$tmp/upstream" "$tmp/code/upstream"
+	cp -R "$TREE" "$tmp/code/posthorn"
+	chmod -R u+w "$tmp/code"
+	rm -f "$tmp/code/upstream/POSTHORN.md" "$tmp/code/posthorn/POSTHORN.md"
 	mkdir -p "$PATCHES"
-	(cd "$tmp/code" && git diff --no-index upstream posthorn) >"$PATCHES/0001-data-reader.patch" || true
-	(cd "$tmp/tests" && git diff --no-index upstream posthorn) >"$PATCHES/0002-data-reader-tests.patch" || true
-	for p in "$PATCHES"/*.patch; do [ -s "$p" ] || rm -f "$p"; done
-	echo "check.sh: wrote $(ls "$PATCHES")"
+	(cd "$tmp/code" && git diff --no-index upstream posthorn) >"$PATCHES/$name" || true
+	[ -s "$PATCHES/$name" ] || rm -f "$PATCHES/$name"
+	echo "check.sh: wrote $PATCHES/$name"
 	exec "$0"
 fi
 

@@ -44,6 +44,14 @@ type Conn struct {
 	fromReceived bool
 	recipients   []string
 	didAuth      bool
+
+	// wmu guards the reply buffer (c.text.W): replies are written by the
+	// connection's goroutine, but the flush before a blocking read can run
+	// in the goroutine reading an LMTP message.
+	wmu sync.Mutex
+	// syncReplies: send every reply at once, without looking at the input
+	// buffer (while another goroutine reads the message, for LMTP).
+	syncReplies bool
 }
 
 func newConn(c net.Conn, s *Server) *Conn {
@@ -58,7 +66,7 @@ func newConn(c net.Conn, s *Server) *Conn {
 
 func (c *Conn) init() {
 	c.lineLimitReader = &lineLimitReader{
-		R:         c.conn,
+		R:         flushingReader{c, c.conn},
 		LineLimit: c.server.MaxLineLength,
 	}
 	rwc := struct {
@@ -93,6 +101,7 @@ func (c *Conn) handle(cmd string, arg string) {
 	defer func() {
 		if err := recover(); err != nil {
 			c.writeResponse(421, EnhancedCode{4, 0, 0}, "Internal server error")
+			c.flush()
 			c.Close()
 
 			stack := debug.Stack()
@@ -139,6 +148,7 @@ func (c *Conn) handle(cmd string, arg string) {
 		c.handleData(arg)
 	case "QUIT":
 		c.writeResponse(221, EnhancedCode{2, 0, 0}, "Bye")
+		c.flush()
 		c.Close()
 	case "AUTH":
 		c.handleAuth(arg)
@@ -214,6 +224,7 @@ func (c *Conn) protocolError(code int, ec EnhancedCode, msg string) {
 	c.errCount++
 	if c.errCount > errThreshold {
 		c.writeResponse(500, EnhancedCode{5, 5, 1}, "Too many errors. Quiting now")
+		c.flush()
 		c.Close()
 	}
 }
@@ -927,7 +938,13 @@ func (c *Conn) handleStartTLS() {
 		return
 	}
 
+	// The 220 goes out alone (after the replies before it) and before
+	// the handshake, which reads the connection directly; what the
+	// client pipelined after STARTTLS is dropped with the plaintext
+	// buffer below (RFC 3207 §4.2: STARTTLS ends a pipelined group).
+	c.flush()
 	c.writeResponse(220, EnhancedCode{2, 0, 0}, "Ready to start TLS")
+	c.flush()
 
 	// Upgrade to TLS
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
@@ -1089,6 +1106,7 @@ func (c *Conn) handleBdat(arg string) {
 		c.writeResponse(dataErrorToStatus(err))
 
 		if err == errPanic {
+			c.flush()
 			c.Close()
 		}
 
@@ -1114,6 +1132,7 @@ func (c *Conn) handleBdat(arg string) {
 		}
 
 		if err == errPanic {
+			c.flush()
 			c.Close()
 			return
 		}
@@ -1208,6 +1227,11 @@ func (s *statusCollector) SetStatus(rcptTo string, err error) {
 }
 
 func (c *Conn) handleDataLMTP() {
+	// The per-recipient replies are written here while LMTPData may still
+	// be reading the message in another goroutine: send each at once.
+	c.syncReplies = true
+	defer func() { c.syncReplies = false }()
+
 	r := newDataReader(c)
 	status := c.createStatusCollector()
 
@@ -1254,6 +1278,7 @@ func (c *Conn) handleDataLMTP() {
 	// If done gets false, the panic occurred in LMTPData and the connection
 	// should be closed.
 	if !<-done {
+		c.flush()
 		c.Close()
 	}
 }
@@ -1272,6 +1297,7 @@ func dataErrorToStatus(err error) (code int, enchCode EnhancedCode, msg string) 
 
 func (c *Conn) Reject() {
 	c.writeResponse(421, EnhancedCode{4, 4, 5}, "Too busy. Try again later.")
+	c.flush()
 	c.Close()
 }
 
@@ -1283,12 +1309,18 @@ func (c *Conn) greet() {
 	c.writeResponse(220, NoEnhancedCode, fmt.Sprintf("%v %s Service Ready", c.server.Domain, protocol))
 }
 
+// writeResponse puts a reply in the reply buffer. It is sent at once
+// unless more input is already buffered: then the replies to pipelined
+// commands go out together, in one write, when the input buffer is
+// empty (RFC 2920 §3.2: the server may delay replies while it is still
+// receiving commands, and must send all pending replies whenever its
+// input buffer is emptied). Before any read that would wait for the
+// network the buffer is flushed anyway (flushingReader), so a client
+// waiting for a reply always gets it; and it is flushed before the
+// connection closes in the connection's own goroutine and before a TLS
+// handshake. (Posthorn's copy of go-smtp: upstream writes and flushes
+// every reply line by itself.)
 func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
-	// TODO: error handling
-	if c.server.WriteTimeout != 0 {
-		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
-	}
-
 	// All responses must include an enhanced code, if it is missing - use
 	// a generic code X.0.0.
 	if enhCode == EnhancedCodeNotSet {
@@ -1304,15 +1336,54 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	// transform each single line with \n, into separate lines
 	text = strings.Split(strings.Join(text, "\n"), "\n")
 
+	c.wmu.Lock()
+	w := c.text.W
 	lastLineIndex := len(text) - 1
 	for i := 0; i < lastLineIndex; i++ {
-		c.text.PrintfLine("%d-%v", code, text[i])
+		fmt.Fprintf(w, "%d-%v\r\n", code, text[i])
 	}
 	if enhCode == NoEnhancedCode {
-		c.text.PrintfLine("%d %v", code, text[lastLineIndex])
+		fmt.Fprintf(w, "%d %v\r\n", code, text[lastLineIndex])
 	} else {
-		c.text.PrintfLine("%d %v.%v.%v %v", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
+		fmt.Fprintf(w, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
 	}
+	if c.syncReplies || c.text.R.Buffered() == 0 {
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+}
+
+// flush sends the buffered replies.
+func (c *Conn) flush() {
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
+}
+
+func (c *Conn) flushLocked() {
+	w := c.text.W
+	if w.Buffered() == 0 {
+		return
+	}
+	// TODO: error handling
+	if c.server.WriteTimeout != 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
+	}
+	w.Flush()
+}
+
+// flushingReader is the connection as the input buffer reads it: the
+// replies still buffered are sent before every read from the network, so
+// the server never waits for input a client would send only after a
+// reply it has not got (RFC 2920 §3.2).
+type flushingReader struct {
+	c *Conn
+	r io.Reader
+}
+
+func (f flushingReader) Read(p []byte) (int, error) {
+	f.c.flush()
+	return f.r.Read(p)
 }
 
 func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {

@@ -159,6 +159,7 @@ func (s *Server) handleConn(c *Conn) error {
 	s.locker.Unlock()
 
 	defer func() {
+		c.flush()
 		c.Close()
 
 		s.locker.Lock()
