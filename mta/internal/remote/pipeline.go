@@ -31,12 +31,20 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	wire := c.wire
 	out := map[int]delivery.Outcome{}
 	var b strings.Builder
+	// The previous transaction on this connection was left open: RSET
+	// goes first in the same write (RFC 2920 §3.1 allows it anywhere in
+	// a group).
+	reset := c.txnOpen
+	if reset {
+		b.WriteString("RSET\r\n")
+	}
 	fmt.Fprintf(&b, "MAIL FROM:<%s>%s\r\n", wireAddr(env.From), mailParams)
 	for k, i := range idx {
 		fmt.Fprintf(&b, "RCPT TO:<%s>%s\r\n", wireAddr(env.Recipients[i].Addr), rcptParams[k])
 	}
 	b.WriteString("DATA\r\n")
 	wire.SetDeadline(time.Now().Add(t.commandTimeout))
+	c.txnOpen = true
 	if _, err := io.WriteString(wire, b.String()); err != nil {
 		return nil, tempErr("4.4.2", "%s[%s]: lost connection at MAIL: %s", c.host, c.addr, oneLine(err)), true
 	}
@@ -50,6 +58,18 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	tp := textproto.NewReader(bw.r)
 	lost := func(stage string, err error) (map[int]delivery.Outcome, *attemptError, bool) {
 		return nil, tempErr("4.4.2", "%s[%s]: lost connection at %s: %s", c.host, c.addr, stage, oneLine(err)), false
+	}
+	if reset {
+		rsetErr, err := readReply(tp, 2)
+		if err != nil {
+			a, e, _ := lost("RSET", err)
+			return a, e, true
+		}
+		if rsetErr != nil {
+			// Nothing was said about this message yet: another
+			// connection may do better.
+			return nil, tempErr("4.4.2", "%s[%s] refused RSET: %d %s", c.host, c.addr, rsetErr.Code, oneLine(errors.New(rsetErr.Message+" "))), true
+		}
 	}
 	mailErr, err := readReply(tp, 2)
 	if err != nil {
@@ -89,8 +109,9 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	if len(accepted) > 0 {
 		rc, err := body()
 		if err != nil {
-			dw.Close()
-			readReply(tp, 2)
+			// After 354 only the end of data or closing the connection
+			// leaves the DATA phase; "." would deliver an empty message.
+			c.unusable = true
 			for _, i := range accepted {
 				out[i] = delivery.Deferred("4.3.0", "x-posthorn; cannot read queued message: "+oneLine(err))
 			}
@@ -119,6 +140,7 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 		// better than a loss).
 		return lost("end of DATA", err)
 	}
+	c.txnOpen = false // the end of data ended the transaction, whatever the reply
 	if len(accepted) == 0 {
 		return out, nil, false
 	}

@@ -80,6 +80,16 @@ type conn struct {
 	wire            net.Conn
 	ext8bit, extDSN bool
 	localIP         string
+	// txnOpen: a mail transaction may still be open on the server: the
+	// last pipelined one ended before its end-of-data reply (MAIL, every
+	// RCPT or the DATA command refused). The next pipelined transaction
+	// puts RSET in front of its MAIL. A completed transaction needs no
+	// RSET: the end of the data ends it, whatever the reply (RFC 5321
+	// §4.1.1.4).
+	txnOpen bool
+	// unusable: the connection is in a state no command can follow (the
+	// DATA phase was left unfinished); it is closed, never reused.
+	unusable bool
 }
 
 func (c *conn) close() {

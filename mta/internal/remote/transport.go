@@ -590,7 +590,7 @@ func (t *Transport) transaction(ctx context.Context, env *queue.Envelope, spec d
 			continue
 		}
 		obs := c.tls.observed
-		if aerr != nil || broken {
+		if aerr != nil || broken || c.unusable {
 			c.close()
 		} else {
 			t.putIdle(c)
@@ -804,10 +804,15 @@ func (t *Transport) putIdle(c *conn) {
 		c.close()
 		return
 	}
-	if err := c.c.Reset(); err != nil {
-		c.close()
-		return
+	if pipelining, _ := c.c.Extension("PIPELINING"); !pipelining {
+		// go-smtp's client spoke the transaction (send): reset it there.
+		if err := c.c.Reset(); err != nil {
+			c.close()
+			return
+		}
 	}
+	// A pipelined transaction needs no RSET after its end of data; one
+	// left unfinished gets it in front of the next MAIL (txnOpen).
 	c.lastUse = time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
