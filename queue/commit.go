@@ -97,7 +97,7 @@ func (q *Queue) compact(m *msg, rec []byte) error {
 			return err
 		}
 		defer dst.Close()
-		if _, err := dst.Write(encodeHeader(m.bodyLen, m.bodyCRC)); err != nil {
+		if _, err := dst.Write(encodeHeader(m.bodyLen, m.bodyCRC, m.flags)); err != nil {
 			return err
 		}
 		if _, err := src.Seek(headerSize, 0); err != nil {

@@ -21,7 +21,10 @@
 //	              "PHQMSG01"        magic and format version
 //	              u64 LE            body length N
 //	              u32 LE            CRC-32C (Castagnoli) of the body
-//	              8 bytes           reserved, zero
+//	              u8                flags: bit 0 = the body is in SMTP DATA
+//	                                form already (see BodyReader.DataReady);
+//	                                other bits reserved, zero
+//	              7 bytes           reserved, zero
 //	              u32 LE            CRC-32C of the 28 bytes before it
 //	offset 32   body: exactly the N bytes given to Enqueue
 //	offset 32+N journal: records, back to back, each
@@ -29,6 +32,9 @@
 //	              u32 LE            CRC-32C of the length, type and payload
 //	              u8                type
 //	              L bytes           payload
+//
+// Files written before the flags byte existed have it zero, which claims
+// nothing; older programs ignore it (the header checksum covers it).
 //
 // Record types: 'E' holds the whole Envelope as JSON (the fields of
 // envelope.go; Recovered is not stored); the last intact 'E' record is the

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -27,32 +28,98 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// Header flags (byte 20). A file written before they existed has zero
+// there: no claim.
+const (
+	// flagDataReady: the body needs no dot-stuffing and no line-ending
+	// repair in SMTP DATA and ends with CRLF (see dataScan).
+	flagDataReady byte = 1 << 0
+)
+
 // encodeHeader returns the fixed 32-byte file header.
-func encodeHeader(bodyLen int64, bodyCRC uint32) []byte {
+func encodeHeader(bodyLen int64, bodyCRC uint32, flags byte) []byte {
 	b := make([]byte, headerSize)
 	copy(b, fileMagic)
 	binary.LittleEndian.PutUint64(b[8:], uint64(bodyLen))
 	binary.LittleEndian.PutUint32(b[16:], bodyCRC)
-	// bytes 20..27 are reserved and zero.
+	b[20] = flags
+	// bytes 21..27 are reserved and zero.
 	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
 	return b
 }
 
-func decodeHeader(b []byte) (bodyLen int64, bodyCRC uint32, err error) {
+func decodeHeader(b []byte) (bodyLen int64, bodyCRC uint32, flags byte, err error) {
 	if len(b) < headerSize {
-		return 0, 0, errors.New("file shorter than its header")
+		return 0, 0, 0, errors.New("file shorter than its header")
 	}
 	if string(b[:8]) != fileMagic {
-		return 0, 0, fmt.Errorf("bad magic %q", b[:8])
+		return 0, 0, 0, fmt.Errorf("bad magic %q", b[:8])
 	}
 	if got, want := crc32.Checksum(b[:28], castagnoli), binary.LittleEndian.Uint32(b[28:]); got != want {
-		return 0, 0, errors.New("header checksum mismatch")
+		return 0, 0, 0, errors.New("header checksum mismatch")
 	}
 	n := binary.LittleEndian.Uint64(b[8:])
 	if n > 1<<62 {
-		return 0, 0, fmt.Errorf("absurd body length %d", n)
+		return 0, 0, 0, fmt.Errorf("absurd body length %d", n)
 	}
-	return int64(n), binary.LittleEndian.Uint32(b[16:]), nil
+	// Unknown flag bits (a newer program) claim nothing we understand;
+	// only the bits known here are kept.
+	return int64(n), binary.LittleEndian.Uint32(b[16:]), b[20] & flagDataReady, nil
+}
+
+// dataScan watches a body go by and tells whether it is in SMTP DATA form
+// already (RFC 5321 §4.5.2): no line begins with ".", every LF follows a
+// CR, and it is not empty and ends with CRLF. Such a body goes on the wire
+// unchanged, followed by ".\r\n" — exactly what remote's dot-stuffing
+// writer makes of it — so a plaintext delivery can send it from the spool
+// file with sendfile(2).
+type dataScan struct {
+	bad  bool
+	n    int64
+	last byte // last byte seen; '\n' at the start (a line start)
+}
+
+func newDataScan() dataScan { return dataScan{last: '\n'} }
+
+func (s *dataScan) write(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	s.n += int64(len(p))
+	if s.bad {
+		return
+	}
+	prev := s.last
+	s.last = p[len(p)-1]
+	if prev == '\n' && p[0] == '.' {
+		s.bad = true
+		return
+	}
+	for i := 0; ; {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			return
+		}
+		j += i
+		if j > 0 {
+			prev = p[j-1]
+		}
+		if prev != '\r' || j+1 < len(p) && p[j+1] == '.' {
+			s.bad = true
+			return
+		}
+		i = j + 1
+	}
+}
+
+// ready reports whether everything seen is in DATA form.
+func (s *dataScan) ready() bool { return !s.bad && s.n >= 2 && s.last == '\n' }
+
+func (s *dataScan) flags() byte {
+	if s.ready() {
+		return flagDataReady
+	}
+	return 0
 }
 
 // encodeRecord frames one journal record. The checksum covers the length,
@@ -84,6 +151,7 @@ type decoded struct {
 	env      *Envelope
 	bodyLen  int64
 	bodyCRC  uint32
+	flags    byte  // header flags
 	deleted  bool  // a tombstone record was found
 	validLen int64 // end of the last intact record
 	size     int64 // file size
@@ -106,11 +174,11 @@ func decodeMessage(r io.ReaderAt, size int64, id string) (*decoded, error) {
 	if _, err := r.ReadAt(hdr, 0); err != nil {
 		return nil, fmt.Errorf("reading header: %w", err)
 	}
-	bodyLen, bodyCRC, err := decodeHeader(hdr)
+	bodyLen, bodyCRC, flags, err := decodeHeader(hdr)
 	if err != nil {
 		return nil, err
 	}
-	d := &decoded{bodyLen: bodyLen, bodyCRC: bodyCRC, size: size}
+	d := &decoded{bodyLen: bodyLen, bodyCRC: bodyCRC, flags: flags, size: size}
 	start := headerSize + bodyLen
 	if start > size {
 		return nil, fmt.Errorf("body missing or truncated: header says %d bytes, file has %d", bodyLen, size-headerSize)

@@ -17,7 +17,7 @@ func fuzzSeeds() [][]byte {
 		Recipients: []*Recipient{{Addr: "b@example.net", State: Pending, Notify: []string{"FAILURE"}}},
 		Attrs:      map[string]string{"policy.encrypt": "smime"}}
 	file := func(recs ...[]byte) []byte {
-		b := append(encodeHeader(5, 0x12345678), "hello"...)
+		b := append(encodeHeader(5, 0x12345678, 0), "hello"...)
 		for _, r := range recs {
 			b = append(b, r...)
 		}

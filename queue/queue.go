@@ -95,6 +95,7 @@ type msg struct {
 	path    string
 	bodyLen int64
 	bodyCRC uint32
+	flags   byte // header flags, fixed with the body
 
 	io sync.Mutex // serialises writes to the file; taken before Queue.mu
 
@@ -260,16 +261,19 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b 
 // onlyReader is an io.Reader and nothing else.
 type onlyReader struct{ io.Reader }
 
-// crcWriter counts and checksums what passes through to the file.
+// crcWriter counts and checksums what passes through to the file, and
+// notes whether it is in SMTP DATA form already.
 type crcWriter struct {
-	f   *os.File
-	crc uint32
-	n   int64
+	f    *os.File
+	crc  uint32
+	n    int64
+	scan dataScan
 }
 
 func (w *crcWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
+	w.scan.write(p[:n])
 	w.n += int64(n)
 	return n, err
 }
@@ -333,7 +337,7 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 
 	path := filepath.Join(q.msgDir, id)
 	tmp := filepath.Join(q.msgDir, tmpPrefix+id)
-	bodyCRC, rec, err := q.writeTemp(tmp, e, body)
+	bodyCRC, flags, rec, err := q.writeTemp(tmp, e, body)
 	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("queue: writing %s: %w", id, err)
@@ -348,7 +352,7 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 		return "", fmt.Errorf("queue: syncing directory: %w", err)
 	}
 
-	m := &msg{id: id, path: path, bodyLen: e.Size, bodyCRC: bodyCRC, env: e, heapIdx: -1,
+	m := &msg{id: id, path: path, bodyLen: e.Size, bodyCRC: bodyCRC, flags: flags, env: e, heapIdx: -1,
 		validLen: headerSize + e.Size + int64(len(rec)), recBytes: int64(len(rec))}
 	q.mu.Lock()
 	delete(q.inflight, id)
@@ -367,16 +371,16 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 
 // writeTemp writes header, body and first envelope record to a new file
 // and fsyncs it. It sets e.Size.
-func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, []byte, error) {
+func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, byte, []byte, error) {
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	defer f.Close()
 	if _, err := f.Write(make([]byte, headerSize)); err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
-	w := &crcWriter{f: f}
+	w := &crcWriter{f: f, scan: newDataScan()}
 	bp := bufPool.Get().(*[]byte)
 	// onlyReader hides a WriterTo: io.CopyBuffer would use it and ignore
 	// the pooled buffer, and the io.MultiReader smtpd hands in (Received
@@ -385,23 +389,24 @@ func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, []by
 	_, err = io.CopyBuffer(w, onlyReader{body}, *bp)
 	bufPool.Put(bp)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	e.Size = w.n
 	rec, err := encodeEnvelopeRecord(e)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	if _, err := f.Write(rec); err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
-	if _, err := f.WriteAt(encodeHeader(w.n, w.crc), 0); err != nil {
-		return 0, nil, err
+	flags := w.scan.flags()
+	if _, err := f.WriteAt(encodeHeader(w.n, w.crc, flags), 0); err != nil {
+		return 0, 0, nil, err
 	}
 	if err := q.fsync(f); err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
-	return w.crc, rec, f.Close()
+	return w.crc, flags, rec, f.Close()
 }
 
 func (q *Queue) fsync(f *os.File) error {
@@ -413,11 +418,49 @@ func (q *Queue) fsync(f *os.File) error {
 // io.SectionReader (Read, ReadAt, Seek, Size) over the message file.
 type BodyReader struct {
 	*io.SectionReader
-	f *os.File
+	f         *os.File
+	dataReady bool
 }
 
 // Close closes the underlying file.
 func (b *BodyReader) Close() error { return b.f.Close() }
+
+// DataReady reports whether the body is known to be in SMTP DATA form
+// already (RFC 5321 §4.5.2): no line begins with ".", every LF follows a
+// CR, and it ends with CRLF. Then the DATA dot-stuffing changes nothing,
+// and the whole body followed by ".\r\n" is the data as it goes on the
+// wire. Enqueue saw every byte of the body and stored the answer with it;
+// false means no, or a message spooled before the queue recorded it.
+// It describes the spooled bytes only: a reader that wraps a BodyReader
+// (a signature, a conversion) has other bytes.
+func (b *BodyReader) DataReady() bool { return b.dataReady }
+
+// SendTo writes the body from the reader's current offset to its end to
+// w, handing w.ReadFrom the spool file itself (limited to the body), so a
+// plain *net.TCPConn sends it with sendfile(2) without copying it through
+// user space. The reader's offset advances by what was written. A body
+// that turns out shorter than its length gives io.ErrUnexpectedEOF.
+func (b *BodyReader) SendTo(w io.ReaderFrom) (int64, error) {
+	pos, err := b.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	want := b.Size() - pos
+	if want <= 0 {
+		return 0, nil
+	}
+	if _, err := b.f.Seek(headerSize+pos, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := w.ReadFrom(&io.LimitedReader{R: b.f, N: want})
+	if _, serr := b.Seek(pos+n, io.SeekStart); err == nil {
+		err = serr
+	}
+	if err == nil && n < want {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
 
 // Body opens the content of a message: exactly the bytes given to Enqueue.
 // Each call returns an independent reader (a *BodyReader, which also tells
@@ -430,7 +473,7 @@ func (q *Queue) Body(id string) (io.ReadCloser, error) {
 		q.mu.Unlock()
 		return nil, ErrNotFound
 	}
-	path, n := m.path, m.bodyLen
+	path, n, ready := m.path, m.bodyLen, m.flags&flagDataReady != 0
 	q.mu.Unlock()
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -438,7 +481,7 @@ func (q *Queue) Body(id string) (io.ReadCloser, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	return &BodyReader{SectionReader: io.NewSectionReader(f, headerSize, n), f: f}, nil
+	return &BodyReader{SectionReader: io.NewSectionReader(f, headerSize, n), f: f, dataReady: ready}, nil
 }
 
 // Verify reads a message's content and checks it against the checksum

@@ -182,7 +182,7 @@ func (q *Queue) load(id string, buf []byte) (*msg, error) {
 	}
 	q.step()
 	return &msg{
-		id: id, path: path, bodyLen: d.bodyLen, bodyCRC: d.bodyCRC,
+		id: id, path: path, bodyLen: d.bodyLen, bodyCRC: d.bodyCRC, flags: d.flags,
 		validLen: d.validLen, recBytes: d.validLen - headerSize - d.bodyLen,
 		env: d.env, recovered: true, heapIdx: -1,
 	}, nil

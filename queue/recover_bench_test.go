@@ -37,7 +37,7 @@ func writeSpool(tb testing.TB, dir string, n int) {
 			tb.Fatal(err)
 		}
 		var b bytes.Buffer
-		b.Write(encodeHeader(int64(len(body)), crc32.Checksum(body, castagnoli)))
+		b.Write(encodeHeader(int64(len(body)), crc32.Checksum(body, castagnoli), 0))
 		b.Write(body)
 		b.Write(rec)
 		if err := os.WriteFile(filepath.Join(dir, msgDirName, id), b.Bytes(), 0o600); err != nil {

@@ -257,7 +257,7 @@ func TestRecoverPartialFiles(t *testing.T) {
 func retarget(t *testing.T, file []byte, old, id string) []byte {
 	out := slices.Clone(file)
 	hdrEnd := headerSize
-	bodyLen, _, err := decodeHeader(out)
+	bodyLen, _, _, err := decodeHeader(out)
 	if err != nil {
 		t.Fatal(err)
 	}
