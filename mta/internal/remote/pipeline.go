@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -117,16 +118,29 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 			}
 			return out, nil, false
 		}
-		var src io.Reader = rc
-		if env.BodyType == "8BITMIME" && !c.ext8bit {
-			conv := mime7bit.Reader(rc) // RFC 6152 §3
-			defer conv.Close()
-			src = conv
-		}
-		_, werr := io.CopyBuffer(dw, src, bw.copy[:])
-		rc.Close()
-		if werr != nil {
-			return lost("DATA", werr)
+		convert := env.BodyType == "8BITMIME" && !c.ext8bit // RFC 6152 §3
+		if tcp, br := spooledData(c, rc, convert); br != nil {
+			// Already in DATA form: the spool file goes out as it is
+			// (sendfile), and it ended with CRLF.
+			_, werr := br.SendTo(tcp)
+			rc.Close()
+			if werr != nil {
+				return lost("DATA", werr)
+			}
+			dw.state = dotLineStart
+			spooledSends.Add(1)
+		} else {
+			var src io.Reader = rc
+			if convert {
+				conv := mime7bit.Reader(rc)
+				defer conv.Close()
+				src = conv
+			}
+			_, werr := io.CopyBuffer(dw, src, bw.copy[:])
+			rc.Close()
+			if werr != nil {
+				return lost("DATA", werr)
+			}
 		}
 	}
 	if err := dw.Close(); err != nil {
@@ -171,6 +185,43 @@ type dataBuf struct {
 var dataBufs = sync.Pool{New: func() any {
 	return &dataBuf{r: bufio.NewReader(nil), w: bufio.NewWriterSize(nil, 64<<10)}
 }}
+
+// sendfileMin is the smallest body sent from the spool file with
+// sendfile: below it the copy through the pooled 64 KiB buffer is one
+// write for body and end-of-data line together, where sendfile takes two.
+const sendfileMin = 64 << 10
+
+// spooledSends counts bodies sent by spooledData's path (for tests).
+var spooledSends atomic.Int64
+
+// spooledData returns the plain TCP connection and the spool reader when
+// the body can go to the server straight from the spool file (issue 19):
+// rc is the queue's own reader, unread, of a body the queue found in DATA
+// form already (so the dot-stuffing would change nothing; any stage that
+// changes the bytes — a signature, a plugin, the 7-bit conversion — hands
+// over another reader or sets convert), and the connection is not
+// encrypted (TLS must see every byte).
+func spooledData(c *conn, rc io.Reader, convert bool) (*net.TCPConn, *queue.BodyReader) {
+	if convert || c.tls.used {
+		return nil, nil
+	}
+	g, ok := c.wire.(*greetedConn)
+	if !ok {
+		return nil, nil
+	}
+	tcp, ok := g.Conn.(*net.TCPConn)
+	if !ok {
+		return nil, nil
+	}
+	br, ok := rc.(*queue.BodyReader)
+	if !ok || !br.DataReady() || br.Size() < sendfileMin {
+		return nil, nil
+	}
+	if pos, err := br.Seek(0, io.SeekCurrent); err != nil || pos != 0 {
+		return nil, nil
+	}
+	return tcp, br
+}
 
 // readReply reads one reply; a reply of another class than want is
 // returned as an *smtp.SMTPError, an I/O or syntax problem as err.
