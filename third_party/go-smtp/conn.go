@@ -36,6 +36,7 @@ type Conn struct {
 	binarymime bool
 
 	lineLimitReader *lineLimitReader
+	src             *pushbackReader // what c.text.R reads from
 	bdatPipe        *io.PipeWriter
 	bdatStatus      *statusCollector // used for BDAT on LMTP
 	dataResult      chan error
@@ -91,6 +92,8 @@ func (c *Conn) init() {
 		}
 	}
 
+	c.src = &pushbackReader{r: rwc.Reader}
+	rwc.Reader = c.src
 	c.text = textproto.NewConn(rwc)
 }
 
@@ -1347,7 +1350,7 @@ func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	} else {
 		fmt.Fprintf(w, "%d %v.%v.%v %v\r\n", code, enhCode[0], enhCode[1], enhCode[2], text[lastLineIndex])
 	}
-	if c.syncReplies || c.text.R.Buffered() == 0 {
+	if c.syncReplies || c.text.R.Buffered() == 0 && c.src.pending() == 0 {
 		c.flushLocked()
 	}
 	c.wmu.Unlock()

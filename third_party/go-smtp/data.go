@@ -78,7 +78,12 @@ var ErrDataBareNewline = &SMTPError{
 // with bufio.Reader.ReadByte, and drops the CR of a line starting
 // ".<CR>" not followed by <LF>.)
 type dataReader struct {
-	r     *bufio.Reader
+	r *bufio.Reader
+	// src is what r reads from; when r is empty and the caller's buffer
+	// is at least r's size, the data is read from src straight into the
+	// caller's buffer and unstuffed there, and what came after the end
+	// line is handed back to src for r. Nil: always through r.
+	src   *pushbackReader
 	state int
 	bare  bool // a bare CR or LF was read
 	// strict reports bare with ErrDataBareNewline (RejectBareNewlines).
@@ -101,6 +106,7 @@ const (
 func newDataReader(c *Conn) *dataReader {
 	dr := &dataReader{
 		r:      c.text.R,
+		src:    c.src,
 		strict: c.server.RejectBareNewlines,
 	}
 
@@ -122,7 +128,31 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		}
 	}
 
+	direct := r.src != nil
 	for n < len(b) && r.state != stateEOF {
+		if direct && r.state != stateDotCR && r.r.Buffered() == 0 && len(b)-n >= r.r.Size() {
+			// Nothing buffered and a large read: one read(2)
+			// into b, not one per bufio buffer.
+			k, rerr := r.src.Read(b[n:])
+			if k == 0 && rerr == nil {
+				direct = false // bufio deals with readers that do this
+				continue
+			}
+			consumed, produced := r.unstuff(b[n : n+k])
+			if consumed < k {
+				r.src.unread(b[n+consumed:n+k], rerr) // after the end line
+				rerr = nil
+			}
+			n += produced
+			if rerr != nil && r.state != stateEOF {
+				err = rerr
+				break
+			}
+			if rerr != nil {
+				r.src.unread(nil, rerr) // for the commands
+			}
+			continue
+		}
 		if r.state == stateData {
 			// Take what is buffered (at least one byte), up to
 			// and including the next LF, at most what fits in b.
@@ -206,6 +236,111 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 	}
 	return
 }
+
+// unstuff does in place, on raw input buf, what Read does through r:
+// it moves the message data to the front of buf and returns how many
+// bytes of buf it consumed (all of them, or up to the end line) and how
+// many it produced. It must not start in stateDotCR (its CR, which may
+// have to be passed on, was in an earlier buffer); otherwise the output
+// never overtakes the input: what it produces without consuming is the
+// CR of ".<CR>X", consumed before.
+func (r *dataReader) unstuff(buf []byte) (consumed, produced int) {
+	i, w := 0, 0
+	for i < len(buf) && r.state != stateEOF {
+		switch r.state {
+		case stateData:
+			seg := buf[i:]
+			lf := bytes.IndexByte(seg, '\n')
+			if lf >= 0 {
+				seg = seg[:lf+1]
+			}
+			r.scan(seg, lf)
+			if w != i {
+				copy(buf[w:], seg)
+			}
+			w += len(seg)
+			i += len(seg)
+		case stateBeginLine:
+			if buf[i] == '.' {
+				r.state = stateDot
+				i++
+				continue
+			}
+			r.state = stateData
+		case stateDot:
+			if buf[i] == '\r' {
+				r.state = stateDotCR
+				i++
+				continue
+			}
+			r.state = stateData
+		case stateDotCR:
+			if buf[i] == '\n' {
+				r.state = stateEOF
+				i++
+				continue
+			}
+			// ".\r" and anything but \n: the \r is data.
+			buf[w] = '\r'
+			w++
+			r.state = stateCR
+		case stateCR:
+			c := buf[i]
+			buf[w] = c
+			w++
+			i++
+			switch c {
+			case '\n':
+				r.state = stateBeginLine
+			case '\r':
+				r.bare = true
+			default:
+				r.bare = true
+				r.state = stateData
+			}
+		}
+	}
+	return i, w
+}
+
+// pushbackReader is what a connection's input buffer reads from: the
+// network, after the bytes a DATA reader read past the end line (and
+// the error that came with them), if any.
+type pushbackReader struct {
+	r    io.Reader
+	back []byte
+	err  error
+}
+
+func (p *pushbackReader) Read(b []byte) (int, error) {
+	if len(p.back) > 0 {
+		n := copy(b, p.back)
+		p.back = p.back[n:]
+		if len(p.back) == 0 {
+			p.back = nil // no buffer kept for an idle session
+		}
+		return n, nil
+	}
+	if p.err != nil {
+		err := p.err
+		p.err = nil
+		return 0, err
+	}
+	return p.r.Read(b)
+}
+
+// unread puts b (copied) and err in front of what is still to be read.
+func (p *pushbackReader) unread(b []byte, err error) {
+	if len(b) > 0 {
+		p.back = append(append([]byte(nil), b...), p.back...)
+	}
+	if err != nil {
+		p.err = err
+	}
+}
+
+// pending is the number of bytes handed back.
+func (p *pushbackReader) pending() int { return len(p.back) }
 
 // scan updates the state after buf was passed on in stateData; lf is the
 // index of buf's only LF, its last byte, or -1.

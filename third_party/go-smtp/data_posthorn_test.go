@@ -180,21 +180,36 @@ func readAll(r io.Reader, br *bufio.Reader, bufN int) readResult {
 	return res
 }
 
-func newReaders(in []byte, chunk, bufSize int) (*dataReader, *bufio.Reader) {
-	br := bufio.NewReaderSize(&chunkReader{b: in, k: chunk}, bufSize)
-	return &dataReader{r: br}, br
+// newReaders returns a DATA reader on in, read in chunks, through a
+// bufio.Reader of bufSize; with direct, as in a Conn, it reads straight
+// into the caller's buffer when that is large and bufio is empty.
+func newReaders(in []byte, chunk, bufSize int, direct bool) (*dataReader, *bufio.Reader) {
+	if !direct {
+		br := bufio.NewReaderSize(&chunkReader{b: in, k: chunk}, bufSize)
+		return &dataReader{r: br}, br
+	}
+	pb := &pushbackReader{r: &chunkReader{b: in, k: chunk}}
+	br := bufio.NewReaderSize(pb, bufSize)
+	return &dataReader{r: br, src: pb}, br
 }
 
-// checkAgainstRef compares our reader over the given chunking with the
-// reference (with and without RejectBareNewlines) and, when there is no
-// bare CR, with upstream (without).
+// checkAgainstRef compares our reader over the given chunking, through
+// bufio only and with direct reads, with the reference (with and without
+// RejectBareNewlines) and, when there is no bare CR, with upstream
+// (without).
 func checkAgainstRef(t testing.TB, in []byte, chunk, bufSize, callerBuf int) {
 	t.Helper()
+	checkAgainstRefMode(t, in, chunk, bufSize, callerBuf, false)
+	checkAgainstRefMode(t, in, chunk, bufSize, callerBuf, true)
+}
+
+func checkAgainstRefMode(t testing.TB, in []byte, chunk, bufSize, callerBuf int, direct bool) {
+	t.Helper()
 	wantOut, wantRest, wantBare, complete := refData(in)
-	dr, br := newReaders(in, chunk, bufSize)
+	dr, br := newReaders(in, chunk, bufSize, direct)
 	dr.strict = true
 	got := readAll(dr, br, callerBuf)
-	where := fmt.Sprintf("input %q, chunks of %d, bufio %d, reads of %d", in, chunk, bufSize, callerBuf)
+	where := fmt.Sprintf("input %q, chunks of %d, bufio %d, reads of %d, direct %v", in, chunk, bufSize, callerBuf, direct)
 	if !complete {
 		if got.err != io.ErrUnexpectedEOF {
 			t.Fatalf("%s: unterminated data: want ErrUnexpectedEOF, got %v", where, got.err)
@@ -217,7 +232,7 @@ func checkAgainstRef(t testing.TB, in []byte, chunk, bufSize, callerBuf int) {
 		t.Fatalf("%s: read after the end: %d, %v", where, n, err)
 	}
 	// Without RejectBareNewlines: the same message, and io.EOF.
-	dr, br = newReaders(in, chunk, bufSize)
+	dr, br = newReaders(in, chunk, bufSize, direct)
 	got = readAll(dr, br, callerBuf)
 	if got.err != io.EOF || !bytes.Equal(got.out, wantOut) || !bytes.Equal(got.rest, wantRest) {
 		t.Fatalf("%s: not strict:\n got  %q, %v, rest %q\n want %q, EOF, rest %q", where,
@@ -231,6 +246,74 @@ func checkAgainstRef(t testing.TB, in []byte, chunk, bufSize, callerBuf int) {
 	if up.err != got.err || !bytes.Equal(up.out, got.out) || !bytes.Equal(up.rest, got.rest) {
 		t.Fatalf("%s: differs from upstream:\n ours     %q, %v, rest %q\n upstream %q, %v, rest %q", where,
 			got.out, got.err, got.rest, up.out, up.err, up.rest)
+	}
+}
+
+// splitReader hands out its parts one per Read (as far as they fit)
+// and records the size of every buffer it was asked to fill.
+type splitReader struct {
+	parts [][]byte
+	asked []int
+}
+
+func (s *splitReader) Read(p []byte) (int, error) {
+	s.asked = append(s.asked, len(p))
+	if len(s.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.parts[0])
+	if s.parts[0] = s.parts[0][n:]; len(s.parts[0]) == 0 {
+		s.parts = s.parts[1:]
+	}
+	return n, nil
+}
+
+// TestDataReaderDirectBoundaries: with direct reads into the caller's
+// buffer, every split of messages into two network reads (the end line,
+// a CRLF, a stuffed dot, ".<CR>X" split across them), with commands after
+// the end line, gives the reference's result, and the direct path was
+// taken.
+func TestDataReaderDirectBoundaries(t *testing.T) {
+	body := strings.Repeat("line of text\r\n..stuffed\r\n", 3)
+	for _, msg := range []string{
+		body + ".\r\nQUIT\r\n",
+		body + "..\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n",
+		body + ".\rX\r\n.\r\nNOOP\r\n",
+		body + "\r\n.\r\n",
+		".\r\nQUIT\r\n",
+	} {
+		in := []byte(msg)
+		wantOut, wantRest, wantBare, _ := refData(in)
+		for i := 0; i <= len(in); i++ {
+			for _, tail := range [][]byte{nil, []byte("\r\n")} {
+				src := &splitReader{}
+				for _, p := range [][]byte{in[:i:i], append(in[i:len(in):len(in)], tail...)} {
+					if len(p) > 0 {
+						src.parts = append(src.parts, p)
+					}
+				}
+				pb := &pushbackReader{r: src}
+				br := bufio.NewReaderSize(pb, 16)
+				dr := &dataReader{r: br, src: pb, strict: true}
+				got := readAll(dr, br, 4096)
+				wantErr := error(io.EOF)
+				if wantBare {
+					wantErr = ErrDataBareNewline
+				}
+				want := append(append([]byte{}, wantRest...), tail...)
+				if got.err != wantErr || !bytes.Equal(got.out, wantOut) || !bytes.Equal(got.rest, want) {
+					t.Fatalf("%q split at %d:\n got  %q, %v, rest %q\n want %q, %v, rest %q", msg, i,
+						got.out, got.err, got.rest, wantOut, wantErr, want)
+				}
+				direct := false
+				for _, n := range src.asked {
+					direct = direct || n > 16
+				}
+				if !direct {
+					t.Fatalf("%q split at %d: no direct read (asked %v)", msg, i, src.asked)
+				}
+			}
+		}
 	}
 }
 
@@ -300,7 +383,7 @@ func TestDataReaderChunks(t *testing.T) {
 	for _, c := range cases {
 		for _, chunk := range []int{1, 2, 3, 5, 7, 13, 64, 1 << 20} {
 			for _, bufSize := range []int{16, 4096} {
-				for _, callerBuf := range []int{1, 2, 7, 4096} {
+				for _, callerBuf := range []int{1, 2, 7, 16, 40, 4096} {
 					checkAgainstRef(t, []byte(c), chunk, bufSize, callerBuf)
 				}
 			}
@@ -322,7 +405,7 @@ func TestDataReaderRandom(t *testing.T) {
 		if rnd.Intn(2) == 0 {
 			b = append(b, "\r\n.\r\nNOOP\r\n"...)
 		}
-		checkAgainstRef(t, b, 1+rnd.Intn(9), 16, 1+rnd.Intn(9))
+		checkAgainstRef(t, b, 1+rnd.Intn(9), 16, 1+rnd.Intn(40))
 	}
 }
 
@@ -333,14 +416,17 @@ func TestDataReaderLimit(t *testing.T) {
 	for _, c := range []string{"abc\r\n.\r\n", "a\r\n.b\r\n..\r\n.\r\n", "x\r\n" + strings.Repeat("y", 40) + "\r\n.\r\n"} {
 		for limit := int64(1); limit < int64(len(c))+3; limit++ {
 			for _, chunk := range []int{1, 2, 7, 100} {
-				for _, callerBuf := range []int{1, 3, 4096} {
-					br := bufio.NewReaderSize(&chunkReader{b: []byte(c), k: chunk}, 16)
-					got := readAll(&dataReader{r: br, limited: true, n: limit}, br, callerBuf)
-					ubr := bufio.NewReaderSize(&chunkReader{b: []byte(c), k: chunk}, 16)
-					up := readAll(&upstreamDataReader{r: ubr, limited: true, n: limit}, ubr, callerBuf)
-					if got.err != up.err || !bytes.Equal(got.out, up.out) {
-						t.Fatalf("%q limit %d chunks %d reads %d: ours %q %v, upstream %q %v",
-							c, limit, chunk, callerBuf, got.out, got.err, up.out, up.err)
+				for _, callerBuf := range []int{1, 3, 16, 4096} {
+					for _, direct := range []bool{false, true} {
+						dr, br := newReaders([]byte(c), chunk, 16, direct)
+						dr.limited, dr.n = true, limit
+						got := readAll(dr, br, callerBuf)
+						ubr := bufio.NewReaderSize(&chunkReader{b: []byte(c), k: chunk}, 16)
+						up := readAll(&upstreamDataReader{r: ubr, limited: true, n: limit}, ubr, callerBuf)
+						if got.err != up.err || !bytes.Equal(got.out, up.out) {
+							t.Fatalf("%q limit %d chunks %d reads %d direct %v: ours %q %v, upstream %q %v",
+								c, limit, chunk, callerBuf, direct, got.out, got.err, up.out, up.err)
+						}
 					}
 				}
 			}
@@ -384,18 +470,23 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func benchRead(b *testing.B, size int, upstream bool) {
 	msg := benchMessage(size)
-	br := bufio.NewReaderSize(nil, 4096) // net/textproto's default, as in Conn
 	src := bytes.NewReader(msg)
+	pb := &pushbackReader{r: src}
+	br := bufio.NewReaderSize(nil, 4096) // net/textproto's default, as in Conn
 	buf := make([]byte, 32<<10)
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		src.Reset(msg)
-		br.Reset(src)
-		var r io.Reader = &dataReader{r: br}
+		var r io.Reader
 		if upstream {
+			br.Reset(src)
 			r = &upstreamDataReader{r: br}
+		} else {
+			// As in a Conn: direct reads into buf.
+			br.Reset(pb)
+			r = &dataReader{r: br, src: pb}
 		}
 		if _, err := io.CopyBuffer(discard{}, r, buf); err != nil {
 			b.Fatal(err)
