@@ -59,7 +59,7 @@ func (q *Queue) appendRecord(m *msg, rec []byte) error {
 	if n := m.recBytes + int64(len(rec)); n > q.opts.compactMin && n > 8*int64(len(rec)) && rec[8] == recEnvelope {
 		return q.compact(m, rec)
 	}
-	f, err := os.OpenFile(m.path, os.O_WRONLY, 0)
+	f, err := openFile(m.path, os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
@@ -116,7 +116,7 @@ func (q *Queue) compact(m *msg, rec []byte) error {
 		if err := dst.Close(); err != nil {
 			return err
 		}
-		if err := os.Rename(tmp, m.path); err != nil {
+		if err := rename(tmp, m.path); err != nil {
 			return err
 		}
 		return q.syncDir()

@@ -258,26 +258,6 @@ func (q *Queue) NewID() string {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
-// onlyReader is an io.Reader and nothing else.
-type onlyReader struct{ io.Reader }
-
-// crcWriter counts and checksums what passes through to the file, and
-// notes whether it is in SMTP DATA form already.
-type crcWriter struct {
-	f    *os.File
-	crc  uint32
-	n    int64
-	scan dataScan
-}
-
-func (w *crcWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.crc = crc32.Update(w.crc, castagnoli, p[:n])
-	w.scan.write(p[:n])
-	w.n += int64(n)
-	return n, err
-}
-
 // Enqueue writes a message durably and returns its queue ID.
 //
 // env.ID is kept if set (it must be a valid, unused ID, normally from
@@ -342,7 +322,7 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("queue: writing %s: %w", id, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("queue: %w", err)
 	}
@@ -370,43 +350,76 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 }
 
 // writeTemp writes header, body and first envelope record to a new file
-// and fsyncs it. It sets e.Size.
+// and fsyncs it. It sets e.Size, and returns the body's checksum, the
+// header flags (whether the body is in SMTP DATA form) and the record.
+// The body is gathered in a pooled buffer behind room for the header: a
+// message that fits (up to 128 KiB with its record) goes to the file in
+// one write, header and record included; a larger one in writes of the
+// whole buffer, then its record, and the header last at offset 0 (issue
+// 19: the copy used to write the header, each read of the body and the
+// record separately).
 func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, byte, []byte, error) {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	defer f.Close()
-	if _, err := f.Write(make([]byte, headerSize)); err != nil {
-		return 0, 0, nil, err
-	}
-	w := &crcWriter{f: f, scan: newDataScan()}
 	bp := bufPool.Get().(*[]byte)
-	// onlyReader hides a WriterTo: io.CopyBuffer would use it and ignore
-	// the pooled buffer, and the io.MultiReader smtpd hands in (Received
-	// header + data) allocates 32 KiB per WriteTo — a third of the
-	// 10 KB relay's allocations (issue 19).
-	_, err = io.CopyBuffer(w, onlyReader{body}, *bp)
-	bufPool.Put(bp)
-	if err != nil {
-		return 0, 0, nil, err
+	defer bufPool.Put(bp)
+	buf := *bp
+	clear(buf[:headerSize]) // until the real header is known
+	n := headerSize         // buf[:n] is not written yet
+	var off, size int64     // file offset of buf[0]; body bytes read
+	var crc uint32
+	scan := newDataScan()
+	for {
+		if n == len(buf) {
+			if _, err := f.Write(buf); err != nil {
+				return 0, 0, nil, err
+			}
+			off += int64(n)
+			n = 0
+		}
+		m, rerr := body.Read(buf[n:])
+		crc = crc32.Update(crc, castagnoli, buf[n:n+m])
+		scan.write(buf[n : n+m])
+		size += int64(m)
+		n += m
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return 0, 0, nil, rerr
+		}
 	}
-	e.Size = w.n
+	e.Size = size
 	rec, err := encodeEnvelopeRecord(e)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	if _, err := f.Write(rec); err != nil {
+	flags := scan.flags()
+	hdr := encodeHeader(size, crc, flags)
+	if off == 0 {
+		copy(buf, hdr)
+	}
+	if n+len(rec) <= len(buf) {
+		n += copy(buf[n:], rec)
+		_, err = f.Write(buf[:n])
+	} else if _, err = f.Write(buf[:n]); err == nil {
+		_, err = f.Write(rec)
+	}
+	if err != nil {
 		return 0, 0, nil, err
 	}
-	flags := w.scan.flags()
-	if _, err := f.WriteAt(encodeHeader(w.n, w.crc, flags), 0); err != nil {
-		return 0, 0, nil, err
+	if off > 0 {
+		if _, err := f.WriteAt(hdr, 0); err != nil {
+			return 0, 0, nil, err
+		}
 	}
 	if err := q.fsync(f); err != nil {
 		return 0, 0, nil, err
 	}
-	return w.crc, flags, rec, f.Close()
+	return crc, flags, rec, f.Close()
 }
 
 func (q *Queue) fsync(f *os.File) error {
@@ -475,7 +488,7 @@ func (q *Queue) Body(id string) (io.ReadCloser, error) {
 	}
 	path, n, ready := m.path, m.bodyLen, m.flags&flagDataReady != 0
 	q.mu.Unlock()
-	f, err := os.Open(path)
+	f, err := openFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNotFound
 	} else if err != nil {

@@ -22,3 +22,11 @@ func (f *msgFile) size() (int64, error) {
 	}
 	return fi.Size(), nil
 }
+
+// openFile opens a spool file.
+func openFile(path string, flag int, perm uint32) (*os.File, error) {
+	return os.OpenFile(path, flag, os.FileMode(perm))
+}
+
+// rename renames a file.
+func rename(from, to string) error { return os.Rename(from, to) }

@@ -66,3 +66,38 @@ func (f *msgFile) Close() error {
 	f.fd = -1
 	return err
 }
+
+// openFile opens a spool file as an *os.File without registering it with
+// the runtime's poller: os.OpenFile adds two fcntl calls to set the
+// descriptor non-blocking, an epoll_ctl that fails for regular files and
+// two more fcntl calls to undo it — five system calls around each open,
+// three opens per relayed message (issue 19). os.NewFile checks the flags
+// once and never polls a blocking descriptor.
+func openFile(path string, flag int, perm uint32) (*os.File, error) {
+	for {
+		fd, err := syscall.Open(path, flag|syscall.O_CLOEXEC, perm)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(fd), path), nil
+	}
+}
+
+// rename renames a file. os.Rename first lstats the new name to refuse
+// replacing a directory by a file; the spool never has a directory
+// under a message's name, so that is a system call per message saved.
+func rename(from, to string) error {
+	for {
+		err := syscall.Rename(from, to)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+		}
+		return nil
+	}
+}
