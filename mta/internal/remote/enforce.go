@@ -29,11 +29,19 @@ type SecureAliases interface {
 // map: a secure alias sender's level, REQUIRETLS (RFC 8689), or the
 // sender's "TLS-Required: No".
 type demands struct {
-	alias       string // the secure alias sender, if any
-	aliasLevel  tlspolicy.Level
-	requireTLS  bool
-	tlsOptional bool
+	alias      string // the secure alias sender, if any
+	aliasLevel tlspolicy.Level
+	requireTLS bool
+	// tlsOptional reports a "TLS-Required: No" header; nil when no
+	// policy could be waived. It reads the message's header at the
+	// first call only, and only an MX route with MTA-STS asks (a
+	// smarthost route never does: a file open and read saved per
+	// message, issue 19).
+	tlsOptional func() bool
 }
+
+// optional reports "TLS-Required: No" (see demands.tlsOptional).
+func (d demands) optional() bool { return d.tlsOptional != nil && d.tlsOptional() }
 
 func (t *Transport) demandsOf(env *queue.Envelope, body delivery.Body) demands {
 	var d demands
@@ -44,7 +52,7 @@ func (t *Transport) demandsOf(env *queue.Envelope, body delivery.Body) demands {
 	}
 	d.requireTLS = env.RequireTLS
 	if !d.requireTLS && d.alias == "" && (t.sts != nil || t.dane) {
-		d.tlsOptional = tlsRequiredNo(body)
+		d.tlsOptional = sync.OnceValue(func() bool { return tlsRequiredNo(body) })
 	}
 	return d
 }

@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -159,3 +160,46 @@ func TestReuseWithoutPipelining(t *testing.T) {
 }
 
 var _ delivery.Body = func() (io.ReadCloser, error) { return nil, nil }
+
+// TestHeaderReadOnlyWhenAsked: the "TLS-Required: No" header only matters
+// for an MX route with MTA-STS; a smarthost delivery opens the body once
+// (to send it), an MX delivery with MTA-STS twice (header, then send),
+// and the header still waives the policy there (TestRequireTLSOnward).
+func TestHeaderReadOnlyWhenAsked(t *testing.T) {
+	tr, m, _, n := stsNet(t, remotemta.Config{}, "enforce", "mx.dest.test")
+	relay, err := remotemta.Start(remotemta.Config{Hostname: "relay.example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	smart := n.transport(fmt.Sprintf("[[transport]]\ndomain = \"far.test\"\nkind = \"smarthost\"\nhost = \"127.0.0.1:%d\"\n", relay.Port()))
+	smart.SetEnforcement(tr.sts, nil, nil)
+	opens := 0
+	body := func() (io.ReadCloser, error) {
+		opens++
+		return io.NopCloser(strings.NewReader("TLS-Required: No\r\n" + plainMsg)), nil
+	}
+	send := func(tr *Transport, rcpt string) delivery.Outcome {
+		t.Helper()
+		e := env1(rcpt)
+		e.ID, e.Size = "TESTID", int64(len("TLS-Required: No\r\n"+plainMsg))
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return tr.Deliver(ctx, e, []int{0}, body)[0]
+	}
+	if out := send(smart, "x@far.test"); out.State != queue.Delivered || len(relay.Messages()) != 1 {
+		t.Fatalf("smarthost: %+v", out)
+	}
+	if opens != 1 {
+		t.Errorf("smarthost delivery opened the body %d times, want 1", opens)
+	}
+	opens = 0
+	// The MX offers no STARTTLS, which MTA-STS enforce refuses, unless
+	// the header waives it.
+	if out := send(tr, "x@dest.test"); out.State != queue.Delivered || len(m.Messages()) != 1 {
+		t.Fatalf("MX with MTA-STS: %+v", out)
+	}
+	if opens != 2 {
+		t.Errorf("MX delivery with MTA-STS opened the body %d times, want 2", opens)
+	}
+}

@@ -216,9 +216,16 @@ func (t *Transport) Deliver(ctx context.Context, env *queue.Envelope, idx []int,
 		}
 		byDomain[d] = append(byDomain[d], i)
 	}
+	dem := t.demandsOf(env, body)
+	if len(order) == 1 {
+		// One domain (the common case): no goroutine to hand it to.
+		for i, o := range t.deliverDomain(ctx, env, order[0], byDomain[order[0]], body, dem) {
+			out[i] = finalForAlias(dem, o)
+		}
+		return out
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	dem := t.demandsOf(env, body)
 	for _, d := range order {
 		wg.Add(1)
 		go func(d string, idx []int) {
@@ -278,7 +285,7 @@ func (t *Transport) deliverDomain(ctx context.Context, env *queue.Envelope, doma
 	}
 	base := t.policies.Lookup(domain)
 	var sts stsInfo
-	if r.Kind == "mx" && !dem.tlsOptional {
+	if r.Kind == "mx" && t.sts != nil && !dem.optional() {
 		sts = t.stsLookup(ctx, domain)
 		if sts.err != nil {
 			t.log.Info("MTA-STS: "+sts.state.String(), "domain", domain, "err", sts.err)
