@@ -210,7 +210,7 @@ func Start(cfg *conf.Config, log *slog.Logger, opt Options) (d *Daemon, err erro
 	d.freeSpace = opt.FreeSpace
 	if d.freeSpace == nil {
 		spool := cfg.Queue.Dir
-		d.freeSpace = func() (uint64, error) { return diskFree(spool) }
+		d.freeSpace = (&spaceProbe{probe: func() (uint64, error) { return diskFree(spool) }, now: time.Now}).free
 	}
 
 	if cfg.Database.DSN != "" {
@@ -714,6 +714,37 @@ func diskFree(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// spaceProbe asks the file system for the spool's free space at most
+// every spaceProbeEvery: smtpd checks it at each MAIL FROM, and a statfs
+// per message was a measurable item of the relay's profile (issue 19). A
+// spool filling faster than that still gets 451 from Enqueue.
+type spaceProbe struct {
+	probe func() (uint64, error)
+	now   func() time.Time
+
+	mu   sync.Mutex
+	at   time.Time // of the last successful probe
+	last uint64
+}
+
+const spaceProbeEvery = 100 * time.Millisecond
+
+func (p *spaceProbe) free() (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if !p.at.IsZero() && now.Sub(p.at) < spaceProbeEvery && !now.Before(p.at) {
+		return p.last, nil
+	}
+	free, err := p.probe()
+	if err != nil {
+		p.at = time.Time{}
+		return 0, err
+	}
+	p.at, p.last = now, free
+	return free, nil
 }
 
 // maildirCleanEvery is how often Maildir tmp/ directories are swept.
