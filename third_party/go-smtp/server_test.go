@@ -330,9 +330,12 @@ func TestServerAcceptErrorHandling(t *testing.T) {
 	l.Send(temporaryError)
 	permanentError := newMockError("permanent mock error", false)
 	l.Send(permanentError)
-	s.Close()
 
+	// Posthorn's copy: Close only after Serve returned. Closing first
+	// raced with Serve, which returns nil, not the error, once closed
+	// (42 failures in 200 runs under -race on a loaded machine).
 	serveError := <-done
+	s.Close()
 	if serveError == nil {
 		t.Fatal("Serve had exited without an expected error")
 	} else if serveError != permanentError {
