@@ -164,9 +164,9 @@ func (s *server) dialHost(id uint32, maxSize int64) (*hostClient, error) {
 		s.host.maxSize.Store(maxSize)
 		return s.host, nil
 	}
-	conn, err := s.broker.DialWithOptions(id, grpc.WithDefaultCallOptions(
+	conn, err := s.broker.DialWithOptions(id, append(GRPCDialOptions(), grpc.WithDefaultCallOptions(
 		grpc.MaxCallRecvMsgSize(MaxGRPCMessageSize),
-		grpc.MaxCallSendMsgSize(MaxGRPCMessageSize)))
+		grpc.MaxCallSendMsgSize(MaxGRPCMessageSize)))...)
 	if err != nil {
 		return nil, err
 	}

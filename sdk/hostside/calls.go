@@ -362,6 +362,21 @@ func (o outputReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteTo writes the rest of the output to w as its chunks arrive, without
+// a copy (io.Copy to the spool file uses it). A failure of w is returned
+// as it is; a failure of the stream fails the call.
+func (o outputReader) WriteTo(w io.Writer) (int64, error) {
+	r := o.r
+	if r.cur == nil {
+		return 0, nil
+	}
+	n, err := r.cur.WriteTo(w)
+	if err != nil && err == r.cur.Err() {
+		err = r.failWith(err)
+	}
+	return n, err
+}
+
 // Close ends the call. Safe to call more than once.
 func (r *TransformResult) Close() error {
 	r.bc.finish()

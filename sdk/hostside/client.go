@@ -141,6 +141,7 @@ func Dial(path string, opts Options) (*Client, error) {
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
+		GRPCDialOptions:  sdk.GRPCDialOptions(),
 		Managed:          true,
 		SkipHostEnv:      true,
 		StartTimeout:     opts.StartTimeout,

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -492,4 +493,93 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5s")
+}
+
+// TestOutputsBigAndConcurrent (issue 19.4: outputs in memory are sent
+// from their own bytes, outputs are written to the spool through
+// WriteTo, gRPC's buffers come from a pool that is not cleared): 5 MiB
+// split into two outputs, one read with Read and one copied with WriteTo,
+// by four calls at once; every byte arrives, each call gets its own.
+func TestOutputsBigAndConcurrent(t *testing.T) {
+	f := start(t, hostside.Options{MaxMessageSize: 16 << 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 4)
+	for k := 0; k < 4; k++ {
+		go func() {
+			body := make([]byte, 5<<20+k*sdk.ChunkSize+k)
+			for i := range body {
+				body[i] = byte(i*31 + k)
+			}
+			e := env("split", "a@example.test", "b@example.test")
+			res, err := f.c.Transform(ctx, e, e.Recipients, bytes.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer res.Close()
+			for i, a := range []string{"a@example.test", "b@example.test"} {
+				out, err := res.Next()
+				if err != nil {
+					errs <- err
+					return
+				}
+				var got []byte
+				if i == 0 {
+					got, err = io.ReadAll(out.Body)
+				} else {
+					var buf bytes.Buffer
+					_, err = io.Copy(&buf, out.Body) // WriteTo
+					got = buf.Bytes()
+				}
+				want := append([]byte("To: <"+a+">\r\n"), body...)
+				if err != nil || !bytes.Equal(got, want) {
+					errs <- fmt.Errorf("call %d output %d: %d bytes, want %d, %v", k, i, len(got), len(want), err)
+					return
+				}
+			}
+			if _, err := res.Next(); err != io.EOF {
+				errs <- fmt.Errorf("call %d after the outputs: %v", k, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestOutputWriteToLimit: an output larger than the host's limit fails
+// WriteTo with ErrMessageTooLarge, as Read does.
+func TestOutputWriteToLimit(t *testing.T) {
+	f := start(t, hostside.Options{MaxMessageSize: 1 << 20})
+	e := env("split", "a@example.test")
+	res, err := f.c.Transform(context.Background(), e, e.Recipients, strings.NewReader(strings.Repeat("x", 900<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	out, err := res.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, out.Body); err != nil {
+		t.Fatalf("900 KiB under a 1 MiB limit: %v", err)
+	}
+	e = env("split", "a@example.test")
+	res2, err := f.c.Transform(context.Background(), e, e.Recipients, strings.NewReader(strings.Repeat("x", 1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res2.Close()
+	out, err = res2.Next()
+	if err == nil {
+		_, err = io.Copy(io.Discard, out.Body)
+	}
+	if !errors.Is(err, sdk.ErrMessageTooLarge) {
+		t.Fatalf("output over the limit: %v, want ErrMessageTooLarge", err)
+	}
 }

@@ -4,6 +4,7 @@
 package chunk
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"sync"
@@ -12,8 +13,10 @@ import (
 const (
 	// Max is the largest chunk either side accepts.
 	Max = 1 << 20
-	// Size is the size of the chunks we send.
-	Size = 256 << 10
+	// Size is the size of the chunks we send: 256 KiB less room for the
+	// protobuf framing of a chunk message, so that gRPC marshals and
+	// gathers each into a 256 KiB buffer of GRPCPool, not a 512 KiB one.
+	Size = 256<<10 - 64
 )
 
 // ErrTooBig is returned for a chunk larger than Max: the peer violates the
@@ -101,6 +104,17 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, Size); return &b }}
 // (limit <= 0: no limit). The chunk passed to send is reused afterwards:
 // send must be done with it when it returns (gRPC's SendMsg is).
 func Send(r io.Reader, limit int64, tooLarge error, send func([]byte) error) (int64, error) {
+	switch r.(type) {
+	case *bytes.Reader, *bytes.Buffer:
+		// A body in memory (a plugin's output) is sent from its own
+		// bytes: its WriteTo hands over the rest in one Write.
+		sw := &sliceSender{limit: limit, tooLarge: tooLarge, send: send}
+		_, err := r.(io.WriterTo).WriteTo(sw)
+		if err != nil && sw.err == nil {
+			err = fmt.Errorf("reading body: %w", err)
+		}
+		return sw.total, err
+	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	buf := *bp
@@ -122,6 +136,73 @@ func Send(r io.Reader, limit int64, tooLarge error, send func([]byte) error) (in
 			return total, nil
 		default:
 			return total, fmt.Errorf("reading body: %w", err)
+		}
+	}
+}
+
+// sliceSender passes what is written to it to send in chunks of at most
+// Size bytes, without copying.
+type sliceSender struct {
+	total    int64
+	limit    int64
+	tooLarge error
+	send     func([]byte) error
+	err      error // the error Write returned, as Send returns it
+}
+
+func (w *sliceSender) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), Size)
+		w.total += int64(k)
+		if w.limit > 0 && w.total > w.limit {
+			w.err = w.tooLarge
+			return n, w.err
+		}
+		if err := w.send(p[:k]); err != nil {
+			w.err = &SendError{err}
+			return n, w.err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// WriteTo writes the rest of the stream to w, each chunk as it arrives
+// (no copy), and returns the error that ended the stream, nil for a clean
+// end. A failure of w is returned as it is.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(r.buf) > 0 {
+			n, err := w.Write(r.buf)
+			total += int64(n)
+			r.buf = r.buf[n:]
+			if err != nil {
+				return total, err
+			}
+			if len(r.buf) > 0 {
+				return total, io.ErrShortWrite
+			}
+		}
+		if r.err != nil {
+			if r.err == io.EOF {
+				return total, nil
+			}
+			return total, r.err
+		}
+		c, err := r.recv()
+		switch {
+		case err != nil:
+			r.err = err
+		case len(c) > Max:
+			r.err = ErrTooBig
+		case r.limit > 0 && r.n+int64(len(c)) > r.limit:
+			r.err = r.tooLarge
+		default:
+			r.n += int64(len(c))
+			r.buf = c
 		}
 	}
 }
