@@ -10,14 +10,32 @@ import (
 	"testing"
 )
 
-// FuzzConvert checks, on any input: no failure but ErrTooDeep; the
+// FuzzConvert checks, on any input: Is8bit and Clean are right, and
+// Convert leaves a Clean input as it is; no failure but ErrTooDeep; the
 // output is a fixed point; a 7-bit input without 8bit or binary labels
 // comes out unchanged; and a message that is a single leaf comes out
 // with a 7-bit body that decodes to the original one. The seed corpus is
 // in testdata/fuzz/FuzzConvert.
 func FuzzConvert(f *testing.F) {
+	// Seeds for Clean: labels it lets through and ones it must not.
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\r\nContent-Transfer-Encoding: 7bit\r\n\r\n--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nx=3D\r\n--b\r\ncontent-transfer-encoding :BASE64\r\n\r\neA==\r\n--b--\r\n"))
+	f.Add([]byte("Content-Transfer-Encoding: 7bit\r\n\tbinary\r\n\r\nx\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
+		naive8 := false
+		for _, c := range in {
+			naive8 = naive8 || c >= 0x80
+		}
+		if Is8bit(in) != naive8 {
+			t.Fatalf("Is8bit(%q) = %v", in, !naive8)
+		}
+		clean := Clean(in)
+		if clean && naive8 || !clean && !naive8 && !strings.Contains(strings.ToLower(string(in)), "content-transfer-encoding") {
+			t.Fatalf("Clean(%q) = %v", in, clean)
+		}
 		out, err := Bytes(in)
+		if err == nil && clean && !bytes.Equal(in, out) {
+			t.Fatalf("Clean input changed:\n in %q\nout %q", in, out)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrTooDeep) {
 				t.Fatalf("Convert: %v", err)

@@ -37,6 +37,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io"
 	"mime"
@@ -88,12 +89,64 @@ func Reader(r io.Reader) io.ReadCloser {
 
 // Is8bit reports whether b has a byte ≥ 0x80.
 func Is8bit(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true
 		}
 	}
 	return false
+}
+
+var cteName = []byte("content-transfer-encoding")
+
+// Clean reports whether Convert would return msg unchanged, without
+// walking its structure: msg has no byte ≥ 0x80, and each
+// Content-Transfer-Encoding in it (in any case, anywhere) is a line that
+// says 7bit, quoted-printable or base64 and nothing else, not continued
+// on the next line — so no part is labelled 8bit or binary. (Convert may
+// still fail on it with ErrTooDeep.) False only means Convert has to
+// look.
+func Clean(msg []byte) bool {
+	if Is8bit(msg) {
+		return false
+	}
+	// Each "content-transfer-encoding" is found at its '-'.
+	const before = len("content")
+	for i := 0; ; {
+		j := bytes.IndexByte(msg[i:], '-')
+		if j < 0 {
+			return true
+		}
+		k := i + j - before
+		if k >= 0 && k+len(cteName) <= len(msg) && bytes.EqualFold(msg[k:k+len(cteName)], cteName) &&
+			!harmlessLabel(msg[k+len(cteName):]) {
+			return false
+		}
+		i += j + 1
+	}
+}
+
+// harmlessLabel reports whether rest, what follows a field name
+// Content-Transfer-Encoding, is ": 7bit", ": quoted-printable" or
+// ": base64" (blanks around allowed) up to a CRLF not followed by a
+// continuation line.
+func harmlessLabel(rest []byte) bool {
+	line, after, ok := bytes.Cut(rest, []byte("\r\n"))
+	if !ok || (len(after) > 0 && (after[0] == ' ' || after[0] == '\t')) {
+		return false
+	}
+	v, ok := bytes.CutPrefix(bytes.TrimLeft(line, " \t"), []byte(":"))
+	if !ok {
+		return false
+	}
+	v = bytes.Trim(v, " \t")
+	return bytes.EqualFold(v, []byte("7bit")) || bytes.EqualFold(v, []byte("quoted-printable")) || bytes.EqualFold(v, []byte("base64"))
 }
 
 // readSize is the read buffer; a longer line is handled in pieces.

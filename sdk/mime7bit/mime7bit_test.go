@@ -241,3 +241,48 @@ func TestWriteError(t *testing.T) {
 type failWriter struct{ err error }
 
 func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
+
+// TestCleanAndIs8bit: a high byte or a Content-Transfer-Encoding field at
+// any offset (the word-at-a-time scan and the search at '-' have edges).
+func TestCleanAndIs8bit(t *testing.T) {
+	for n := 0; n < 40; n++ {
+		for at := 0; at < n; at++ {
+			b := bytes.Repeat([]byte("a"), n)
+			if Is8bit(b) || !Clean(b) {
+				t.Fatalf("n=%d: %q counts as 8-bit or unclean", n, b)
+			}
+			b[at] = 0x80
+			if !Is8bit(b) || Clean(b) {
+				t.Fatalf("n=%d: 0x80 at %d not seen", n, at)
+			}
+		}
+	}
+	for _, c := range []struct {
+		in    string
+		clean bool
+	}{
+		{"Content-Type: text/plain\r\n\r\nhi - there -\r\n", true},
+		{"Content-Transfer-Encoding: 7bit\r\n\r\nhi\r\n", true},
+		{"content-transfer-encoding:base64 \r\n\r\n", true},
+		{"Content-Transfer-Encoding : Quoted-Printable\r\n\r\nhi=20\r\n", true},
+		{"Content-Transfer-Encoding: 8bit\r\n\r\nhi\r\n", false},
+		{"Content-Transfer-Encoding: binary\r\n\r\nhi\r\n", false},
+		{"Content-Transfer-Encoding: 7bit (or so)\r\n\r\nhi\r\n", false},
+		{"Content-Transfer-Encoding: 7bit\r\n binary\r\n\r\nhi\r\n", false},
+		{"Content-Transfer-Encoding:\r\n 8bit\r\n\r\nhi\r\n", false},
+		{"Content-Transfer-Encoding: 7bit", false},
+		{"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nCONTENT-TRANSFER-ENCODING: 8bit\r\n\r\nx\r\n--b--\r\n", false},
+		{"Content-Type: multipart/mixed; boundary=b\r\nContent-Transfer-Encoding: 7bit\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\neA==\r\n--b--\r\n", true},
+		{"content-transfer-encodin", true},
+		{"-transfer-encoding", true},
+		{"Content-", true},
+		{"", true},
+	} {
+		if Clean([]byte(c.in)) != c.clean {
+			t.Errorf("Clean(%q) = %v", c.in, !c.clean)
+		}
+		if out, err := Bytes([]byte(c.in)); c.clean && (err != nil || string(out) != c.in) {
+			t.Errorf("Convert changed Clean %q: %q, %v", c.in, out, err)
+		}
+	}
+}
