@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -188,97 +187,7 @@ type oaepParameters struct {
 // with AES-256-CBC or AuthEnvelopedData with AES-256-GCM. It returns the
 // DER ContentInfo.
 func Encrypt(content []byte, c Cipher, rcpts []Recipient) ([]byte, error) {
-	if len(rcpts) == 0 {
-		return nil, errors.New("smime: encrypt: no recipients")
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	var infos []asn1.RawValue
-	version := 0 // RFC 5652 §6.1: 2 once a kari is present
-	for _, r := range rcpts {
-		var ri []byte
-		var err error
-		if r.Cert != nil {
-			if _, isEC := r.Cert.PublicKey.(*ecdsa.PublicKey); isEC {
-				ri, err = keyAgreeRecipient(key, r.Cert)
-				version = 2
-			} else {
-				ri, err = keyTransRecipient(key, r)
-			}
-		} else {
-			ri, err = keyTransRecipient(key, r)
-		}
-		if err != nil {
-			return nil, err
-		}
-		infos = append(infos, asn1.RawValue{FullBytes: ri})
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	var inner []byte
-	var ctype asn1.ObjectIdentifier
-	switch c {
-	case AES256CBC:
-		iv := make([]byte, aes.BlockSize)
-		if _, err := rand.Read(iv); err != nil {
-			return nil, err
-		}
-		pad := aes.BlockSize - len(content)%aes.BlockSize
-		buf := make([]byte, len(content)+pad)
-		copy(buf, content)
-		for i := len(content); i < len(buf); i++ {
-			buf[i] = byte(pad)
-		}
-		cipher.NewCBCEncrypter(block, iv).CryptBlocks(buf, buf)
-		ivDER, _ := asn1.Marshal(iv)
-		ed := envelopedData{
-			Version:        version,
-			RecipientInfos: infos,
-			EncryptedContentInfo: encryptedContentInfo{
-				ContentType:      oidData,
-				Algorithm:        pkix.AlgorithmIdentifier{Algorithm: oidAES256CBC, Parameters: asn1.RawValue{FullBytes: ivDER}},
-				EncryptedContent: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, Bytes: buf},
-			},
-		}
-		inner, err = asn1.Marshal(ed)
-		ctype = oidEnvelopedData
-	case AES256GCM:
-		nonce := make([]byte, 12)
-		if _, err := rand.Read(nonce); err != nil {
-			return nil, err
-		}
-		aead, err := cipher.NewGCM(block)
-		if err != nil {
-			return nil, err
-		}
-		sealed := aead.Seal(nil, nonce, content, nil)
-		ct, tag := sealed[:len(content)], sealed[len(content):]
-		params, _ := asn1.Marshal(gcmParameters{Nonce: nonce, ICVLen: aead.Overhead()})
-		ad := authEnvelopedData{
-			Version:        0,
-			RecipientInfos: infos,
-			AuthEncryptedContentInfo: encryptedContentInfo{
-				ContentType:      oidData,
-				Algorithm:        pkix.AlgorithmIdentifier{Algorithm: oidAES256GCM, Parameters: asn1.RawValue{FullBytes: params}},
-				EncryptedContent: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, Bytes: ct},
-			},
-			MAC: tag,
-		}
-		if inner, err = asn1.Marshal(ad); err != nil {
-			return nil, err
-		}
-		ctype = oidAuthEnvelopedData
-	default:
-		return nil, fmt.Errorf("smime: encrypt: unsupported cipher %v", c)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(contentInfo{ContentType: ctype, Content: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: inner}})
+	return seal(pieces{content}, c, rcpts)
 }
 
 func keyTransRecipient(key []byte, r Recipient) ([]byte, error) {

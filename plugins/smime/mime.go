@@ -29,9 +29,24 @@ type message struct {
 	body   []byte
 }
 
-// canonical turns bare LF into CRLF.
+// hasBareLF reports whether b has an LF without a CR before it.
+func hasBareLF(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		if i+j == 0 || b[i+j-1] != '\r' {
+			return true
+		}
+		i += j + 1
+	}
+}
+
+// canonical turns bare LF into CRLF. b itself is returned when it has
+// none (mail from the queue always has CRLF: no copy).
 func canonical(b []byte) []byte {
-	if !bytes.Contains(b, []byte("\n")) {
+	if !hasBareLF(b) {
 		return b
 	}
 	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
@@ -48,7 +63,7 @@ func parseMessage(b []byte) (*message, error) {
 		i := bytes.Index(b, []byte("\r\n\r\n"))
 		if i < 0 {
 			if len(b) > 0 && !bytes.HasSuffix(b, []byte("\r\n")) {
-				b = append(b, '\r', '\n')
+				b = append(b[:len(b):len(b)], '\r', '\n') // b may be the caller's
 			}
 			hdr, b = b, nil
 		} else {
@@ -107,25 +122,30 @@ func isContentField(name string) bool {
 // entity (Content-* headers, a blank line, the body). A message without
 // Content-Type is text/plain (RFC 2045 §5.2): the entity says so.
 func (m *message) split() (outer []byte, entity []byte) {
-	var o, e bytes.Buffer
+	outer, e := m.splitPieces()
+	return outer, e.bytes()
+}
+
+// splitPieces is split with the entity in pieces: its header, and the
+// body as it is in the message (not copied).
+func (m *message) splitPieces() (outer []byte, entity pieces) {
+	var o, e []byte
 	hasCT := false
 	for _, f := range m.fields {
 		switch {
 		case isContentField(f.name):
-			e.WriteString(f.raw)
+			e = append(e, f.raw...)
 			hasCT = hasCT || f.name == "content-type"
 		case f.name == "mime-version":
 		default:
-			o.WriteString(f.raw)
+			o = append(o, f.raw...)
 		}
 	}
 	if !hasCT {
-		e.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
+		e = append(e, "Content-Type: text/plain; charset=us-ascii\r\n"...)
 	}
-	e.Grow(len(m.body) + 2)
-	e.WriteString("\r\n")
-	e.Write(m.body)
-	return o.Bytes(), e.Bytes()
+	e = append(e, '\r', '\n')
+	return o, pieces{e, m.body}
 }
 
 func boundary() string {
@@ -134,106 +154,89 @@ func boundary() string {
 	return "----=_smime_" + hex.EncodeToString(b)
 }
 
-// base64Lines encodes b in lines of 76 characters, each ending in CRLF,
-// into one buffer of the exact size (issue 19.4: building it through a
-// string and a growing bytes.Buffer was a third of the plugin's
-// allocations).
-func base64Lines(b []byte) []byte {
-	const line = 76 // characters, from 57 bytes
-	enc := base64.StdEncoding
-	n := enc.EncodedLen(len(b))
-	out := make([]byte, 0, n+2*max(1, (n+line-1)/line))
-	var chunk [line]byte
-	for len(b) > 0 {
-		k := min(len(b), line/4*3)
-		enc.Encode(chunk[:], b[:k])
-		out = append(out, chunk[:enc.EncodedLen(k)]...)
-		out = append(out, '\r', '\n')
-		b = b[k:]
-	}
-	if n == 0 {
-		out = append(out, '\r', '\n')
-	}
-	return out
-}
-
-// signEntity wraps entity into multipart/signed (RFC 8551 §3.5.3) and
-// returns the new entity (Content-Type header, blank line, body).
-func signEntity(entity []byte, id Identity) ([]byte, error) {
+// signEntity signs entity and wraps it into multipart/signed (RFC 8551
+// §3.5.3): it returns the new entity (Content-Type header, blank line,
+// body) in pieces, entity itself among them.
+func signEntity(entity []byte, id Identity) (pieces, error) {
 	sig, err := SignDetached(entity, id)
 	if err != nil {
 		return nil, err
 	}
 	b := boundary()
-	var w bytes.Buffer
-	w.Grow(len(entity) + len(sig)*4/3 + len(sig)/28 + 512)
-	fmt.Fprintf(&w, "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg=sha-256; boundary=\"%s\"\r\n\r\n", b)
-	w.WriteString("This is an S/MIME signed message.\r\n\r\n")
-	fmt.Fprintf(&w, "--%s\r\n", b)
-	w.Write(entity)
-	fmt.Fprintf(&w, "\r\n--%s\r\n", b)
-	w.WriteString("Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n")
-	w.WriteString("Content-Transfer-Encoding: base64\r\n")
-	w.WriteString("Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n")
-	w.Write(base64Lines(sig))
-	fmt.Fprintf(&w, "\r\n--%s--\r\n", b)
-	return w.Bytes(), nil
+	head := fmt.Sprintf("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg=sha-256; boundary=\"%s\"\r\n\r\n"+
+		"This is an S/MIME signed message.\r\n\r\n--%s\r\n", b, b)
+	mid := fmt.Sprintf("\r\n--%s\r\n"+
+		"Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"+
+		"Content-Transfer-Encoding: base64\r\n"+
+		"Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n", b)
+	tail := fmt.Sprintf("\r\n--%s--\r\n", b)
+	sigPart := appendBase64Lines(append(make([]byte, 0, len(mid)+base64LinesLen(len(sig))+len(tail)), mid...), sig)
+	sigPart = append(sigPart, tail...)
+	return pieces{[]byte(head), entity, sigPart}, nil
 }
 
-// encryptEntity wraps entity into application/pkcs7-mime.
-func encryptEntity(entity []byte, c Cipher, rcpts []Recipient) ([]byte, error) {
-	der, err := Encrypt(entity, c, rcpts)
-	if err != nil {
-		return nil, err
-	}
+// encryptedHeader is the header of the application/pkcs7-mime entity.
+func encryptedHeader(c Cipher) string {
 	st := "enveloped-data"
 	if c == AES256GCM {
 		st = "authEnveloped-data"
 	}
-	var w bytes.Buffer
-	w.Grow(len(der)*4/3 + len(der)/28 + 256)
-	fmt.Fprintf(&w, "Content-Type: application/pkcs7-mime; smime-type=%s;\r\n name=\"smime.p7m\"\r\n", st)
-	w.WriteString("Content-Transfer-Encoding: base64\r\n")
-	w.WriteString("Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n")
-	w.Write(base64Lines(der))
-	return w.Bytes(), nil
+	return "Content-Type: application/pkcs7-mime; smime-type=" + st + ";\r\n name=\"smime.p7m\"\r\n" +
+		"Content-Transfer-Encoding: base64\r\n" +
+		"Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n"
 }
 
+const mimeVersion = "MIME-Version: 1.0\r\n"
+
 func join(outer, entity []byte) []byte {
-	var w bytes.Buffer
-	w.Grow(len(outer) + 19 + len(entity))
-	w.Write(outer)
-	w.WriteString("MIME-Version: 1.0\r\n")
-	w.Write(entity)
-	return w.Bytes()
+	return joinPieces(outer, pieces{entity})
+}
+
+func joinPieces(outer []byte, entity pieces) []byte {
+	out := make([]byte, 0, len(outer)+len(mimeVersion)+entity.len())
+	out = append(append(out, outer...), mimeVersion...)
+	return entity.appendTo(out)
 }
 
 // Protect signs (when signer is not nil) and then encrypts (when rcpts is
 // not empty) the message msg (headers and body) and returns the new
 // message. The transport headers stay outside.
+//
+// The body is copied as few times as it can be (issue 19.4): once to sign
+// it (go.mozilla.org/pkcs7 takes one slice), once into the envelope, where
+// it is encrypted in place, and the envelope once into the output in
+// base64. msg is not modified; the result does not share its memory.
 func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte, error) {
 	m, err := parseMessage(msg)
 	if err != nil {
 		return nil, err
 	}
-	outer, entity := m.split()
+	outer, entity := m.splitPieces()
 	if signer != nil {
 		// Signed content must be 7-bit, or a relay may re-encode it and
 		// break the signature (RFC 8551 §3.1.3). An entity nested too deep
 		// to convert is signed as it is.
-		if seven, err := mime7bit.Bytes(entity); err == nil {
-			entity = seven
+		content := entity.bytes()
+		if !mime7bit.Clean(entity[0]) || !mime7bit.Clean(m.body) {
+			if seven, err := mime7bit.Bytes(content); err == nil {
+				content = seven
+			}
 		}
-		if entity, err = signEntity(entity, *signer); err != nil {
+		if entity, err = signEntity(content, *signer); err != nil {
 			return nil, err
 		}
 	}
-	if len(rcpts) > 0 {
-		if entity, err = encryptEntity(entity, c, rcpts); err != nil {
-			return nil, err
-		}
+	if len(rcpts) == 0 {
+		return joinPieces(outer, entity), nil
 	}
-	return join(outer, entity), nil
+	der, err := seal(entity, c, rcpts)
+	if err != nil {
+		return nil, err
+	}
+	hdr := encryptedHeader(c)
+	out := make([]byte, 0, len(outer)+len(mimeVersion)+len(hdr)+base64LinesLen(len(der)))
+	out = append(append(append(out, outer...), mimeVersion...), hdr...)
+	return appendBase64Lines(out, der), nil
 }
 
 // Result is what Open found.

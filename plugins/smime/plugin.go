@@ -398,14 +398,23 @@ func run[T any](ctx context.Context, f func() (T, error)) (T, error) {
 }
 
 func readAll(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxMessage+1))
-	if err != nil {
+	return readAllSized(r, 0)
+}
+
+// readAllSized is readAll into a buffer of size bytes first (the
+// envelope's size: the queued message, read without growing the buffer).
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if size > 0 && size <= maxMessage {
+		buf.Grow(int(size) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r, maxMessage+1)); err != nil {
 		return nil, err
 	}
-	if len(b) > maxMessage {
+	if buf.Len() > maxMessage {
 		return nil, sdk.ErrMessageTooLarge
 	}
-	return b, nil
+	return buf.Bytes(), nil
 }
 
 // fromAddress returns the address in the From header of msg.
@@ -485,7 +494,13 @@ func (st *state) senderTransport(ctx context.Context, id *OrgIdentity, from stri
 	fp := Fingerprint(id.Cert)
 	addrs := append([]string{from}, id.Addresses...)
 	addrs = append(addrs, id.Cert.EmailAddresses...)
+	seen := map[string]bool{}
 	for _, a := range addrs {
+		// One look-up per address (the sender's is usually all three).
+		if a = strings.ToLower(a); seen[a] {
+			continue
+		}
+		seen[a] = true
 		recs, err := st.store.ForAddress(ctx, a)
 		if err != nil {
 			continue
@@ -546,7 +561,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	}
 	now := p.clock()
 	return run(ctx, func() (sdk.OutboundResult, error) {
-		msg, err := readAll(body)
+		msg, err := readAllSized(body, env.Size)
 		if err != nil {
 			return sdk.OutboundResult{}, err
 		}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -38,7 +39,35 @@ type CertRecord struct {
 }
 
 // Cert parses the record's certificate.
-func (r *CertRecord) Cert() (*x509.Certificate, error) { return x509.ParseCertificate(r.DER) }
+//
+// Parsed certificates are kept (by the SHA-256 of their DER, up to 1024):
+// every outbound message looked its recipients' certificates up and
+// parsed them twice (issue 19.4). The result is shared: do not modify it.
+func (r *CertRecord) Cert() (*x509.Certificate, error) {
+	key := sha256.Sum256(r.DER)
+	parsed.Lock()
+	c := parsed.m[key]
+	parsed.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	c, err := x509.ParseCertificate(r.DER)
+	if err != nil {
+		return nil, err
+	}
+	parsed.Lock()
+	if len(parsed.m) >= 1024 {
+		clear(parsed.m)
+	}
+	parsed.m[key] = c
+	parsed.Unlock()
+	return c, nil
+}
+
+var parsed = struct {
+	sync.Mutex
+	m map[[32]byte]*x509.Certificate
+}{m: map[[32]byte]*x509.Certificate{}}
 
 // Fingerprint is the store key of a certificate.
 func Fingerprint(c *x509.Certificate) string {
