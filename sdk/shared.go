@@ -97,6 +97,14 @@ func GRPCServerOptions() []grpc.ServerOption {
 	}
 }
 
+// gRPC's protobuf codec marshals and gathers every message in buffers of
+// the process's default pool, whatever pool a server or client was given:
+// GRPCPool becomes the default in every process that uses the SDK (the
+// host and each plugin), before any gRPC server or client exists.
+func init() {
+	experimental.SetDefaultBufferPool(chunk.GRPCPool)
+}
+
 // GRPCDialOptions are the options every gRPC client of the protocol uses
 // (the host's connection to a plugin, a plugin's to the host): a buffer
 // pool sized for body chunks that does not clear its buffers (gRPC's
