@@ -135,6 +135,11 @@ func Usable(recs []CertRecord, now time.Time) *CertRecord {
 type sqlStore struct {
 	db *sql.DB
 	d  sqldb.Dialect
+	// forAddr is ForAddress's statement, prepared once: every outbound
+	// message looks up each recipient, and SQLite spent most of that
+	// preparing the query again (issue 19.4).
+	prepare sync.Once
+	forAddr *sql.Stmt
 }
 
 // schema is the versioned schema (component "smime"). Version 1 is the
@@ -229,6 +234,10 @@ func (s *sqlStore) query(ctx context.Context, q string, args ...any) ([]CertReco
 	if err != nil {
 		return nil, err
 	}
+	return scanRecords(rows)
+}
+
+func scanRecords(rows *sql.Rows) ([]CertRecord, error) {
 	defer rows.Close()
 	var out []CertRecord
 	for rows.Next() {
@@ -245,8 +254,21 @@ func (s *sqlStore) query(ctx context.Context, q string, args ...any) ([]CertReco
 	return out, rows.Err()
 }
 
+const forAddressQuery = `SELECT ` + cols + ` FROM smime_certs WHERE address = ? ORDER BY not_after DESC, fingerprint`
+
 func (s *sqlStore) ForAddress(ctx context.Context, addr string) ([]CertRecord, error) {
-	return s.query(ctx, `SELECT `+cols+` FROM smime_certs WHERE address = ? ORDER BY not_after DESC, fingerprint`, strings.ToLower(addr))
+	s.prepare.Do(func() {
+		// Not prepared (an error): each call prepares its own, as before.
+		s.forAddr, _ = s.db.PrepareContext(context.Background(), s.d.Rebind(forAddressQuery))
+	})
+	if s.forAddr == nil {
+		return s.query(ctx, forAddressQuery, strings.ToLower(addr))
+	}
+	rows, err := s.forAddr.QueryContext(ctx, strings.ToLower(addr))
+	if err != nil {
+		return nil, err
+	}
+	return scanRecords(rows)
 }
 
 func (s *sqlStore) List(ctx context.Context) ([]CertRecord, error) {
@@ -308,7 +330,13 @@ func (s *sqlStore) TakeActivated(ctx context.Context) ([]CertRecord, error) {
 	return recs, nil
 }
 
-func (s *sqlStore) Close() error { return s.db.Close() }
+func (s *sqlStore) Close() error {
+	s.prepare.Do(func() {}) // none prepared from now on
+	if s.forAddr != nil {
+		s.forAddr.Close()
+	}
+	return s.db.Close()
+}
 
 // RunOnce runs a job once across the nodes sharing the store.
 func (s *sqlStore) RunOnce(ctx context.Context, name string, period time.Duration, now time.Time, fn func(ctx context.Context) error) (bool, error) {

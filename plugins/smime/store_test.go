@@ -2,6 +2,7 @@ package smime
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -44,6 +45,35 @@ func storeContract(t *testing.T, open func() (Store, error)) {
 	got, err := s.ForAddress(ctx, "BOB@partner.test")
 	if err != nil || len(got) != 2 || got[0].Fingerprint != "bbbbbbbb22" || !got[0].GCM || got[1].GCM {
 		t.Fatalf("ForAddress: %+v %v", got, err)
+	}
+	// ForAddress's statement is prepared once: concurrent look-ups, and
+	// one seeing a record put after the statement was prepared.
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for range 20 {
+				if got, err := s.ForAddress(ctx, "carol@partner.test"); err != nil || len(got) != 1 {
+					errs <- fmt.Errorf("concurrent ForAddress: %d records, %v", len(got), err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := rec("dddddddd44", "dave@partner.test", now.Add(24*time.Hour), false)
+	if err := s.Put(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ForAddress(ctx, "dave@partner.test"); err != nil || len(got) != 1 {
+		t.Fatalf("ForAddress after Put: %+v %v", got, err)
+	}
+	if n, err := s.Remove(ctx, "dave@partner.test"); err != nil || n != 1 {
+		t.Fatal(n, err)
 	}
 	if r := got[1]; r.Address != "bob@partner.test" || !r.NotAfter.Equal(a1.NotAfter) || !r.Added.Equal(now) || string(r.DER) != string(a1.DER) || r.Subject != a1.Subject {
 		t.Errorf("record came back as %+v", r)
