@@ -154,8 +154,9 @@ bench-compare: build
 # relaying 100 KB messages to the sink, and the same with the smime plugin
 # signing and encrypting every one (RSA 2048), interleaved; prints the CPU
 # added per message. Builds posthorn-smime. Not part of `make test`.
+# BENCH_FLAGS="-smime-key ec" for P-256 identities (ECDSA, ECDH).
 bench-smime: build
-	$(GO) run ./testbed/cmd/benchcompare -posthorn $(BIN)/posthorn -smime -reps $(BENCH_REPS) -scale $(BENCH_SCALE)
+	$(GO) run ./testbed/cmd/benchcompare -posthorn $(BIN)/posthorn -smime -reps $(BENCH_REPS) -scale $(BENCH_SCALE) $(BENCH_FLAGS)
 
 # bench-abuse: the floods of issue 20 against a real posthorn: 100 AUTH
 # guessers from 5 addresses while the real user logs in from another, then

@@ -91,6 +91,7 @@ func main() {
 	flag.BoolVar(&reuse, "reuse", false, "send many messages per session (RSET between them) instead of one message per connection")
 	flag.BoolVar(&smimeMode, "smime", false, "instead of Postfix, compare posthorn with posthorn signing and encrypting every message with the smime plugin (issue 19.4: CPU added per message)")
 	smimePlugin := flag.String("smime-plugin", "", "posthorn-smime binary for -smime (default: go build it)")
+	smimeKey := flag.String("smime-key", "rsa", "key type of the -smime identities: rsa (RSA 2048: PKCS #1 v1.5 signatures, RSA key transport) or ec (P-256: ECDSA signatures, ECDH key agreement)")
 	flag.Parse()
 	if smimeMode && *only == "" {
 		*only = "100k"
@@ -115,7 +116,7 @@ func main() {
 		for _, w := range ws {
 			maxRcpts = max(maxRcpts, w.rcpts)
 		}
-		sm, err := newSMIME(*smimePlugin, maxRcpts)
+		sm, err := newSMIME(*smimePlugin, maxRcpts, *smimeKey)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "benchcompare:", err)
 			os.Exit(1)
@@ -147,7 +148,7 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 	}
 	if smime != nil {
 		names = []string{"posthorn", "posthorn+smime"}
-		heads = []string{"posthorn", "posthorn + S/MIME sign+encrypt"}
+		heads = []string{"posthorn", "posthorn + S/MIME sign+encrypt (" + smime.keyName + ")"}
 		starters[0] = starters[1]
 		starters[1] = func() (mta, error) { return startPosthorn(posthorn, snk, smime) }
 	}

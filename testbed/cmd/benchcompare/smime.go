@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -22,19 +25,26 @@ import (
 // signing identity (load@bench.test) and certificates for the sink's
 // recipients, which every posthorn+smime run imports into the plugin's
 // store, so that every relayed message is signed and encrypted (RSA 2048,
-// the plugin's defaults).
+// the plugin's defaults; -smime-key ec: P-256).
 type smimeSetup struct {
 	dir, plugin         string
 	ca, senderCrt, sKey string
 	rcptCrts            []string
+	keyName             string // "RSA 2048" or "P-256"
 }
 
-func newSMIME(pluginBin string, rcpts int) (*smimeSetup, error) {
+// newSMIME makes the PKI: keyType "rsa" (RSA 2048 identities: PKCS #1
+// v1.5 signatures, RSA key transport) or "ec" (P-256 identities: ECDSA
+// signatures, ECDH key agreement). The CA is RSA either way.
+func newSMIME(pluginBin string, rcpts int, keyType string) (*smimeSetup, error) {
+	if keyType != "rsa" && keyType != "ec" {
+		return nil, fmt.Errorf("-smime-key %q: want rsa or ec", keyType)
+	}
 	dir, err := os.MkdirTemp("", "phsmime")
 	if err != nil {
 		return nil, err
 	}
-	s := &smimeSetup{dir: dir, plugin: pluginBin}
+	s := &smimeSetup{dir: dir, plugin: pluginBin, keyName: map[string]string{"rsa": "RSA 2048", "ec": "P-256"}[keyType]}
 	if s.plugin == "" {
 		s.plugin = filepath.Join(dir, "posthorn-smime")
 		out, err := exec.Command("go", "build", "-o", s.plugin, "./plugins/smime/cmd/posthorn-smime").CombinedOutput()
@@ -59,16 +69,23 @@ func newSMIME(pluginBin string, rcpts int) (*smimeSetup, error) {
 		return nil, err
 	}
 	issue := func(name, addr string) (string, string, error) {
-		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		var key crypto.Signer
+		usage := x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+		if keyType == "ec" {
+			key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			usage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement
+		} else {
+			key, err = rsa.GenerateKey(rand.Reader, 2048)
+		}
 		if err != nil {
 			return "", "", err
 		}
 		serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 		tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: addr}, EmailAddresses: []string{addr},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(7 * 24 * time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			KeyUsage:    usage,
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
 		if err != nil {
 			return "", "", err
 		}
