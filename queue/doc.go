@@ -8,7 +8,8 @@
 //	Dir/
 //	  lock          flock'ed while a process has the spool open
 //	  msg/ID        one file per queued message (ID: 16 chars [0-9A-Za-z])
-//	  msg/.tmp-*    files being written; never acknowledged
+//	  msg/.tmp-*    files being written, and spare files (finished
+//	                messages' files kept for reuse); never acknowledged
 //	  quarantine/   entries recovery could not read, moved here untouched
 //
 // # Message file
@@ -67,9 +68,16 @@
 //   - Report, Hold, Unhold, Requeue, SetAttr, Delete: one record appended
 //     and the file fsynced (a compaction adds a rewrite and a directory
 //     fsync through the committer).
-//   - Report that leaves no recipient pending: the file is unlinked and the
-//     directory fsynced (group commit), so a finished message never
-//     returns; no final record is written.
+//   - Report that leaves no recipient pending: the file is unlinked, or
+//     renamed to a spare name (.tmp-spare-N), and the directory fsynced
+//     (group commit), so a finished message never returns; no final
+//     record is written. Once that fsync returned, Enqueue may overwrite
+//     the spare (from offset 0, cut to the new length, fsynced, renamed to
+//     the new ID exactly like a new file): creating and unlinking a file
+//     per message cost more CPU on ext4 than writing it (issue 19). A
+//     file some BodyReader has open is always unlinked, never reused; at
+//     most 64 spares are kept, Close removes them, recovery removes any
+//     left by a crash.
 //   - Delete: the tombstone is fsynced, then the file is unlinked (no
 //     directory fsync needed: recovery honours the tombstone). If the
 //     message is leased, the unlink waits until Report or Release.

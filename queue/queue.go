@@ -61,6 +61,10 @@ const (
 	quarDirName = "quarantine"
 	lockName    = "lock"
 	tmpPrefix   = ".tmp-"
+	sparePrefix = tmpPrefix + "spare-"
+
+	// maxSpare bounds the finished message files kept for reuse.
+	maxSpare = 64
 )
 
 // Queue is the durable spool. All methods are safe for concurrent use.
@@ -86,6 +90,14 @@ type Queue struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
+	// spare are files of finished messages, renamed to sparePrefix+N in
+	// the msg directory, whose removal is durable; Enqueue overwrites one
+	// instead of creating a file (see reuseFile). spareBusy counts those
+	// on their way in. Both guarded by mu.
+	spare     []string
+	spareBusy int
+	spareSeq  atomic.Uint64
+
 	fileSyncs, dirSyncs atomic.Int64 // for tests and benchmarks
 }
 
@@ -105,6 +117,8 @@ type msg struct {
 
 	// guarded by Queue.mu:
 	env       *Envelope // never handed out; replaced, not mutated, by writers
+	readers   int       // open BodyReaders: the file must not be reused
+	removing  bool      // finished: its file is being removed or reused
 	leased    bool
 	deleted   bool // Delete while leased: remove when the lease ends
 	gone      bool // removed from the queue
@@ -201,6 +215,12 @@ func (q *Queue) Close() error {
 	q.ops.Wait()
 	close(q.stop)
 	q.wg.Wait()
+	q.mu.Lock()
+	for _, p := range q.spare {
+		os.Remove(p)
+	}
+	q.spare = nil
+	q.mu.Unlock()
 	err := q.dirF.Close()
 	if err2 := q.lockF.Close(); err == nil {
 		err = err2
@@ -316,8 +336,11 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 	}
 
 	path := filepath.Join(q.msgDir, id)
-	tmp := filepath.Join(q.msgDir, tmpPrefix+id)
-	bodyCRC, flags, rec, err := q.writeTemp(tmp, e, body)
+	tmp, reuse := q.takeSpare(), true
+	if tmp == "" {
+		tmp, reuse = filepath.Join(q.msgDir, tmpPrefix+id), false
+	}
+	bodyCRC, flags, rec, err := q.writeTemp(tmp, reuse, e, body)
 	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("queue: writing %s: %w", id, err)
@@ -349,8 +372,9 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 	return id, nil
 }
 
-// writeTemp writes header, body and first envelope record to a new file
-// and fsyncs it. It sets e.Size, and returns the body's checksum, the
+// writeTemp writes header, body and first envelope record to a new file,
+// or over a spare one (reuse: cut to its new length), and fsyncs it. It
+// sets e.Size, and returns the body's checksum, the
 // header flags (whether the body is in SMTP DATA form) and the record.
 // The body is gathered in a pooled buffer behind room for the header: a
 // message that fits (up to 128 KiB with its record) goes to the file in
@@ -358,8 +382,12 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 // whole buffer, then its record, and the header last at offset 0 (issue
 // 19: the copy used to write the header, each read of the body and the
 // record separately).
-func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, byte, []byte, error) {
-	f, err := openFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+func (q *Queue) writeTemp(tmp string, reuse bool, e *Envelope, body io.Reader) (uint32, byte, []byte, error) {
+	flag := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if reuse {
+		flag = os.O_WRONLY
+	}
+	f, err := openFile(tmp, flag, 0o600)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -408,6 +436,11 @@ func (q *Queue) writeTemp(tmp string, e *Envelope, body io.Reader) (uint32, byte
 	} else if _, err = f.Write(buf[:n]); err == nil {
 		_, err = f.Write(rec)
 	}
+	if err == nil && reuse {
+		// The earlier message may have been longer: nothing of it may
+		// follow the new record (recovery would read it as records).
+		err = f.Truncate(headerSize + size + int64(len(rec)))
+	}
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -433,10 +466,23 @@ type BodyReader struct {
 	*io.SectionReader
 	f         *os.File
 	dataReady bool
+	done      func() // once, at the first Close
 }
 
 // Close closes the underlying file.
-func (b *BodyReader) Close() error { return b.f.Close() }
+func (b *BodyReader) Close() error {
+	if b.done != nil {
+		b.done()
+		b.done = nil
+	}
+	return b.f.Close()
+}
+
+func (q *Queue) doneReading(m *msg) {
+	q.mu.Lock()
+	m.readers--
+	q.mu.Unlock()
+}
 
 // DataReady reports whether the body is known to be in SMTP DATA form
 // already (RFC 5321 §4.5.2): no line begins with ".", every LF follows a
@@ -482,19 +528,23 @@ func (b *BodyReader) SendTo(w io.ReaderFrom) (int64, error) {
 func (q *Queue) Body(id string) (io.ReadCloser, error) {
 	q.mu.Lock()
 	m := q.msgs[id]
-	if m == nil || m.gone {
+	if m == nil || m.gone || m.removing {
 		q.mu.Unlock()
 		return nil, ErrNotFound
 	}
 	path, n, ready := m.path, m.bodyLen, m.flags&flagDataReady != 0
+	m.readers++ // the file is not reused while read
 	q.mu.Unlock()
 	f, err := openFile(path, os.O_RDONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, ErrNotFound
-	} else if err != nil {
+	if err != nil {
+		q.doneReading(m)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, ErrNotFound
+		}
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	return &BodyReader{SectionReader: io.NewSectionReader(f, headerSize, n), f: f, dataReady: ready}, nil
+	return &BodyReader{SectionReader: io.NewSectionReader(f, headerSize, n), f: f, dataReady: ready,
+		done: func() { q.doneReading(m) }}, nil
 }
 
 // Verify reads a message's content and checks it against the checksum

@@ -72,7 +72,7 @@ func (q *Queue) recover() error {
 		if strings.HasPrefix(name, tmpPrefix) {
 			if err := os.RemoveAll(path); err != nil {
 				q.log.Error("queue: could not remove temp file", "file", path, "err", err)
-			} else {
+			} else if !strings.HasPrefix(name, sparePrefix) {
 				q.log.Info("queue: removed unfinished temp file", "file", path)
 			}
 			removed++
