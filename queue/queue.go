@@ -439,7 +439,12 @@ func (q *Queue) writeTemp(tmp string, reuse bool, e *Envelope, body io.Reader) (
 	if err == nil && reuse {
 		// The earlier message may have been longer: nothing of it may
 		// follow the new record (recovery would read it as records).
-		err = f.Truncate(headerSize + size + int64(len(rec)))
+		// An fstat is cheaper than a truncate that changes nothing.
+		end := headerSize + size + int64(len(rec))
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil && fi.Size() != end {
+			err = f.Truncate(end)
+		}
 	}
 	if err != nil {
 		return 0, 0, nil, err

@@ -86,16 +86,27 @@ func TestSpareFileReused(t *testing.T) {
 	}
 	c := enqueue(t, q, "Subject: c\r\n\r\nc\r\n", "c@example.org")
 	deliverAll(t, q, b)
+	// A longer message in the short spare: the file grows.
+	bigger := strings.Repeat("y", 200<<10)
+	d := enqueue(t, q, bigger, "d@example.org")
+	if fiD, err := os.Stat(filepath.Join(dir, "msg", d.ID)); err != nil || !os.SameFile(fiA, fiD) {
+		t.Fatalf("the longer message did not reuse the spare: %v", err)
+	}
 	q.Close()
 	if s := spares(t, dir); len(s) != 0 {
 		t.Fatalf("spares %v after Close", s)
 	}
 	q = open(t, dir, nil)
-	if l := q.List(); len(l) != 1 || l[0].ID != c.ID {
+	if l := q.List(); len(l) != 2 {
 		t.Fatalf("after reopen: %d messages", len(l))
 	}
-	if err := q.Verify(c.ID); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{c.ID, d.ID} {
+		if err := q.Verify(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if body(t, q, d.ID) != bigger {
+		t.Fatal("longer message's body differs after reopen")
 	}
 }
 
