@@ -42,7 +42,9 @@ func crashBody(id string) []byte {
 
 // crashChild enqueues in a loop and prints each ID once Enqueue has
 // returned, while other goroutines lease, defer and hold messages so the
-// kill also lands in journal appends. It runs until it is killed.
+// kill also lands in journal appends, and deliver every third one (its
+// file becomes a spare that later Enqueues overwrite), printing "R ID"
+// before and "D ID" after that Report. It runs until it is killed.
 func crashChild(dir string) {
 	q, err := Open(Options{Dir: dir, MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
 		Logger: quiet})
@@ -77,6 +79,17 @@ func crashChild(dir string) {
 				if n%7 == i {
 					q.Hold(env.ID)
 					q.SetAttr(env.ID, "crash.n", fmt.Sprint(n))
+				}
+				if n%3 == 0 {
+					out.Lock()
+					os.Stdout.WriteString("R " + env.ID + "\n")
+					out.Unlock()
+					if q.Report(env.ID, []Result{{Index: 0, State: Delivered}, {Index: 1, State: Delivered}}) == nil {
+						out.Lock()
+						os.Stdout.WriteString("D " + env.ID + "\n")
+						out.Unlock()
+					}
+					continue
 				}
 				q.Report(env.ID, []Result{{Index: 0, State: Pending, Diagnostic: "try later"}, {Index: 1, State: Pending}})
 			}
@@ -116,14 +129,22 @@ func TestCrashKill9(t *testing.T) {
 		}()
 		// Let it get going, then kill it at a random moment.
 		var ids []string
+		reporting, delivered := map[string]bool{}, map[string]bool{}
 		deadline := time.After(20 * time.Second)
-		for len(ids) < 20 {
+		for len(ids) < 20 || len(delivered) < 5 {
 			select {
 			case l, ok := <-lines:
 				if !ok {
 					t.Fatalf("child ended early: %s", stderr.String())
 				}
-				ids = append(ids, l)
+				switch {
+				case strings.HasPrefix(l, "R "):
+					reporting[l[2:]] = true
+				case strings.HasPrefix(l, "D "):
+					delivered[l[2:]] = true
+				default:
+					ids = append(ids, l)
+				}
 			case <-deadline:
 				cmd.Process.Kill()
 				t.Fatalf("child too slow: %s", stderr.String())
@@ -136,12 +157,22 @@ func TestCrashKill9(t *testing.T) {
 		}
 		cmd.Wait()
 		for l := range lines {
-			ids = append(ids, l)
+			switch {
+			case strings.HasPrefix(l, "R "):
+				reporting[l[2:]] = true
+			case strings.HasPrefix(l, "D "):
+				delivered[l[2:]] = true
+			default:
+				ids = append(ids, l)
+			}
 		}
 
 		q := open(t, dir, nil)
 		list := q.List()
 		for _, id := range ids {
+			if reporting[id] {
+				continue // delivered (gone, checked below) or on its way out
+			}
 			env, err := q.Get(id)
 			if err != nil {
 				t.Fatalf("round %d: acknowledged message %s lost: %v", round, id, err)
@@ -153,6 +184,11 @@ func TestCrashKill9(t *testing.T) {
 				t.Fatalf("round %d: %s: body differs (%d bytes)", round, id, len(got))
 			}
 		}
+		for id := range delivered {
+			if _, err := q.Get(id); err == nil {
+				t.Fatalf("round %d: %s was reported delivered, and came back", round, id)
+			}
+		}
 		// Messages not (yet) acknowledged may be there, but whole.
 		for _, env := range list {
 			if err := q.Verify(env.ID); err != nil || body(t, q, env.ID) != string(crashBody(env.ID)) {
@@ -162,7 +198,7 @@ func TestCrashKill9(t *testing.T) {
 		if ents, _ := os.ReadDir(dir + "/quarantine"); len(ents) != 0 {
 			t.Errorf("round %d: %d entries quarantined", round, len(ents))
 		}
-		t.Logf("round %d: %d acknowledged, %d recovered", round, len(ids), len(list))
+		t.Logf("round %d: %d acknowledged, %d delivered, %d recovered", round, len(ids), len(delivered), len(list))
 		q.Close()
 	}
 }
