@@ -1,7 +1,9 @@
 // Package dovecottest starts a private Dovecot auth service for a test:
 // Debian's dovecot-core with a passwd-file passdb and userdb in a
 // temporary directory, auth-client and auth-userdb listeners on free
-// loopback ports, stopped by PID when the test ends. Tests skip with a
+// loopback ports, stopped by PID when the test ends. StartLMTP adds
+// Dovecot's LMTP server (Debian's dovecot-lmtpd) delivering to a Maildir
+// in each user's home. Tests skip with a
 // clear message when Dovecot is not installed or the test does not run
 // as root (Dovecot's master drops to its own users).
 package dovecottest
@@ -26,6 +28,14 @@ type Server struct {
 	// AuthSocket and UserdbSocket in posthorn's "tcp:HOST:PORT" form.
 	AuthSocket   string
 	UserdbSocket string
+	// LMTP is the LMTP listener in posthorn's "tcp:HOST:PORT" form
+	// (StartLMTP only).
+	LMTP string
+}
+
+// Maildir is where Dovecot's LMTP delivers user's mail (StartLMTP).
+func (s *Server) Maildir(user string) string {
+	return filepath.Join(s.Dir, "home", user, "Maildir")
 }
 
 // User is one line of the passwd-file: Password is stored as {PLAIN}.
@@ -35,6 +45,21 @@ type User struct {
 
 // Start runs Dovecot's auth service with users until the test ends.
 func Start(t testing.TB, users []User) *Server {
+	t.Helper()
+	return start(t, users, false)
+}
+
+// StartLMTP runs Dovecot's auth service and its LMTP server, which
+// delivers to Maildir in the users' homes, until the test ends.
+func StartLMTP(t testing.TB, users []User) *Server {
+	t.Helper()
+	if _, err := os.Stat("/usr/lib/dovecot/lmtp"); err != nil {
+		t.Skip("Dovecot's LMTP server is not installed (no /usr/lib/dovecot/lmtp): apt-get install dovecot-lmtpd")
+	}
+	return start(t, users, true)
+}
+
+func start(t testing.TB, users []User, lmtp bool) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("dovecot")
 	if err != nil {
@@ -61,10 +86,32 @@ func Start(t testing.TB, users []User) *Server {
 		t.Fatal(err)
 	}
 	authPort, userdbPort := freePort(t), freePort(t)
+	protocols, lmtpPort, lmtpConf := "none", 0, ""
+	if lmtp {
+		// The homes belong to the users, whose ids the LMTP server
+		// takes to deliver.
+		for i, u := range users {
+			home := filepath.Join(dir, "home", u.Name)
+			if err := os.MkdirAll(home, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.Chown(home, 1000+i, 1000+i)
+		}
+		lmtpPort = freePort(t)
+		protocols = "lmtp"
+		lmtpConf = fmt.Sprintf(`mail_location = maildir:~/Maildir
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = %d
+  }
+}
+`, lmtpPort)
+	}
 	conf := fmt.Sprintf(`base_dir = %[1]s/run
 state_dir = %[1]s/state
 instance_name = posthorn-test-%[2]d
-protocols = none
+protocols = %[5]s
 listen = 127.0.0.1
 log_path = %[1]s/dovecot.log
 ssl = no
@@ -102,7 +149,7 @@ service anvil {
     mode = 0
   }
 }
-`, dir, os.Getpid()+authPort, authPort, userdbPort)
+`+lmtpConf, dir, os.Getpid()+authPort, authPort, userdbPort, protocols)
 	cf := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -127,10 +174,14 @@ service anvil {
 	}
 	t.Cleanup(stop)
 	s := &Server{Dir: dir, stop: stop, AuthSocket: fmt.Sprintf("tcp:127.0.0.1:%d", authPort), UserdbSocket: fmt.Sprintf("tcp:127.0.0.1:%d", userdbPort)}
-	// Ready when the auth-client listener greets with its handshake.
+	if lmtp {
+		s.LMTP = fmt.Sprintf("tcp:127.0.0.1:%d", lmtpPort)
+	}
+	// Ready when the auth-client listener greets with its handshake
+	// (and the LMTP server with its 220).
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if ready(authPort) {
+		if ready(authPort) && (!lmtp || greets(lmtpPort)) {
 			return s
 		}
 		select {
@@ -168,6 +219,17 @@ func ready(port int) bool {
 			return true
 		}
 	}
+}
+
+func greets(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "220 ")
 }
 
 func freePort(t testing.TB) int {
