@@ -139,11 +139,16 @@ func recordCRC(rec []byte) uint32 {
 }
 
 func encodeEnvelopeRecord(env *Envelope) ([]byte, error) {
-	p, err := json.Marshal(env)
+	// The record is framed around the JSON in one buffer.
+	b := make([]byte, recHeaderSize, 512)
+	b, err := appendEnvelopeJSON(b, env)
 	if err != nil {
 		return nil, err
 	}
-	return encodeRecord(recEnvelope, p), nil
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)-recHeaderSize))
+	b[8] = recEnvelope
+	binary.LittleEndian.PutUint32(b[4:], recordCRC(b))
+	return b, nil
 }
 
 // decoded is what decodeMessage found in one message file.
