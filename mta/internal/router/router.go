@@ -98,14 +98,11 @@ func (r *Router) IsLocal(addr string) bool {
 // secureParent returns the local domain d is the secure-alias subdomain
 // of ("secure.example.org" -> "example.org"), or "".
 func (r *Router) secureParent(d string) string {
-	sub := strings.ToLower(r.cfg.SecureAlias.Subdomain)
-	if sub == "" {
-		return ""
+	sub := strings.ToLower(r.cfg.SecureAlias.Subdomain) // no copy when already lower case
+	if sub == "" || len(d) <= len(sub) || d[len(sub)] != '.' || d[:len(sub)] != sub {
+		return "" // (not CutPrefix(d, sub+"."): a string built per recipient, issue 19)
 	}
-	parent, ok := strings.CutPrefix(d, sub+".")
-	if !ok {
-		return ""
-	}
+	parent := d[len(sub)+1:]
 	if _, local := r.dir.Domain(parent); !local {
 		return ""
 	}

@@ -127,3 +127,32 @@ func TestOwns(t *testing.T) {
 		}
 	}
 }
+
+// TestSecureParent: SUB.DOMAIN of a local domain names its parent; the
+// subdomain alone, another label, a partial label or a remote parent do
+// not; the configured subdomain is matched in lower case.
+func TestSecureParent(t *testing.T) {
+	r := testRouter()
+	r.cfg.SecureAlias.Subdomain = "Secure"
+	for d, want := range map[string]string{
+		"secure.example.test":    "example.test",
+		"secure.catch.test":      "catch.test",
+		"secure.remote.example":  "",
+		"secure.":                "",
+		"secure":                 "",
+		"securex.example.test":   "",
+		"insecure.example.test":  "",
+		"example.test":           "",
+		"sec.example.test":       "",
+		"secure.secure.example":  "",
+		"other.secure.example.t": "",
+	} {
+		if got := r.secureParent(d); got != want {
+			t.Errorf("secureParent(%q) = %q, want %q", d, got, want)
+		}
+	}
+	r.cfg.SecureAlias.Subdomain = ""
+	if got := r.secureParent("secure.example.test"); got != "" {
+		t.Errorf("without a subdomain: %q", got)
+	}
+}
