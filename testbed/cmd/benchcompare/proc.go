@@ -69,6 +69,36 @@ func treeCPU(m mta) time.Duration {
 	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
+// cpuSplit divides the MTA's CPU time: the root process's system time
+// (posthorn's: the kernel's share, file creation in the spool among it)
+// and the time of the processes below it (posthorn's plugins).
+func cpuSplit(m mta) (rootSys, below time.Duration) {
+	var sys, rest int64
+	for i, pid := range m.pids() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		j := strings.LastIndexByte(s, ')')
+		if j < 0 || j+2 > len(s) {
+			continue
+		}
+		f := strings.Fields(s[j+2:])
+		if len(f) < 15 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		if i == 0 {
+			sys = st
+		} else {
+			rest += ut + st
+		}
+	}
+	return time.Duration(sys) * time.Second / 100, time.Duration(rest) * time.Second / 100
+}
+
 // treePSS sums the PSS (KiB) of the MTA's processes.
 func treePSS(m mta) float64 {
 	var kib float64
