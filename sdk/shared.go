@@ -94,8 +94,23 @@ func GRPCServerOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(MaxGRPCMessageSize),
 		grpc.MaxSendMsgSize(MaxGRPCMessageSize),
 		experimental.BufferPool(chunk.GRPCPool),
+		grpc.WriteBufferSize(ioBuffer),
+		grpc.ReadBufferSize(ioBuffer),
+		grpc.InitialWindowSize(window),
+		grpc.InitialConnWindowSize(connWindow),
 	}
 }
+
+// The connection between host and plugin is a local socket: reads and
+// writes of a chunk at a time and flow-control windows that let a few
+// chunks through without waiting for a window update (gRPC's defaults:
+// 32 KiB buffers, 64 KiB windows growing by estimate). At most connWindow
+// bytes wait unread on either side of a connection.
+const (
+	ioBuffer   = 256 << 10
+	window     = 1 << 20
+	connWindow = 4 << 20
+)
 
 // gRPC's protobuf codec marshals and gathers every message in buffers of
 // the process's default pool, whatever pool a server or client was given:
@@ -110,5 +125,10 @@ func init() {
 // pool sized for body chunks that does not clear its buffers (gRPC's
 // default cleared a 1 MiB buffer for every 100 KB chunk, issue 19.4).
 func GRPCDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{experimental.WithBufferPool(chunk.GRPCPool)}
+	return []grpc.DialOption{experimental.WithBufferPool(chunk.GRPCPool),
+		grpc.WithWriteBufferSize(ioBuffer),
+		grpc.WithReadBufferSize(ioBuffer),
+		grpc.WithInitialWindowSize(window),
+		grpc.WithInitialConnWindowSize(connWindow),
+	}
 }
