@@ -7,14 +7,23 @@ import (
 	"bufio"
 	"io"
 	"strings"
+	"sync"
 )
 
 // Rewrite copies a message, passing each header field (its name and its
 // unfolded value) through f, which may change the value or drop the field;
 // fields f leaves alone are copied byte for byte, and so is the body.
 func Rewrite(r io.Reader, w io.Writer, f func(name, value string) (string, bool)) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	bw := bufio.NewWriterSize(w, 64<<10)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+		bw.Reset(nil)
+		writers.Put(bw)
+	}()
 	var field []string
 	flush := func() {
 		if len(field) == 0 {
@@ -65,6 +74,19 @@ func Rewrite(r io.Reader, w io.Writer, f func(name, value string) (string, bool)
 	return bw.Flush()
 }
 
+// Rewrite's buffers (64 KiB each) are reused: it runs for every message
+// received and, with encryption, again for every one handed to a plugin
+// (issue 19.4).
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+)
+
+var unfolder = strings.NewReplacer("\r\n ", " ", "\r\n\t", " ", "\n ", " ", "\n\t", " ")
+
 func unfold(s string) string {
-	return strings.NewReplacer("\r\n ", " ", "\r\n\t", " ", "\n ", " ", "\n\t", " ").Replace(s)
+	if !strings.Contains(s, "\n") {
+		return s
+	}
+	return unfolder.Replace(s)
 }

@@ -2,8 +2,13 @@ package header
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func rewrite(t *testing.T, in string, f func(name, value string) (string, bool)) string {
@@ -61,3 +66,60 @@ func FuzzRewrite(f *testing.F) {
 		Rewrite(bytes.NewReader(in), &out, func(n, v string) (string, bool) { return "x", n != "Subject" })
 	})
 }
+
+// TestRewriteReuse: Rewrite's pooled buffers carry nothing from one call
+// to the next, also when a call fails halfway, nor between calls at once:
+// long and short messages, one after the other and from eight goroutines.
+func TestRewriteReuse(t *testing.T) {
+	msg := func(i int) string {
+		return "Subject: [secure] n" + strconv.Itoa(i) + "\r\nX: " + strings.Repeat("v", i%300) + "\r\n\r\n" + strings.Repeat("body "+strconv.Itoa(i)+"\r\n", i*97%20000)
+	}
+	strip := func(name, value string) (string, bool) {
+		if name == "Subject" {
+			return strings.TrimPrefix(value, "[secure] "), true
+		}
+		return value, true
+	}
+	check := func(i int) error {
+		in := msg(i)
+		var out bytes.Buffer
+		if err := Rewrite(strings.NewReader(in), &out, strip); err != nil {
+			return err
+		}
+		if want := strings.Replace(in, "[secure] ", "", 1); out.String() != want {
+			return fmt.Errorf("message %d: %d bytes out, want %d", i, out.Len(), len(want))
+		}
+		return nil
+	}
+	for i := range 60 {
+		if err := check(i); err != nil {
+			t.Fatal(err)
+		}
+		if i%7 == 0 {
+			// A failing reader and writer leave nothing behind.
+			Rewrite(iotest.TimeoutReader(strings.NewReader(msg(i+1))), io.Discard, strip)
+			Rewrite(strings.NewReader(msg(i+2)), failWriter{}, strip)
+		}
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := g; i < 200; i += 8 {
+				if err := check(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("write failed") }
