@@ -77,6 +77,14 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 		a, e, _ := lost("MAIL", err)
 		return a, e, true
 	}
+	if mailErr != nil && mailErr.Code == 421 {
+		// The server is closing the connection (e.g. its limit of
+		// messages per connection): nothing was said about this
+		// message, and no more replies will come. A cached connection
+		// is replaced by a fresh one (transaction).
+		return nil, &attemptError{status: enhanced(mailErr), diag: fmt.Sprintf("%s[%s] said at MAIL: %d %s %s", c.host, c.addr,
+			mailErr.Code, enhancedString(mailErr), oneLine(errors.New(mailErr.Message+" ")))}, true
+	}
 	var accepted []int
 	for _, i := range idx {
 		rerr, err := readReply(tp, 2)

@@ -110,6 +110,32 @@ func TestReuseAfterDeadIdleConnection(t *testing.T) {
 	}
 }
 
+// TestReuseAfter421AtMAIL: a server that closes a connection after a
+// number of messages answers the next MAIL with 421; the message goes out
+// on a fresh connection instead of being deferred.
+func TestReuseAfter421AtMAIL(t *testing.T) {
+	n := newNet(t)
+	m := n.mx("dest.test", "mx.dest.test", 10, remotemta.Config{MaxMessagesPerConn: 1})
+	tr := n.transport("")
+	for _, rcpt := range []string{"a@dest.test", "b@dest.test", "c@dest.test"} {
+		if out := deliver(t, tr, env1(rcpt), plainMsg)[0]; out.State != queue.Delivered {
+			t.Fatalf("%s: %+v", rcpt, out)
+		}
+	}
+	if n := len(m.Connections()); n != 3 {
+		t.Fatalf("%d connections, want 3", n)
+	}
+	if n := len(m.Messages()); n != 3 {
+		t.Fatalf("%d messages arrived, want 3", n)
+	}
+	// On a fresh connection a 421 is that host's failure, deferred.
+	m.SetReply(remotemta.StageMail, remotemta.Reply{Code: 421, Enhanced: "4.7.0", Text: "go away", Times: 1})
+	tr2 := n.transport("")
+	if out := deliver(t, tr2, env1("d@dest.test"), plainMsg)[0]; out.State != queue.Pending || out.Status != "4.7.0" {
+		t.Fatalf("421 on a fresh connection: %+v", out)
+	}
+}
+
 // TestUnreadableBodyClosesConnection: when the queued body cannot be
 // opened after the server said 354, the connection is dropped rather
 // than ended with "." (which would deliver an empty message), and the
