@@ -181,7 +181,7 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 		if r.State != queue.Pending || r.NextAttempt.After(now) {
 			continue
 		}
-		if p := env.Attrs[AttrDiverted(i)]; p != "" {
+		if p := diverted(env, i); p != "" {
 			// A plugin took it over and will confirm; only its
 			// silence past the queue lifetime ends it here.
 			if w.expired(env, now) {
@@ -301,6 +301,15 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 	if err := w.q.Report(env.ID, results); err != nil {
 		log.Error("could not record results", "err", err)
 	}
+}
+
+// diverted is the plugin that took recipient i over, if any (no key to
+// build for the common envelope without attributes).
+func diverted(env *queue.Envelope, i int) string {
+	if len(env.Attrs) == 0 {
+		return ""
+	}
+	return env.Attrs[AttrDiverted(i)]
 }
 
 // emit tells subscribed plugins what happened to a recipient.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/textproto"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,7 +136,7 @@ func (p *Plan) Close() {
 
 // AttrDiverted marks a recipient taken over by a plugin that will confirm
 // its fate later: "divert.<index>" = plugin name.
-func AttrDiverted(i int) string { return fmt.Sprintf("divert.%d", i) }
+func AttrDiverted(i int) string { return "divert." + strconv.Itoa(i) }
 
 // Apply runs the chain for the remote recipients idx of env.
 func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, body Body) *Plan {
