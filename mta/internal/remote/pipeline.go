@@ -39,9 +39,9 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 	if reset {
 		b.WriteString("RSET\r\n")
 	}
-	fmt.Fprintf(&b, "MAIL FROM:<%s>%s\r\n", wireAddr(env.From), mailParams)
+	b.WriteString("MAIL FROM:<" + wireAddr(env.From) + ">" + mailParams + "\r\n")
 	for k, i := range idx {
-		fmt.Fprintf(&b, "RCPT TO:<%s>%s\r\n", wireAddr(env.Recipients[i].Addr), rcptParams[k])
+		b.WriteString("RCPT TO:<" + wireAddr(env.Recipients[i].Addr) + ">" + rcptParams[k] + "\r\n")
 	}
 	b.WriteString("DATA\r\n")
 	wire.SetDeadline(time.Now().Add(t.commandTimeout))
@@ -173,9 +173,10 @@ func (t *Transport) pipelined(env *queue.Envelope, c *conn, idx []int, body deli
 		return out, nil, false
 	}
 	c.msgs++
+	diag := "smtp; 250 " + oneLine(errors.New(text+" ")) + " (" + c.tls.String() + ")"
 	for _, i := range accepted {
 		out[i] = delivery.Outcome{State: queue.Delivered, Status: "2.0.0",
-			Diagnostic: fmt.Sprintf("smtp; 250 %s (%s)", oneLine(errors.New(text+" ")), c.tls), RemoteMTA: c.host, DSNPassedOn: c.extDSN}
+			Diagnostic: diag, RemoteMTA: c.host, DSNPassedOn: c.extDSN}
 	}
 	t.log.Info("delivered", "queue_id", env.ID, "host", c.host, "addr", c.addr, "tls", c.tls.String(), "rcpts", len(accepted), "pipelined", true)
 	return out, nil, false

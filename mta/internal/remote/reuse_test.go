@@ -46,7 +46,10 @@ func TestReuseResetsOnlyUnfinished(t *testing.T) {
 		}
 	}
 	want("first", "a@dest.test", queue.Delivered, "2.0.0")
-	want("second", "b@dest.test", queue.Delivered, "2.0.0")
+	if out := deliver(t, tr, env1("b@dest.test"), plainMsg)[0]; !strings.HasPrefix(out.Diagnostic, "smtp; 250 ") ||
+		!strings.HasSuffix(out.Diagnostic, " (plaintext)") || strings.Contains(out.Diagnostic, "\n") || out.RemoteMTA != "mx.dest.test" {
+		t.Fatalf("second: %+v", out)
+	}
 	want("all refused", "gone@dest.test", queue.Failed, "5.1.1")
 	want("after the open transaction", "c@dest.test", queue.Delivered, "2.0.0")
 	m.SetReply(remotemta.StageData, remotemta.Reply{Code: 554, Enhanced: "5.7.1", Text: "spam", Times: 1})
