@@ -174,7 +174,8 @@ func (w *Workers) Process(ctx context.Context, env *queue.Envelope) {
 }
 
 func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
-	log := w.log.With("queue_id", env.ID)
+	// Each line names the message itself (not log.With, which formats a
+	// handler per message: 1.7% of the relay's CPU, issue 19).
 	now := w.opt.Now()
 	var local, remote, expiredDiverted, waiting []int
 	for i, r := range env.Recipients {
@@ -255,7 +256,7 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 		if o.State != queue.Pending {
 			metrics.QueueTime.Observe(now.Sub(env.Received).Seconds())
 		}
-		log.Info("delivery", "rcpt", r.Addr, "result", resultName(o.State), "status", o.Status,
+		w.log.Info("delivery", "queue_id", env.ID, "rcpt", r.Addr, "result", resultName(o.State), "status", o.Status,
 			"diagnostic", o.Diagnostic, "attempt", r.Attempts+1, "delay", now.Sub(env.Received).Round(time.Millisecond).String())
 		rep := dsn.RecipientReport{Addr: r.Addr, ORcpt: r.ORcpt, Status: o.Status, Diagnostic: o.Diagnostic,
 			RemoteMTA: o.RemoteMTA, LastAttempt: now}
@@ -292,14 +293,14 @@ func (w *Workers) process(ctx context.Context, env *queue.Envelope) {
 	for _, reps := range [][]dsn.RecipientReport{failed, delivered, delayed} {
 		if len(reps) > 0 {
 			if err := w.notify(env, reps); err != nil {
-				log.Error("could not queue DSN; recipients stay deferred", "err", err)
+				w.log.Error("could not queue DSN; recipients stay deferred", "queue_id", env.ID, "err", err)
 				w.q.Release(env.ID)
 				return
 			}
 		}
 	}
 	if err := w.q.Report(env.ID, results); err != nil {
-		log.Error("could not record results", "err", err)
+		w.log.Error("could not record results", "queue_id", env.ID, "err", err)
 	}
 }
 
