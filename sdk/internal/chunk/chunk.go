@@ -48,22 +48,28 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		c, err := r.recv()
-		switch {
-		case err != nil:
-			r.err = err
-		case len(c) > Max:
-			r.err = ErrTooBig
-		case r.limit > 0 && r.n+int64(len(c)) > r.limit:
-			r.err = r.tooLarge
-		default:
-			r.n += int64(len(c))
-			r.buf = c
-		}
+		r.next()
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+// next receives one chunk into r.buf, or sets r.err: the stream's end or
+// error, a chunk over Max, or more than the limit in all.
+func (r *Reader) next() {
+	c, err := r.recv()
+	switch {
+	case err != nil:
+		r.err = err
+	case len(c) > Max:
+		r.err = ErrTooBig
+	case r.limit > 0 && r.n+int64(len(c)) > r.limit:
+		r.err = r.tooLarge
+	default:
+		r.n += int64(len(c))
+		r.buf = c
+	}
 }
 
 // Err returns the error that ended the stream (io.EOF at a clean end), nil
@@ -192,17 +198,6 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, r.err
 		}
-		c, err := r.recv()
-		switch {
-		case err != nil:
-			r.err = err
-		case len(c) > Max:
-			r.err = ErrTooBig
-		case r.limit > 0 && r.n+int64(len(c)) > r.limit:
-			r.err = r.tooLarge
-		default:
-			r.n += int64(len(c))
-			r.buf = c
-		}
+		r.next()
 	}
 }
