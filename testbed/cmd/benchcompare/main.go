@@ -175,7 +175,7 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", m.name(), w.name, err)
 				}
-				fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg (system %.2f, plugins %.2f) pss %.1f MiB (load+sink cpu %.2f ms/msg)\n",
+				fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg (main process system %.2f, child processes %.2f) pss %.1f MiB (load+sink cpu %.2f ms/msg)\n",
 					w.name, m.name(), rep+1, s.accept, s.e2e, s.cpuMS, s.sysMS, s.pluginMS, s.pssMiB, s.harnessMS)
 				results[key{w.name, m.name()}] = append(results[key{w.name, m.name()}], s)
 			}
