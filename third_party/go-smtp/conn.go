@@ -1368,7 +1368,10 @@ func (c *Conn) flushLocked() {
 	if w.Buffered() == 0 {
 		return
 	}
-	// TODO: error handling
+	// A failed write is not reported here, as upstream does not report it
+	// either: the bufio.Writer keeps the error, so
+	// no later reply goes out, and the session ends at its next failed
+	// read or its command timeout.
 	if c.server.WriteTimeout != 0 {
 		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
 	}
