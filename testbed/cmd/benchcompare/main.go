@@ -70,6 +70,7 @@ type sample struct {
 	sysMS       float64 // of cpuMS: the main process's system time
 	pluginMS    float64 // of cpuMS: the processes below it (plugins)
 	pssMiB      float64
+	p50, p90    time.Duration // end of DATA to the reply (loadgen)
 }
 
 // mta is a running MTA under test.
@@ -175,8 +176,9 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", m.name(), w.name, err)
 				}
-				fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg (main process system %.2f, child processes %.2f) pss %.1f MiB (load+sink cpu %.2f ms/msg)\n",
-					w.name, m.name(), rep+1, s.accept, s.e2e, s.cpuMS, s.sysMS, s.pluginMS, s.pssMiB, s.harnessMS)
+				fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg (main process system %.2f, child processes %.2f) pss %.1f MiB (load+sink cpu %.2f ms/msg) data→reply p50 %v p90 %v\n",
+					w.name, m.name(), rep+1, s.accept, s.e2e, s.cpuMS, s.sysMS, s.pluginMS, s.pssMiB, s.harnessMS,
+					s.p50.Round(10*time.Microsecond), s.p90.Round(10*time.Microsecond))
 				results[key{w.name, m.name()}] = append(results[key{w.name, m.name()}], s)
 			}
 		}
@@ -326,6 +328,8 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 		sysMS:     float64((sys1 - sys0).Microseconds()) / 1000 / float64(res.Sent),
 		pluginMS:  float64((below1 - below0).Microseconds()) / 1000 / float64(res.Sent),
 		pssMiB:    pss / 1024,
+		p50:       res.P50,
+		p90:       res.P90,
 	}, nil
 }
 
