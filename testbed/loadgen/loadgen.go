@@ -4,7 +4,9 @@
 // or, with OnePerConnection, sending one message per connection as
 // Postfix's smtp-source does by default,
 // sending N messages in total of about S KB each, every one with a unique
-// Message-ID (RFC 5322) of the form <loadgen-RUNID-SEQ@posthorn.test>.
+// Message-ID (RFC 5322) of the form <loadgen-RUNID-SEQ@posthorn.test>,
+// as fast as the server takes them or, with Config.Rate, paced at an
+// offered rate (messages per second, spread over the sessions).
 //
 // For each message it measures the time from the end of DATA (the final
 // "<CRLF>.<CRLF>" written, RFC 5321 section 4.1.1.4) to the server's reply,
@@ -20,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -50,6 +53,12 @@ type Config struct {
 	// (connect, greeting, EHLO, MAIL, RCPT, DATA, QUIT) instead of
 	// reusing it for the next.
 	OnePerConnection bool
+	// Rate, if > 0, paces the run: message k (1-based) starts, over all
+	// sessions together, no earlier than (k-1)/Rate seconds after the
+	// start (an open-loop schedule: a server that falls behind gets the
+	// messages it missed as soon as a session is free, Concurrency still
+	// bounds how many are in flight). 0 sends as fast as the sessions go.
+	Rate float64
 }
 
 // Result is the outcome of a run.
@@ -79,9 +88,10 @@ func MessageID(runID string, seq int) string {
 const maxErrors = 10
 
 type run struct {
-	cfg  Config
-	body []byte // filler body, CRLF lines, no leading dots
-	next atomic.Int64
+	cfg   Config
+	body  []byte // filler body, CRLF lines, no leading dots
+	next  atomic.Int64
+	start time.Time // of the run; with cfg.Rate the schedule's origin
 
 	mu        sync.Mutex
 	sent      int
@@ -120,13 +130,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 60 * time.Second
 	}
+	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
+		return Result{}, fmt.Errorf("loadgen: bad rate %v", cfg.Rate)
+	}
 	if cfg.RunID == "" {
 		var b [4]byte
 		rand.Read(b[:])
 		cfg.RunID = hex.EncodeToString(b[:])
 	}
-	r := &run{cfg: cfg, body: filler(cfg.SizeKB * 1024)}
 	start := time.Now()
+	r := &run{cfg: cfg, body: filler(cfg.SizeKB * 1024), start: start}
 	var wg sync.WaitGroup
 	for range cfg.Concurrency {
 		wg.Add(1)
@@ -196,6 +209,27 @@ func (r *run) take() int {
 	return int(n)
 }
 
+// pace waits until message seq's slot in the schedule of cfg.Rate; false
+// when ctx ended first.
+func (r *run) pace(ctx context.Context, seq int) bool {
+	if r.cfg.Rate <= 0 {
+		return true
+	}
+	at := r.start.Add(time.Duration(float64(seq-1) / r.cfg.Rate * float64(time.Second)))
+	d := time.Until(at)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 func (r *run) worker(ctx context.Context) {
 	var s *session
 	defer func() {
@@ -205,7 +239,7 @@ func (r *run) worker(ctx context.Context) {
 	}()
 	for ctx.Err() == nil {
 		seq := r.take()
-		if seq == 0 {
+		if seq == 0 || !r.pace(ctx, seq) {
 			return
 		}
 		if s == nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/mail"
 	"strings"
@@ -267,5 +268,55 @@ func TestCancel(t *testing.T) {
 	_, err = Run(ctx, Config{Addr: ln.Addr().String(), N: 5, Concurrency: 2, To: []string{"a@x"}})
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 5*time.Second {
 		t.Fatalf("%v after %v", err, time.Since(t0))
+	}
+}
+
+// TestRate: a paced run of N messages at rate R cannot end before the
+// schedule's last slot, (N-1)/R after the start, whatever the sessions
+// and the server do (a lower bound only: a loaded machine may be
+// slower, never faster).
+func TestRate(t *testing.T) {
+	b, addr := startSink(t, nil)
+	for _, one := range []bool{false, true} {
+		const n, rate = 40, 200.0
+		res, err := Run(context.Background(), Config{Addr: addr, N: n, Concurrency: 4, SizeKB: 1,
+			To: []string{"a@sink.test"}, OnePerConnection: one, Rate: rate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Log(res)
+		if res.Sent != n || res.Failed != 0 {
+			t.Fatalf("%+v", res)
+		}
+		if min := time.Duration(float64(n-1) / rate * float64(time.Second)); res.Duration < min {
+			t.Fatalf("one per connection %v: %d messages at %v/s in %v, want at least %v", one, n, rate, res.Duration, min)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.ids) != 80 {
+		t.Fatalf("server saw %d ids", len(b.ids))
+	}
+}
+
+// TestRateCancel: a run waiting for its next slot ends with its context,
+// and a bad rate is refused.
+func TestRateCancel(t *testing.T) {
+	_, addr := startSink(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	t0 := time.Now()
+	// Slots at 0, 2 s, 4 s, ...: at most the first message goes.
+	res, err := Run(ctx, Config{Addr: addr, N: 100, Concurrency: 2, To: []string{"a@sink.test"}, Rate: 0.5})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 30*time.Second {
+		t.Fatalf("%v after %v", err, time.Since(t0))
+	}
+	if res.Sent > 1 {
+		t.Fatalf("sent %d at 0.5/s in %v", res.Sent, time.Since(t0))
+	}
+	for _, r := range []float64{-1, math.NaN(), math.Inf(1)} {
+		if _, err := Run(context.Background(), Config{Addr: addr, To: []string{"a@sink.test"}, Rate: r}); err == nil {
+			t.Fatalf("rate %v accepted", r)
+		}
 	}
 }

@@ -17,6 +17,20 @@
 // message instead (a throw-away PKI, RSA 2048; the sink checks that every
 // message arrives encrypted), and prints the CPU added per message.
 //
+// Pacing (-rate): unpaced, loadgen offers messages as fast as posthorn
+// accepts them; with S/MIME acceptance (~370/s here) outruns delivery
+// (~220/s), the spool fills during the run and its file operations get
+// slower, so part of the CPU "added" is the backlog, not the S/MIME
+// path. With -rate every workload runs twice per repetition: unpaced,
+// then both contenders paced at the same offered rate (loadgen's
+// Config.Rate, spread over the sessions). -rate auto, the default with
+// -smime, paces at 0.8 × the lower end-to-end rate of the two unpaced
+// runs of the same repetition (with -smime: what S/MIME delivery
+// sustained), so that delivery keeps up; -rate N paces at N msgs/s;
+// -rate 0 (the default without -smime) runs unpaced only. The table has
+// a row group per mode, labelled "unpaced" and "paced at R/s" (the
+// median of the repetitions' rates).
+//
 // Not part of `make test`: a benchmark, whose figures mean something
 // only on an otherwise idle machine.
 package main
@@ -27,11 +41,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,7 +61,10 @@ var (
 	skipPostfix bool
 	smimeMode   bool
 	reuse       bool
-	smime       *smimeSetup // with -smime
+	// autoRateFraction: -rate auto paces at this fraction of the lower
+	// unpaced end-to-end rate.
+	autoRateFraction = 0.8
+	smime            *smimeSetup // with -smime
 )
 
 type workload struct {
@@ -71,6 +91,7 @@ type sample struct {
 	pluginMS    float64 // of cpuMS: the processes below it (plugins)
 	pssMiB      float64
 	p50, p90    time.Duration // end of DATA to the reply (loadgen)
+	rate        float64       // offered rate (paced runs), msgs/s; 0 unpaced
 }
 
 // mta is a running MTA under test.
@@ -94,10 +115,26 @@ func main() {
 	flag.BoolVar(&reuse, "reuse", false, "send many messages per session (RSET between them) instead of one message per connection")
 	flag.BoolVar(&smimeMode, "smime", false, "instead of Postfix, compare posthorn with posthorn signing and encrypting every message with the smime plugin (issue 19.4: CPU added per message)")
 	smimePlugin := flag.String("smime-plugin", "", "posthorn-smime binary for -smime (default: go build it)")
+	rateFlag := flag.String("rate", "", "pace the load: auto (default with -smime: a second, paced run of each workload at 0.8 × the lower unpaced end-to-end rate of the repetition), N (a second run paced at N msgs/s) or 0 (unpaced only; default without -smime)")
 	smimeKey := flag.String("smime-key", "rsa", "key type of the -smime identities: rsa (RSA 2048: PKCS #1 v1.5 signatures, RSA key transport) or ec (P-256: ECDSA signatures, ECDH key agreement)")
 	flag.Parse()
 	if smimeMode && *only == "" {
 		*only = "100k"
+	}
+	if *rateFlag == "" {
+		*rateFlag = "0"
+		if smimeMode {
+			*rateFlag = "auto"
+		}
+	}
+	rate := -1.0 // auto
+	if *rateFlag != "auto" {
+		r, err := strconv.ParseFloat(*rateFlag, 64)
+		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			fmt.Fprintf(os.Stderr, "benchcompare: -rate %q: want auto, 0 or a rate in msgs/s\n", *rateFlag)
+			os.Exit(2)
+		}
+		rate = r
 	}
 	if _, err := os.Stat(*master); err != nil && !smimeMode && !skipPostfix {
 		fmt.Fprintln(os.Stderr, "benchcompare: Postfix is not installed (apt-get install postfix):", err)
@@ -127,19 +164,26 @@ func main() {
 		defer sm.close()
 		smime = sm
 	}
-	if err := run(*posthorn, *master, ws, *reps, *scale); err != nil {
+	if err := run(*posthorn, *master, ws, *reps, *scale, rate); err != nil {
 		fmt.Fprintln(os.Stderr, "benchcompare:", err)
 		os.Exit(1)
 	}
 }
 
-func run(posthorn, master string, ws []workload, reps int, scale float64) error {
+// run measures every workload reps times per contender, interleaved;
+// rate > 0 adds a run of each paced at that rate, rate < 0 (auto) one
+// paced at autoRateFraction of the repetition's lower unpaced
+// end-to-end rate, rate 0 none.
+func run(posthorn, master string, ws []workload, reps int, scale, rate float64) error {
 	snk, err := startSink()
 	if err != nil {
 		return err
 	}
 	defer snk.close()
-	type key struct{ w, mta string }
+	type key struct {
+		w, mta string
+		paced  bool
+	}
 	results := map[key][]sample{}
 	// Two contenders: Postfix and posthorn, or with -smime posthorn and
 	// posthorn signing and encrypting everything.
@@ -155,6 +199,10 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 		starters[0] = starters[1]
 		starters[1] = func() (mta, error) { return startPosthorn(posthorn, snk, smime) }
 	}
+	modes := []bool{false}
+	if rate != 0 {
+		modes = append(modes, true)
+	}
 	for _, w := range ws {
 		w.n = max(1, int(float64(w.n)*scale))
 		for rep := 0; rep < reps; rep++ {
@@ -163,23 +211,30 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 			if rep%2 == 1 {
 				order = []int{1, 0}
 			}
-			for _, i := range order {
-				if skipPostfix && i == 0 && smime == nil {
-					continue
+			// The lower unpaced end-to-end rate of this repetition
+			// (-rate auto).
+			slowest := math.Inf(1)
+			for _, paced := range modes {
+				r := 0.0
+				if paced {
+					r = rate
+					if r < 0 {
+						r = autoRateFraction * slowest
+					}
 				}
-				m, err := starters[i]()
-				if err != nil {
-					return err
+				for _, i := range order {
+					if skipPostfix && i == 0 && smime == nil {
+						continue
+					}
+					s, err := measureOne(starters[i], snk, w, rep, r)
+					if err != nil {
+						return err
+					}
+					if !paced {
+						slowest = min(slowest, s.e2e)
+					}
+					results[key{w.name, names[i], paced}] = append(results[key{w.name, names[i], paced}], s)
 				}
-				s, err := measure(m, snk, w)
-				m.stop()
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", m.name(), w.name, err)
-				}
-				fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg (main process system %.2f, child processes %.2f) pss %.1f MiB (load+sink cpu %.2f ms/msg) data→reply p50 %v p90 %v\n",
-					w.name, m.name(), rep+1, s.accept, s.e2e, s.cpuMS, s.sysMS, s.pluginMS, s.pssMiB, s.harnessMS,
-					s.p50.Round(10*time.Microsecond), s.p90.Round(10*time.Microsecond))
-				results[key{w.name, m.name()}] = append(results[key{w.name, m.name()}], s)
 			}
 		}
 	}
@@ -190,39 +245,75 @@ func run(posthorn, master string, ws []workload, reps int, scale float64) error 
 	fmt.Printf("\n%s; %d repetitions each, median [min–max]; ratio = %s/%s of the medians (CPU and PSS: lower is better)\n\n", mode, reps, heads[1], heads[0])
 	fmt.Printf("| workload | metric | %s | %s | ratio |\n|---|---|---|---|---|\n", heads[0], heads[1])
 	for _, w := range ws {
-		pf, ph := results[key{w.name, names[0]}], results[key{w.name, names[1]}]
-		n := max(1, int(float64(w.n)*scale))
-		label := fmt.Sprintf("%d × %d KiB × %d rcpt, c=%d", n, w.size, w.rcpts, w.conc)
-		for _, m := range []struct {
-			name string
-			f    func(sample) float64
-			fmt  string
-		}{
-			{"accept msgs/s", func(s sample) float64 { return s.accept }, "%.0f"},
-			{"end-to-end msgs/s", func(s sample) float64 { return s.e2e }, "%.0f"},
-			{"MTA CPU ms/msg", func(s sample) float64 { return s.cpuMS }, "%.2f"},
-			{"peak PSS MiB", func(s sample) float64 { return s.pssMiB }, "%.1f"},
-			{"load+sink CPU ms/msg", func(s sample) float64 { return s.harnessMS }, "%.2f"},
-		} {
-			a, b := stats(pf, m.f), stats(ph, m.f)
-			fmt.Printf("| %s | %s | %s | %s | %.2f× |\n", label, m.name, a.format(m.fmt), b.format(m.fmt), b.med/a.med)
-		}
-		if smime != nil {
-			for _, m := range []struct {
-				name string
-				f    func(sample) float64
-			}{
-				{"of the MTA CPU: posthorn's system time, ms/msg", func(s sample) float64 { return s.sysMS }},
-				{"of the MTA CPU: plugin processes, ms/msg", func(s sample) float64 { return s.pluginMS }},
-			} {
-				a, b := stats(pf, m.f), stats(ph, m.f)
-				fmt.Printf("| %s | %s | %s | %s | |\n", label, m.name, a.format("%.2f"), b.format("%.2f"))
+		for _, paced := range modes {
+			pf, ph := results[key{w.name, names[0], paced}], results[key{w.name, names[1], paced}]
+			n := max(1, int(float64(w.n)*scale))
+			label := fmt.Sprintf("%d × %d KiB × %d rcpt, c=%d", n, w.size, w.rcpts, w.conc)
+			switch {
+			case paced:
+				label += fmt.Sprintf(", paced at %.0f/s", stats(append(slices.Clone(pf), ph...), func(s sample) float64 { return s.rate }).med)
+			case len(modes) > 1:
+				label += ", unpaced"
 			}
-			cpu := func(s sample) float64 { return s.cpuMS }
-			fmt.Printf("| %s | CPU added by S/MIME, ms/msg (median of each) | | %.2f | |\n", label, stats(ph, cpu).med-stats(pf, cpu).med)
+			table(label, pf, ph)
 		}
 	}
 	return nil
+}
+
+// measureOne starts one contender, measures one run of w (paced at rate
+// if > 0), stops it and prints the run's line.
+func measureOne(start func() (mta, error), snk *sink, w workload, rep int, rate float64) (sample, error) {
+	m, err := start()
+	if err != nil {
+		return sample{}, err
+	}
+	s, err := measure(m, snk, w, rate)
+	m.stop()
+	if err != nil {
+		return sample{}, fmt.Errorf("%s %s: %w", m.name(), w.name, err)
+	}
+	pace := "unpaced"
+	if rate > 0 {
+		pace = fmt.Sprintf("paced %.0f/s", rate)
+	}
+	fmt.Fprintf(os.Stderr, "%-10s %-8s rep %d %s: accept %.0f/s e2e %.0f/s cpu %.2f ms/msg (main process system %.2f, child processes %.2f) pss %.1f MiB (load+sink cpu %.2f ms/msg) data→reply p50 %v p90 %v\n",
+		w.name, m.name(), rep+1, pace, s.accept, s.e2e, s.cpuMS, s.sysMS, s.pluginMS, s.pssMiB, s.harnessMS,
+		s.p50.Round(10*time.Microsecond), s.p90.Round(10*time.Microsecond))
+	return s, nil
+}
+
+// table prints the rows of one workload (and pacing mode): pf and ph are
+// the samples of the two contenders.
+func table(label string, pf, ph []sample) {
+	for _, m := range []struct {
+		name string
+		f    func(sample) float64
+		fmt  string
+	}{
+		{"accept msgs/s", func(s sample) float64 { return s.accept }, "%.0f"},
+		{"end-to-end msgs/s", func(s sample) float64 { return s.e2e }, "%.0f"},
+		{"MTA CPU ms/msg", func(s sample) float64 { return s.cpuMS }, "%.2f"},
+		{"peak PSS MiB", func(s sample) float64 { return s.pssMiB }, "%.1f"},
+		{"load+sink CPU ms/msg", func(s sample) float64 { return s.harnessMS }, "%.2f"},
+	} {
+		a, b := stats(pf, m.f), stats(ph, m.f)
+		fmt.Printf("| %s | %s | %s | %s | %.2f× |\n", label, m.name, a.format(m.fmt), b.format(m.fmt), b.med/a.med)
+	}
+	if smime != nil {
+		for _, m := range []struct {
+			name string
+			f    func(sample) float64
+		}{
+			{"of the MTA CPU: posthorn's system time, ms/msg", func(s sample) float64 { return s.sysMS }},
+			{"of the MTA CPU: plugin processes, ms/msg", func(s sample) float64 { return s.pluginMS }},
+		} {
+			a, b := stats(pf, m.f), stats(ph, m.f)
+			fmt.Printf("| %s | %s | %s | %s | |\n", label, m.name, a.format("%.2f"), b.format("%.2f"))
+		}
+		cpu := func(s sample) float64 { return s.cpuMS }
+		fmt.Printf("| %s | CPU added by S/MIME, ms/msg (median of each) | | %.2f | |\n", label, stats(ph, cpu).med-stats(pf, cpu).med)
+	}
 }
 
 type stat struct{ med, lo, hi float64 }
@@ -249,7 +340,7 @@ func stats(ss []sample, f func(sample) float64) stat {
 
 // measure sends one workload through m and waits until the sink has
 // every recipient of every accepted message.
-func measure(m mta, snk *sink, w workload) (sample, error) {
+func measure(m mta, snk *sink, w workload, rate float64) (sample, error) {
 	cpu0, self0 := treeCPU(m), selfCPU()
 	sys0, below0 := cpuSplit(m)
 	base, sealed0 := snk.rcpts.Load(), snk.sealed.Load()
@@ -280,12 +371,12 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 		profDone = make(chan struct{})
 		go func() {
 			defer close(profDone)
-			fetchProfile(pm.metrics, fmt.Sprintf("profile?seconds=%d", int(profFor.Seconds())), filepath.Join(profDir, w.name+"-cpu.pb.gz"))
+			fetchProfile(pm.metrics, fmt.Sprintf("profile?seconds=%d", int(profFor.Seconds())), filepath.Join(profDir, profName(m, w, rate)+"-cpu.pb.gz"))
 		}()
 	}
 	start := time.Now()
 	res, err := loadgen.Run(ctx, loadgen.Config{Addr: m.addr(), N: w.n, Concurrency: w.conc, SizeKB: w.size,
-		From: "load@bench.test", To: to, OnePerConnection: !reuse})
+		From: "load@bench.test", To: to, OnePerConnection: !reuse, Rate: rate})
 	if err != nil {
 		close(stopPSS)
 		<-peak
@@ -305,7 +396,7 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 	sys1, below1 := cpuSplit(m)
 	if profDone != nil {
 		<-profDone
-		fetchProfile(m.(*proc).metrics, "allocs", filepath.Join(profDir, w.name+"-allocs.pb.gz"))
+		fetchProfile(m.(*proc).metrics, "allocs", filepath.Join(profDir, profName(m, w, rate)+"-allocs.pb.gz"))
 	}
 	close(stopPSS)
 	pss := <-peak
@@ -330,7 +421,18 @@ func measure(m mta, snk *sink, w workload) (sample, error) {
 		pssMiB:    pss / 1024,
 		p50:       res.P50,
 		p90:       res.P90,
+		rate:      rate,
 	}, nil
+}
+
+// profName names a run's profiles in the -profile directory: workload,
+// contender, "-paced" for a paced run (the last run of each kind wins).
+func profName(m mta, w workload, rate float64) string {
+	n := w.name + "-" + m.name()
+	if rate > 0 {
+		n += "-paced"
+	}
+	return n
 }
 
 // fetchProfile saves one /debug/pprof/ profile of posthorn.
