@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"mime"
 	"strings"
+	"time"
 
 	"github.com/posthorn/posthorn/sdk/mime7bit"
 )
@@ -156,9 +157,9 @@ func boundary() string {
 
 // signEntity signs entity and wraps it into multipart/signed (RFC 8551
 // §3.5.3): it returns the new entity (Content-Type header, blank line,
-// body) in pieces, entity itself among them.
-func signEntity(entity []byte, id Identity) (pieces, error) {
-	sig, err := SignDetached(entity, id)
+// body) in pieces, entity's pieces among them.
+func signEntity(entity pieces, id Identity) (pieces, error) {
+	sig, err := signDetached(entity, id, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +173,10 @@ func signEntity(entity []byte, id Identity) (pieces, error) {
 	tail := fmt.Sprintf("\r\n--%s--\r\n", b)
 	sigPart := appendBase64Lines(append(make([]byte, 0, len(mid)+base64LinesLen(len(sig))+len(tail)), mid...), sig)
 	sigPart = append(sigPart, tail...)
-	return pieces{[]byte(head), entity, sigPart}, nil
+	out := make(pieces, 0, len(entity)+2)
+	out = append(out, []byte(head))
+	out = append(out, entity...)
+	return append(out, sigPart), nil
 }
 
 // encryptedHeader is the header of the application/pkcs7-mime entity.
@@ -202,8 +206,8 @@ func joinPieces(outer []byte, entity pieces) []byte {
 // not empty) the message msg (headers and body) and returns the new
 // message. The transport headers stay outside.
 //
-// The body is copied as few times as it can be (issue 19.4): once to sign
-// it (go.mozilla.org/pkcs7 takes one slice), once into the envelope, where
+// The body is copied as few times as it can be (issue 19.4): it is hashed
+// for the signature where it lies, copied once into the envelope, where
 // it is encrypted in place, and the envelope once into the output in
 // base64. msg is not modified; the result does not share its memory.
 func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte, error) {
@@ -216,10 +220,10 @@ func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte,
 		// Signed content must be 7-bit, or a relay may re-encode it and
 		// break the signature (RFC 8551 §3.1.3). An entity nested too deep
 		// to convert is signed as it is.
-		content := entity.bytes()
+		content := entity
 		if !mime7bit.Clean(entity[0]) || !mime7bit.Clean(m.body) {
-			if seven, err := mime7bit.Bytes(content); err == nil {
-				content = seven
+			if seven, err := mime7bit.Bytes(entity.bytes()); err == nil {
+				content = pieces{seven}
 			}
 		}
 		if entity, err = signEntity(content, *signer); err != nil {

@@ -51,24 +51,9 @@ func parseCapabilities(caps []smimeCapability) Capabilities {
 
 // SignDetached returns a DER SignedData over content without the content
 // (RFC 8551 §3.5.3): SHA-256, signing time, SMIMECapabilities, the
-// signer's certificate and chain. go.mozilla.org/pkcs7 does the work.
+// signer's certificate and chain (signDetached).
 func SignDetached(content []byte, id Identity) ([]byte, error) {
-	if id.Cert == nil || id.Key == nil {
-		return nil, errors.New("smime: sign: identity without certificate or key")
-	}
-	sd, err := pkcs7.NewSignedData(content)
-	if err != nil {
-		return nil, err
-	}
-	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
-	cfg := pkcs7.SignerInfoConfig{ExtraSignedAttributes: []pkcs7.Attribute{
-		{Type: oidSMIMECapabilities, Value: ourCapabilities()},
-	}}
-	if err := sd.AddSignerChain(id.Cert, id.Key, id.Chain, cfg); err != nil {
-		return nil, fmt.Errorf("smime: sign: %w", err)
-	}
-	sd.Detach()
-	return sd.Finish()
+	return signDetached(pieces{content}, id, time.Now())
 }
 
 // Signature is the outcome of a signature check.
