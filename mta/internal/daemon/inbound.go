@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -22,9 +25,11 @@ import (
 
 // acceptor is the seam between the SMTP server and the queue: it reserves
 // queue IDs and, for mail that needs checks before it is queued (sender
-// authentication on the MX listener), spools the message once to a
-// temporary file, runs the checks, prepends their header and enqueues.
-// Mail that needs no checks streams straight into the queue.
+// authentication on the MX listener, milters, inbound plugins), spools
+// the message once to a temporary file, runs the checks, prepends their
+// header and enqueues. Mail that needs no checks streams straight into
+// the queue, and so does mail that only inbound plugins could want when
+// none of their filters selects its header.
 type acceptor struct {
 	d       *Daemon
 	checker *authres.Checker // nil: no SPF/DKIM/DMARC checks
@@ -58,6 +63,32 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 	needPlugins := a.d.plugins != nil && len(a.d.plugins.Inbound()) > 0
 	if !needAuth && !needPlugins && m.Milters == nil {
 		return a.d.Queue.Enqueue(env, body)
+	}
+	if !needAuth && m.Milters == nil {
+		// Only inbound plugins: when none of them wants this message
+		// (their filters decide on the header), it is queued as it
+		// streams in, with the header it would have had after spooling.
+		br := headReaders.Get().(*bufio.Reader)
+		br.Reset(body)
+		defer func() {
+			br.Reset(nil)
+			headReaders.Put(br)
+		}()
+		head, complete, err := readHead(br)
+		if err != nil {
+			return "", err
+		}
+		if complete {
+			var hdr bytes.Buffer
+			if err := copyStrippingAuthRes(&hdr, bytes.NewReader(head), a.authID); err != nil {
+				return "", err
+			}
+			if !a.inboundWanted(env, hdr.Bytes()) {
+				a.d.log.Debug("no inbound plugin interested", "queue_id", env.ID)
+				return a.d.Queue.Enqueue(env, io.MultiReader(&hdr, br))
+			}
+		}
+		body = io.MultiReader(bytes.NewReader(head), br)
 	}
 	f, err := os.CreateTemp(a.tmpDir, "in-*")
 	if err != nil {
@@ -121,6 +152,64 @@ func (a *acceptor) accept(m smtpd.Meta, env *queue.Envelope, body io.Reader) (st
 		return "", err
 	}
 	return a.d.Queue.Enqueue(env, io.MultiReader(strings.NewReader(prepend.String()), f))
+}
+
+// maxHead bounds the header accept reads into memory to let inbound
+// plugins' filters decide before spooling; a longer one is spooled.
+const maxHead = 64 << 10
+
+// headReaders are the readers accept reads headers through.
+var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
+
+// readHead reads the header of a message from br: its lines up to and
+// including the empty line that ends it (or, without one, the whole
+// message), the way header.Rewrite splits it. complete is false when
+// the header is longer than maxHead (or has a line that long): head is
+// then what was read, the rest is still in br.
+func readHead(br *bufio.Reader) (head []byte, complete bool, err error) {
+	for len(head) < maxHead {
+		line, err := br.ReadSlice('\n')
+		head = append(head, line...)
+		switch {
+		case err == io.EOF:
+			return head, true, nil
+		case err == bufio.ErrBufferFull:
+			return head, false, nil
+		case err != nil:
+			return head, false, err
+		case len(line) == 1 || len(line) == 2 && line[0] == '\r':
+			return head, true, nil
+		}
+	}
+	return head, false, nil
+}
+
+// inboundWanted reports whether an inbound plugin is to be asked about
+// the message whose header (Authentication-Results of ours stripped) is
+// hdr: one whose filter is not known yet, or that has none, or whose
+// filter matches — what inbound decides plugin by plugin after
+// spooling, on the same header.
+func (a *acceptor) inboundWanted(env *queue.Envelope, hdr []byte) bool {
+	h := a.d.plugins
+	var in *sdk.FilterInput
+	for _, name := range h.Inbound() {
+		filter, known := h.InboundFilter(name)
+		if !known || filter == nil {
+			return true
+		}
+		if in == nil {
+			rcpts := make([]string, len(env.Recipients))
+			for i, r := range env.Recipients {
+				rcpts[i] = r.Addr
+			}
+			fi := sdk.ReadFilterInput(bytes.NewReader(hdr), rcpts, a.d.Router.LocalDomain)
+			in = &fi
+		}
+		if filter.Match(*in) {
+			return true
+		}
+	}
+	return false
 }
 
 // copyStrippingAuthRes copies a message, leaving out Authentication-Results

@@ -259,3 +259,49 @@ func TestSubmitIdempotentAcrossRestarts(t *testing.T) {
 		t.Fatalf("%d messages, want 2", n)
 	}
 }
+
+// TestInboundFilterBeforeSpooling (issue 19.4): mail that no inbound
+// plugin's filter selects is queued as it streams in, without being
+// spooled for the plugins first — and arrives as it did that way: our
+// forged Authentication-Results stripped, the rest byte for byte, the
+// plugin not asked. Mail the filter selects is still inspected, and a
+// header too long to decide on in memory takes the spooling path.
+func TestInboundFilterBeforeSpooling(t *testing.T) {
+	e := startEnv(t, pluginConf(t, `filter_header = "X-Want"`))
+	waitPlugin(t, e, "running")
+	c := e.dial(smtpd.MX)
+	forged := "Authentication-Results: mx.example.test; dkim=pass header.d=forged.test\r\n"
+	body := "\r\nHello.\r\n" + forged + "..dots\r\n"
+	long := "X-Long:" + strings.Repeat(" "+strings.Repeat("x", 70)+"\r\n", 1000) // 72 KB folded
+	for i, m := range []struct {
+		hdr       string
+		inspected bool
+	}{
+		{"From: <a@example.com>\r\n" + forged + "Subject: one\r\n folded\r\nX-Other: 1\r\n", false},
+		{"From: <a@example.com>\r\n" + forged + "X-Want: yes\r\nSubject: two\r\n", true},
+		{"From: <a@example.com>\r\n" + forged + long + "Subject: three\r\n", false},
+		{forged + "x-want: lower case\r\nSubject: four\r\n", true},
+	} {
+		if err := send(c, "count@example.com", []string{"bob@example.test"}, m.hdr+body); err != nil {
+			t.Fatal(i, err)
+		}
+		got := e.waitMail("example.test", "bob", i+1, 10*time.Second)
+		var msg string
+		for _, g := range got {
+			if strings.Contains(g, "Subject: "+[]string{"one", "two", "three", "four"}[i]) {
+				msg = g
+			}
+		}
+		if msg == "" {
+			t.Fatalf("%d: not delivered", i)
+		}
+		if strings.Contains(msg, "X-Count: ") != m.inspected {
+			t.Fatalf("%d: inspected %v, want %v:\n%.600s", i, !m.inspected, m.inspected, msg)
+		}
+		// The maildir has LF line ends.
+		want := strings.ReplaceAll(strings.Replace(m.hdr, forged, "", 1)+body, "\r\n", "\n")
+		if !strings.HasSuffix(msg, want) || strings.Count(msg, "Authentication-Results") != 1 {
+			t.Fatalf("%d: delivered\n%.600q\nwant it to end in\n%.600q", i, msg, want)
+		}
+	}
+}

@@ -19,7 +19,9 @@
 // Submit a message keyed "ping:ID" naming itself and the event;
 // "test.relay" makes it Emit "testplug.pong"; "testplug.pong" makes it
 // Submit "pong:ID"; "test.hang" blocks for ever. Config: {"name": "x"}
-// (put into submitted messages), {"fail": true} is rejected.
+// (put into submitted messages), {"fail": true} is rejected,
+// {"filter_header": "X-H"}: the inbound filter selects only mail with
+// that header field (default: all mail).
 package main
 
 import (
@@ -39,15 +41,17 @@ import (
 )
 
 type plugin struct {
-	mu   sync.Mutex
-	host sdk.Host
-	name string
+	mu           sync.Mutex
+	host         sdk.Host
+	name         string
+	filterHeader string
 }
 
 var (
-	_ sdk.InboundHook  = (*plugin)(nil)
-	_ sdk.OutboundHook = (*plugin)(nil)
-	_ sdk.EventHook    = (*plugin)(nil)
+	_ sdk.InboundHook     = (*plugin)(nil)
+	_ sdk.OutboundHook    = (*plugin)(nil)
+	_ sdk.EventHook       = (*plugin)(nil)
+	_ sdk.InboundFilterer = (*plugin)(nil)
 )
 
 func main() { sdk.Serve(&plugin{}) }
@@ -58,8 +62,9 @@ func (p *plugin) Describe() sdk.Description {
 
 func (p *plugin) Configure(_ context.Context, c sdk.Config) error {
 	var cfg struct {
-		Name string `json:"name"`
-		Fail bool   `json:"fail"`
+		Name         string `json:"name"`
+		Fail         bool   `json:"fail"`
+		FilterHeader string `json:"filter_header"`
 	}
 	if err := c.Decode(&cfg); err != nil {
 		return err
@@ -71,9 +76,19 @@ func (p *plugin) Configure(_ context.Context, c sdk.Config) error {
 		return err
 	}
 	p.mu.Lock()
-	p.host, p.name = c.Host, cfg.Name
+	p.host, p.name, p.filterHeader = c.Host, cfg.Name, cfg.FilterHeader
 	p.mu.Unlock()
 	return nil
+}
+
+// InboundFilter implements sdk.InboundFilterer.
+func (p *plugin) InboundFilter() *sdk.InboundFilter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.filterHeader == "" {
+		return nil
+	}
+	return &sdk.InboundFilter{Rules: []sdk.InboundMatch{{Headers: []string{p.filterHeader}}}}
 }
 
 func (p *plugin) get() (sdk.Host, string) {
