@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -59,6 +60,9 @@ func (q *Queue) appendRecord(m *msg, rec []byte) error {
 	if n := m.recBytes + int64(len(rec)); n > q.opts.compactMin && n > 8*int64(len(rec)) && rec[8] == recEnvelope {
 		return q.compact(m, rec)
 	}
+	if m.slot {
+		sealRecord(rec, m.seed)
+	}
 	f, err := openFile(m.path, os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("queue: %w", err)
@@ -97,7 +101,11 @@ func (q *Queue) compact(m *msg, rec []byte) error {
 			return err
 		}
 		defer dst.Close()
-		if _, err := dst.Write(encodeHeader(m.bodyLen, m.bodyCRC, m.flags)); err != nil {
+		hdr := encodeHeader(m.bodyLen, m.bodyCRC, m.flags)
+		if m.slot {
+			hdr = encodeSlotHeader(m.bodyLen, m.bodyCRC, m.flags, binary.LittleEndian.Uint32(rec[4:]))
+		}
+		if _, err := dst.Write(hdr); err != nil {
 			return err
 		}
 		if _, err := src.Seek(headerSize, 0); err != nil {
@@ -127,6 +135,9 @@ func (q *Queue) compact(m *msg, rec []byte) error {
 	}
 	m.validLen = headerSize + m.bodyLen + int64(len(rec))
 	m.recBytes = int64(len(rec))
+	if m.slot {
+		m.seed = binary.LittleEndian.Uint32(rec[4:])
+	}
 	return nil
 }
 

@@ -18,6 +18,9 @@ import (
 
 const crashEnv = "POSTHORN_QUEUE_CRASH_CHILD"
 
+// crashSlots is the crash child's number of slot files.
+const crashSlots = 8
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashEnv); dir != "" {
 		crashChild(dir)
@@ -26,14 +29,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// crashBody is the content the crash child enqueues under id: 1 to ~200
-// KiB of bytes derived from the ID.
+// crashBody is the content the crash child enqueues under id: 1 to ~300
+// KiB of bytes derived from the ID (bodies past 256 KiB leave their slot
+// as ID-named files).
 func crashBody(id string) []byte {
 	h := fnv.New64a()
 	h.Write([]byte(id))
 	seed := h.Sum64()
 	r := rand.New(rand.NewPCG(seed, seed>>7))
-	b := make([]byte, 1024+int(seed%(200<<10)))
+	b := make([]byte, 1024+int(seed%(300<<10)))
 	for i := range b {
 		b[i] = byte(r.Uint32())
 	}
@@ -43,11 +47,14 @@ func crashBody(id string) []byte {
 // crashChild enqueues in a loop and prints each ID once Enqueue has
 // returned, while other goroutines lease, defer and hold messages so the
 // kill also lands in journal appends, and deliver every third one (its
-// file becomes a spare that later Enqueues overwrite), printing "R ID"
+// slot is marked free, or its file becomes a spare, and later Enqueues
+// overwrite it), printing "R ID"
 // before and "D ID" after that Report. It runs until it is killed.
 func crashChild(dir string) {
+	// Few slots: both slots and (once they are all busy) ID-named files
+	// are in use at the kill.
 	q, err := Open(Options{Dir: dir, MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond,
-		Logger: quiet})
+		Logger: quiet, maxSlots: crashSlots})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -63,8 +70,14 @@ func crashChild(dir string) {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(3)
 				}
+				q.mu.Lock()
+				inSlot := q.msgs[id] != nil && q.msgs[id].slot
+				q.mu.Unlock()
 				out.Lock()
 				os.Stdout.WriteString(id + "\n") // one write: a line is printed whole or not at all
+				if !inSlot {
+					os.Stdout.WriteString("F " + id + "\n")
+				}
 				out.Unlock()
 			}
 		}()
@@ -129,9 +142,9 @@ func TestCrashKill9(t *testing.T) {
 		}()
 		// Let it get going, then kill it at a random moment.
 		var ids []string
-		reporting, delivered := map[string]bool{}, map[string]bool{}
+		reporting, delivered, fallback := map[string]bool{}, map[string]bool{}, map[string]bool{}
 		deadline := time.After(20 * time.Second)
-		for len(ids) < 20 || len(delivered) < 5 {
+		for len(ids) < 20 || len(delivered) < 5 || len(fallback) == 0 {
 			select {
 			case l, ok := <-lines:
 				if !ok {
@@ -142,6 +155,8 @@ func TestCrashKill9(t *testing.T) {
 					reporting[l[2:]] = true
 				case strings.HasPrefix(l, "D "):
 					delivered[l[2:]] = true
+				case strings.HasPrefix(l, "F "):
+					fallback[l[2:]] = true
 				default:
 					ids = append(ids, l)
 				}
@@ -162,13 +177,26 @@ func TestCrashKill9(t *testing.T) {
 				reporting[l[2:]] = true
 			case strings.HasPrefix(l, "D "):
 				delivered[l[2:]] = true
+			case strings.HasPrefix(l, "F "):
+				fallback[l[2:]] = true
 			default:
 				ids = append(ids, l)
 			}
 		}
 
-		q := open(t, dir, nil)
+		q := open(t, dir, nil, withSlots(crashSlots))
 		list := q.List()
+		inSlots := 0
+		q.mu.Lock()
+		for _, m := range q.msgs {
+			if m.slot {
+				inSlots++
+			}
+		}
+		q.mu.Unlock()
+		if inSlots == 0 {
+			t.Errorf("round %d: none of %d recovered messages in a slot", round, len(list))
+		}
 		for _, id := range ids {
 			if reporting[id] {
 				continue // delivered (gone, checked below) or on its way out
@@ -198,7 +226,8 @@ func TestCrashKill9(t *testing.T) {
 		if ents, _ := os.ReadDir(dir + "/quarantine"); len(ents) != 0 {
 			t.Errorf("round %d: %d entries quarantined", round, len(ents))
 		}
-		t.Logf("round %d: %d acknowledged, %d delivered, %d recovered", round, len(ids), len(delivered), len(list))
+		t.Logf("round %d: %d acknowledged (%d not in a slot), %d delivered, %d recovered (%d in slots)",
+			round, len(ids), len(fallback), len(delivered), len(list), inSlots)
 		q.Close()
 	}
 }

@@ -107,7 +107,7 @@ func bodyReader(t *testing.T, q *Queue, id string) *BodyReader {
 func TestDataReadyStored(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()
-	q := open(t, dir, c, func(o *Options) { o.compactMin = 4 << 10 })
+	q := open(t, dir, c, func(o *Options) { o.compactMin = 4 << 10 }, noSlots)
 	ids := map[string]bool{}
 	for _, tc := range dataReadyCases {
 		env := enqueue(t, q, tc.body, "a@x")

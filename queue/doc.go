@@ -7,7 +7,10 @@
 //
 //	Dir/
 //	  lock          flock'ed while a process has the spool open
+//	  msg/slot-NNN  slot files: a fixed pool of message files, each free
+//	                or holding one message (see Slot files)
 //	  msg/ID        one file per queued message (ID: 16 chars [0-9A-Za-z])
+//	                that is not in a slot
 //	  msg/.tmp-*    files being written, and spare files (finished
 //	                messages' files kept for reuse); never acknowledged
 //	  quarantine/   entries recovery could not read, moved here untouched
@@ -15,8 +18,9 @@
 // # Message file
 //
 // Envelope and body live in one file, so a message is either entirely
-// there or not at all (the file appears under its final name only by
-// rename, after it is complete and fsynced):
+// there or not at all. An ID-named file appears under its final name only
+// by rename, after it is complete and fsynced; a slot file is overwritten
+// in place, and its header decides (see Slot files):
 //
 //	offset 0    header, 32 bytes:
 //	              "PHQMSG01"        magic and format version
@@ -37,6 +41,14 @@
 // Files written before the flags byte existed have it zero, which claims
 // nothing; older programs ignore it (the header checksum covers it).
 //
+// A slot file holding a message has the same layout with two changes:
+// the magic is "PHQSLOT1", and the last four reserved bytes (24..27) hold
+// the checksum field of the first record (the slot's seed). The first
+// record's checksum is computed as above; every later record's CRC-32C
+// starts from the seed instead of zero. A free slot's header is
+// "PHQFREE1", zeros, and the CRC-32C of its first 28 bytes; what follows
+// it is left over from earlier messages and means nothing.
+//
 // Record types: 'E' holds the whole Envelope as JSON (the fields of
 // envelope.go; Recovered is not stored); the last intact 'E' record is the
 // message's state. 'X' (empty payload) is a tombstone: the operator
@@ -55,9 +67,58 @@
 // be torn by a crash: whatever follows the last intact record is ignored,
 // and truncated at recovery.
 //
+// # Slot files
+//
+// Enqueue writes a message into a free slot when there is one: from
+// offset 0 it writes header, body and first record in one write (a body
+// over 128 KiB: the buffer-sized pieces first with a zeroed header, the
+// header last), cuts the file to that length, and fsyncs it. That fsync
+// is the acknowledgement: no file is created, nothing renamed, the
+// directory not touched. A slot's commit point is its header (32 bytes
+// in the first 512-byte sector): recovery loads a slot only if
+//   - its header is an intact slot header,
+//   - the body's CRC-32C matches the header (checked at recovery for slots
+//     only: an overwrite in place can leave any mix of old and new
+//     sectors behind a new header),
+//   - the record right after the body is intact and is the one whose
+//     checksum the header carries, and
+//   - (for its later records) they check out against the seed.
+//
+// Any mix of old and new sectors a crash leaves of an interrupted
+// overwrite thus is either the new message byte for byte, or fails a
+// check and is a free slot: it was never acknowledged. A record left over
+// from the slot's earlier message cannot pass for a later record of the
+// new one (its CRC started from another seed), and cannot pass for its
+// first one (the header names that). The earlier message itself cannot
+// come back: its slot was marked free, durably, before it was reused.
+//
+// At most 128 slot files exist; a new one is created (O_EXCL, written,
+// fsynced, directory fsynced before Enqueue returns) only while fewer do.
+// When every slot holds a message, Enqueue writes an ID-named file as
+// described below. A body longer than 256 KiB that was being written
+// into a slot gets the ordinary header and is renamed to msg/ID
+// (directory fsynced; that slot's name is gone and a new slot may be
+// created later), so recovery's full read of the slots stays bounded. A
+// slot file that cannot be opened is not used again until restart.
+//
+// A message in a slot is finished (Report leaving no recipient pending,
+// or Delete after its tombstone) by overwriting the header with the free
+// header and fsyncing it; only then, and only once no BodyReader has the
+// file open, is the slot handed to Enqueue again. Journal appends, Hold,
+// Requeue, SetAttr and compaction (rewritten with a slot header, renamed
+// over the slot's name, directory fsynced) work on slots as on ID-named
+// files.
+//
+// An older posthorn (before slots) treats slot files as entries that are
+// not queue files and moves them to quarantine: nothing is lost (the
+// files are kept whole), but messages in slots are not delivered until an
+// operator acts, and the log is noisy; drain the queue before going back.
+//
 // # fsync points
 //
-//   - Enqueue: the temp file (header, body, first record) is fsynced by the
+//   - Enqueue into a slot: the slot file, once (plus the directory if the
+//     slot file was created by this call).
+//   - Enqueue otherwise: the temp file (header, body, first record) is fsynced by the
 //     calling goroutine; then it is renamed to msg/ID and the msg directory
 //     is fsynced; Enqueue returns after that directory fsync. The
 //     directory fsync is shared (group commit): a committer goroutine
@@ -68,6 +129,8 @@
 //   - Report, Hold, Unhold, Requeue, SetAttr, Delete: one record appended
 //     and the file fsynced (a compaction adds a rewrite and a directory
 //     fsync through the committer).
+//   - Report that leaves no recipient pending, Delete: a slot gets the free
+//     header, fsynced (see Slot files).
 //   - Report that leaves no recipient pending: the file is unlinked, or
 //     renamed to a spare name (.tmp-spare-N), and the directory fsynced
 //     (group commit), so a finished message never returns; no final
@@ -114,6 +177,18 @@
 // # Recovery
 //
 // Open takes the lock, then reads every entry of msg/:
+//   - slot files are read completely and checked as described under Slot
+//     files. One holding a message with a pending recipient is loaded
+//     under the ID of its records (the file name is not an ID); if that
+//     ID is already taken by another file, a copy of the slot goes to
+//     quarantine (logged at error level) and the slot is freed. A slot
+//     whose header is free is fsynced (the marker may not have been
+//     durable yet); one whose message is finished, or whose content fails
+//     a check (a write a crash interrupted: never acknowledged), is given
+//     the free header and fsynced, logged at info or warning level, not
+//     quarantined. A slot whose header and first record belong together
+//     but whose later records are damaged (not what a crash does) is
+//     copied to quarantine first. A torn last record is dropped as below;
 //   - .tmp-* files are removed: they were never acknowledged;
 //   - a file whose journal holds a tombstone, or in which no recipient is
 //     pending any more, is removed (its end was durable, its unlink not);
@@ -122,8 +197,9 @@
 //     Recovered = true, since a delivery may have been under way at the
 //     crash (a Maildir deliverer can look for its earlier copy).
 //
-// Bodies are not checksummed at Open (that would read the whole spool);
-// Verify checks one on demand. Eight goroutines read and decode the files
+// Bodies of ID-named files are not checksummed at Open (that would read
+// the whole spool); Verify checks one on demand. Slots are (at most 128
+// bodies of up to 256 KiB). Eight goroutines read and decode the files
 // (one open, one read of up to 16 KiB and one close for a message of up
 // to ~15 KiB); the results are applied in directory order. Every change
 // recovery makes (remove, truncate, move to quarantine) is idempotent, so
@@ -131,8 +207,8 @@
 //
 // # Quarantine
 //
-// An entry recovery cannot use — a name that is not a queue ID, not a
-// regular file, a bad header or header checksum, a body shorter than the
+// An entry recovery cannot use — a name that is not a queue ID or slot
+// name, not a regular file, a bad header or header checksum, a body shorter than the
 // header says ("missing body"), no intact envelope record, an intact
 // record whose JSON or contents are invalid (ID not matching the file
 // name, size not matching the body, no or null recipients, unknown state),

@@ -13,6 +13,8 @@ import (
 // On-disk format of one message file; see the package documentation.
 const (
 	fileMagic     = "PHQMSG01"
+	slotMagic     = "PHQSLOT1" // a slot file holding a message; see slot.go
+	freeMagic     = "PHQFREE1" // a slot file holding nothing
 	headerSize    = 32
 	recHeaderSize = 9 // u32 payload length, u32 CRC-32C, u8 type
 
@@ -27,6 +29,10 @@ const (
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errUnbound: a slot file whose first record is not the one its header
+// names (or missing): what a crash leaves of an interrupted overwrite.
+var errUnbound = errors.New("first record is not the one the slot header names")
 
 // Header flags (byte 20). A file written before they existed has zero
 // there: no claim.
@@ -48,11 +54,30 @@ func encodeHeader(bodyLen int64, bodyCRC uint32, flags byte) []byte {
 	return b
 }
 
+// encodeSlotHeader returns the header of a slot file: the message file
+// header with the slot magic and, in bytes 24..27, the checksum field of
+// the first journal record, which binds that record to the header.
+func encodeSlotHeader(bodyLen int64, bodyCRC uint32, flags byte, rec1CRC uint32) []byte {
+	b := encodeHeader(bodyLen, bodyCRC, flags)
+	copy(b, slotMagic)
+	binary.LittleEndian.PutUint32(b[24:], rec1CRC)
+	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
+	return b
+}
+
+// freeHeader is the header of a slot file that holds no message.
+var freeHeader = func() []byte {
+	b := make([]byte, headerSize)
+	copy(b, freeMagic)
+	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
+	return b
+}()
+
 func decodeHeader(b []byte) (bodyLen int64, bodyCRC uint32, flags byte, err error) {
 	if len(b) < headerSize {
 		return 0, 0, 0, errors.New("file shorter than its header")
 	}
-	if string(b[:8]) != fileMagic {
+	if m := string(b[:8]); m != fileMagic && m != slotMagic {
 		return 0, 0, 0, fmt.Errorf("bad magic %q", b[:8])
 	}
 	if got, want := crc32.Checksum(b[:28], castagnoli), binary.LittleEndian.Uint32(b[28:]); got != want {
@@ -133,9 +158,19 @@ func encodeRecord(typ byte, payload []byte) []byte {
 	return b
 }
 
-func recordCRC(rec []byte) uint32 {
-	c := crc32.Update(0, castagnoli, rec[0:4])
+func recordCRC(rec []byte) uint32 { return recordCRCSeed(rec, 0) }
+
+// recordCRCSeed is the checksum of a record in a slot file after its
+// first: seeded with the first record's checksum, so a record left over
+// from an earlier message in the same file never checks out.
+func recordCRCSeed(rec []byte, seed uint32) uint32 {
+	c := crc32.Update(seed, castagnoli, rec[0:4])
 	return crc32.Update(c, castagnoli, rec[8:])
+}
+
+// sealRecord recomputes a record's checksum with seed.
+func sealRecord(rec []byte, seed uint32) {
+	binary.LittleEndian.PutUint32(rec[4:], recordCRCSeed(rec, seed))
 }
 
 func encodeEnvelopeRecord(env *Envelope) ([]byte, error) {
@@ -161,6 +196,8 @@ type decoded struct {
 	validLen int64 // end of the last intact record
 	size     int64 // file size
 	lastRec  int   // length of the last envelope record
+	slot     bool  // slot format (slotMagic): records after the first are seeded
+	seed     uint32
 }
 
 // torn reports whether bytes follow the last intact record (a record torn
@@ -184,6 +221,9 @@ func decodeMessage(r io.ReaderAt, size int64, id string) (*decoded, error) {
 		return nil, err
 	}
 	d := &decoded{bodyLen: bodyLen, bodyCRC: bodyCRC, flags: flags, size: size}
+	if string(hdr[:8]) == slotMagic {
+		d.slot, d.seed = true, binary.LittleEndian.Uint32(hdr[24:])
+	}
 	start := headerSize + bodyLen
 	if start > size {
 		return nil, fmt.Errorf("body missing or truncated: header says %d bytes, file has %d", bodyLen, size-headerSize)
@@ -203,7 +243,18 @@ func decodeMessage(r io.ReaderAt, size int64, id string) (*decoded, error) {
 			break
 		}
 		rec := buf[off : off+recHeaderSize+n]
-		if recordCRC(rec) != binary.LittleEndian.Uint32(rec[4:]) {
+		sum := binary.LittleEndian.Uint32(rec[4:])
+		if d.slot && off == 0 {
+			// A slot's first record is the one its header names: whatever
+			// else lies there is left from an earlier message.
+			if recordCRC(rec) != sum || sum != d.seed || rec[8] != recEnvelope {
+				return nil, errUnbound
+			}
+		} else if d.slot {
+			if recordCRCSeed(rec, d.seed) != sum {
+				break
+			}
+		} else if recordCRC(rec) != sum {
 			break
 		}
 		switch rec[8] {
@@ -214,6 +265,9 @@ func decodeMessage(r io.ReaderAt, size int64, id string) (*decoded, error) {
 			}
 			d.env = env
 			d.lastRec = len(rec)
+			if d.slot {
+				id = env.ID // every record of a slot names the same message
+			}
 		case recDeleted:
 			d.deleted = true
 		default:
@@ -223,6 +277,9 @@ func decodeMessage(r io.ReaderAt, size int64, id string) (*decoded, error) {
 		d.validLen = start + int64(off)
 	}
 	if d.env == nil {
+		if d.slot {
+			return nil, errUnbound
+		}
 		return nil, errors.New("no intact envelope record")
 	}
 	return d, nil

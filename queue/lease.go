@@ -331,11 +331,15 @@ func (q *Queue) lockLive(id string) (m *msg, unlock func(), err error) {
 }
 
 // removeFile takes a finished message's file away from its name and
-// fsyncs the directory, so the message cannot come back after a crash.
+// fsyncs the directory, so the message cannot come back after a crash
+// (a slot is marked free instead: see freeSlot).
 // Unless someone is reading the body, the file is not unlinked but
 // renamed to a spare name in the same directory, for Enqueue to reuse
 // once that rename is durable (see takeSpare).
 func (q *Queue) removeFile(m *msg) error {
+	if m.slot {
+		return q.freeSlot(m)
+	}
 	q.mu.Lock()
 	m.removing = true
 	reuse := m.readers == 0 && len(q.spare)+q.spareBusy < maxSpare
@@ -414,6 +418,12 @@ func (q *Queue) removeDeleted(m *msg) {
 	delete(q.msgs, m.id)
 	q.schedule(m)
 	q.mu.Unlock()
+	if m.slot {
+		if err := q.freeSlot(m); err != nil {
+			q.log.Error("queue: could not free deleted message's slot", "queue_id", m.id, "err", err)
+		}
+		return
+	}
 	if err := os.Remove(m.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		q.log.Error("queue: could not remove deleted message", "queue_id", m.id, "err", err)
 	}

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -49,6 +50,10 @@ type Options struct {
 	// recoverStep, if set (crash tests), is called after each file
 	// recovery loaded, removed or quarantined, on several goroutines.
 	recoverStep func()
+	// maxSlots overrides the number of slot files (negative: none);
+	// slotMaxBody the longest body kept in a slot.
+	maxSlots    int
+	slotMaxBody int64
 }
 
 const (
@@ -98,7 +103,14 @@ type Queue struct {
 	spareBusy int
 	spareSeq  atomic.Uint64
 
+	// slotFree are slot files (see slot.go) whose free header is durable
+	// and that no reader has open; slotNames all slot files that exist or
+	// are being created. Both guarded by mu.
+	slotFree  []string
+	slotNames map[string]bool
+
 	fileSyncs, dirSyncs atomic.Int64 // for tests and benchmarks
+	slotEnqueues        atomic.Int64 // Enqueues that went into a slot
 }
 
 // msg is the in-memory state of one queued message.
@@ -107,7 +119,9 @@ type msg struct {
 	path    string
 	bodyLen int64
 	bodyCRC uint32
-	flags   byte // header flags, fixed with the body
+	flags   byte   // header flags, fixed with the body
+	slot    bool   // path is a slot file (slot format)
+	seed    uint32 // slot format: checksum seed of the records after the first
 
 	io sync.Mutex // serialises writes to the file; taken before Queue.mu
 
@@ -118,6 +132,7 @@ type msg struct {
 	// guarded by Queue.mu:
 	env       *Envelope // never handed out; replaced, not mutated, by writers
 	readers   int       // open BodyReaders: the file must not be reused
+	slotWait  bool      // slot freed while read: hand it over when readers is 0
 	removing  bool      // finished: its file is being removed or reused
 	leased    bool
 	deleted   bool // Delete while leased: remove when the lease ends
@@ -158,17 +173,27 @@ func Open(opts Options) (*Queue, error) {
 	if opts.compactMin <= 0 {
 		opts.compactMin = defaultCompactMin
 	}
+	switch {
+	case opts.maxSlots == 0:
+		opts.maxSlots = defaultMaxSlots
+	case opts.maxSlots < 0:
+		opts.maxSlots = 0
+	}
+	if opts.slotMaxBody <= 0 {
+		opts.slotMaxBody = defaultSlotMaxBody
+	}
 	q := &Queue{
-		opts:     opts,
-		log:      opts.Logger,
-		dir:      opts.Dir,
-		msgDir:   filepath.Join(opts.Dir, msgDirName),
-		qDir:     filepath.Join(opts.Dir, quarDirName),
-		msgs:     map[string]*msg{},
-		inflight: map[string]bool{},
-		changed:  make(chan struct{}),
-		syncCh:   make(chan chan error, 1024),
-		stop:     make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		dir:       opts.Dir,
+		msgDir:    filepath.Join(opts.Dir, msgDirName),
+		qDir:      filepath.Join(opts.Dir, quarDirName),
+		msgs:      map[string]*msg{},
+		inflight:  map[string]bool{},
+		slotNames: map[string]bool{},
+		changed:   make(chan struct{}),
+		syncCh:    make(chan chan error, 1024),
+		stop:      make(chan struct{}),
 	}
 	for _, d := range []string{q.dir, q.msgDir, q.qDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -335,28 +360,44 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 		*r = Recipient{Addr: r.Addr, ORcpt: r.ORcpt, Notify: r.Notify, State: Pending, NextAttempt: now}
 	}
 
-	path := filepath.Join(q.msgDir, id)
-	tmp, reuse := q.takeSpare(), true
-	if tmp == "" {
-		tmp, reuse = filepath.Join(q.msgDir, tmpPrefix+id), false
+	var m *msg
+	fallback := true
+	if slot, create := q.takeSlot(); slot != "" {
+		var err error
+		if m, fallback, err = q.enqueueSlot(slot, create, id, e, body); err != nil {
+			return "", err
+		}
+		if m != nil && m.slot {
+			q.slotEnqueues.Add(1)
+		}
 	}
-	bodyCRC, flags, rec, err := q.writeTemp(tmp, reuse, e, body)
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("queue: writing %s: %w", id, err)
+	if fallback {
+		path := filepath.Join(q.msgDir, id)
+		tmp, reuse := q.takeSpare(), true
+		if tmp == "" {
+			tmp, reuse = filepath.Join(q.msgDir, tmpPrefix+id), false
+		}
+		flag := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+		if reuse {
+			flag = os.O_WRONLY
+		}
+		w, err := q.writeFile(tmp, flag, reuse, false, e, body)
+		if err != nil {
+			os.Remove(tmp)
+			return "", fmt.Errorf("queue: writing %s: %w", id, err)
+		}
+		if err := rename(tmp, path); err != nil {
+			os.Remove(tmp)
+			return "", fmt.Errorf("queue: %w", err)
+		}
+		if err := q.syncDir(); err != nil {
+			// Not acknowledged, so it must not be delivered either.
+			os.Remove(path)
+			return "", fmt.Errorf("queue: syncing directory: %w", err)
+		}
+		m = &msg{id: id, path: path, bodyLen: e.Size, bodyCRC: w.crc, flags: w.flags, env: e, heapIdx: -1,
+			validLen: headerSize + e.Size + int64(len(w.rec)), recBytes: int64(len(w.rec))}
 	}
-	if err := rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("queue: %w", err)
-	}
-	if err := q.syncDir(); err != nil {
-		// Not acknowledged, so it must not be delivered either.
-		os.Remove(path)
-		return "", fmt.Errorf("queue: syncing directory: %w", err)
-	}
-
-	m := &msg{id: id, path: path, bodyLen: e.Size, bodyCRC: bodyCRC, flags: flags, env: e, heapIdx: -1,
-		validLen: headerSize + e.Size + int64(len(rec)), recBytes: int64(len(rec))}
 	q.mu.Lock()
 	delete(q.inflight, id)
 	committed = true
@@ -372,25 +413,33 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 	return id, nil
 }
 
-// writeTemp writes header, body and first envelope record to a new file,
-// or over a spare one (reuse: cut to its new length), and fsyncs it. It
-// sets e.Size, and returns the body's checksum, the
-// header flags (whether the body is in SMTP DATA form) and the record.
-// The body is gathered in a pooled buffer behind room for the header: a
+// written is what writeFile wrote.
+type written struct {
+	crc    uint32 // of the body
+	flags  byte   // header flags (whether the body is in SMTP DATA form)
+	rec    []byte // the first record
+	slot   bool   // written in slot format
+	seed   uint32 // slot format: the first record's checksum
+	opened bool   // the file was opened (also on error)
+	wrote  bool   // something was written to it (also on error)
+}
+
+// writeFile writes header, body and first envelope record to a file
+// opened with flag, over an existing one if reuse (cut to its new
+// length), and fsyncs it. It sets e.Size. With slot, a body of up to
+// slotMaxBody gets the slot header (see slot.go), a longer one the
+// ordinary header. The body is gathered in a pooled buffer behind room for the header: a
 // message that fits (up to 128 KiB with its record) goes to the file in
 // one write, header and record included; a larger one in writes of the
 // whole buffer, then its record, and the header last at offset 0 (issue
 // 19: the copy used to write the header, each read of the body and the
 // record separately).
-func (q *Queue) writeTemp(tmp string, reuse bool, e *Envelope, body io.Reader) (uint32, byte, []byte, error) {
-	flag := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if reuse {
-		flag = os.O_WRONLY
-	}
-	f, err := openFile(tmp, flag, 0o600)
+func (q *Queue) writeFile(path string, flag int, reuse, slot bool, e *Envelope, body io.Reader) (w written, err error) {
+	f, err := openFile(path, flag, 0o600)
 	if err != nil {
-		return 0, 0, nil, err
+		return w, err
 	}
+	w.opened = true
 	defer f.Close()
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -402,8 +451,9 @@ func (q *Queue) writeTemp(tmp string, reuse bool, e *Envelope, body io.Reader) (
 	scan := newDataScan()
 	for {
 		if n == len(buf) {
+			w.wrote = true
 			if _, err := f.Write(buf); err != nil {
-				return 0, 0, nil, err
+				return w, err
 			}
 			off += int64(n)
 			n = 0
@@ -417,16 +467,21 @@ func (q *Queue) writeTemp(tmp string, reuse bool, e *Envelope, body io.Reader) (
 			break
 		}
 		if rerr != nil {
-			return 0, 0, nil, rerr
+			return w, rerr
 		}
 	}
 	e.Size = size
 	rec, err := encodeEnvelopeRecord(e)
 	if err != nil {
-		return 0, 0, nil, err
+		return w, err
 	}
 	flags := scan.flags()
 	hdr := encodeHeader(size, crc, flags)
+	if slot && size <= q.opts.slotMaxBody {
+		w.slot, w.seed = true, binary.LittleEndian.Uint32(rec[4:])
+		hdr = encodeSlotHeader(size, crc, flags, w.seed)
+	}
+	w.wrote = true
 	if off == 0 {
 		copy(buf, hdr)
 	}
@@ -447,17 +502,18 @@ func (q *Queue) writeTemp(tmp string, reuse bool, e *Envelope, body io.Reader) (
 		}
 	}
 	if err != nil {
-		return 0, 0, nil, err
+		return w, err
 	}
 	if off > 0 {
 		if _, err := f.WriteAt(hdr, 0); err != nil {
-			return 0, 0, nil, err
+			return w, err
 		}
 	}
 	if err := q.fsync(f); err != nil {
-		return 0, 0, nil, err
+		return w, err
 	}
-	return crc, flags, rec, f.Close()
+	w.crc, w.flags, w.rec = crc, flags, rec
+	return w, f.Close()
 }
 
 func (q *Queue) fsync(f *os.File) error {
@@ -486,6 +542,10 @@ func (b *BodyReader) Close() error {
 func (q *Queue) doneReading(m *msg) {
 	q.mu.Lock()
 	m.readers--
+	if m.readers == 0 && m.slotWait {
+		m.slotWait = false
+		q.slotFree = append(q.slotFree, m.path)
+	}
 	q.mu.Unlock()
 }
 

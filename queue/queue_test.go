@@ -110,7 +110,7 @@ func noLease(t testing.TB, q *Queue) {
 func TestEnqueueLeaseReportRoundTrip(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()
-	q := open(t, dir, c)
+	q := open(t, dir, c, noSlots)
 	const msg = "Subject: hi\r\n\r\nhello\r\n"
 	env := enqueue(t, q, msg, "a@example.com", "b@example.net")
 
@@ -571,7 +571,7 @@ func (s *syncBuf) String() string {
 func TestQuarantine(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()
-	q := open(t, dir, c)
+	q := open(t, dir, c, noSlots)
 	good := enqueue(t, q, "good", "g@x")
 	corrupt := enqueue(t, q, "corrupt envelope", "c@x")
 	nobody := enqueue(t, q, strings.Repeat("long body ", 100), "n@x")
@@ -627,7 +627,7 @@ func TestQuarantine(t *testing.T) {
 func TestTornRecordIgnored(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()
-	q := open(t, dir, c)
+	q := open(t, dir, c, noSlots)
 	env := enqueue(t, q, "torn", "a@x")
 	if err := q.Hold(env.ID); err != nil {
 		t.Fatal(err)
@@ -673,7 +673,7 @@ func TestTornRecordIgnored(t *testing.T) {
 func TestCompaction(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()
-	q := open(t, dir, c, func(o *Options) { o.compactMin = 4 << 10 })
+	q := open(t, dir, c, func(o *Options) { o.compactMin = 4 << 10 }, noSlots)
 	big := strings.Repeat("0123456789abcdef", 4096)
 	env := enqueue(t, q, big, "a@x")
 	p := filepath.Join(dir, "msg", env.ID)
@@ -825,3 +825,6 @@ func TestLeaseWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// noSlots turns slot files off: for tests of the ID-named files' layout.
+func noSlots(o *Options) { o.maxSlots = -1 }

@@ -57,7 +57,14 @@ func (q *Queue) recover() error {
 					return
 				}
 				name := entries[i].Name()
-				if strings.HasPrefix(name, tmpPrefix) || !entries[i].Type().IsRegular() || !validID(name) {
+				if !entries[i].Type().IsRegular() {
+					continue
+				}
+				if isSlotName(name) {
+					results[i].m, results[i].err = q.loadSlot(name, buf)
+					continue
+				}
+				if strings.HasPrefix(name, tmpPrefix) || !validID(name) {
 					continue
 				}
 				results[i].m, results[i].err = q.load(name, buf)
@@ -65,10 +72,28 @@ func (q *Queue) recover() error {
 		}()
 	}
 	wg.Wait()
-	var loaded, removed, quarantined int
+	var loaded, removed, quarantined, slots int
+	var slotted []int // slot files holding a message, registered last
 	for i, e := range entries {
 		name := e.Name()
 		path := filepath.Join(q.msgDir, name)
+		if isSlotName(name) && e.Type().IsRegular() {
+			switch m, err := results[i].m, results[i].err; {
+			case err != nil:
+				q.quarantine(name, err)
+				quarantined++
+				q.step()
+			case m == nil:
+				q.slotNames[name] = true
+				q.slotFree = append(q.slotFree, path)
+				slots++
+			default:
+				q.slotNames[name] = true
+				slotted = append(slotted, i)
+				slots++
+			}
+			continue
+		}
 		if strings.HasPrefix(name, tmpPrefix) {
 			if err := os.RemoveAll(path); err != nil {
 				q.log.Error("queue: could not remove temp file", "file", path, "err", err)
@@ -100,6 +125,27 @@ func (q *Queue) recover() error {
 		q.schedule(m)
 		loaded++
 	}
+	for _, i := range slotted {
+		m := results[i].m
+		if q.msgs[m.id] != nil {
+			// Cannot happen unless the spool was tampered with: keep a copy
+			// of the slot for the operator, and use the slot again.
+			err := q.quarantineCopy(m.path, m.id, fmt.Errorf("queue ID %s is already taken by %s", m.id, q.msgs[m.id].path))
+			if err == nil {
+				err = markFree(m.path, q)
+			}
+			if err != nil {
+				q.log.Error("queue: slot whose queue ID is taken could not be set aside; left alone", "file", m.path, "err", err)
+				continue
+			}
+			q.slotFree = append(q.slotFree, m.path)
+			quarantined++
+			continue
+		}
+		q.msgs[m.id] = m
+		q.schedule(m)
+		loaded++
+	}
 	if removed+quarantined > 0 {
 		if err := q.dirF.Sync(); err != nil {
 			return fmt.Errorf("queue: %w", err)
@@ -107,7 +153,7 @@ func (q *Queue) recover() error {
 	}
 	if loaded+removed+quarantined > 0 {
 		q.log.Info("queue: recovered spool", "dir", q.dir, "messages", loaded,
-			"removed", removed, "quarantined", quarantined)
+			"removed", removed, "quarantined", quarantined, "slots", slots)
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func init() {
 // a corrupt record, a truncated body and a file that is no queue file.
 func messySpool(t *testing.T, dir string) {
 	c := newClock()
-	q := open(t, dir, c)
+	q := open(t, dir, c, noSlots)
 	var ids []string
 	for i := range 60 {
 		env := enqueue(t, q, strings.Repeat(fmt.Sprintf("line %d\r\n", i), 1+i*40), "a@x", "b@x")
@@ -56,6 +56,7 @@ func messySpool(t *testing.T, dir string) {
 		envs[e.ID] = e
 	}
 	q.Close()
+	messySlots(t, dir, c)
 	msgDir := filepath.Join(dir, msgDirName)
 	appendTo := func(id string, b []byte) {
 		f, err := os.OpenFile(filepath.Join(msgDir, id), os.O_WRONLY|os.O_APPEND, 0)
@@ -101,6 +102,49 @@ func messySpool(t *testing.T, dir string) {
 	os.WriteFile(filepath.Join(msgDir, "no-queue-file"), []byte("junk"), 0o600)
 }
 
+// messySlots adds slot files to a spool: pending ones (one with a longer
+// journal, one with a torn tail), deleted and delivered ones (marked
+// free), one whose body no longer matches its header (a torn overwrite:
+// freed), and messages that found every slot busy (ID-named files).
+func messySlots(t *testing.T, dir string, c *clock) {
+	q, err := Open(Options{Dir: dir, Logger: quiet, Now: c.Now, maxSlots: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 10 {
+		env := &Envelope{From: "s@x", Recipients: []*Recipient{{Addr: "a@x"}}}
+		if _, err := q.Enqueue(env, strings.NewReader(strings.Repeat(fmt.Sprintf("slot %d\r\n", i), 1+i*300))); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, env.ID)
+	}
+	q.SetAttr(ids[0], "k", "v")
+	q.Hold(ids[0])
+	q.Delete(ids[1])
+	q.SetAttr(ids[2], "k", "v")
+	paths := map[string]string{}
+	q.mu.Lock()
+	for _, id := range ids {
+		if m := q.msgs[id]; m != nil && m.slot {
+			paths[id] = m.path
+		}
+	}
+	q.mu.Unlock()
+	if len(paths) != 5 {
+		t.Fatalf("%d messages in slots, want 5", len(paths))
+	}
+	q.Close()
+	// ids[2]: torn tail.
+	f, _ := os.OpenFile(paths[ids[2]], os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte{40, 0, 0, 0, 1, 2, 3, 4, 'E', '{'})
+	f.Close()
+	// ids[3]: one body byte differs: not the message that was written.
+	raw, _ := os.ReadFile(paths[ids[3]])
+	raw[headerSize+7] ^= 1
+	os.WriteFile(paths[ids[3]], raw, 0o600)
+}
+
 // spoolState is what a recovered spool holds: the envelopes (as JSON,
 // without Recovered), the message files' sizes, and the names in msg/
 // and quarantine/ (the quarantine's without a collision suffix).
@@ -113,7 +157,10 @@ func spoolState(t *testing.T, dir string) string {
 		}
 		e.Recovered = false
 		rec, _ := encodeEnvelopeRecord(e)
-		fi, err := os.Stat(filepath.Join(dir, msgDirName, e.ID))
+		q.mu.Lock()
+		p := q.msgs[e.ID].path
+		q.mu.Unlock()
+		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,10 +205,10 @@ func TestCrashDuringRecovery(t *testing.T) {
 	ref := t.TempDir()
 	copySpool(t, orig, ref)
 	want := spoolState(t, ref)
-	if !strings.Contains(want, "quarantine: [") || strings.Count(want, "\n") < 40 {
+	if !strings.Contains(want, "quarantine: [") || !strings.Contains(want, "slot-005") || strings.Count(want, "\n") < 40 {
 		t.Fatalf("reference state looks wrong:\n%s", want)
 	}
-	for _, ks := range [][]int{{1}, {3}, {9}, {20}, {37}, {55}, {3, 2}, {30, 12}} {
+	for _, ks := range [][]int{{1}, {3}, {9}, {20}, {37}, {55}, {62}, {66}, {3, 2}, {30, 12}, {64, 60}} {
 		dir := t.TempDir()
 		copySpool(t, orig, dir)
 		for _, k := range ks {
@@ -190,7 +237,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 // the second record's state.
 func TestRecoverPartialFiles(t *testing.T) {
 	dir := t.TempDir()
-	q := open(t, dir, nil)
+	q := open(t, dir, nil, noSlots)
 	defer q.Close()
 	buf := make([]byte, readAhead)
 	n := 0

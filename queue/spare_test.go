@@ -46,7 +46,7 @@ func deliverAll(t *testing.T, q *Queue, env *Envelope) {
 // reopen; Close removes what spares are left.
 func TestSpareFileReused(t *testing.T) {
 	dir := t.TempDir()
-	q := open(t, dir, nil)
+	q := open(t, dir, nil, noSlots)
 	big := strings.Repeat("x", 300<<10)
 	a := enqueue(t, q, big, "a@example.org")
 	fiA, err := os.Stat(filepath.Join(dir, "msg", a.ID))
@@ -115,7 +115,7 @@ func TestSpareFileReused(t *testing.T) {
 // reading its own bytes while new messages are written.
 func TestSpareNotWhileRead(t *testing.T) {
 	dir := t.TempDir()
-	q := open(t, dir, nil)
+	q := open(t, dir, nil, noSlots)
 	const msgA = "Subject: a\r\n\r\nthe first message\r\n"
 	a := enqueue(t, q, msgA, "a@example.org")
 	rc, err := q.Body(a.ID)
@@ -155,7 +155,7 @@ func TestSpareNotWhileRead(t *testing.T) {
 // recovery like any temp file, and never loaded.
 func TestSparesRemovedAtOpen(t *testing.T) {
 	dir := t.TempDir()
-	q := open(t, dir, nil)
+	q := open(t, dir, nil, noSlots)
 	a := enqueue(t, q, "Subject: a\r\n\r\na\r\n", "a@example.org")
 	deliverAll(t, q, a)
 	if s := spares(t, dir); len(s) != 1 {

@@ -40,7 +40,7 @@ func TestEnqueueBodySizes(t *testing.T) {
 		2*buf - headerSize, 2 * buf, 3*buf + 12345}
 	chunks := [][]int{{1 << 20}, {7, 4093, 1}, {buf}}
 	dir := t.TempDir()
-	q := open(t, dir, nil)
+	q := open(t, dir, nil, noSlots)
 	rng := rand.New(rand.NewPCG(1, 2))
 	type want struct {
 		body []byte

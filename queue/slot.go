@@ -1,0 +1,363 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Slot files (issue 19): a fixed pool of message files under names that
+// are not queue IDs (msg/slot-NNN), each either free or holding one
+// message. Enqueue overwrites a free slot from offset 0 and fsyncs it
+// once: no file is created, nothing is renamed, the directory is not
+// touched, so the acknowledgement costs one file fsync. The header is the
+// slot's commit point: recovery loads a slot only if its header has the
+// slot magic, the body matches the header's CRC-32C, and the first record
+// is the one whose checksum the header carries; later records are checked
+// with a CRC seeded by that checksum. Whatever a crash tore out of an
+// overwrite (any mix of old and new sectors) therefore fails one of these
+// checks unless it is exactly the new message, and the old message was
+// marked free (free header fsynced) before the slot was handed out.
+const (
+	slotPrefix = "slot-"
+
+	// defaultMaxSlots bounds the pool; Enqueue falls back to ID-named
+	// files when every slot is in use.
+	defaultMaxSlots = 128
+	// defaultSlotMaxBody: a longer body leaves its slot as an ID-named
+	// file, so recovery's full read of every slot stays bounded.
+	defaultSlotMaxBody = 256 << 10
+)
+
+func slotName(i int) string { return fmt.Sprintf("%s%03d", slotPrefix, i) }
+
+// isSlotName reports whether name is a slot file's name ("slot-" and
+// digits); queue IDs never contain "-".
+func isSlotName(name string) bool {
+	d, ok := strings.CutPrefix(name, slotPrefix)
+	if !ok || d == "" || len(d) > 9 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// takeSlot returns a free slot to overwrite, or the path of a slot file
+// to create (create true: fewer than the limit exist), or "" if every
+// slot is in use.
+func (q *Queue) takeSlot() (path string, create bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if n := len(q.slotFree); n > 0 {
+		p := q.slotFree[n-1]
+		q.slotFree = q.slotFree[:n-1]
+		return p, false
+	}
+	if len(q.slotNames) >= q.opts.maxSlots {
+		return "", false
+	}
+	for i := 0; ; i++ {
+		name := slotName(i)
+		if !q.slotNames[name] {
+			q.slotNames[name] = true
+			return filepath.Join(q.msgDir, name), true
+		}
+	}
+}
+
+// forgetSlot drops a slot name whose file is gone (unlinked or renamed
+// to a message's ID).
+func (q *Queue) forgetSlot(path string) {
+	q.mu.Lock()
+	delete(q.slotNames, filepath.Base(path))
+	q.mu.Unlock()
+}
+
+// enqueueSlot writes message e into slot path and returns its in-memory
+// state. A body longer than slotMaxBody is finished as the ID-named file
+// msg/ID instead (renamed, directory fsynced). A created slot's directory
+// entry is fsynced before the message counts as written. A slot file
+// that cannot be opened is taken out of use (its name stays taken, so it
+// is neither handed out nor created again) and fallback is true: the
+// caller writes an ID-named file instead.
+func (q *Queue) enqueueSlot(path string, create bool, id string, e *Envelope, body io.Reader) (m *msg, fallback bool, err error) {
+	flag := os.O_WRONLY
+	if create {
+		flag |= os.O_CREATE | os.O_EXCL
+	}
+	w, err := q.writeFile(path, flag, !create, true, e, body)
+	if err != nil && !w.opened {
+		q.log.Error("queue: slot file cannot be opened; not used until restart", "file", path, "err", err)
+		return nil, true, nil
+	}
+	if err != nil {
+		q.abandonSlot(path, create, w.wrote)
+		return nil, false, fmt.Errorf("queue: writing %s: %w", id, err)
+	}
+	m = &msg{id: id, path: path, bodyLen: e.Size, bodyCRC: w.crc, flags: w.flags, env: e, heapIdx: -1,
+		validLen: headerSize + e.Size + int64(len(w.rec)), recBytes: int64(len(w.rec))}
+	if !w.slot {
+		// Too long for a slot: it becomes an ordinary message file.
+		m.path = filepath.Join(q.msgDir, id)
+		if err := rename(path, m.path); err != nil {
+			q.abandonSlot(path, create, true)
+			return nil, false, fmt.Errorf("queue: %w", err)
+		}
+		q.forgetSlot(path)
+		if err := q.syncDir(); err != nil {
+			os.Remove(m.path)
+			return nil, false, fmt.Errorf("queue: syncing directory: %w", err)
+		}
+		return m, false, nil
+	}
+	m.slot, m.seed = true, w.seed
+	if create {
+		if err := q.syncDir(); err != nil {
+			q.abandonSlot(path, create, true)
+			return nil, false, fmt.Errorf("queue: syncing directory: %w", err)
+		}
+	}
+	return m, false, nil
+}
+
+// abandonSlot puts a slot back after a failed Enqueue. Untouched, it is
+// still free. Written to, it must not hold the unacknowledged message:
+// it is marked free (fsynced) or, failing that, removed. A slot created
+// by this Enqueue is removed: its directory entry was never made durable,
+// and a later Enqueue must not acknowledge a message in it.
+func (q *Queue) abandonSlot(path string, created, written bool) {
+	if !created && !written {
+		q.releaseSlot(path)
+		return
+	}
+	if !created && markFree(path, q) == nil {
+		q.releaseSlot(path)
+		return
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		q.log.Error("queue: could not remove slot file", "file", path, "err", err)
+		return // the name stays taken
+	}
+	q.forgetSlot(path)
+}
+
+func (q *Queue) releaseSlot(path string) {
+	q.mu.Lock()
+	q.slotFree = append(q.slotFree, path)
+	q.mu.Unlock()
+}
+
+// markFree overwrites a slot file's header with the free header and
+// fsyncs it.
+func markFree(path string, q *Queue) error {
+	f, err := openFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(freeHeader, 0); err != nil {
+		return err
+	}
+	if err := q.fsync(f); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// freeSlot ends a finished (or deleted) message held in a slot: the free
+// header is written and fsynced, so the message cannot come back, and
+// only then is the slot handed to Enqueue again — once no BodyReader has
+// it open (doneReading hands it over then). If the header cannot be
+// written the file is removed instead (directory fsynced).
+func (q *Queue) freeSlot(m *msg) error {
+	q.mu.Lock()
+	m.removing = true
+	q.mu.Unlock()
+	err := markFree(m.path, q)
+	if err != nil {
+		q.log.Error("queue: could not mark slot free; removing it", "queue_id", m.id, "file", m.path, "err", err)
+		if err = os.Remove(m.path); err == nil || errors.Is(err, os.ErrNotExist) {
+			q.forgetSlot(m.path)
+			err = q.syncDir()
+		}
+		if err != nil {
+			return fmt.Errorf("queue: freeing slot of %s: %w", m.id, err)
+		}
+		return nil
+	}
+	q.mu.Lock()
+	if m.readers == 0 {
+		q.slotFree = append(q.slotFree, m.path)
+	} else {
+		m.slotWait = true
+	}
+	q.mu.Unlock()
+	return nil
+}
+
+// loadSlot reads a slot file completely at recovery. It returns the
+// message it holds, or nil if the slot is free: marked free, finished,
+// or holding a write a crash interrupted (never acknowledged: a slot
+// message is acknowledged only after its fsync). Such a slot is marked
+// free (fsynced) before it can be reused; a slot already marked free is
+// fsynced, in case the marker was written but not yet durable.
+func (q *Queue) loadSlot(name string, buf []byte) (*msg, error) {
+	path := filepath.Join(q.msgDir, name)
+	m, why, err := q.readSlot(path, buf)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		q.step()
+		return m, nil
+	}
+	switch why {
+	case "":
+		err = syncPath(path)
+	default:
+		q.log.Warn("queue: slot held no complete message (a write a crash interrupted, never acknowledged); freed",
+			"file", path, "reason", why)
+		err = markFree(path, q)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("marking slot free: %w", err)
+	}
+	q.step()
+	return nil, nil
+}
+
+// readSlot decodes a slot file. It returns the message (truncating a torn
+// last record), or nil and why the slot is free ("" if marked free); err
+// only for a file it cannot read.
+func (q *Queue) readSlot(path string, buf []byte) (*msg, string, error) {
+	f, err := openMsgFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	n, err := f.ReadAt(buf, 0)
+	var size int64
+	switch {
+	case err == io.EOF:
+		size = int64(n)
+	case err != nil:
+		return nil, "", err
+	default:
+		if size, err = f.size(); err != nil {
+			return nil, "", err
+		}
+	}
+	if n >= headerSize && string(buf[:8]) == freeMagic {
+		return nil, "", nil
+	}
+	if n < headerSize || string(buf[:8]) != slotMagic {
+		return nil, "no slot header", nil
+	}
+	bodyLen, _, _, err := decodeHeader(buf[:headerSize])
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	if headerSize+bodyLen > size {
+		return nil, "body shorter than the header says", nil
+	}
+	r := &prefixReaderAt{prefix: buf[:n], f: f}
+	d, err := decodeMessage(r, size, "")
+	if errors.Is(err, errUnbound) {
+		return nil, err.Error(), nil
+	}
+	if err != nil {
+		// Header and first record belong together, so this is no torn
+		// write but damage to a message that may have been acknowledged:
+		// keep a copy for the operator before the slot is reused.
+		if qerr := q.quarantineCopy(path, "damaged", err); qerr != nil {
+			return nil, "", fmt.Errorf("%v; copying it to quarantine: %w", err, qerr)
+		}
+		return nil, err.Error(), nil
+	}
+	// Unlike an ID-named file, a slot is overwritten in place: only the
+	// body's checksum shows that every sector of it is the new one.
+	crc := uint32(0)
+	for off := int64(0); off < d.bodyLen; {
+		k := min(int64(len(buf)), d.bodyLen-off)
+		if _, err := r.ReadAt(buf[:k], headerSize+off); err != nil {
+			return nil, "", err
+		}
+		crc = crc32.Update(crc, castagnoli, buf[:k])
+		off += k
+	}
+	if crc != d.bodyCRC {
+		return nil, "body checksum mismatch", nil
+	}
+	id := d.env.ID
+	finished := d.deleted
+	if !finished {
+		finished = true
+		for _, r := range d.env.Recipients {
+			if r.State == Pending {
+				finished = false
+			}
+		}
+	}
+	if finished {
+		f.Close()
+		if err := markFree(path, q); err != nil {
+			return nil, "", fmt.Errorf("marking slot free: %w", err)
+		}
+		q.log.Info("queue: freed slot of finished message", "queue_id", id, "file", path, "deleted", d.deleted)
+		return nil, "", nil
+	}
+	if d.torn() {
+		q.log.Warn("queue: dropping torn journal record", "queue_id", id, "file", path, "bytes", d.size-d.validLen)
+		if err := q.truncate(path, d.validLen); err != nil {
+			return nil, "", fmt.Errorf("truncating torn record: %w", err)
+		}
+	}
+	return &msg{
+		id: id, path: path, bodyLen: d.bodyLen, bodyCRC: d.bodyCRC, flags: d.flags,
+		validLen: d.validLen, recBytes: d.validLen - headerSize - d.bodyLen,
+		env: d.env, recovered: true, heapIdx: -1, slot: true, seed: d.seed,
+	}, "", nil
+}
+
+// quarantineCopy copies a slot file into the quarantine directory (the
+// slot itself is then freed): used when its message's ID is taken, or
+// when a record after its first one is damaged. tag is added to the name.
+func (q *Queue) quarantineCopy(path, tag string, why error) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(q.qDir, filepath.Base(path)+"."+tag)
+	if _, err := os.Lstat(dst); err == nil {
+		dst += "." + strconv.FormatInt(time.Now().UnixNano(), 10)
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err2 := f.Close(); err == nil {
+		err = err2
+	}
+	if err == nil {
+		err = syncPath(q.qDir)
+	}
+	if err != nil {
+		return err
+	}
+	q.log.Error("queue: slot message copied to quarantine", "file", path, "to", dst, "reason", why.Error())
+	return nil
+}
