@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,11 +89,23 @@ func TestSlotLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, msgDirName, a.ID)); !os.IsNotExist(err) {
 		t.Fatalf("ID-named file exists: %v", err)
 	}
+	d0, f0 := q.dirSyncs.Load(), q.fileSyncs.Load()
 	deliver(t, q, a.ID)
 	if m := headerMagic(t, pa); m != freeMagic {
 		t.Fatalf("after delivery the slot header is %q", m)
 	}
-	d0, f0 := q.dirSyncs.Load(), q.fileSyncs.Load()
+	// The free header was fsynced before Report returned (and so before
+	// the slot could be handed out again).
+	if d, f := q.dirSyncs.Load()-d0, q.fileSyncs.Load()-f0; d != 0 || f != 1 {
+		t.Errorf("delivery from a slot: %d directory and %d file fsyncs, want 0 and 1", d, f)
+	}
+	q.mu.Lock()
+	free := slices.Clone(q.slotFree)
+	q.mu.Unlock()
+	if len(free) != 1 || free[0] != pa {
+		t.Fatalf("free slots %v after delivery", free)
+	}
+	d0, f0 = q.dirSyncs.Load(), q.fileSyncs.Load()
 	const bodyB = "Subject: b\r\n\r\nb\r\n"
 	b := enqueue(t, q, bodyB, "b@x", "c@x")
 	if d, f := q.dirSyncs.Load()-d0, q.fileSyncs.Load()-f0; d != 0 || f != 1 {
