@@ -159,3 +159,63 @@ func TestProtectConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestPooledBuffers (issue 19.4: the message read from the host and the
+// envelope are recycled): getBuf gives enough room; an output of
+// Protect stays intact while later messages reuse the pools; and
+// goroutines that each read their own message into a pooled buffer,
+// protect it and give the buffer back, as Transform does, each get
+// their own message back when decrypting, never another's.
+func TestPooledBuffers(t *testing.T) {
+	for _, n := range []int{0, 1, 4095, 4096, 4097, 100 << 10, 1 << 20, 1<<20 + 1} {
+		b := getBuf(n)
+		if len(b) != 0 || cap(b) < n {
+			t.Fatalf("getBuf(%d): len %d cap %d", n, len(b), cap(b))
+		}
+		putBuf(append(b, 1))
+	}
+	p := newPKI(t)
+	alice := p.leaf(t, "alice@org.test")
+	bob := p.leaf(t, "bob@ext.test")
+	message := func(g, i int) []byte {
+		line := fmt.Sprintf("message %d/%d of goroutine %d\r\n", i, g, g)
+		return []byte("From: alice@org.test\r\nTo: bob@ext.test\r\n\r\n" + strings.Repeat(line, 1000+g*700+i*50))
+	}
+	first, err := Protect(message(0, 0), &alice, AES256CBC, []Recipient{{Cert: bob.Cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := bytes.Clone(first)
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			for i := range 5 {
+				want := message(g, i)
+				msg := append(getBuf(len(want)+512), want...)
+				out, err := Protect(msg, &alice, []Cipher{AES256CBC, AES256GCM}[(g+i)%2], []Recipient{{Cert: bob.Cert}})
+				putBuf(msg)
+				if err == nil {
+					var res *Result
+					res, err = Open(out, []Identity{bob}, VerifyOptions{Roots: p.roots})
+					body := want[bytes.Index(want, []byte("\r\n\r\n"))+4:]
+					if err == nil && (res.SigErr != nil || !bytes.Contains(res.Message, body) || bytes.Count(res.Message, []byte("message ")) != bytes.Count(body, []byte("message "))) {
+						err = fmt.Errorf("goroutine %d message %d: %v, not its own body", g, i, res.SigErr)
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(first, kept) {
+		t.Fatal("an earlier output changed while later messages were protected")
+	}
+}

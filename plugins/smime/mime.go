@@ -240,7 +240,9 @@ func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte,
 	hdr := encryptedHeader(c)
 	out := make([]byte, 0, len(outer)+len(mimeVersion)+len(hdr)+base64LinesLen(len(der)))
 	out = append(append(append(out, outer...), mimeVersion...), hdr...)
-	return appendBase64Lines(out, der), nil
+	out = appendBase64Lines(out, der)
+	putBuf(der)
+	return out, nil
 }
 
 // Result is what Open found.

@@ -404,10 +404,11 @@ func readAll(r io.Reader) ([]byte, error) {
 // readAllSized is readAll into a buffer of size bytes first (the
 // envelope's size: the queued message, read without growing the buffer).
 func readAllSized(r io.Reader, size int64) ([]byte, error) {
-	var buf bytes.Buffer
+	var b []byte
 	if size > 0 && size <= maxMessage {
-		buf.Grow(int(size) + bytes.MinRead)
+		b = getBuf(int(size) + bytes.MinRead)
 	}
+	buf := bytes.NewBuffer(b)
 	if _, err := buf.ReadFrom(io.LimitReader(r, maxMessage+1)); err != nil {
 		return nil, err
 	}
@@ -577,6 +578,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 			if err != nil {
 				return sdk.OutboundResult{}, err
 			}
+			putBuf(msg) // out shares no memory with it
 			sdk.Logger().Info("signed", "queue_id", env.ID, "recipients", len(group))
 			return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: bytes.NewReader(out)}), nil
 		}
@@ -617,6 +619,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		if err != nil {
 			return sdk.OutboundResult{}, err
 		}
+		putBuf(msg) // out shares no memory with it
 		sdk.Logger().Info("encrypted", "queue_id", env.ID, "recipients", len(group), "cipher", c.String(), "signed", signer != nil)
 		return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: bytes.NewReader(out)}), nil
 	})
