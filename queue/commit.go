@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 )
 
 // syncDir makes the renames and unlinks done so far in the msg directory
@@ -22,16 +23,16 @@ func (q *Queue) syncDir() error {
 	return <-done
 }
 
-// committer batches directory fsyncs. Every request is answered by an
-// fsync that started after the request was made, so the caller's rename
-// is covered.
-func (q *Queue) committer() {
+// committer batches fsyncs of f (the msg directory, or the slot free
+// table). Every request is answered by an fsync that started after the
+// request was made, so the caller's rename or write is covered.
+func (q *Queue) committer(f *os.File, ch chan chan error, n *atomic.Int64) {
 	defer q.wg.Done()
 	var batch []chan error
 	for {
 		batch = batch[:0]
 		select {
-		case d := <-q.syncCh:
+		case d := <-ch:
 			batch = append(batch, d)
 		case <-q.stop:
 			return
@@ -39,14 +40,14 @@ func (q *Queue) committer() {
 	drain:
 		for {
 			select {
-			case d := <-q.syncCh:
+			case d := <-ch:
 				batch = append(batch, d)
 			default:
 				break drain
 			}
 		}
-		q.dirSyncs.Add(1)
-		err := q.dirF.Sync()
+		n.Add(1)
+		err := f.Sync()
 		for _, d := range batch {
 			d <- err
 		}
@@ -57,7 +58,11 @@ func (q *Queue) committer() {
 // file; if the journal has grown large it rewrites the file instead (see
 // compact). m.io must be held.
 func (q *Queue) appendRecord(m *msg, rec []byte) error {
-	if n := m.recBytes + int64(len(rec)); n > q.opts.compactMin && n > 8*int64(len(rec)) && rec[8] == recEnvelope {
+	if n := m.recBytes + int64(len(rec)); n > q.opts.compactMin && n > 8*int64(len(rec)) && rec[8] == recEnvelope &&
+		!(m.slot && q.freedSeed(m.path, binary.LittleEndian.Uint32(rec[4:]))) {
+		// (A compacted slot's seed must differ from the one the free
+		// table holds for it, or recovery would take it for finished:
+		// in that one-in-2^32 case the record is appended instead.)
 		return q.compact(m, rec)
 	}
 	if m.slot {

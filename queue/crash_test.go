@@ -19,7 +19,7 @@ import (
 const crashEnv = "POSTHORN_QUEUE_CRASH_CHILD"
 
 // crashSlots is the crash child's number of slot files.
-const crashSlots = 8
+const crashSlots = 32
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashEnv); dir != "" {
@@ -79,6 +79,11 @@ func crashChild(dir string) {
 					os.Stdout.WriteString("F " + id + "\n")
 				}
 				out.Unlock()
+				// Pace the load a little, so that slots freed by deliveries
+				// also sit free (not yet reused) at the kill.
+				if rand.IntN(4) == 0 {
+					time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+				}
 			}
 		}()
 	}
@@ -89,7 +94,7 @@ func crashChild(dir string) {
 				if err != nil {
 					os.Exit(4)
 				}
-				if n%7 == i {
+				if n%21 == i {
 					q.Hold(env.ID)
 					q.SetAttr(env.ID, "crash.n", fmt.Sprint(n))
 				}

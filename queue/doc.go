@@ -7,6 +7,7 @@
 //
 //	Dir/
 //	  lock          flock'ed while a process has the spool open
+//	  slotfree      the slot free table: which slot messages are finished
 //	  msg/slot-NNN  slot files: a fixed pool of message files, each free
 //	                or holding one message (see Slot files)
 //	  msg/ID        one file per queued message (ID: 16 chars [0-9A-Za-z])
@@ -45,9 +46,17 @@
 // the magic is "PHQSLOT1", and the last four reserved bytes (24..27) hold
 // the checksum field of the first record (the slot's seed). The first
 // record's checksum is computed as above; every later record's CRC-32C
-// starts from the seed instead of zero. A free slot's header is
-// "PHQFREE1", zeros, and the CRC-32C of its first 28 bytes; what follows
-// it is left over from earlier messages and means nothing.
+// starts from the seed instead of zero. A slot is free if its header is
+// "PHQFREE1", zeros, and the CRC-32C of its first 28 bytes (what follows
+// is left over from earlier messages and means nothing), or if the free
+// table names the seed of the message in it.
+//
+// The free table Dir/slotfree holds one 16-byte entry per slot N, at
+// offset 16·N: "PHQF", u32 LE N, u32 LE seed, u32 LE CRC-32C of the 12
+// bytes before it. An entry says: the message with that seed in slot N
+// is finished. Entries are overwritten in place; none crosses a 512-byte
+// sector, and a durable entry stays durable (a later write to its sector
+// carries it along). An entry that does not check out says nothing.
 //
 // Record types: 'E' holds the whole Envelope as JSON (the fields of
 // envelope.go; Recovered is not stored); the last intact 'E' record is the
@@ -90,7 +99,10 @@
 // from the slot's earlier message cannot pass for a later record of the
 // new one (its CRC started from another seed), and cannot pass for its
 // first one (the header names that). The earlier message itself cannot
-// come back: its slot was marked free, durably, before it was reused.
+// come back: the free table named its seed, durably, before its slot was
+// reused (and a new message never gets that seed: in the one-in-2^32 case
+// that its first record's checksum equals it, it is written as an
+// ID-named file; a compaction that would produce it appends instead).
 //
 // At most 128 slot files exist; a new one is created (O_EXCL, written,
 // fsynced, directory fsynced before Enqueue returns) only while fewer do.
@@ -102,9 +114,12 @@
 // slot file that cannot be opened is not used again until restart.
 //
 // A message in a slot is finished (Report leaving no recipient pending,
-// or Delete after its tombstone) by overwriting the header with the free
-// header and fsyncing it; only then, and only once no BodyReader has the
-// file open, is the slot handed to Enqueue again. Journal appends, Hold,
+// or Delete after its tombstone) by writing its slot's entry in the free
+// table and fsyncing the table (group commit, like the directory fsyncs
+// below: one fsync serves every finish that arrived while the previous
+// one ran; if the table cannot be written, the slot gets the free header,
+// fsynced). Only then, and only once no BodyReader has the file open, is
+// the slot handed to Enqueue again. Journal appends, Hold,
 // Requeue, SetAttr and compaction (rewritten with a slot header, renamed
 // over the slot's name, directory fsynced) work on slots as on ID-named
 // files.
@@ -112,14 +127,16 @@
 // An older posthorn (before slots) treats slot files as entries that are
 // not queue files and moves them to quarantine: nothing is lost (the
 // files are kept whole), but messages in slots are not delivered until an
-// operator acts, and the log is noisy; drain the queue before going back.
+// operator acts, the log is noisy, and finished messages (whose slots
+// only the free table marks) land in quarantine too; drain the queue
+// before going back. It ignores Dir/slotfree.
 //
 // # fsync points
 //
 //   - Enqueue into a slot: the slot file, once (plus the directory if the
 //     slot file was created by this call).
-//   - Enqueue otherwise: the temp file (header, body, first record) is fsynced by the
-//     calling goroutine; then it is renamed to msg/ID and the msg directory
+//   - Enqueue otherwise: the temp file (header, body, first record) is
+//     fsynced by the calling goroutine; then it is renamed to msg/ID and the msg directory
 //     is fsynced; Enqueue returns after that directory fsync. The
 //     directory fsync is shared (group commit): a committer goroutine
 //     serves every request that arrived while its previous fsync ran with
@@ -129,8 +146,9 @@
 //   - Report, Hold, Unhold, Requeue, SetAttr, Delete: one record appended
 //     and the file fsynced (a compaction adds a rewrite and a directory
 //     fsync through the committer).
-//   - Report that leaves no recipient pending, Delete: a slot gets the free
-//     header, fsynced (see Slot files).
+//   - Report that leaves no recipient pending, Delete, for a message in a
+//     slot: its free table entry is written, and the table fsynced (group
+//     commit; see Slot files).
 //   - Report that leaves no recipient pending: the file is unlinked, or
 //     renamed to a spare name (.tmp-spare-N), and the directory fsynced
 //     (group commit), so a finished message never returns; no final
@@ -181,12 +199,14 @@
 //     files. One holding a message with a pending recipient is loaded
 //     under the ID of its records (the file name is not an ID); if that
 //     ID is already taken by another file, a copy of the slot goes to
-//     quarantine (logged at error level) and the slot is freed. A slot
-//     whose header is free is fsynced (the marker may not have been
-//     durable yet); one whose message is finished, or whose content fails
-//     a check (a write a crash interrupted: never acknowledged), is given
-//     the free header and fsynced, logged at info or warning level, not
-//     quarantined. A slot whose header and first record belong together
+//     quarantine (logged at error level) and the slot is freed. The free
+//     table is read (and fsynced: an entry written just before a crash
+//     may not have been durable yet) before the slots; a slot whose
+//     message the table names is free. A slot whose header is free is
+//     fsynced for the same reason; one whose message is finished by its
+//     records, or whose content fails a check (a write a crash
+//     interrupted: never acknowledged), is given the free header and
+//     fsynced, logged at info or warning level, not quarantined. A slot whose header and first record belong together
 //     but whose later records are damaged (not what a crash does) is
 //     copied to quarantine first. A torn last record is dropped as below;
 //   - .tmp-* files are removed: they were never acknowledged;

@@ -92,6 +92,11 @@ type Queue struct {
 	lastMicros int64
 
 	syncCh chan chan error
+	// freeF is the slot free table (see slot.go), freeCh its committer's
+	// requests; freed the seeds it holds, by slot number (guarded by mu).
+	freeF  *os.File
+	freeCh chan chan error
+	freed  map[int]uint32
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
@@ -193,6 +198,8 @@ func Open(opts Options) (*Queue, error) {
 		slotNames: map[string]bool{},
 		changed:   make(chan struct{}),
 		syncCh:    make(chan chan error, 1024),
+		freeCh:    make(chan chan error, 1024),
+		freed:     map[int]uint32{},
 		stop:      make(chan struct{}),
 	}
 	for _, d := range []string{q.dir, q.msgDir, q.qDir} {
@@ -208,7 +215,13 @@ func Open(opts Options) (*Queue, error) {
 		q.lockF.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
+	if err := q.openFreeTable(); err != nil {
+		q.dirF.Close()
+		q.lockF.Close()
+		return nil, fmt.Errorf("queue: %w", err)
+	}
 	if err := q.recover(); err != nil {
+		q.freeF.Close()
 		q.dirF.Close()
 		q.lockF.Close()
 		return nil, err
@@ -216,13 +229,15 @@ func Open(opts Options) (*Queue, error) {
 	// The directories themselves must survive a crash too.
 	for _, d := range []string{q.dir, q.msgDir, q.qDir} {
 		if err := syncPath(d); err != nil {
+			q.freeF.Close()
 			q.dirF.Close()
 			q.lockF.Close()
 			return nil, fmt.Errorf("queue: %w", err)
 		}
 	}
-	q.wg.Add(1)
-	go q.committer()
+	q.wg.Add(2)
+	go q.committer(q.dirF, q.syncCh, &q.dirSyncs)
+	go q.committer(q.freeF, q.freeCh, &q.fileSyncs)
 	return q, nil
 }
 
@@ -247,6 +262,9 @@ func (q *Queue) Close() error {
 	q.spare = nil
 	q.mu.Unlock()
 	err := q.dirF.Close()
+	if err2 := q.freeF.Close(); err == nil {
+		err = err2
+	}
 	if err2 := q.lockF.Close(); err == nil {
 		err = err2
 	}
@@ -362,9 +380,9 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 
 	var m *msg
 	fallback := true
-	if slot, create := q.takeSlot(); slot != "" {
+	if slot, create, avoid := q.takeSlot(); slot != "" {
 		var err error
-		if m, fallback, err = q.enqueueSlot(slot, create, id, e, body); err != nil {
+		if m, fallback, err = q.enqueueSlot(slot, create, avoid, id, e, body); err != nil {
 			return "", err
 		}
 		if m != nil && m.slot {
@@ -381,7 +399,7 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 		if reuse {
 			flag = os.O_WRONLY
 		}
-		w, err := q.writeFile(tmp, flag, reuse, false, e, body)
+		w, err := q.writeFile(tmp, flag, reuse, false, 0, e, body)
 		if err != nil {
 			os.Remove(tmp)
 			return "", fmt.Errorf("queue: writing %s: %w", id, err)
@@ -434,7 +452,11 @@ type written struct {
 // whole buffer, then its record, and the header last at offset 0 (issue
 // 19: the copy used to write the header, each read of the body and the
 // record separately).
-func (q *Queue) writeFile(path string, flag int, reuse, slot bool, e *Envelope, body io.Reader) (w written, err error) {
+//
+// A slot message whose first record's checksum equals avoid (the seed the
+// free table holds for that slot) is written with the ordinary header
+// too: recovery would take it for the finished message.
+func (q *Queue) writeFile(path string, flag int, reuse, slot bool, avoid uint32, e *Envelope, body io.Reader) (w written, err error) {
 	f, err := openFile(path, flag, 0o600)
 	if err != nil {
 		return w, err
@@ -477,7 +499,7 @@ func (q *Queue) writeFile(path string, flag int, reuse, slot bool, e *Envelope, 
 	}
 	flags := scan.flags()
 	hdr := encodeHeader(size, crc, flags)
-	if slot && size <= q.opts.slotMaxBody {
+	if slot && size <= q.opts.slotMaxBody && binary.LittleEndian.Uint32(rec[4:]) != avoid {
 		w.slot, w.seed = true, binary.LittleEndian.Uint32(rec[4:])
 		hdr = encodeSlotHeader(size, crc, flags, w.seed)
 	}

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -22,8 +23,9 @@ import (
 // is the one whose checksum the header carries; later records are checked
 // with a CRC seeded by that checksum. Whatever a crash tore out of an
 // overwrite (any mix of old and new sectors) therefore fails one of these
-// checks unless it is exactly the new message, and the old message was
-// marked free (free header fsynced) before the slot was handed out.
+// checks unless it is exactly the new message, or it is the old message,
+// which the free table (fsynced) named finished before the slot was
+// handed out. See the package documentation.
 const (
 	slotPrefix = "slot-"
 
@@ -36,6 +38,95 @@ const (
 )
 
 func slotName(i int) string { return fmt.Sprintf("%s%03d", slotPrefix, i) }
+
+// slotIndex is the number in a slot file's name (path or name), or -1.
+func slotIndex(path string) int {
+	name := filepath.Base(path)
+	if !isSlotName(name) {
+		return -1
+	}
+	i, err := strconv.Atoi(name[len(slotPrefix):])
+	if err != nil || i >= maxSlotIndex {
+		return -1
+	}
+	return i
+}
+
+// The free table (Dir/slotfree) marks slot messages finished: entry i
+// (16 bytes at offset 16·i: "PHQF", u32 LE slot number i, u32 LE seed,
+// u32 LE CRC-32C of the 12 bytes before it) says that the message with
+// that seed in slot i is finished. Writing an entry and fsyncing the
+// table (group commit: one fsync serves every finish that arrived while
+// the previous one ran) is how Report and Delete finish a slot message;
+// recovery frees a slot whose message has the seed its entry names.
+// Entries never cross a 512-byte sector, and an entry that was durable
+// stays so: a later write to its sector carries it along.
+const (
+	freeTableName  = "slotfree"
+	freeEntrySize  = 16
+	freeEntryMagic = "PHQF"
+	maxSlotIndex   = 1 << 16
+)
+
+func encodeFreeEntry(i int, seed uint32) []byte {
+	b := make([]byte, freeEntrySize)
+	copy(b, freeEntryMagic)
+	binary.LittleEndian.PutUint32(b[4:], uint32(i))
+	binary.LittleEndian.PutUint32(b[8:], seed)
+	binary.LittleEndian.PutUint32(b[12:], crc32.Checksum(b[:12], castagnoli))
+	return b
+}
+
+// openFreeTable opens (creating) the free table and reads its entries
+// into q.freed. Open fsyncs the spool directory afterwards, and recovery
+// fsyncs the table once: an entry recovery relies on must be durable.
+func (q *Queue) openFreeTable() error {
+	f, err := os.OpenFile(filepath.Join(q.dir, freeTableName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxSlotIndex*freeEntrySize))
+	if err != nil {
+		f.Close()
+		return err
+	}
+	for i := 0; (i+1)*freeEntrySize <= len(data); i++ {
+		b := data[i*freeEntrySize : (i+1)*freeEntrySize]
+		if string(b[:4]) == freeEntryMagic && binary.LittleEndian.Uint32(b[4:]) == uint32(i) &&
+			binary.LittleEndian.Uint32(b[12:]) == crc32.Checksum(b[:12], castagnoli) {
+			q.freed[i] = binary.LittleEndian.Uint32(b[8:])
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	q.freeF = f
+	return nil
+}
+
+// freedSeed reports whether seed is the one the free table holds for the
+// slot at path.
+func (q *Queue) freedSeed(path string, seed uint32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s, ok := q.freed[slotIndex(path)]
+	return ok && s == seed
+}
+
+// writeFreed makes the free table say that the message with seed in slot
+// i is finished, durably.
+func (q *Queue) writeFreed(i int, seed uint32) error {
+	if i < 0 {
+		return errors.New("not a slot")
+	}
+	if _, err := q.freeF.WriteAt(encodeFreeEntry(i, seed), int64(i)*freeEntrySize); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	q.freeCh <- done
+	return <-done
+}
 
 // isSlotName reports whether name is a slot file's name ("slot-" and
 // digits); queue IDs never contain "-".
@@ -54,25 +145,27 @@ func isSlotName(name string) bool {
 
 // takeSlot returns a free slot to overwrite, or the path of a slot file
 // to create (create true: fewer than the limit exist), or "" if every
-// slot is in use.
-func (q *Queue) takeSlot() (path string, create bool) {
+// slot is in use; and the seed the free table holds for it (0 if none),
+// which the new message must not have.
+func (q *Queue) takeSlot() (path string, create bool, avoid uint32) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if n := len(q.slotFree); n > 0 {
 		p := q.slotFree[n-1]
 		q.slotFree = q.slotFree[:n-1]
-		return p, false
+		return p, false, q.freed[slotIndex(p)]
 	}
 	if len(q.slotNames) >= q.opts.maxSlots {
-		return "", false
+		return "", false, 0
 	}
-	for i := 0; ; i++ {
+	for i := 0; i < maxSlotIndex; i++ {
 		name := slotName(i)
 		if !q.slotNames[name] {
 			q.slotNames[name] = true
-			return filepath.Join(q.msgDir, name), true
+			return filepath.Join(q.msgDir, name), true, q.freed[i]
 		}
 	}
+	return "", false, 0
 }
 
 // forgetSlot drops a slot name whose file is gone (unlinked or renamed
@@ -90,12 +183,12 @@ func (q *Queue) forgetSlot(path string) {
 // that cannot be opened is taken out of use (its name stays taken, so it
 // is neither handed out nor created again) and fallback is true: the
 // caller writes an ID-named file instead.
-func (q *Queue) enqueueSlot(path string, create bool, id string, e *Envelope, body io.Reader) (m *msg, fallback bool, err error) {
+func (q *Queue) enqueueSlot(path string, create bool, avoid uint32, id string, e *Envelope, body io.Reader) (m *msg, fallback bool, err error) {
 	flag := os.O_WRONLY
 	if create {
 		flag |= os.O_CREATE | os.O_EXCL
 	}
-	w, err := q.writeFile(path, flag, !create, true, e, body)
+	w, err := q.writeFile(path, flag, !create, true, avoid, e, body)
 	if err != nil && !w.opened {
 		q.log.Error("queue: slot file cannot be opened; not used until restart", "file", path, "err", err)
 		return nil, true, nil
@@ -174,16 +267,27 @@ func markFree(path string, q *Queue) error {
 	return f.Close()
 }
 
-// freeSlot ends a finished (or deleted) message held in a slot: the free
-// header is written and fsynced, so the message cannot come back, and
-// only then is the slot handed to Enqueue again — once no BodyReader has
-// it open (doneReading hands it over then). If the header cannot be
-// written the file is removed instead (directory fsynced).
+// freeSlot ends a finished (or deleted) message held in a slot: its
+// entry in the free table is written and the table fsynced (group
+// commit), so the message cannot come back, and only then is the slot
+// handed to Enqueue again — once no BodyReader has it open (doneReading
+// hands it over then). If the table cannot be written, the slot gets the
+// free header (fsynced); if that fails too, the file is removed
+// (directory fsynced).
 func (q *Queue) freeSlot(m *msg) error {
 	q.mu.Lock()
 	m.removing = true
 	q.mu.Unlock()
-	err := markFree(m.path, q)
+	i := slotIndex(m.path)
+	err := q.writeFreed(i, m.seed)
+	if err == nil {
+		q.mu.Lock()
+		q.freed[i] = m.seed
+		q.mu.Unlock()
+	} else {
+		q.log.Error("queue: could not write the slot free table; marking the slot itself", "queue_id", m.id, "err", err)
+		err = markFree(m.path, q)
+	}
 	if err != nil {
 		q.log.Error("queue: could not mark slot free; removing it", "queue_id", m.id, "file", m.path, "err", err)
 		if err = os.Remove(m.path); err == nil || errors.Is(err, os.ErrNotExist) {
@@ -222,6 +326,7 @@ func (q *Queue) loadSlot(name string, buf []byte) (*msg, error) {
 		return m, nil
 	}
 	switch why {
+	case whyTable:
 	case "":
 		err = syncPath(path)
 	default:
@@ -236,9 +341,13 @@ func (q *Queue) loadSlot(name string, buf []byte) (*msg, error) {
 	return nil, nil
 }
 
-// readSlot decodes a slot file. It returns the message (truncating a torn
-// last record), or nil and why the slot is free ("" if marked free); err
-// only for a file it cannot read.
+// whyTable: readSlot found a message the free table says is finished.
+const whyTable = "finished (free table)"
+
+// readSlot decodes a slot file at recovery. It returns the message
+// (truncating a torn last record), or nil and why the slot is free (""
+// if it has the free header, whyTable); err only for a file it cannot
+// read. It reads q.freed without the lock: recovery does not change it.
 func (q *Queue) readSlot(path string, buf []byte) (*msg, string, error) {
 	f, err := openMsgFile(path)
 	if err != nil {
@@ -263,6 +372,8 @@ func (q *Queue) readSlot(path string, buf []byte) (*msg, string, error) {
 	if n < headerSize || string(buf[:8]) != slotMagic {
 		return nil, "no slot header", nil
 	}
+	// The slot's message may be one the free table says is finished.
+	freedSeed, freed := q.freed[slotIndex(path)]
 	bodyLen, _, _, err := decodeHeader(buf[:headerSize])
 	if err != nil {
 		return nil, err.Error(), nil
@@ -299,6 +410,9 @@ func (q *Queue) readSlot(path string, buf []byte) (*msg, string, error) {
 		return nil, "body checksum mismatch", nil
 	}
 	id := d.env.ID
+	if freed && d.seed == freedSeed {
+		return nil, whyTable, nil
+	}
 	finished := d.deleted
 	if !finished {
 		finished = true

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,23 @@ func headerMagic(t testing.TB, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// slotFreed reports whether the free table says the message now in the
+// slot at path is finished.
+func slotFreed(t testing.TB, q *Queue, p string) bool {
+	t.Helper()
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw[:8]) == freeMagic {
+		return true
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s, ok := q.freed[slotIndex(p)]
+	return ok && string(raw[:8]) == slotMagic && s == binary.LittleEndian.Uint32(raw[24:])
 }
 
 func slotFiles(t testing.TB, dir string) []string {
@@ -91,10 +109,10 @@ func TestSlotLifecycle(t *testing.T) {
 	}
 	d0, f0 := q.dirSyncs.Load(), q.fileSyncs.Load()
 	deliver(t, q, a.ID)
-	if m := headerMagic(t, pa); m != freeMagic {
-		t.Fatalf("after delivery the slot header is %q", m)
+	if !slotFreed(t, q, pa) {
+		t.Fatal("after delivery the slot is not marked free")
 	}
-	// The free header was fsynced before Report returned (and so before
+	// The free table was fsynced before Report returned (and so before
 	// the slot could be handed out again).
 	if d, f := q.dirSyncs.Load()-d0, q.fileSyncs.Load()-f0; d != 0 || f != 1 {
 		t.Errorf("delivery from a slot: %d directory and %d file fsyncs, want 0 and 1", d, f)
@@ -128,8 +146,8 @@ func TestSlotLifecycle(t *testing.T) {
 	if err := q.Delete(cc.ID); err != nil {
 		t.Fatal(err)
 	}
-	if m := headerMagic(t, pc); m != freeMagic {
-		t.Fatalf("after Delete the slot header is %q", m)
+	if !slotFreed(t, q, pc) {
+		t.Fatal("after Delete the slot is not marked free")
 	}
 	q.Close()
 
@@ -267,8 +285,13 @@ func TestSlotCompaction(t *testing.T) {
 		t.Fatalf("after reopen: %+v %v", env, err)
 	}
 	deliver(t, q, a.ID)
-	if headerMagic(t, pa) != freeMagic {
+	if !slotFreed(t, q, pa) {
 		t.Fatal("compacted slot not freed")
+	}
+	q.Close()
+	q = open(t, dir, nil, withSlots(1))
+	if n := len(q.List()); n != 0 {
+		t.Fatalf("%d messages after reopen", n)
 	}
 }
 
@@ -336,6 +359,15 @@ type tornPair struct {
 	newID    string
 	newBody  []byte
 	newRcpts int
+	oldSeed  uint32 // A's seed, which the free table holds for the slot
+}
+
+// withFreeHeader is the pair with A's slot marked free by its header
+// (as recovery marks slots) instead of by the free table.
+func (p tornPair) withFreeHeader() tornPair {
+	p.old = slices.Clone(p.old)
+	copy(p.old, freeHeader)
+	return p
 }
 
 // makeTornPair enqueues message A (body of lenA bytes) into a one-slot
@@ -370,6 +402,9 @@ func makeTornPair(t *testing.T, r *rand.Rand, lenA, lenB int) tornPair {
 		t.Fatalf("slots %v", p)
 	}
 	old, _ := os.ReadFile(p[0])
+	if !slotFreed(t, q, p[0]) {
+		t.Fatal("A's slot not marked free")
+	}
 	nb := rnd(lenB)
 	envB := &Envelope{From: "new@x", Recipients: []*Recipient{{Addr: "c@x"}}}
 	if r.IntN(3) != 0 { // mostly as many recipients (and as long a first record) as A
@@ -383,10 +418,11 @@ func makeTornPair(t *testing.T, r *rand.Rand, lenA, lenB int) tornPair {
 	}
 	nw, _ := os.ReadFile(p[0])
 	q.Close()
-	if string(old[:8]) != freeMagic || string(nw[:8]) != slotMagic {
+	if string(old[:8]) != slotMagic || string(nw[:8]) != slotMagic {
 		t.Fatalf("magics %q %q", old[:8], nw[:8])
 	}
-	return tornPair{old: old, new: nw, oldID: envA.ID, newID: envB.ID, newBody: nb, newRcpts: len(envB.Recipients)}
+	return tornPair{old: old, new: nw, oldID: envA.ID, newID: envB.ID, newBody: nb, newRcpts: len(envB.Recipients),
+		oldSeed: binary.LittleEndian.Uint32(old[24:])}
 }
 
 // mix builds a file of size bytes whose 512-byte sector i comes from
@@ -417,9 +453,10 @@ func (p tornPair) mix(size int, fromNew func(i int) bool) []byte {
 // leaves of an overwrite, recovery never loads the finished old message
 // and never loads anything but the new message byte for byte; the new
 // message fully written is loaded, the old (free) content is free. Old
-// messages have several records; new ones are shorter, as long, and
-// longer, including lengths that put the new first record where one of
-// the old records starts.
+// messages have several records and were finished through the free
+// table (half of the pairs: by the free header recovery writes); new
+// ones are shorter, as long, and longer, including lengths that put the
+// new first record where one of the old records starts.
 func TestSlotTornOverwrite(t *testing.T) {
 	r := rand.New(rand.NewPCG(19, uint64(os.Getpid())))
 	// Equal lengths of 512k−32 bytes put the first record at a sector
@@ -471,6 +508,11 @@ func TestSlotTornOverwrite(t *testing.T) {
 	}
 	for pi, l := range lens {
 		p := makeTornPair(t, r, l[0], l[1])
+		q.freed[900] = p.oldSeed
+		if pi%2 == 1 {
+			p = p.withFreeHeader()
+			delete(q.freed, 900)
+		}
 		sectors := (max(len(p.old), len(p.new)) + 511) / 512
 		sizes := []int{len(p.new)}
 		if len(p.old) != len(p.new) {
@@ -524,12 +566,13 @@ func TestSlotTornOverwrite(t *testing.T) {
 			dir := t.TempDir()
 			os.MkdirAll(filepath.Join(dir, msgDirName), 0o700)
 			os.WriteFile(filepath.Join(dir, msgDirName, "slot-000"), data, 0o600)
+			os.WriteFile(filepath.Join(dir, freeTableName), encodeFreeEntry(0, p.oldSeed), 0o600)
 			q := open(t, dir, nil)
 			l := q.List()
 			switch {
 			case len(l) == 0:
-				if m := headerMagic(t, filepath.Join(dir, msgDirName, "slot-000")); m != freeMagic {
-					t.Fatalf("a free slot was left with header %q", m)
+				if !slotFreed(t, q, filepath.Join(dir, msgDirName, "slot-000")) {
+					t.Fatal("a free slot was left unmarked")
 				}
 			case len(l) == 1 && l[0].ID == p.newID && body(t, q, p.newID) == string(p.newBody):
 			default:
@@ -601,5 +644,35 @@ func TestSlotDamagedRecord(t *testing.T) {
 	}
 	if headerMagic(t, pa) != freeMagic {
 		t.Fatal("slot not freed")
+	}
+}
+
+// TestSlotSeedCollision: a message whose seed is the one the free table
+// holds for its slot (recovery would take it for the finished message)
+// is written as an ID-named file instead.
+func TestSlotSeedCollision(t *testing.T) {
+	c := newClock()
+	mk := func() *Envelope {
+		return &Envelope{ID: "8E75AAAAAAAAAAAA", From: "f@x", Recipients: []*Recipient{{Addr: "a@x"}}}
+	}
+	q1 := open(t, t.TempDir(), c, withSlots(1))
+	e1 := mk()
+	if _, err := q1.Enqueue(e1, strings.NewReader("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := pathOf(t, q1, e1.ID)
+	raw, _ := os.ReadFile(p1)
+	q1.Close()
+	dir := t.TempDir()
+	q2 := open(t, dir, c, withSlots(1))
+	q2.mu.Lock()
+	q2.freed[0] = binary.LittleEndian.Uint32(raw[24:])
+	q2.mu.Unlock()
+	e2 := mk()
+	if _, err := q2.Enqueue(e2, strings.NewReader("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if p2, slot := pathOf(t, q2, e2.ID); slot || p2 != filepath.Join(dir, msgDirName, e2.ID) {
+		t.Fatalf("message with the freed seed in %s (slot %v)", p2, slot)
 	}
 }
