@@ -58,7 +58,7 @@ func BenchmarkEnqueue10KParallel(b *testing.B) {
 }
 
 // BenchmarkEnqueueDeliver10K enqueues 10 KiB messages from 20 goroutines
-// while eight deliverers lease each one, read its body and report it
+// while twenty deliverers (the daemon's default number of workers) lease each one, read its body and report it
 // delivered, so slots (or spare files) are freed and reused as in the
 // daemon. msgs/s counts messages enqueued and delivered.
 func BenchmarkEnqueueDeliver10K(b *testing.B) {
@@ -73,7 +73,7 @@ func benchEnqueueDeliver(b *testing.B, slots int) {
 	defer cancel()
 	var delivered atomic.Int64
 	var wg sync.WaitGroup
-	for range 8 {
+	for range 20 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
