@@ -124,6 +124,17 @@
 // over the slot's name, directory fsynced) work on slots as on ID-named
 // files.
 //
+// A message in a slot that is reported with a recipient still pending
+// (deferred: it waits for a later attempt, perhaps for days) leaves its
+// slot, so that waiting mail does not take the pool new mail is
+// acknowledged fast in: its body and the new state are written to
+// msg/.tmp-ID-unslot, fsynced, renamed to msg/ID and the directory
+// fsynced, and from then on it is an ID-named file; then its slot is
+// finished as above. A crash in between leaves the message in both:
+// recovery loads the ID-named file (the newer state) and frees the slot
+// holding the same ID and body, without quarantining it. If the move
+// fails, the record is appended in the slot instead.
+//
 // An older posthorn (before slots) treats slot files as entries that are
 // not queue files and moves them to quarantine: nothing is lost (the
 // files are kept whole), but messages in slots are not delivered until an
@@ -149,6 +160,9 @@
 //   - Report that leaves no recipient pending, Delete, for a message in a
 //     slot: its free table entry is written, and the table fsynced (group
 //     commit; see Slot files).
+//   - Report that leaves a recipient pending, for a message in a slot: the
+//     message's new file (body and record), the directory (group commit),
+//     then the free table entry of the slot it left (group commit).
 //   - Report that leaves no recipient pending: the file is unlinked, or
 //     renamed to a spare name (.tmp-spare-N), and the directory fsynced
 //     (group commit), so a finished message never returns; no final
@@ -198,8 +212,10 @@
 //   - slot files are read completely and checked as described under Slot
 //     files. One holding a message with a pending recipient is loaded
 //     under the ID of its records (the file name is not an ID); if that
-//     ID is already taken by another file, a copy of the slot goes to
-//     quarantine (logged at error level) and the slot is freed. The free
+//     ID is already taken by an ID-named file with the same body (the
+//     message left the slot, see Slot files), the slot is freed; if it is
+//     taken otherwise, a copy of the slot goes to quarantine (logged at
+//     error level) and the slot is freed. The free
 //     table is read (and fsynced: an entry written just before a crash
 //     may not have been durable yet) before the slots; a slot whose
 //     message the table names is free. A slot whose header is free is

@@ -230,7 +230,18 @@ func (q *Queue) report(id string, results []Result, release bool) error {
 	} else {
 		var rec []byte
 		if rec, err = encodeEnvelopeRecord(env); err == nil {
-			err = q.appendRecord(m, rec)
+			moved := false
+			if m.slot {
+				// Waiting for a later attempt: not in a slot (see leaveSlot).
+				if lerr := q.leaveSlot(m, rec); lerr != nil {
+					q.log.Warn("queue: message stays in its slot", "queue_id", id, "err", lerr)
+				} else {
+					moved = true
+				}
+			}
+			if !moved {
+				err = q.appendRecord(m, rec)
+			}
 		}
 	}
 	if err != nil {

@@ -116,6 +116,7 @@ type Queue struct {
 
 	fileSyncs, dirSyncs atomic.Int64 // for tests and benchmarks
 	slotEnqueues        atomic.Int64 // Enqueues that went into a slot
+	leftSlots           atomic.Int64 // deferred messages moved out of their slot
 }
 
 // msg is the in-memory state of one queued message.
@@ -137,7 +138,7 @@ type msg struct {
 	// guarded by Queue.mu:
 	env       *Envelope // never handed out; replaced, not mutated, by writers
 	readers   int       // open BodyReaders: the file must not be reused
-	slotWait  bool      // slot freed while read: hand it over when readers is 0
+	slotWait  string    // a slot freed while read: handed over when readers is 0
 	removing  bool      // finished: its file is being removed or reused
 	leased    bool
 	deleted   bool // Delete while leased: remove when the lease ends
@@ -564,9 +565,9 @@ func (b *BodyReader) Close() error {
 func (q *Queue) doneReading(m *msg) {
 	q.mu.Lock()
 	m.readers--
-	if m.readers == 0 && m.slotWait {
-		m.slotWait = false
-		q.slotFree = append(q.slotFree, m.path)
+	if m.readers == 0 && m.slotWait != "" {
+		q.slotFree = append(q.slotFree, m.slotWait)
+		m.slotWait = ""
 	}
 	q.mu.Unlock()
 }

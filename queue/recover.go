@@ -127,9 +127,23 @@ func (q *Queue) recover() error {
 	}
 	for _, i := range slotted {
 		m := results[i].m
+		if o := q.msgs[m.id]; o != nil && !o.slot && o.bodyLen == m.bodyLen && o.bodyCRC == m.bodyCRC {
+			// The message was moved out of this slot into its own file
+			// (leaveSlot) and a crash came before the slot's end was
+			// durable: the file has the newer state.
+			if err := markFree(m.path, q); err != nil {
+				q.log.Error("queue: slot a message left could not be freed; left alone", "file", m.path, "err", err)
+				continue
+			}
+			q.log.Info("queue: freed slot of a message that had moved to its own file", "queue_id", m.id, "file", m.path)
+			q.slotFree = append(q.slotFree, m.path)
+			continue
+		}
 		if q.msgs[m.id] != nil {
-			// Cannot happen unless the spool was tampered with: keep a copy
-			// of the slot for the operator, and use the slot again.
+			// Cannot happen unless the spool was tampered with (or a
+			// message that left its slot differs from the slot's copy):
+			// keep a copy of the slot for the operator, and use the slot
+			// again.
 			err := q.quarantineCopy(m.path, m.id, fmt.Errorf("queue ID %s is already taken by %s", m.id, q.msgs[m.id].path))
 			if err == nil {
 				err = markFree(m.path, q)

@@ -299,13 +299,103 @@ func (q *Queue) freeSlot(m *msg) error {
 		}
 		return nil
 	}
+	q.handOver(m, m.path)
+	return nil
+}
+
+// handOver gives a slot whose end is durable back to Enqueue, or, while
+// a BodyReader of message m (which was in it) is open, once the last one
+// is closed.
+func (q *Queue) handOver(m *msg, path string) {
 	q.mu.Lock()
 	if m.readers == 0 {
-		q.slotFree = append(q.slotFree, m.path)
+		q.slotFree = append(q.slotFree, path)
 	} else {
-		m.slotWait = true
+		m.slotWait = path
 	}
 	q.mu.Unlock()
+}
+
+// leaveSlot moves a message that is to wait for a later attempt out of
+// its slot, so that deferred mail does not hold the slots that new mail
+// is acknowledged fast in: its body and the record rec (its new state)
+// are written to msg/.tmp-ID-unslot, fsynced, renamed to msg/ID and the
+// directory fsynced; from then on it is an ID-named message, and the
+// slot is ended like a delivered message's (free table) and handed over.
+// A crash before the slot's end is durable leaves the message in both
+// files: recovery keeps the ID-named one (it has the newer state) and
+// frees the slot, since it holds the same ID and body. On an error
+// before the rename is durable nothing has changed: the caller appends
+// rec to the slot instead. m.io must be held.
+func (q *Queue) leaveSlot(m *msg, rec []byte) error {
+	slotPath, seed := m.path, m.seed
+	dst := filepath.Join(q.msgDir, m.id)
+	tmp := filepath.Join(q.msgDir, tmpPrefix+m.id+"-unslot")
+	renamed := false
+	err := func() error {
+		src, err := openMsgFile(slotPath)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		f, err := openFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.Write(encodeHeader(m.bodyLen, m.bodyCRC, m.flags)); err != nil {
+			return err
+		}
+		// A section of the slot file and a file: copy_file_range where
+		// the kernel can.
+		if _, err := io.Copy(f, io.NewSectionReader(src, headerSize, m.bodyLen)); err != nil {
+			return err
+		}
+		if _, err := f.Write(rec); err != nil {
+			return err
+		}
+		if err := q.fsync(f); err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := rename(tmp, dst); err != nil {
+			return err
+		}
+		renamed = true
+		return q.syncDir()
+	}()
+	if err != nil {
+		os.Remove(tmp)
+		if renamed {
+			// Not known to be durable, and the slot stays the message's
+			// file: the copy must not outlive it with an older state.
+			os.Remove(dst)
+			q.syncDir()
+		}
+		return fmt.Errorf("queue: moving %s out of its slot: %w", m.id, err)
+	}
+	q.mu.Lock()
+	m.path, m.slot, m.seed = dst, false, 0
+	m.validLen = headerSize + m.bodyLen + int64(len(rec))
+	m.recBytes = int64(len(rec))
+	q.mu.Unlock()
+	q.leftSlots.Add(1)
+
+	i := slotIndex(slotPath)
+	if err := q.writeFreed(i, seed); err == nil {
+		q.mu.Lock()
+		q.freed[i] = seed
+		q.mu.Unlock()
+	} else if err := markFree(slotPath, q); err != nil {
+		// The message is safe in its own file; the slot still holds an
+		// older copy of it, which recovery would set aside (same ID).
+		q.log.Error("queue: could not free the slot a message left; not used until restart",
+			"queue_id", m.id, "file", slotPath, "err", err)
+		return nil
+	}
+	q.handOver(m, slotPath)
 	return nil
 }
 
