@@ -45,7 +45,8 @@ func crashBody(id string) []byte {
 }
 
 // crashChild enqueues in a loop and prints each ID once Enqueue has
-// returned, while other goroutines lease, defer and hold messages so the
+// returned, while other goroutines lease (more slowly), defer (the
+// message leaves its slot) and hold messages so the
 // kill also lands in journal appends, and deliver every third one (its
 // slot is marked free, or its file becomes a spare, and later Enqueues
 // overwrite it), printing "R ID"
@@ -63,6 +64,13 @@ func crashChild(dir string) {
 	for range 4 {
 		go func() {
 			for {
+				// Bursts: no Enqueue for 25 ms of every 60, so that slots
+				// deliveries free also sit free (not yet reused) at the
+				// kill, and a backlog fills the slots in between.
+				if time.Now().UnixMilli()%60 < 25 {
+					time.Sleep(time.Millisecond)
+					continue
+				}
 				id := q.NewID()
 				env := &Envelope{ID: id, From: "crash@example.org",
 					Recipients: []*Recipient{{Addr: "a@x"}, {Addr: "b@x"}}}
@@ -94,6 +102,10 @@ func crashChild(dir string) {
 				if err != nil {
 					os.Exit(4)
 				}
+				// Deliver more slowly than messages come in: a deferred
+				// message leaves its slot, so only a backlog of fresh ones
+				// keeps slots in use at the kill.
+				time.Sleep(time.Duration(rand.IntN(4000)) * time.Microsecond)
 				if n%21 == i {
 					q.Hold(env.ID)
 					q.SetAttr(env.ID, "crash.n", fmt.Sprint(n))
