@@ -107,8 +107,13 @@ func crashChild(dir string) {
 				// keeps slots in use at the kill.
 				time.Sleep(time.Duration(rand.IntN(4000)) * time.Microsecond)
 				if n%21 == i {
+					// Held, it is not leased again, and stays where it is
+					// (in its slot, if it is in one): slots are in use at
+					// every kill.
 					q.Hold(env.ID)
 					q.SetAttr(env.ID, "crash.n", fmt.Sprint(n))
+					q.Release(env.ID)
+					continue
 				}
 				if n%3 == 0 {
 					out.Lock()

@@ -168,6 +168,15 @@ func (q *Queue) takeSlot() (path string, create bool, avoid uint32) {
 	return "", false, 0
 }
 
+// takeSlotFor is takeSlot for a body that fits a slot (small), and
+// nothing for one that does not.
+func (q *Queue) takeSlotFor(small bool) (path string, create bool, avoid uint32) {
+	if !small {
+		return "", false, 0
+	}
+	return q.takeSlot()
+}
+
 // forgetSlot drops a slot name whose file is gone (unlinked or renamed
 // to a message's ID).
 func (q *Queue) forgetSlot(path string) {
@@ -177,8 +186,10 @@ func (q *Queue) forgetSlot(path string) {
 }
 
 // enqueueSlot writes message e into slot path and returns its in-memory
-// state. A body longer than slotMaxBody is finished as the ID-named file
-// msg/ID instead (renamed, directory fsynced). A created slot's directory
+// state. Enqueue hands it only bodies of up to slotMaxBody; one whose
+// first record's checksum is avoid (see writeFile) is finished as the
+// ID-named file msg/ID instead (renamed, directory fsynced). A created
+// slot's directory
 // entry is fsynced before the message counts as written. A slot file
 // that cannot be opened is taken out of use (its name stays taken, so it
 // is neither handed out nor created again) and fallback is true: the

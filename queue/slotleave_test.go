@@ -218,3 +218,36 @@ func TestSlotLeftWhileRead(t *testing.T) {
 	}
 	q.Close()
 }
+
+// TestSlotSizeDecidedFirst: Enqueue knows a body's size before it picks a
+// file: a body of exactly slotMaxBody goes into the free slot, one byte
+// more goes to an ID-named file and leaves the free slot alone (no slot
+// file renamed away and created anew per large message), both byte for
+// byte.
+func TestSlotSizeDecidedFirst(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 50 << 10
+	q := open(t, dir, nil, withSlots(1), func(o *Options) { o.slotMaxBody = limit })
+	first := enqueue(t, q, "Subject: first\r\n\r\nx\r\n", "a@x")
+	ps, _ := pathOf(t, q, first.ID)
+	deliver(t, q, first.ID)
+	for _, n := range []int{limit + 1, 3 * limit, limit, limit + 1} {
+		bodyN := strings.Repeat("y", n)
+		m := enqueue(t, q, bodyN, "b@x")
+		p, slot := pathOf(t, q, m.ID)
+		if want := n <= limit; slot != want || slot && p != ps {
+			t.Fatalf("%d-byte body in %s (slot %v, want %v)", n, p, slot, want)
+		}
+		if got := slotFiles(t, dir); len(got) != 1 || got[0] != filepath.Base(ps) {
+			t.Fatalf("%d-byte body: slot files %v", n, got)
+		}
+		if !slot && !slices.Contains(freeSlots(q), ps) {
+			t.Fatalf("%d-byte body: the free slot is no longer free", n)
+		}
+		if body(t, q, m.ID) != bodyN {
+			t.Fatalf("%d-byte body differs", n)
+		}
+		deliver(t, q, m.ID)
+	}
+	q.Close()
+}
