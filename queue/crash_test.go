@@ -30,8 +30,8 @@ func TestMain(m *testing.M) {
 }
 
 // crashBody is the content the crash child enqueues under id: 1 to ~300
-// KiB of bytes derived from the ID (bodies past 256 KiB leave their slot
-// as ID-named files).
+// KiB of bytes derived from the ID (bodies past 128 KiB do not go into a
+// slot: ID-named files).
 func crashBody(id string) []byte {
 	h := fnv.New64a()
 	h.Write([]byte(id))

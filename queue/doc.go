@@ -107,7 +107,7 @@
 // At most 128 slot files exist; a new one is created (O_EXCL, written,
 // fsynced, directory fsynced before Enqueue returns) only while fewer do.
 // When every slot holds a message, Enqueue writes an ID-named file as
-// described below. Enqueue reads the first 256 KiB + 1 byte of a body
+// described below. Enqueue reads the first 128 KiB + 1 byte of a body
 // before it picks a file: a longer body never goes into a slot (an
 // ID-named file, a spare's blocks reused), so recovery's full read of the
 // slots stays bounded, and large messages do not use up slot names (a
@@ -237,7 +237,7 @@
 //
 // Bodies of ID-named files are not checksummed at Open (that would read
 // the whole spool); Verify checks one on demand. Slots are (at most 128
-// bodies of up to 256 KiB). Eight goroutines read and decode the files
+// bodies of up to 128 KiB). Eight goroutines read and decode the files
 // (one open, one read of up to 16 KiB and one close for a message of up
 // to ~15 KiB); the results are applied in directory order. Every change
 // recovery makes (remove, truncate, move to quarantine) is idempotent, so

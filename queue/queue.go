@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -114,9 +113,10 @@ type Queue struct {
 	// are being created. Both guarded by mu.
 	slotFree  []string
 	slotNames map[string]bool
-	// headPool holds Enqueue's buffers for the first slotMaxBody+1 bytes
-	// of a body, which decide whether it goes into a slot.
-	headPool sync.Pool
+	// bufs are Enqueue's buffers: room for the header and the first
+	// slotMaxBody+1 bytes of a body (which decide whether it goes into a
+	// slot), at least 128 KiB.
+	bufs sync.Pool
 
 	fileSyncs, dirSyncs atomic.Int64 // for tests and benchmarks
 	slotEnqueues        atomic.Int64 // Enqueues that went into a slot
@@ -192,7 +192,7 @@ func Open(opts Options) (*Queue, error) {
 	if opts.slotMaxBody <= 0 {
 		opts.slotMaxBody = defaultSlotMaxBody
 	}
-	headLen := int(opts.slotMaxBody) + 1
+	bufLen := max(128<<10, headerSize+int(opts.slotMaxBody)+1)
 	q := &Queue{
 		opts:      opts,
 		log:       opts.Logger,
@@ -203,7 +203,7 @@ func Open(opts Options) (*Queue, error) {
 		inflight:  map[string]bool{},
 		slotNames: map[string]bool{},
 		changed:   make(chan struct{}),
-		headPool:  sync.Pool{New: func() any { b := make([]byte, headLen); return &b }},
+		bufs:      sync.Pool{New: func() any { b := make([]byte, bufLen); return &b }},
 		syncCh:    make(chan chan error, 1024),
 		freeCh:    make(chan chan error, 1024),
 		freed:     map[int]uint32{},
@@ -326,8 +326,6 @@ func (q *Queue) NewID() string {
 	return string(b[:])
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
-
 // Enqueue writes a message durably and returns its queue ID.
 //
 // env.ID is kept if set (it must be a valid, unused ID, normally from
@@ -391,25 +389,19 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 	// blocks reused) and never through a slot, whose name it would take
 	// along (issue 19: at 1 MiB, a new slot file per message cost a
 	// third of the throughput).
-	hp := q.headPool.Get().(*[]byte)
-	defer q.headPool.Put(hp)
-	head := *hp
-	hn, rerr := io.ReadFull(body, head)
-	small := rerr != nil
-	switch rerr {
-	case nil:
-		body = io.MultiReader(bytes.NewReader(head), body)
-	case io.EOF, io.ErrUnexpectedEOF:
-		body = bytes.NewReader(head[:hn])
-	default:
-		return "", fmt.Errorf("queue: writing %s: %w", id, rerr)
+	bp := q.bufs.Get().(*[]byte)
+	defer q.bufs.Put(bp)
+	in, err := readHead(*bp, int(q.opts.slotMaxBody)+1, body)
+	if err != nil {
+		return "", fmt.Errorf("queue: writing %s: %w", id, err)
 	}
+	small := in.eof
 
 	var m *msg
 	fallback := true
 	if slot, create, avoid := q.takeSlotFor(small); slot != "" {
 		var err error
-		if m, fallback, err = q.enqueueSlot(slot, create, avoid, id, e, body); err != nil {
+		if m, fallback, err = q.enqueueSlot(slot, create, avoid, id, e, in); err != nil {
 			return "", err
 		}
 		if m != nil && m.slot {
@@ -426,7 +418,7 @@ func (q *Queue) Enqueue(env *Envelope, body io.Reader) (string, error) {
 		if reuse {
 			flag = os.O_WRONLY
 		}
-		w, err := q.writeFile(tmp, flag, reuse, false, 0, e, body)
+		w, err := q.writeFile(tmp, flag, reuse, false, 0, e, in)
 		if err != nil {
 			os.Remove(tmp)
 			return "", fmt.Errorf("queue: writing %s: %w", id, err)
@@ -469,13 +461,37 @@ type written struct {
 	wrote  bool   // something was written to it (also on error)
 }
 
+// head is the start of a body that Enqueue has read: buf[headerSize:n]
+// holds its first bytes, rest the others (none if eof). buf is the
+// buffer writeFile writes the file from.
+type head struct {
+	buf  []byte
+	n    int
+	rest io.Reader
+	eof  bool // the body ended within buf
+}
+
+// readHead reads up to limit bytes of body into buf behind the room for
+// the header (limit ≤ len(buf)−headerSize).
+func readHead(buf []byte, limit int, body io.Reader) (*head, error) {
+	k, err := io.ReadFull(body, buf[headerSize:headerSize+limit])
+	switch err {
+	case nil:
+		return &head{buf: buf, n: headerSize + k, rest: body}, nil
+	case io.EOF, io.ErrUnexpectedEOF:
+		return &head{buf: buf, n: headerSize + k, eof: true}, nil
+	}
+	return nil, err
+}
+
 // writeFile writes header, body and first envelope record to a file
 // opened with flag, over an existing one if reuse (cut to its new
 // length), and fsyncs it. It sets e.Size. With slot, a body of up to
 // slotMaxBody gets the slot header (see slot.go), a longer one the
-// ordinary header. The body is gathered in a pooled buffer behind room for the header: a
-// message that fits (up to 128 KiB with its record) goes to the file in
-// one write, header and record included; a larger one in writes of the
+// ordinary header. The body is gathered in in's buffer (which already
+// holds its start) behind room for the header: a message that fits (up
+// to the buffer's size with its record) goes to the file in one write,
+// header and record included; a larger one in writes of the
 // whole buffer, then its record, and the header last at offset 0 (issue
 // 19: the copy used to write the header, each read of the body and the
 // record separately).
@@ -483,22 +499,22 @@ type written struct {
 // A slot message whose first record's checksum equals avoid (the seed the
 // free table holds for that slot) is written with the ordinary header
 // too: recovery would take it for the finished message.
-func (q *Queue) writeFile(path string, flag int, reuse, slot bool, avoid uint32, e *Envelope, body io.Reader) (w written, err error) {
+func (q *Queue) writeFile(path string, flag int, reuse, slot bool, avoid uint32, e *Envelope, in *head) (w written, err error) {
 	f, err := openFile(path, flag, 0o600)
 	if err != nil {
 		return w, err
 	}
 	w.opened = true
 	defer f.Close()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	buf := in.buf
 	clear(buf[:headerSize]) // until the real header is known
-	n := headerSize         // buf[:n] is not written yet
-	var off, size int64     // file offset of buf[0]; body bytes read
-	var crc uint32
+	n := in.n               // buf[:n] is not written yet
+	var off int64           // file offset of buf[0]
+	size := int64(n - headerSize)
+	crc := crc32.Update(0, castagnoli, buf[headerSize:n])
 	scan := newDataScan()
-	for {
+	scan.write(buf[headerSize:n])
+	for body := in.rest; !in.eof; {
 		if n == len(buf) {
 			w.wrote = true
 			if _, err := f.Write(buf); err != nil {

@@ -32,9 +32,10 @@ const (
 	// defaultMaxSlots bounds the pool; Enqueue falls back to ID-named
 	// files when every slot is in use.
 	defaultMaxSlots = 128
-	// defaultSlotMaxBody: a longer body leaves its slot as an ID-named
-	// file, so recovery's full read of every slot stays bounded.
-	defaultSlotMaxBody = 256 << 10
+	// defaultSlotMaxBody: a longer body goes to an ID-named file, so
+	// recovery's full read of every slot stays bounded and Enqueue's
+	// buffer (which holds that much before it picks a file) small.
+	defaultSlotMaxBody = 128 << 10
 )
 
 func slotName(i int) string { return fmt.Sprintf("%s%03d", slotPrefix, i) }
@@ -194,12 +195,12 @@ func (q *Queue) forgetSlot(path string) {
 // that cannot be opened is taken out of use (its name stays taken, so it
 // is neither handed out nor created again) and fallback is true: the
 // caller writes an ID-named file instead.
-func (q *Queue) enqueueSlot(path string, create bool, avoid uint32, id string, e *Envelope, body io.Reader) (m *msg, fallback bool, err error) {
+func (q *Queue) enqueueSlot(path string, create bool, avoid uint32, id string, e *Envelope, in *head) (m *msg, fallback bool, err error) {
 	flag := os.O_WRONLY
 	if create {
 		flag |= os.O_CREATE | os.O_EXCL
 	}
-	w, err := q.writeFile(path, flag, !create, true, avoid, e, body)
+	w, err := q.writeFile(path, flag, !create, true, avoid, e, in)
 	if err != nil && !w.opened {
 		q.log.Error("queue: slot file cannot be opened; not used until restart", "file", path, "err", err)
 		return nil, true, nil
