@@ -160,7 +160,18 @@ func main() {
 		for _, w := range ws {
 			maxRcpts = max(maxRcpts, w.rcpts)
 		}
-		sm, err := newSMIME(*smimePlugin, maxRcpts, *smimeKey)
+		plugin := *smimePlugin
+		if plugin != "" {
+			// posthorn runs in its own directory: a relative path would
+			// name a file there.
+			abs, err := filepath.Abs(plugin)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "benchcompare:", err)
+				os.Exit(1)
+			}
+			plugin = abs
+		}
+		sm, err := newSMIME(plugin, maxRcpts, *smimeKey)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "benchcompare:", err)
 			os.Exit(1)
