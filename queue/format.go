@@ -204,6 +204,20 @@ type decoded struct {
 // by a crash while it was being appended).
 func (d *decoded) torn() bool { return d.validLen < d.size }
 
+// finished reports whether a decoded message needs no more delivery: its
+// operator tombstone, or no recipient pending.
+func (d *decoded) finished() bool {
+	if d.deleted {
+		return true
+	}
+	for _, r := range d.env.Recipients {
+		if r.State == Pending {
+			return false
+		}
+	}
+	return true
+}
+
 // decodeMessage parses a message file of the given size. id, if not
 // empty, must match the envelope's ID. A damaged tail after the last intact
 // record is not an error (it is the record a crash tore; see torn); a file

@@ -214,15 +214,7 @@ func (q *Queue) load(id string, buf []byte) (*msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	finished := d.deleted
-	if !finished {
-		finished = true
-		for _, r := range d.env.Recipients {
-			if r.State == Pending {
-				finished = false
-			}
-		}
-	}
+	finished := d.finished()
 	if finished {
 		f.Close()
 		if err := os.Remove(path); err != nil {

@@ -515,15 +515,7 @@ func (q *Queue) readSlot(path string, buf []byte) (*msg, string, error) {
 	if freed && d.seed == freedSeed {
 		return nil, whyTable, nil
 	}
-	finished := d.deleted
-	if !finished {
-		finished = true
-		for _, r := range d.env.Recipients {
-			if r.State == Pending {
-				finished = false
-			}
-		}
-	}
+	finished := d.finished()
 	if finished {
 		f.Close()
 		if err := markFree(path, q); err != nil {

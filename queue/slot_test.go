@@ -77,15 +77,22 @@ func slotFiles(t testing.TB, dir string) []string {
 
 func deliver(t testing.TB, q *Queue, id string) {
 	t.Helper()
+	reportAll(t, q, id, Result{State: Delivered})
+}
+
+// reportAll leases message id and reports res for every recipient.
+func reportAll(t testing.TB, q *Queue, id string, res Result) {
+	t.Helper()
 	env := lease(t, q)
 	if env.ID != id {
 		t.Fatalf("leased %s, want %s", env.ID, id)
 	}
-	var res []Result
+	var all []Result
 	for i := range env.Recipients {
-		res = append(res, Result{Index: i, State: Delivered})
+		res.Index = i
+		all = append(all, res)
 	}
-	if err := q.Report(id, res); err != nil {
+	if err := q.Report(id, all); err != nil {
 		t.Fatal(err)
 	}
 }

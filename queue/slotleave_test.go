@@ -13,17 +13,7 @@ import (
 // deferAll leases message id and reports every recipient deferred.
 func deferAll(t testing.TB, q *Queue, id string) {
 	t.Helper()
-	env := lease(t, q)
-	if env.ID != id {
-		t.Fatalf("leased %s, want %s", env.ID, id)
-	}
-	var res []Result
-	for i := range env.Recipients {
-		res = append(res, Result{Index: i, State: Pending, Status: "4.4.1", Diagnostic: "try later"})
-	}
-	if err := q.Report(id, res); err != nil {
-		t.Fatal(err)
-	}
+	reportAll(t, q, id, Result{State: Pending, Status: "4.4.1", Diagnostic: "try later"})
 }
 
 func freeSlots(q *Queue) []string {
