@@ -366,8 +366,14 @@ func startEnvWith(t *testing.T, edit func(string) string) *testEnv {
 	return startEnvConfig(t, edit)
 }
 
+// freeLocalAddr returns a loopback address with a port nothing listens
+// on, for a service the test configures (a plugin's web listener, a
+// milter). It is on 127.0.0.9, not 127.0.0.1: the port is free only once
+// this listener is closed, and the daemon the test starts next binds its
+// own listeners to 127.0.0.1:0 — the kernel gave one of them the very
+// port once (the metrics listener took the smime plugin's publish_listen).
 func freeLocalAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", "127.0.0.9:0")
 	if err != nil {
 		t.Fatal(err)
 	}
