@@ -173,39 +173,10 @@ func TestCrashKill9(t *testing.T) {
 		// Let it get going, then kill it at a random moment.
 		var ids []string
 		reporting, delivered, fallback, heldInSlot := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
-		deadline := time.After(20 * time.Second)
-		// A held message is not leased again: one held in its slot is
-		// still there at the kill.
-		for len(ids) < 20 || len(delivered) < 5 || len(fallback) == 0 || len(heldInSlot) == 0 {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("child ended early: %s", stderr.String())
-				}
-				switch {
-				case strings.HasPrefix(l, "R "):
-					reporting[l[2:]] = true
-				case strings.HasPrefix(l, "D "):
-					delivered[l[2:]] = true
-				case strings.HasPrefix(l, "F "):
-					fallback[l[2:]] = true
-				case strings.HasPrefix(l, "H "):
-					heldInSlot[l[2:]] = true
-				default:
-					ids = append(ids, l)
-				}
-			case <-deadline:
-				cmd.Process.Kill()
-				t.Fatalf("child too slow: %s", stderr.String())
-			}
-		}
-		// The crash point is random on purpose: not a wait.
-		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		cmd.Wait()
-		for l := range lines {
+		// note records one line of the child: "R ID" (reporting), "D ID"
+		// (delivered), "F ID" (not in a slot), "H ID" (held in its slot),
+		// else an acknowledged ID.
+		note := func(l string) {
 			switch {
 			case strings.HasPrefix(l, "R "):
 				reporting[l[2:]] = true
@@ -218,6 +189,30 @@ func TestCrashKill9(t *testing.T) {
 			default:
 				ids = append(ids, l)
 			}
+		}
+		deadline := time.After(20 * time.Second)
+		// A held message is not leased again: one held in its slot is
+		// still there at the kill.
+		for len(ids) < 20 || len(delivered) < 5 || len(fallback) == 0 || len(heldInSlot) == 0 {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("child ended early: %s", stderr.String())
+				}
+				note(l)
+			case <-deadline:
+				cmd.Process.Kill()
+				t.Fatalf("child too slow: %s", stderr.String())
+			}
+		}
+		// The crash point is random on purpose: not a wait.
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		for l := range lines {
+			note(l)
 		}
 
 		q := open(t, dir, nil, withSlots(crashSlots))

@@ -186,30 +186,39 @@ func (r *prefixReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return r.f.ReadAt(p, off)
 }
 
+// openRead opens a message file and reads its start into buf: n bytes
+// read, and the file's size (one read tells the size of a small file: a
+// short read is its end).
+func openRead(path string, buf []byte) (f *msgFile, n int, size int64, err error) {
+	if f, err = openMsgFile(path); err != nil {
+		return nil, 0, 0, err
+	}
+	n, err = f.ReadAt(buf, 0)
+	switch {
+	case err == io.EOF:
+		return f, n, int64(n), nil
+	case err != nil:
+		f.Close()
+		return nil, 0, 0, err
+	}
+	if size, err = f.size(); err != nil {
+		f.Close()
+		return nil, 0, 0, err
+	}
+	return f, n, size, nil
+}
+
 // load reads one message file, using buf (readAhead bytes) for its
 // first read. It returns nil, nil for a message that is finished (deleted
 // or no pending recipient) and was removed. It runs on several goroutines
 // at once and touches only its own file.
 func (q *Queue) load(id string, buf []byte) (*msg, error) {
 	path := filepath.Join(q.msgDir, id)
-	f, err := openMsgFile(path)
+	f, n, size, err := openRead(path, buf)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	// One read tells the size of a small file: a short read is its end.
-	n, err := f.ReadAt(buf, 0)
-	var size int64
-	switch {
-	case err == io.EOF:
-		size = int64(n)
-	case err != nil:
-		return nil, err
-	default:
-		if size, err = f.size(); err != nil {
-			return nil, err
-		}
-	}
 	d, err := decodeMessage(&prefixReaderAt{prefix: buf[:n], f: f}, size, id)
 	if err != nil {
 		return nil, err

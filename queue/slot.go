@@ -451,23 +451,11 @@ const whyTable = "finished (free table)"
 // if it has the free header, whyTable); err only for a file it cannot
 // read. It reads q.freed without the lock: recovery does not change it.
 func (q *Queue) readSlot(path string, buf []byte) (*msg, string, error) {
-	f, err := openMsgFile(path)
+	f, n, size, err := openRead(path, buf)
 	if err != nil {
 		return nil, "", err
 	}
 	defer f.Close()
-	n, err := f.ReadAt(buf, 0)
-	var size int64
-	switch {
-	case err == io.EOF:
-		size = int64(n)
-	case err != nil:
-		return nil, "", err
-	default:
-		if size, err = f.size(); err != nil {
-			return nil, "", err
-		}
-	}
 	if n >= headerSize && string(buf[:8]) == freeMagic {
 		return nil, "", nil
 	}
