@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -371,14 +372,15 @@ func (p *Plugin) state() (*state, error) {
 	return p.st, nil
 }
 
-// run runs f in a goroutine and returns when it is done or ctx ends.
+// run runs f in another goroutine (a worker's) and returns when it is
+// done or ctx ends; then f goes on.
 func run[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
 	}
 	ch := make(chan result, 1)
-	go func() {
+	dispatch(func() {
 		defer func() {
 			if r := recover(); r != nil {
 				var zero T
@@ -387,13 +389,55 @@ func run[T any](ctx context.Context, f func() (T, error)) (T, error) {
 		}()
 		v, err := f()
 		ch <- result{v, err}
-	}()
+	})
 	select {
 	case r := <-ch:
 		return r.v, r.err
 	case <-ctx.Done():
 		var zero T
 		return zero, ctx.Err()
+	}
+}
+
+// workers are the goroutines that run jobs for run. They live on, so
+// that their stacks keep the size signing and encryption grew them to: a
+// new goroutine per message grew its stack from a few KiB again each
+// time, copying it at every doubling (runtime.morestack, issue 19.4).
+// An idle stack may still be shrunk by the garbage collector, by half at
+// a time.
+var workers struct {
+	jobs chan func() // unbuffered: a send succeeds when a worker waits
+	n    atomic.Int32
+}
+
+func init() { workers.jobs = make(chan func()) }
+
+// maxWorkers is how many workers there are at most; a job that finds all
+// of them busy gets a goroutine of its own, as before.
+const maxWorkers = 32
+
+// dispatch runs job in another goroutine without waiting for a worker:
+// an idle worker takes it, a new worker (up to maxWorkers) or a goroutine
+// of its own starts it. job must not panic (run recovers).
+func dispatch(job func()) {
+	select {
+	case workers.jobs <- job:
+		return
+	default:
+	}
+	if workers.n.Add(1) <= maxWorkers {
+		go worker(job)
+		return
+	}
+	workers.n.Add(-1)
+	go job()
+}
+
+func worker(job func()) {
+	defer workers.n.Add(-1) // a job that ends its goroutine (runtime.Goexit) ends the worker
+	for {
+		job()
+		job = <-workers.jobs
 	}
 }
 
@@ -466,13 +510,16 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 		}
 		return out, nil
 	}
+	look := st.lookups()
 	for _, r := range rcpts {
-		rec, err := st.recipientCert(ctx, r.Address, now)
-		switch {
-		case err != nil:
+		recs, err := look.forAddress(ctx, r.Address)
+		if err != nil {
 			return nil, err
+		}
+		rec := recipientCert(recs, r.Address, now)
+		switch {
 		case rec == nil:
-			out = append(out, sdk.Answer{Recipient: r.Address, Reason: st.noCertReason(ctx, r.Address, now)})
+			out = append(out, sdk.Answer{Recipient: r.Address, Reason: noCertReason(recs, r.Address, now)})
 		default:
 			out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: "certificate " + rec.Fingerprint[:16]})
 		}
@@ -485,7 +532,7 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 // "auto") when the holder's capabilities announce it: the store knows
 // this very certificate, harvested with rsa-oaep from mail its holder's
 // client signed. PKCS #1 v1.5 otherwise, which every client reads.
-func (st *state) senderTransport(ctx context.Context, id *OrgIdentity, from string) KeyTransport {
+func (st *state) senderTransport(ctx context.Context, look *lookups, id *OrgIdentity, from string) KeyTransport {
 	switch id.KeyTransport {
 	case "oaep":
 		return OAEP
@@ -493,34 +540,27 @@ func (st *state) senderTransport(ctx context.Context, id *OrgIdentity, from stri
 		return PKCS1v15
 	}
 	fp := Fingerprint(id.Cert)
-	addrs := append([]string{from}, id.Addresses...)
-	addrs = append(addrs, id.Cert.EmailAddresses...)
-	seen := map[string]bool{}
-	for _, a := range addrs {
-		// One look-up per address (the sender's is usually all three).
-		if a = strings.ToLower(a); seen[a] {
-			continue
-		}
-		seen[a] = true
-		recs, err := st.store.ForAddress(ctx, a)
-		if err != nil {
-			continue
-		}
-		for _, r := range recs {
-			if r.Fingerprint == fp && r.OAEP {
-				return OAEP
+	for _, addrs := range [...][]string{{from}, id.Addresses, id.Cert.EmailAddresses} {
+		for _, a := range addrs {
+			// The sender's address is usually all three: look asks the
+			// store once.
+			recs, err := look.forAddress(ctx, a)
+			if err != nil {
+				continue
+			}
+			for _, r := range recs {
+				if r.Fingerprint == fp && r.OAEP {
+					return OAEP
+				}
 			}
 		}
 	}
 	return PKCS1v15
 }
 
-// noCertReason says why no certificate of addr can be encrypted to.
-func (st *state) noCertReason(ctx context.Context, addr string, now time.Time) string {
-	recs, err := st.store.ForAddress(ctx, addr)
-	if err != nil || len(recs) == 0 {
-		return "no valid S/MIME certificate known"
-	}
+// noCertReason says why none of recs, addr's records, can be encrypted
+// to.
+func noCertReason(recs []CertRecord, addr string, now time.Time) string {
 	for _, r := range recs {
 		if c, err := r.Cert(); err == nil && CheckCert(c, nil, VerifyOptions{Now: now, From: addr}) == nil {
 			if r.Pending {
@@ -534,11 +574,8 @@ func (st *state) noCertReason(ctx context.Context, addr string, now time.Time) s
 	return "no valid S/MIME certificate known"
 }
 
-func (st *state) recipientCert(ctx context.Context, addr string, now time.Time) (*CertRecord, error) {
-	recs, err := st.store.ForAddress(ctx, addr)
-	if err != nil {
-		return nil, err
-	}
+// recipientCert is the record of recs (addr's) to encrypt to, or nil.
+func recipientCert(recs []CertRecord, addr string, now time.Time) *CertRecord {
 	var ok []CertRecord
 	for _, r := range recs {
 		c, err := r.Cert()
@@ -550,7 +587,45 @@ func (st *state) recipientCert(ctx context.Context, addr string, now time.Time) 
 		}
 		ok = append(ok, r)
 	}
-	return Usable(ok, now), nil
+	return Usable(ok, now)
+}
+
+// lookups is one hook call's view of the certificate store: each
+// address is looked up once, and of the SQLite store's cache
+// (lookupCache) only the first look-up asks the file whether it
+// changed. What changes after the call's first look-up may go unseen
+// until its next call (the next message); nothing from before it can be
+// used. No answer outlives the call: the shared PostgreSQL store is
+// asked again by the next one.
+type lookups struct {
+	store   Store
+	checked bool
+	memo    map[string][]CertRecord
+}
+
+func (st *state) lookups() *lookups { return &lookups{store: st.store} }
+
+func (l *lookups) forAddress(ctx context.Context, addr string) ([]CertRecord, error) {
+	addr = strings.ToLower(addr)
+	if recs, ok := l.memo[addr]; ok {
+		return recs, nil
+	}
+	var recs []CertRecord
+	var err error
+	if s, ok := l.store.(*sqlStore); ok && s.cache != nil {
+		recs, err = s.cache.forAddress(ctx, addr, !l.checked)
+	} else {
+		recs, err = l.store.ForAddress(ctx, addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.checked = true
+	if l.memo == nil {
+		l.memo = make(map[string][]CertRecord, 4)
+	}
+	l.memo[addr] = recs
+	return recs, nil
 }
 
 // Transform implements sdk.OutboundHook: sign (if the sender has an
@@ -584,11 +659,13 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		}
 		var rcpts []Recipient
 		gcm := true
+		look := st.lookups()
 		for _, r := range group {
-			rec, err := st.recipientCert(ctx, r.Address, now)
+			recs, err := look.forAddress(ctx, r.Address)
 			if err != nil {
 				return sdk.OutboundResult{}, err
 			}
+			rec := recipientCert(recs, r.Address, now)
 			if rec == nil {
 				return sdk.Declined("no valid S/MIME certificate for " + r.Address), nil
 			}
@@ -607,7 +684,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 					signer = &id.Identity
 				}
 				if EncryptionUsable(id.Cert) == nil {
-					rcpts = append(rcpts, Recipient{Cert: id.Cert, Transport: st.senderTransport(ctx, id, from)})
+					rcpts = append(rcpts, Recipient{Cert: id.Cert, Transport: st.senderTransport(ctx, look, id, from)})
 				}
 			}
 		}

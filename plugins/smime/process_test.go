@@ -222,4 +222,32 @@ func TestProcess(t *testing.T) {
 	if !bytes.Contains(dec, []byte("signature=valid; signer=bob@ext.test")) || !bytes.Contains(dec, []byte("thanks")) {
 		t.Fatalf("%s", dec)
 	}
+
+	// The CLI, another process, removes Bob's certificate while the
+	// plugin runs (and has looked it up, more than once): the next
+	// message is not encrypted to it (the plugin's look-ups are cached,
+	// issue 19.4). Imported again, it is used again.
+	ans, err = c.CanHandle(ctx, &sdk.Envelope{}, []sdk.Recipient{{Address: "bob@ext.test"}})
+	if err != nil || len(ans) != 1 || !ans[0].CanHandle {
+		t.Fatalf("%v %+v", err, ans)
+	}
+	if out, err := cli("certs", "remove", "bob@ext.test"); err != nil || !strings.Contains(out, "removed 1") {
+		t.Fatalf("remove: %v %s", err, out)
+	}
+	ans, err = c.CanHandle(ctx, &sdk.Envelope{}, []sdk.Recipient{{Address: "bob@ext.test"}})
+	if err != nil || len(ans) != 1 || ans[0].CanHandle {
+		t.Fatalf("after the CLI removed the certificate: %v %+v", err, ans)
+	}
+	res2, err := c.Transform(ctx, &sdk.Envelope{MailFrom: "alice@org.test"}, []sdk.Recipient{{Address: "bob@ext.test"}}, strings.NewReader(msg))
+	if err != nil || res2.Action != sdk.OutboundDeclined {
+		t.Fatalf("Transform after the CLI removed the certificate: %v %+v", err, res2)
+	}
+	res2.Close()
+	if out, err := cli("certs", "import", "-ca", filepath.Join(data, "ca.pem"), filepath.Join(data, "bob.pem")); err != nil {
+		t.Fatalf("import: %v %s", err, out)
+	}
+	ans, err = c.CanHandle(ctx, &sdk.Envelope{}, []sdk.Recipient{{Address: "bob@ext.test"}})
+	if err != nil || len(ans) != 1 || !ans[0].CanHandle {
+		t.Fatalf("after the CLI imported the certificate again: %v %+v", err, ans)
+	}
 }

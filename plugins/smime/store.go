@@ -140,6 +140,9 @@ type sqlStore struct {
 	// preparing the query again (issue 19.4).
 	prepare sync.Once
 	forAddr *sql.Stmt
+	// cache keeps ForAddress's answers of an SQLite store (nil for the
+	// shared PostgreSQL one); see lookupCache.
+	cache *lookupCache
 }
 
 // schema is the versioned schema (component "smime"). Version 1 is the
@@ -191,7 +194,7 @@ func OpenSQLite(path string) (Store, error) {
 			return nil, fmt.Errorf("smime: upgrading the certificate store %s: %w", path, err)
 		}
 	}
-	return &sqlStore{db: db, d: sqldb.SQLite}, nil
+	return &sqlStore{db: db, d: sqldb.SQLite, cache: &lookupCache{path: path}}, nil
 }
 
 // OpenShared opens the store in the host's shared PostgreSQL database, so
@@ -224,7 +227,17 @@ func (s *sqlStore) Put(ctx context.Context, r CertRecord) error {
 			pending = `+s.d.Least("smime_certs.pending", "excluded.pending")),
 		r.Fingerprint, strings.ToLower(r.Address), r.Subject, r.Issuer, r.NotBefore.Unix(), r.NotAfter.Unix(),
 		r.DER, b2i(r.GCM), b2i(r.OAEP), r.Source, r.Added.Unix(), b2i(r.Pending))
+	s.wrote()
 	return err
+}
+
+// wrote is called after every write of this handle: the cache forgets
+// what it knows (data_version would tell it too, see lookupCache; this
+// does not depend on the two connections staying apart).
+func (s *sqlStore) wrote() {
+	if s.cache != nil {
+		s.cache.gen.Add(1)
+	}
 }
 
 const cols = `fingerprint, address, subject, issuer, not_before, not_after, der, gcm, oaep, source, added, pending`
@@ -257,6 +270,14 @@ func scanRecords(rows *sql.Rows) ([]CertRecord, error) {
 const forAddressQuery = `SELECT ` + cols + ` FROM smime_certs WHERE address = ? ORDER BY not_after DESC, fingerprint`
 
 func (s *sqlStore) ForAddress(ctx context.Context, addr string) ([]CertRecord, error) {
+	if s.cache != nil {
+		return s.cache.forAddress(ctx, strings.ToLower(addr), true)
+	}
+	return s.forAddress(ctx, addr)
+}
+
+// forAddress is ForAddress without the cache.
+func (s *sqlStore) forAddress(ctx context.Context, addr string) ([]CertRecord, error) {
 	s.prepare.Do(func() {
 		// Not prepared (an error): each call prepares its own, as before.
 		s.forAddr, _ = s.db.PrepareContext(context.Background(), s.d.Rebind(forAddressQuery))
@@ -287,6 +308,7 @@ func (s *sqlStore) Remove(ctx context.Context, prefix string) (int, error) {
 	default:
 		return 0, errors.New("smime: remove: give an address or at least 8 hex digits of a fingerprint")
 	}
+	s.wrote()
 	if err != nil {
 		return 0, err
 	}
@@ -312,6 +334,7 @@ func (s *sqlStore) Approve(ctx context.Context, key string) (int, error) {
 		return 0, err
 	}
 	res, err := s.db.ExecContext(ctx, s.d.Rebind(`UPDATE smime_certs SET pending = 0, activated = 1 WHERE pending = 1 AND `+where), args...)
+	s.wrote()
 	if err != nil {
 		return 0, err
 	}
@@ -323,6 +346,7 @@ func (s *sqlStore) Approve(ctx context.Context, key string) (int, error) {
 // several nodes asking at once each record goes to one.
 func (s *sqlStore) TakeActivated(ctx context.Context) ([]CertRecord, error) {
 	recs, err := s.query(ctx, `UPDATE smime_certs SET activated = 0 WHERE activated = 1 RETURNING `+cols)
+	s.wrote()
 	if err != nil || len(recs) == 0 {
 		return nil, err
 	}
@@ -334,6 +358,9 @@ func (s *sqlStore) Close() error {
 	s.prepare.Do(func() {}) // none prepared from now on
 	if s.forAddr != nil {
 		s.forAddr.Close()
+	}
+	if s.cache != nil {
+		s.cache.close()
 	}
 	return s.db.Close()
 }
