@@ -510,21 +510,26 @@ func (p *Plugin) CanHandle(ctx context.Context, env *sdk.Envelope, rcpts []sdk.R
 		}
 		return out, nil
 	}
-	look := st.lookups()
-	for _, r := range rcpts {
-		recs, err := look.forAddress(ctx, r.Address)
-		if err != nil {
-			return nil, err
+	// In a worker (run): the store's code needs a deep stack, which the
+	// fresh goroutine gRPC runs each call in grew every time
+	// (BenchmarkOutbound100KB/canhandle-fresh: 21-24 -> 18 µs CPU).
+	return run(ctx, func() ([]sdk.Answer, error) {
+		look := st.lookups()
+		for _, r := range rcpts {
+			recs, err := look.forAddress(ctx, r.Address)
+			if err != nil {
+				return nil, err
+			}
+			rec := recipientCert(recs, r.Address, now)
+			switch {
+			case rec == nil:
+				out = append(out, sdk.Answer{Recipient: r.Address, Reason: noCertReason(recs, r.Address, now)})
+			default:
+				out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: "certificate " + rec.Fingerprint[:16]})
+			}
 		}
-		rec := recipientCert(recs, r.Address, now)
-		switch {
-		case rec == nil:
-			out = append(out, sdk.Answer{Recipient: r.Address, Reason: noCertReason(recs, r.Address, now)})
-		default:
-			out = append(out, sdk.Answer{Recipient: r.Address, CanHandle: true, Reason: "certificate " + rec.Fingerprint[:16]})
-		}
-	}
-	return out, nil
+		return out, nil
+	})
 }
 
 // senderTransport is the key transport of the sender's own copy:
