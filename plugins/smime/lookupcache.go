@@ -83,7 +83,7 @@ func (c *lookupCache) forAddress(ctx context.Context, addr string, check bool) (
 		}
 		check = true
 	}
-	if check {
+	if check || c.m == nil {
 		var v int64
 		if err := c.version.QueryRowContext(ctx).Scan(&v); err != nil {
 			c.disconnect()
