@@ -52,7 +52,9 @@ func BenchmarkOutbound100KB(b *testing.B) {
 	line := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 2) + "\r\n"
 	body := strings.Repeat(line, (100<<10)/len(line)+1)[:100<<10]
 	msg := []byte("From: alice@org.test\r\nTo: bob@ext.test\r\nSubject: bench\r\nContent-Type: text/plain\r\n\r\n" + body)
-	ctx := context.Background()
+	// A context that can end, as gRPC's of every call.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	env := &sdk.Envelope{ID: "Q1", MailFrom: "alice@org.test", Size: int64(len(msg))}
 	rcpts := []sdk.Recipient{{Address: "bob@ext.test"}}
 	b.Run("canhandle", func(b *testing.B) {
