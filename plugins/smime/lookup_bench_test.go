@@ -101,6 +101,9 @@ func BenchmarkOutbound100KB(b *testing.B) {
 			if _, err := io.Copy(io.Discard, res.Outputs[0].Body); err != nil {
 				b.Fatal(err)
 			}
+			if c, ok := res.Outputs[0].Body.(io.Closer); ok { // as the SDK does once it has sent it
+				c.Close()
+			}
 		}
 	})
 }

@@ -197,7 +197,7 @@ func join(outer, entity []byte) []byte {
 }
 
 func joinPieces(outer []byte, entity pieces) []byte {
-	out := make([]byte, 0, len(outer)+len(mimeVersion)+entity.len())
+	out := getBuf(len(outer) + len(mimeVersion) + entity.len())
 	out = append(append(out, outer...), mimeVersion...)
 	return entity.appendTo(out)
 }
@@ -209,7 +209,9 @@ func joinPieces(outer []byte, entity pieces) []byte {
 // The body is copied as few times as it can be (issue 19.4): it is hashed
 // for the signature where it lies, copied once into the envelope, where
 // it is encrypted in place, and the envelope once into the output in
-// base64. msg is not modified; the result does not share its memory.
+// base64. msg is not modified; the result does not share its memory. It
+// may come from the pool of buffers (getBuf): a caller done with it may
+// give it back (putBuf).
 func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte, error) {
 	m, err := parseMessage(msg)
 	if err != nil {
@@ -238,7 +240,7 @@ func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte,
 		return nil, err
 	}
 	hdr := encryptedHeader(c)
-	out := make([]byte, 0, len(outer)+len(mimeVersion)+len(hdr)+base64LinesLen(len(der)))
+	out := getBuf(len(outer) + len(mimeVersion) + len(hdr) + base64LinesLen(len(der)))
 	out = append(append(append(out, outer...), mimeVersion...), hdr...)
 	out = appendBase64Lines(out, der)
 	putBuf(der)

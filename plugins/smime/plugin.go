@@ -399,6 +399,31 @@ func run[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	}
 }
 
+// output is a Transform output in a pooled buffer (Protect's): the SDK
+// closes it once it has sent it (sdk.Output), and the buffer goes back to
+// the pool. The output was most of what the plugin allocated per message
+// (issue 19.4).
+type output struct {
+	bytes.Reader
+	buf atomic.Pointer[[]byte]
+}
+
+func newOutput(b []byte) *output {
+	o := &output{}
+	o.Reset(b)
+	o.buf.Store(&b)
+	return o
+}
+
+// Close gives the buffer back, once; the output must not be read after.
+func (o *output) Close() error {
+	if b := o.buf.Swap(nil); b != nil {
+		o.Reset(nil)
+		putBuf(*b)
+	}
+	return nil
+}
+
 // workers are the goroutines that run jobs for run. They live on, so
 // that their stacks keep the size signing and encryption grew them to: a
 // new goroutine per message grew its stack from a few KiB again each
@@ -660,7 +685,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 			}
 			putBuf(msg) // out shares no memory with it
 			sdk.Logger().Info("signed", "queue_id", env.ID, "recipients", len(group))
-			return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: bytes.NewReader(out)}), nil
+			return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: newOutput(out)}), nil
 		}
 		var rcpts []Recipient
 		gcm := true
@@ -703,7 +728,7 @@ func (p *Plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		}
 		putBuf(msg) // out shares no memory with it
 		sdk.Logger().Info("encrypted", "queue_id", env.ID, "recipients", len(group), "cipher", c.String(), "signed", signer != nil)
-		return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: bytes.NewReader(out)}), nil
+		return sdk.Transformed(sdk.Output{Recipients: sdk.Addresses(group), Body: newOutput(out)}), nil
 	})
 }
 

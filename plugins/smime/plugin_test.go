@@ -356,3 +356,23 @@ func TestInboundFromOpenSSLClient(t *testing.T) {
 		t.Fatal("not harvested")
 	}
 }
+
+// A Transform output gives its buffer back once, when the SDK closes it,
+// and reads nothing after.
+func TestOutputClose(t *testing.T) {
+	b := append(getBuf(100), "a message"...)
+	o := newOutput(b)
+	got, err := io.ReadAll(o)
+	if err != nil || string(got) != "a message" {
+		t.Fatalf("%q %v", got, err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Close(); err != nil { // twice: the buffer is not given back twice
+		t.Fatal(err)
+	}
+	if n, err := o.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+		t.Fatalf("read after Close: %d %v", n, err)
+	}
+}
