@@ -197,7 +197,11 @@ func join(outer, entity []byte) []byte {
 }
 
 func joinPieces(outer []byte, entity pieces) []byte {
-	out := getBuf(len(outer) + len(mimeVersion) + entity.len())
+	return joinPiecesTo(make([]byte, 0, len(outer)+len(mimeVersion)+entity.len()), outer, entity)
+}
+
+// joinPiecesTo is joinPieces appending to out.
+func joinPiecesTo(out, outer []byte, entity pieces) []byte {
 	out = append(append(out, outer...), mimeVersion...)
 	return entity.appendTo(out)
 }
@@ -233,7 +237,7 @@ func Protect(msg []byte, signer *Identity, c Cipher, rcpts []Recipient) ([]byte,
 		}
 	}
 	if len(rcpts) == 0 {
-		return joinPieces(outer, entity), nil
+		return joinPiecesTo(getBuf(len(outer)+len(mimeVersion)+entity.len()), outer, entity), nil
 	}
 	der, err := seal(entity, c, rcpts)
 	if err != nil {
