@@ -3,11 +3,13 @@ package sdk
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
+	"github.com/posthorn/posthorn/sdk/internal/bodyfile"
 	"google.golang.org/grpc"
 )
 
@@ -77,6 +79,7 @@ func Serve(p Plugin) {
 		log.Warn("cannot redirect stdout to stderr; never write to stdout", "error", err)
 	}
 	go watchParent(log, os.Getppid(), 500*time.Millisecond)
+	openBodyChannel(log)
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
@@ -121,4 +124,40 @@ func watchParent(log hclog.Logger, ppid int, every time.Duration) {
 			os.Exit(2)
 		}
 	}
+}
+
+var bodyChan struct {
+	sync.Mutex
+	ch *bodyfile.Channel
+}
+
+// bodyChannel is the channel openBodyChannel opened, nil without one.
+func bodyChannel() *bodyfile.Channel {
+	bodyChan.Lock()
+	defer bodyChan.Unlock()
+	return bodyChan.ch
+}
+
+// openBodyChannel takes over the body channel the host handed us (protocol
+// minor 5: EnvFD names an inherited descriptor), if any. Without one,
+// bodies travel in chunks.
+func openBodyChannel(log hclog.Logger) {
+	v := os.Getenv(bodyfile.EnvFD)
+	if v == "" {
+		return
+	}
+	os.Unsetenv(bodyfile.EnvFD)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		log.Warn("ignoring a bad body channel descriptor", "value", v)
+		return
+	}
+	ch, err := bodyfile.Open(os.NewFile(uintptr(fd), "posthorn-body-channel"))
+	if err != nil {
+		log.Warn("no body channel; bodies travel in chunks", "error", err)
+		return
+	}
+	bodyChan.Lock()
+	bodyChan.ch = ch
+	bodyChan.Unlock()
 }

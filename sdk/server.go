@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"os"
 	"runtime/debug"
 	"sync"
 
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
+	"github.com/posthorn/posthorn/sdk/internal/bodyfile"
 	"github.com/posthorn/posthorn/sdk/internal/chunk"
 	pb "github.com/posthorn/posthorn/sdk/proto/posthorn/plugin/v1"
 	"google.golang.org/grpc"
@@ -25,6 +28,9 @@ type server struct {
 	hooks  []Hook
 	broker *plugin.GRPCBroker
 	log    hclog.Logger
+	// files is the body channel the host handed us (protocol minor 5),
+	// nil without one.
+	files *bodyfile.Channel
 
 	mu      sync.Mutex
 	host    *hostClient // nil until Configure with a broker id
@@ -32,7 +38,7 @@ type server struct {
 }
 
 func newServer(impl Plugin, broker *plugin.GRPCBroker, log hclog.Logger) *server {
-	return &server{impl: impl, desc: impl.Describe(), hooks: hooksOf(impl), broker: broker, log: log}
+	return &server{impl: impl, desc: impl.Describe(), hooks: hooksOf(impl), broker: broker, log: log, files: bodyChannel()}
 }
 
 // registerServices registers Plugin and the implemented hook services.
@@ -103,6 +109,7 @@ func (p *pluginServer) Describe(context.Context, *pb.DescribeRequest) (_ *pb.Des
 		ProtocolMinor: ProtocolMinor,
 		EventTypes:    d.EventTypes,
 		InboundFilter: inboundFilterToPB(d.InboundFilter),
+		BodyFiles:     p.srv.files != nil,
 	}
 	if d.MaxMessageSize > 0 {
 		resp.MaxMessageSize = uint64(d.MaxMessageSize)
@@ -285,19 +292,30 @@ func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err erro
 		return status.Error(codes.InvalidArgument, "Transform: empty recipient group")
 	}
 	maxIn, maxOut := o.srv.limits()
-	body := chunk.NewReader(func() ([]byte, error) {
-		m, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		c, ok := m.GetMsg().(*pb.TransformRequest_Chunk)
-		if !ok {
-			return nil, status.Error(codes.InvalidArgument, "Transform: TransformStart after body")
-		}
-		return c.Chunk, nil
-	}, maxIn, ErrMessageTooLarge)
-
 	tctx := stream.Context()
+	var body io.Reader
+	byFile := start.GetBodyFile() != 0
+	if byFile {
+		f, err := o.srv.takeBody(tctx, start.GetBodyFile(), start.GetBodySize(), maxIn)
+		if err != nil {
+			return toStatus("Transform", err)
+		}
+		defer f.Close()
+		body = bodyfile.Reader(f, int64(start.GetBodySize()))
+	} else {
+		body = chunk.NewReader(func() ([]byte, error) {
+			m, err := stream.Recv()
+			if err != nil {
+				return nil, err
+			}
+			c, ok := m.GetMsg().(*pb.TransformRequest_Chunk)
+			if !ok {
+				return nil, status.Error(codes.InvalidArgument, "Transform: TransformStart after body")
+			}
+			return c.Chunk, nil
+		}, maxIn, ErrMessageTooLarge)
+	}
+
 	if start.GetPurpose() == pb.Purpose_PURPOSE_SIGN {
 		tctx = WithSignOnly(tctx)
 	}
@@ -323,6 +341,12 @@ func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err erro
 		return err
 	}
 	for i, out := range res.Outputs {
+		if byFile {
+			if err := o.sendOutputFile(stream, out, bodyfile.OutputToken(start.GetBodyFile(), i), maxOut); err != nil {
+				return toStatus(fmt.Sprintf("Transform: output %d", i), err)
+			}
+			continue
+		}
 		err := stream.Send(&pb.TransformResponse{Msg: &pb.TransformResponse_Output{Output: &pb.OutputHeader{Recipients: out.Recipients}}})
 		if err != nil {
 			return err
@@ -335,6 +359,45 @@ func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err erro
 		}
 	}
 	return nil
+}
+
+// takeBody takes the body file the host announced (minor 5) and checks it:
+// sealed, of the announced size, within our limit.
+func (s *server) takeBody(ctx context.Context, token, size uint64, limit int64) (*os.File, error) {
+	if s.files == nil {
+		return nil, status.Error(codes.FailedPrecondition, "Transform: body file announced, but this plugin has no body channel")
+	}
+	if size > math.MaxInt64 {
+		return nil, ErrMessageTooLarge
+	}
+	f, err := s.files.Take(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := bodyfile.Check(f, int64(size), limit, ErrMessageTooLarge); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// sendOutputFile passes one output as a sealed memory file under token
+// (the host sent its body that way, so it takes outputs that way too).
+func (o *outboundServer) sendOutputFile(stream pb.Outbound_TransformServer, out Output, token uint64, limit int64) error {
+	f, n, err := bodyfile.Create(out.Body, limit, ErrMessageTooLarge)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := stream.Context().Err(); err != nil {
+		return err // the host gave up on the call: nobody would take it
+	}
+	if err := o.srv.files.SendAs(token, f); err != nil {
+		return err
+	}
+	return stream.Send(&pb.TransformResponse{Msg: &pb.TransformResponse_Output{Output: &pb.OutputHeader{
+		Recipients: out.Recipients, BodyFile: token, BodySize: uint64(n),
+	}}})
 }
 
 // ---------------------------------------------------------------------------

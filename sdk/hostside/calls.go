@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"os"
 	"strings"
 	"sync"
 
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/internal/bodyfile"
 	"github.com/posthorn/posthorn/sdk/internal/chunk"
 	pb "github.com/posthorn/posthorn/sdk/proto/posthorn/plugin/v1"
 )
@@ -169,6 +172,28 @@ type Output struct {
 	// Body streams the message. It is valid until the next call of Next or
 	// Close; an error mid-stream is an *Error.
 	Body io.Reader
+
+	r    *TransformResult
+	file *os.File
+	sr   *io.SectionReader // Body's reader of file
+	size int64
+}
+
+// TakeFile returns the output as the sealed memory file it came in
+// (protocol minor 5: checked to be sealed, of its size, within
+// Options.MaxMessageSize) and its size, and hands it over: the caller
+// closes it, and it stays valid after Next and Close. Read it with ReadAt
+// (io.NewSectionReader): its offset is shared with the plugin. nil for an
+// output streamed in chunks, and after Body was read from.
+func (o *Output) TakeFile() (*os.File, int64) {
+	if o.file == nil || o.r.file != o.file {
+		return nil, 0
+	}
+	if pos, _ := o.sr.Seek(0, io.SeekCurrent); pos != 0 {
+		return nil, 0
+	}
+	o.r.file = nil
+	return o.file, o.size
 }
 
 // TransformResult is the plugin's answer to Transform. Always Close it.
@@ -188,6 +213,13 @@ type TransformResult struct {
 	seen    int
 	cur     *chunk.Reader
 	err     error
+	// byFile: the body went to the plugin as a file, so outputs may come
+	// back as files; file is the current such output until taken.
+	byFile bool
+	token  uint64 // the body's; outputs follow under bodyfile.OutputToken
+	file   *os.File
+	// discarded: the files of unreceived outputs were given up.
+	discarded bool
 }
 
 // Transform hands the plugin a queued message for a group of recipients.
@@ -212,11 +244,25 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		cancel()
 		return nil, c.wrap(ctx, method, err)
 	}
-	_ = stream.Send(&pb.TransformRequest{Msg: &pb.TransformRequest_Start{Start: &pb.TransformStart{
+	start := &pb.TransformStart{
 		Envelope:   envelopeToPB(env),
 		Recipients: recipientsToPB(group),
 		Purpose:    purposeOf(ctx),
-	}}})
+	}
+	byFile := c.bodyFiles.Load()
+	var token uint64
+	if byFile {
+		// Minor 5: the body as a sealed memory file; no chunks follow.
+		t, size, err := c.sendBodyFile(body)
+		token = t
+		if err != nil {
+			cancel()
+			return nil, c.wrap(ctx, method, err)
+		}
+		start.BodyFile, start.BodySize = token, uint64(size)
+		body = strings.NewReader("")
+	}
+	_ = stream.Send(&pb.TransformRequest{Msg: &pb.TransformRequest_Start{Start: start}})
 	bc := startSend(cancel, body, c.limitIn(), func(b []byte) error {
 		return stream.Send(&pb.TransformRequest{Msg: &pb.TransformRequest_Chunk{Chunk: b}})
 	}, stream.CloseSend)
@@ -238,6 +284,8 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		bc:      bc,
 		recv:    stream.Recv,
 		outputs: int(pr.GetOutputs()),
+		byFile:  byFile,
+		token:   token,
 	}
 	switch r.Action {
 	case sdk.OutboundDiverted, sdk.OutboundDeclined:
@@ -274,6 +322,7 @@ func (r *TransformResult) next() (*pb.TransformResponse, error) {
 
 // failWith ends the call and remembers the error for every later call.
 func (r *TransformResult) failWith(err error) error {
+	r.discardRest()
 	if r.err == nil {
 		r.err = r.c.fail(r.ctx, "Transform", r.bc, err)
 	}
@@ -286,6 +335,7 @@ func (r *TransformResult) Next() (*Output, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
+	r.closeFile()
 	if r.cur != nil {
 		if err := r.cur.Drain(); err != nil {
 			return nil, r.failWith(err)
@@ -331,6 +381,21 @@ func (r *TransformResult) Next() (*Output, error) {
 		r.cov[a] = true
 	}
 	r.seen++
+	if token := hdr.GetBodyFile(); token != 0 {
+		if !r.byFile {
+			return nil, r.failWith(fmt.Errorf("%w: output as a body file, but the body went in chunks", ErrProtocol))
+		}
+		if want := bodyfile.OutputToken(r.token, r.seen-1); token != want {
+			return nil, r.failWith(fmt.Errorf("%w: output %d under body file token %016x, want %016x", ErrProtocol, r.seen-1, token, want))
+		}
+		f, size, err := r.c.takeBodyFile(r.ctx, token, hdr.GetBodySize())
+		if err != nil {
+			return nil, r.failWith(err)
+		}
+		r.file = f
+		sr := bodyfile.Reader(f, size)
+		return &Output{Recipients: rcpts, Body: sr, r: r, file: f, sr: sr, size: size}, nil
+	}
 	r.cur = chunk.NewReader(func() ([]byte, error) {
 		m, err := r.next()
 		if err != nil {
@@ -379,8 +444,62 @@ func (o outputReader) WriteTo(w io.Writer) (int64, error) {
 
 // Close ends the call. Safe to call more than once.
 func (r *TransformResult) Close() error {
+	r.closeFile()
+	r.discardRest()
 	r.bc.finish()
 	return nil
+}
+
+// closeFile closes the current output's file unless it was taken.
+func (r *TransformResult) closeFile() {
+	if r.file != nil {
+		r.file.Close()
+		r.file = nil
+	}
+}
+
+// discardRest gives up the files of the outputs not received yet (the
+// call ended early): the plugin may have sent them already.
+func (r *TransformResult) discardRest() {
+	if !r.byFile || r.discarded {
+		return
+	}
+	r.discarded = true
+	for i := r.seen; i < r.outputs; i++ {
+		r.c.files.Discard(bodyfile.OutputToken(r.token, i))
+	}
+}
+
+// sendBodyFile copies body into a sealed memory file, within the plugin's
+// limit, and passes it over the body channel.
+func (c *Client) sendBodyFile(body io.Reader) (uint64, int64, error) {
+	f, n, err := bodyfile.Create(body, c.limitIn(), sdk.ErrMessageTooLarge)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	token, err := c.files.Send(f)
+	return token, n, err
+}
+
+// takeBodyFile takes an output file the plugin announced and checks it:
+// sealed, of the announced size, within Options.MaxMessageSize.
+func (c *Client) takeBodyFile(ctx context.Context, token, size uint64) (*os.File, int64, error) {
+	if size > math.MaxInt64 {
+		return nil, 0, sdk.ErrMessageTooLarge
+	}
+	f, err := c.files.Take(ctx, token)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := bodyfile.Check(f, int64(size), c.opts.MaxMessageSize, sdk.ErrMessageTooLarge); err != nil {
+		f.Close()
+		if errors.Is(err, sdk.ErrMessageTooLarge) {
+			return nil, 0, err
+		}
+		return nil, 0, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return f, int64(size), nil
 }
 
 // DeliverEvent hands the plugin an event it subscribed to

@@ -30,10 +30,12 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	plugin "github.com/hashicorp/go-plugin"
 	"github.com/posthorn/posthorn/sdk"
+	"github.com/posthorn/posthorn/sdk/internal/bodyfile"
 	pb "github.com/posthorn/posthorn/sdk/proto/posthorn/plugin/v1"
 	"google.golang.org/grpc"
 )
@@ -70,6 +72,10 @@ type Options struct {
 	// DNSResolver is the host's resolver ("HOST:PORT"), handed to the
 	// plugin at Configure (sdk.Config.DNSResolver). Empty: the system's.
 	DNSResolver string
+	// NoBodyFiles keeps Transform bodies in gRPC chunks even when the
+	// plugin could take them as sealed memory files (protocol minor 5,
+	// Linux). Off platforms without memfd this is always so.
+	NoBodyFiles bool
 }
 
 // Client is a running plugin. Its methods are safe for concurrent use.
@@ -92,6 +98,11 @@ type Client struct {
 	hostID    uint32
 	hostSrv   *hostAdapter
 	pluginMax int64
+
+	// files is the body channel to the plugin (nil: none); bodyFiles is
+	// set once Describe said the plugin took it over.
+	files     *bodyfile.Channel
+	bodyFiles atomic.Bool
 }
 
 // dispensed is what sdk.PluginMap's GRPCClient returns.
@@ -132,6 +143,25 @@ func Dial(path string, opts Options) (*Client, error) {
 	if opts.SocketDir != "" {
 		cmd.Env = append(cmd.Env, "PLUGIN_UNIX_SOCKET_DIR="+opts.SocketDir)
 	}
+	// The body channel: the plugin inherits its end as descriptor 3 (the
+	// first of ExtraFiles) and announces in Describe whether it uses it.
+	var files *bodyfile.Channel
+	if !opts.NoBodyFiles && bodyfile.Supported {
+		ch, child, err := bodyfile.Pair()
+		if err != nil {
+			log.Warn("no body channel for the plugin; bodies travel in chunks", "err", err)
+		} else {
+			files = ch
+			cmd.ExtraFiles = []*os.File{child}
+			cmd.Env = append(cmd.Env, bodyfile.EnvFD+"=3")
+			defer child.Close() // the plugin has its own copy once started
+		}
+	}
+	closeFiles := func() {
+		if files != nil {
+			files.Close()
+		}
+	}
 
 	hl := newHCLogger(log, opts.Name)
 	pc := plugin.NewClient(&plugin.ClientConfig{
@@ -154,6 +184,7 @@ func Dial(path string, opts Options) (*Client, error) {
 	rpc, err := pc.Client()
 	if err != nil {
 		pc.Kill()
+		closeFiles()
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, fmt.Errorf("plugin %s: %s: checksum does not match the configured sha256", opts.Name, path)
 		}
@@ -162,11 +193,13 @@ func Dial(path string, opts Options) (*Client, error) {
 	raw, err := rpc.Dispense(sdk.PluginName)
 	if err != nil {
 		pc.Kill()
+		closeFiles()
 		return nil, fmt.Errorf("plugin %s: %w", opts.Name, err)
 	}
 	d, ok := raw.(dispensed)
 	if !ok {
 		pc.Kill()
+		closeFiles()
 		return nil, fmt.Errorf("plugin %s: unexpected dispensed type %T", opts.Name, raw)
 	}
 	conn := d.GRPCConn()
@@ -181,6 +214,7 @@ func Dial(path string, opts Options) (*Client, error) {
 		inbound:  pb.NewInboundClient(conn),
 		outbound: pb.NewOutboundClient(conn),
 		events:   pb.NewEventsClient(conn),
+		files:    files,
 	}, nil
 }
 
@@ -194,7 +228,12 @@ func (c *Client) Name() string { return c.name }
 // Kill stops the plugin: a graceful shutdown request, then SIGKILL after two
 // seconds. It blocks until the process is gone and may be called more than
 // once.
-func (c *Client) Kill() { c.pc.Kill() }
+func (c *Client) Kill() {
+	c.pc.Kill()
+	if c.files != nil {
+		c.files.Close()
+	}
+}
 
 // Exited reports whether the plugin process has exited.
 func (c *Client) Exited() bool { return c.pc.Exited() }
@@ -227,6 +266,9 @@ type Info struct {
 	// ProtocolMinor is the posthorn.plugin.v1 minor version the plugin was
 	// built against; fields added after it are unknown to the plugin.
 	ProtocolMinor uint32
+	// BodyFiles: the plugin took over the body channel and takes
+	// Transform bodies as sealed memory files (minor 5).
+	BodyFiles bool
 }
 
 // Has reports whether the plugin serves hook h.
@@ -254,6 +296,7 @@ func (c *Client) Describe(ctx context.Context) (*Info, error) {
 	c.info = info
 	c.pluginMax = info.MaxMessageSize
 	c.mu.Unlock()
+	c.bodyFiles.Store(info.BodyFiles && c.files != nil)
 	return info, nil
 }
 

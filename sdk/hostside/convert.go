@@ -36,6 +36,7 @@ func infoFromPB(r *pb.DescribeResponse) *Info {
 		},
 		Hooks:         hooksFromPB(r.GetHooks()),
 		ProtocolMinor: r.GetProtocolMinor(),
+		BodyFiles:     r.GetBodyFiles(),
 	}
 }
 

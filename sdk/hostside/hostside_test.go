@@ -163,12 +163,14 @@ func TestInboundVerdicts(t *testing.T) {
 
 // TestLarge streams 50 MB through Inbound (REPLACE echo) and Outbound
 // (TRANSFORMED echo) and checks the bytes that come back.
-func TestLarge(t *testing.T) {
+func TestLarge(t *testing.T) { bothWays(t, testLarge) }
+
+func testLarge(t *testing.T, chunks bool) {
 	if testing.Short() {
 		t.Skip("short")
 	}
 	const size = 50 << 20
-	f := start(t, hostside.Options{MaxMessageSize: 64 << 20})
+	f := start(t, hostside.Options{MaxMessageSize: 64 << 20, NoBodyFiles: chunks})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	want, _, _ := sum(plugintest.NewMessage(size))
@@ -220,8 +222,10 @@ func TestMessageSizeLimits(t *testing.T) {
 	}
 }
 
-func TestOutbound(t *testing.T) {
-	f := start(t, hostside.Options{})
+func TestOutbound(t *testing.T) { bothWays(t, testOutbound) }
+
+func testOutbound(t *testing.T, chunks bool) {
+	f := start(t, hostside.Options{NoBodyFiles: chunks})
 	ctx := context.Background()
 	e := env("split", "a@example.test", "no@example.test", "b@example.test")
 	answers, err := f.c.CanHandle(ctx, e, e.Recipients)
@@ -352,8 +356,10 @@ func TestPanics(t *testing.T) {
 	}
 }
 
-func TestDeadline(t *testing.T) {
-	f := start(t, hostside.Options{})
+func TestDeadline(t *testing.T) { bothWays(t, testDeadline) }
+
+func testDeadline(t *testing.T, chunks bool) {
+	f := start(t, hostside.Options{NoBodyFiles: chunks})
 	for _, call := range []struct {
 		name string
 		do   func(ctx context.Context) error
@@ -500,8 +506,10 @@ func waitFor(t *testing.T, cond func() bool) {
 // WriteTo, gRPC's buffers come from a pool that is not cleared): 5 MiB
 // split into two outputs, one read with Read and one copied with WriteTo,
 // by four calls at once; every byte arrives, each call gets its own.
-func TestOutputsBigAndConcurrent(t *testing.T) {
-	f := start(t, hostside.Options{MaxMessageSize: 16 << 20})
+func TestOutputsBigAndConcurrent(t *testing.T) { bothWays(t, testOutputsBigAndConcurrent) }
+
+func testOutputsBigAndConcurrent(t *testing.T, chunks bool) {
+	f := start(t, hostside.Options{MaxMessageSize: 16 << 20, NoBodyFiles: chunks})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	errs := make(chan error, 4)
@@ -554,8 +562,10 @@ func TestOutputsBigAndConcurrent(t *testing.T) {
 
 // TestOutputWriteToLimit: an output larger than the host's limit fails
 // WriteTo with ErrMessageTooLarge, as Read does.
-func TestOutputWriteToLimit(t *testing.T) {
-	f := start(t, hostside.Options{MaxMessageSize: 1 << 20})
+func TestOutputWriteToLimit(t *testing.T) { bothWays(t, testOutputWriteToLimit) }
+
+func testOutputWriteToLimit(t *testing.T, chunks bool) {
+	f := start(t, hostside.Options{MaxMessageSize: 1 << 20, NoBodyFiles: chunks})
 	e := env("split", "a@example.test")
 	res, err := f.c.Transform(context.Background(), e, e.Recipients, strings.NewReader(strings.Repeat("x", 900<<10)))
 	if err != nil {
@@ -581,5 +591,136 @@ func TestOutputWriteToLimit(t *testing.T) {
 	}
 	if !errors.Is(err, sdk.ErrMessageTooLarge) {
 		t.Fatalf("output over the limit: %v, want ErrMessageTooLarge", err)
+	}
+}
+
+// bothWays runs a test with bodies passed as sealed memory files (protocol
+// minor 5, where the platform has them) and streamed in chunks.
+func bothWays(t *testing.T, test func(t *testing.T, chunks bool)) {
+	t.Run("files", func(t *testing.T) { test(t, false) })
+	t.Run("chunks", func(t *testing.T) { test(t, true) })
+}
+
+// fdCount counts the open descriptors of process pid ("self" for us).
+func fdCount(t *testing.T, pid string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + pid + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// waitFDCount waits until pid has at most want descriptors open.
+func waitFDCount(t *testing.T, pid string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for fdCount(t, pid) > want {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %s: %d descriptors open, want at most %d", pid, fdCount(t, pid), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestBodyFiles: on Linux a plugin built with this SDK takes the body
+// channel (Describe says so) and Transform outputs come back as sealed
+// files the caller may keep; files nobody takes are closed, in the host
+// and in the plugin, however the call ends. With NoBodyFiles everything
+// goes in chunks.
+func TestBodyFiles(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs Linux /proc")
+	}
+	f := start(t, hostside.Options{MaxMessageSize: 8 << 20})
+	if !f.info.BodyFiles {
+		t.Fatal("Describe: the plugin did not take the body channel")
+	}
+	ctx := context.Background()
+	body := bytes.Repeat([]byte("0123456789 body file\r\n"), 5000)
+
+	// A kept output outlives its call.
+	res, err := f.c.Transform(ctx, env("echo"), env("echo").Recipients, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := res.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, size := out.TakeFile()
+	if file == nil || size != int64(len(body)) {
+		t.Fatalf("TakeFile: %v, %d bytes; want the %d-byte output", file, size, len(body))
+	}
+	if g, _ := out.TakeFile(); g != nil {
+		t.Fatal("an output was handed over twice")
+	}
+	if _, err := res.Next(); err != io.EOF {
+		t.Fatalf("after the only output: %v", err)
+	}
+	res.Close()
+	got, err := io.ReadAll(io.NewSectionReader(file, 0, size))
+	file.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("kept output: %d bytes, %v", len(got), err)
+	}
+
+	// An output read through Body is not handed over afterwards.
+	res, err = f.c.Transform(ctx, env("echo"), env("echo").Recipients, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ = res.Next()
+	io.CopyN(io.Discard, out.Body, 10)
+	if g, _ := out.TakeFile(); g != nil {
+		t.Fatal("TakeFile after Body was read from")
+	}
+	res.Close()
+
+	// Outputs nobody takes, calls ended early, declined and failing
+	// calls: no descriptor stays open on either side.
+	pid := strconv.Itoa(f.c.Pid())
+	hostBefore, pluginBefore := fdCount(t, "self"), fdCount(t, pid)
+	for i := 0; i < 20; i++ {
+		e := env("split", "a@example.test", "b@example.test")
+		res, err := f.c.Transform(ctx, e, e.Recipients, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := res.Next(); err != nil { // one of two, untaken
+				t.Fatal(err)
+			}
+		}
+		res.Close()
+		res, err = f.c.Transform(ctx, env("decline"), env("decline").Recipients, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Close()
+	}
+	waitFDCount(t, "self", hostBefore)
+	waitFDCount(t, pid, pluginBefore)
+
+	// Chunks when asked.
+	c := start(t, hostside.Options{NoBodyFiles: true})
+	if c.info.BodyFiles {
+		t.Fatal("NoBodyFiles: Describe still says body files")
+	}
+	res, err = c.c.Transform(ctx, env("echo"), env("echo").Recipients, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	out, err = res.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := out.TakeFile(); g != nil {
+		t.Fatal("a chunked output offered as a file")
+	}
+	got, err = io.ReadAll(out.Body)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("chunked output: %d bytes, %v", len(got), err)
 	}
 }

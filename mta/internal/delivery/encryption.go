@@ -125,12 +125,16 @@ type Plan struct {
 	// Outcomes are final for this attempt (bounced, deferred, diverted).
 	Outcomes map[int]Outcome
 	cleanup  []string
+	files    []*os.File // outputs kept as the plugin's memory files
 }
 
 // Close removes the spooled outputs.
 func (p *Plan) Close() {
 	for _, f := range p.cleanup {
 		os.Remove(f)
+	}
+	for _, f := range p.files {
+		f.Close()
 	}
 }
 
@@ -141,7 +145,7 @@ func AttrDiverted(i int) string { return "divert." + strconv.Itoa(i) }
 // Apply runs the chain for the remote recipients idx of env.
 func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, body Body) *Plan {
 	plan := &Plan{Outcomes: map[int]Outcome{}}
-	subject, headers, err := readHeader(body)
+	subject, headers, clean, err := readHeader(body)
 	if err != nil {
 		for _, i := range idx {
 			plan.Outcomes[i] = Deferred("4.3.0", "x-posthorn; cannot read the queued message: "+errString(err))
@@ -150,7 +154,10 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 	}
 	chain := e.chain()
 	trig := chain.TriggerHeader()
-	plan.PlainBody = stripTrigger(body, chain, trig)
+	plan.PlainBody = body
+	if !clean || chain.MayStrip(headers, headers["Subject"]) {
+		plan.PlainBody = stripTrigger(body, chain, trig)
+	}
 
 	decisions := map[int]policychain.Decision{}
 	wants := map[string][]int{} // method -> recipients that might use it
@@ -283,6 +290,7 @@ func (e *Encryption) signPlain(ctx context.Context, env *queue.Envelope, senv *s
 		}
 		plan.Outputs = append(plan.Outputs, sub.Outputs...)
 		plan.cleanup = append(plan.cleanup, sub.cleanup...)
+		plan.files = append(plan.files, sub.files...)
 		var rest []int
 		for _, i := range plan.Plain {
 			if signed[i] {
@@ -360,6 +368,7 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 	}
 	var produced []Output
 	var files []string
+	var memfiles []*os.File
 	for {
 		out, err := res.Next()
 		if err == io.EOF {
@@ -369,26 +378,43 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 			for _, f := range files {
 				os.Remove(f)
 			}
+			for _, f := range memfiles {
+				f.Close()
+			}
 			fail(Deferred("4.7.0", fmt.Sprintf("x-posthorn; encryption method %s failed: %s", method, errString(err))))
 			return
 		}
-		sp := &spill{dir: e.SpoolDir, buf: make([]byte, 0, min(memOutput, env.Size*3/2+4096))}
-		_, err = io.Copy(sp, out.Body)
-		if sp.f != nil {
-			if cerr := sp.f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
+		var o Output
+		if f, size := out.TakeFile(); f != nil {
+			// The plugin passed a sealed memory file (protocol minor 5):
+			// it is the output, no copy needed.
+			memfiles = append(memfiles, f)
+			o.Body = sealedBody(f, size)
+		} else {
+			sp := &spill{dir: e.SpoolDir, buf: make([]byte, 0, min(memOutput, env.Size*3/2+4096))}
+			_, err = io.Copy(sp, out.Body)
 			if sp.f != nil {
-				os.Remove(sp.f.Name())
+				if cerr := sp.f.Close(); err == nil {
+					err = cerr
+				}
 			}
-			fail(Deferred("4.3.0", "x-posthorn; cannot spool the transformed message: "+errString(err)))
-			return
-		}
-		o := Output{Body: sp.body()}
-		if sp.f != nil {
-			files = append(files, sp.f.Name())
+			if err != nil {
+				if sp.f != nil {
+					os.Remove(sp.f.Name())
+				}
+				for _, f := range files {
+					os.Remove(f)
+				}
+				for _, f := range memfiles {
+					f.Close()
+				}
+				fail(Deferred("4.3.0", "x-posthorn; cannot spool the transformed message: "+errString(err)))
+				return
+			}
+			o.Body = sp.body()
+			if sp.f != nil {
+				files = append(files, sp.f.Name())
+			}
 		}
 		for _, a := range out.Recipients {
 			if i, ok := byAddr[strings.ToLower(a)]; ok {
@@ -397,8 +423,18 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 		}
 		produced = append(produced, o)
 	}
+	plan.files = append(plan.files, memfiles...)
 	plan.cleanup = append(plan.cleanup, files...)
 	plan.Outputs = append(plan.Outputs, produced...)
+}
+
+// sealedBody reads an output the plugin passed as a sealed memory file:
+// its bytes cannot change, every reader starts at 0 (ReadAt; the offset
+// is shared with the plugin). Valid until the plan is closed.
+func sealedBody(f *os.File, size int64) Body {
+	return func() (io.ReadCloser, error) {
+		return io.NopCloser(io.NewSectionReader(f, 0, size)), nil
+	}
 }
 
 // memOutput is the size up to which a transformed message stays in memory
@@ -493,17 +529,18 @@ func sdkRecipients(env *queue.Envelope, idx []int) []sdk.Recipient {
 }
 
 // readHeader reads the message header: the Subject and all fields.
-func readHeader(body Body) (string, map[string][]string, error) {
+func readHeader(body Body) (subject string, fields map[string][]string, clean bool, err error) {
 	rc, err := body()
 	if err != nil {
-		return "", nil, err
+		return "", nil, false, err
 	}
 	defer rc.Close()
 	h, err := textproto.NewReader(bufio.NewReader(io.LimitReader(rc, 1<<20))).ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) && len(h) == 0 {
-		return "", nil, err
+		return "", nil, false, err
 	}
-	return h.Get("Subject"), h, nil
+	// clean: the whole header parsed, so fields names every field in it.
+	return h.Get("Subject"), h, err == nil, nil
 }
 
 // stripTrigger removes the subject tag and the trigger header: they were

@@ -358,6 +358,32 @@ func (c *Chain) trigger(subject string, headers map[string][]string) string {
 // which the caller removes before sending.
 func (c *Chain) TriggerHeader() string { return c.triggerHeader }
 
+// MayStrip reports whether StripTag could change one of subjects, or
+// whether stripping the trigger header could change a header that has the
+// fields keys (canonical MIME keys): false means the message goes out
+// byte for byte as it was queued. It errs on the side of true (a tag that
+// only occurs with other spacing counts).
+func (c *Chain) MayStrip(keys map[string][]string, subjects []string) bool {
+	if t := c.triggerHeader; t != "" {
+		for k := range keys {
+			if strings.EqualFold(k, t) {
+				return true
+			}
+		}
+	}
+	if c.subjectTag == "" {
+		return false
+	}
+	squash := func(s string) string { return strings.Join(strings.Fields(s), "") }
+	tag := squash(c.subjectTag)
+	for _, s := range subjects {
+		if containsFold(s, c.subjectTag) || (tag != "" && containsFold(squash(s), tag)) {
+			return true
+		}
+	}
+	return false
+}
+
 // StripTag removes every occurrence of the subject tag (case-insensitive)
 // and the blank it leaves: "[secure] Offer" → "Offer", "Re: [SECURE] Hi" →
 // "Re: Hi". Pass a decoded subject and encode the result again if needed.

@@ -296,3 +296,28 @@ func TestUnloop(t *testing.T) {
 		t.Errorf("chain without web mailboxes changed the decision: %+v", d)
 	}
 }
+
+// TestMayStrip: whenever StripTag changes a subject, MayStrip says so
+// (a false "nothing to strip" would send the tag out).
+func TestMayStrip(t *testing.T) {
+	c := testChain(t)
+	for _, in := range []string{
+		"[secure] Offer", "[SECURE]   Offer", "Offer [Secure] for you", "a[secure]b", "[secure]",
+		"no tag here", "Grüße [secure] aus Köln", "[secure\u00a0] not the tag", "[se cure] spaced", "",
+	} {
+		changes := c.StripTag(in) != in
+		if changes && !c.MayStrip(nil, []string{in}) {
+			t.Errorf("MayStrip(%q) = false, but StripTag changes it", in)
+		}
+	}
+	if c.MayStrip(map[string][]string{"Subject": {"hello"}, "From": {"a@b"}}, []string{"hello"}) {
+		t.Error("MayStrip without tag or trigger = true")
+	}
+	if !c.MayStrip(map[string][]string{"X-Posthorn-Encrypt": {"yes"}}, nil) || !c.MayStrip(map[string][]string{"x-posthorn-ENCRYPT": {""}}, nil) {
+		t.Error("MayStrip with the trigger header = false")
+	}
+	bare, _ := New(conf.Encryption{})
+	if bare.MayStrip(map[string][]string{"X-Posthorn-Encrypt": {"yes"}}, []string{"[secure] x"}) {
+		t.Error("MayStrip without tag and trigger configured = true")
+	}
+}

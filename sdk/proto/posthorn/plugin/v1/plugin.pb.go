@@ -365,6 +365,12 @@ type DescribeResponse struct {
 	// plugin that is down or failing (on_failure) only affects mail it would
 	// have seen.
 	InboundFilter *InboundFilter `protobuf:"bytes,7,opt,name=inbound_filter,json=inboundFilter,proto3" json:"inbound_filter,omitempty"`
+	// Minor 5: the plugin has the body channel the host handed it (a unix
+	// socket inherited as a file descriptor, named by the environment
+	// variable POSTHORN_PLUGIN_BODY_FD) and takes Transform bodies as sealed
+	// memory files passed over it (Linux). The host then sends bodies that
+	// way instead of in chunks.
+	BodyFiles     bool `protobuf:"varint,8,opt,name=body_files,json=bodyFiles,proto3" json:"body_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -446,6 +452,13 @@ func (x *DescribeResponse) GetInboundFilter() *InboundFilter {
 		return x.InboundFilter
 	}
 	return nil
+}
+
+func (x *DescribeResponse) GetBodyFiles() bool {
+	if x != nil {
+		return x.BodyFiles
+	}
+	return false
 }
 
 // InboundFilter selects received mail for a plugin's Inspect (minor 2).
@@ -1645,7 +1658,15 @@ type TransformStart struct {
 	// envelope.recipients the plugin said it can handle).
 	Recipients []*Recipient `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
 	// As in CanHandleRequest (minor 1).
-	Purpose       Purpose `protobuf:"varint,3,opt,name=purpose,proto3,enum=posthorn.plugin.v1.Purpose" json:"purpose,omitempty"`
+	Purpose Purpose `protobuf:"varint,3,opt,name=purpose,proto3,enum=posthorn.plugin.v1.Purpose" json:"purpose,omitempty"`
+	// Minor 5: when not 0, the message is not streamed in chunks: it is a
+	// sealed memory file passed over the body channel (see BodyFiles in
+	// DescribeResponse) under this token, body_size bytes long, and the
+	// host half-closes the stream right after TransformStart. The host sends
+	// it only to a plugin that announced body_files. A plugin that received
+	// its body this way may answer with outputs passed the same way.
+	BodyFile      uint64 `protobuf:"fixed64,4,opt,name=body_file,json=bodyFile,proto3" json:"body_file,omitempty"`
+	BodySize      uint64 `protobuf:"varint,5,opt,name=body_size,json=bodySize,proto3" json:"body_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1699,6 +1720,20 @@ func (x *TransformStart) GetPurpose() Purpose {
 		return x.Purpose
 	}
 	return Purpose_PURPOSE_ENCRYPT
+}
+
+func (x *TransformStart) GetBodyFile() uint64 {
+	if x != nil {
+		return x.BodyFile
+	}
+	return 0
+}
+
+func (x *TransformStart) GetBodySize() uint64 {
+	if x != nil {
+		return x.BodySize
+	}
+	return 0
 }
 
 type TransformResponse struct {
@@ -1873,7 +1908,12 @@ func (x *TransformResult) GetOutputs() uint32 {
 type OutputHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Addresses, a subset of the group.
-	Recipients    []string `protobuf:"bytes,1,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	Recipients []string `protobuf:"bytes,1,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// Minor 5: when not 0, no chunks follow for this output: it is a sealed
+	// memory file passed over the body channel under this token, body_size
+	// bytes long. Only in answer to a TransformStart with body_file.
+	BodyFile      uint64 `protobuf:"fixed64,2,opt,name=body_file,json=bodyFile,proto3" json:"body_file,omitempty"`
+	BodySize      uint64 `protobuf:"varint,3,opt,name=body_size,json=bodySize,proto3" json:"body_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1913,6 +1953,20 @@ func (x *OutputHeader) GetRecipients() []string {
 		return x.Recipients
 	}
 	return nil
+}
+
+func (x *OutputHeader) GetBodyFile() uint64 {
+	if x != nil {
+		return x.BodyFile
+	}
+	return 0
+}
+
+func (x *OutputHeader) GetBodySize() uint64 {
+	if x != nil {
+		return x.BodySize
+	}
+	return 0
 }
 
 type Event struct {
@@ -2488,7 +2542,7 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x1fposthorn/plugin/v1/plugin.proto\x12\x12posthorn.plugin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n" +
 	"\x0fDescribeRequest\x12.\n" +
 	"\x13host_protocol_minor\x18\x01 \x01(\rR\x11hostProtocolMinor\x12!\n" +
-	"\fhost_version\x18\x02 \x01(\tR\vhostVersion\"\xac\x02\n" +
+	"\fhost_version\x18\x02 \x01(\tR\vhostVersion\"\xcb\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12.\n" +
@@ -2497,7 +2551,9 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vevent_types\x18\x05 \x03(\tR\n" +
 	"eventTypes\x12(\n" +
 	"\x10max_message_size\x18\x06 \x01(\x04R\x0emaxMessageSize\x12H\n" +
-	"\x0einbound_filter\x18\a \x01(\v2!.posthorn.plugin.v1.InboundFilterR\rinboundFilter\"G\n" +
+	"\x0einbound_filter\x18\a \x01(\v2!.posthorn.plugin.v1.InboundFilterR\rinboundFilter\x12\x1d\n" +
+	"\n" +
+	"body_files\x18\b \x01(\bR\tbodyFiles\"G\n" +
 	"\rInboundFilter\x126\n" +
 	"\x05rules\x18\x01 \x03(\v2 .posthorn.plugin.v1.InboundMatchR\x05rules\"\x96\x01\n" +
 	"\fInboundMatch\x12#\n" +
@@ -2588,13 +2644,15 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x10TransformRequest\x12:\n" +
 	"\x05start\x18\x01 \x01(\v2\".posthorn.plugin.v1.TransformStartH\x00R\x05start\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xc0\x01\n" +
+	"\x03msg\"\xfa\x01\n" +
 	"\x0eTransformStart\x128\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1c.posthorn.plugin.v1.EnvelopeR\benvelope\x12=\n" +
 	"\n" +
 	"recipients\x18\x02 \x03(\v2\x1d.posthorn.plugin.v1.RecipientR\n" +
 	"recipients\x125\n" +
-	"\apurpose\x18\x03 \x01(\x0e2\x1b.posthorn.plugin.v1.PurposeR\apurpose\"\xad\x01\n" +
+	"\apurpose\x18\x03 \x01(\x0e2\x1b.posthorn.plugin.v1.PurposeR\apurpose\x12\x1b\n" +
+	"\tbody_file\x18\x04 \x01(\x06R\bbodyFile\x12\x1b\n" +
+	"\tbody_size\x18\x05 \x01(\x04R\bbodySize\"\xad\x01\n" +
 	"\x11TransformResponse\x12=\n" +
 	"\x06result\x18\x01 \x01(\v2#.posthorn.plugin.v1.TransformResultH\x00R\x06result\x12:\n" +
 	"\x06output\x18\x02 \x01(\v2 .posthorn.plugin.v1.OutputHeaderH\x00R\x06output\x12\x16\n" +
@@ -2609,11 +2667,13 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ACTION_TRANSFORMED\x10\x01\x12\x13\n" +
 	"\x0fACTION_DIVERTED\x10\x02\x12\x13\n" +
-	"\x0fACTION_DECLINED\x10\x03\".\n" +
+	"\x0fACTION_DECLINED\x10\x03\"h\n" +
 	"\fOutputHeader\x12\x1e\n" +
 	"\n" +
 	"recipients\x18\x01 \x03(\tR\n" +
-	"recipients\"\xf7\x02\n" +
+	"recipients\x12\x1b\n" +
+	"\tbody_file\x18\x02 \x01(\x06R\bbodyFile\x12\x1b\n" +
+	"\tbody_size\x18\x03 \x01(\x04R\bbodySize\"\xf7\x02\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x19\n" +
