@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // dataReadyRef is the definition, written plainly: a line starting with
@@ -251,5 +252,25 @@ func TestSendTo(t *testing.T) {
 		if k, err := br.Read(make([]byte, 1)); k != 0 || err != io.EOF {
 			t.Errorf("from %d: read after SendTo: %d, %v", start, k, err)
 		}
+	}
+}
+
+// TestIsDataReady: the exported test agrees with the reference, read in
+// one piece and byte by byte.
+func TestIsDataReady(t *testing.T) {
+	for _, c := range dataReadyCases {
+		for _, r := range []io.Reader{strings.NewReader(c.body), iotest.OneByteReader(strings.NewReader(c.body))} {
+			got, err := IsDataReady(r)
+			if err != nil || got != c.ready {
+				t.Fatalf("%q: %v, %v; want %v", c.body, got, err, c.ready)
+			}
+		}
+	}
+	big := strings.Repeat("a line of text\r\n", 10000)
+	if ok, _ := IsDataReady(strings.NewReader(big)); !ok {
+		t.Fatal("a long body in DATA form is not ready")
+	}
+	if ok, _ := IsDataReady(strings.NewReader(big + ".dot\r\n")); ok {
+		t.Fatal("a dot at a line start past the first buffer is missed")
 	}
 }

@@ -140,6 +140,27 @@ func (s *dataScan) write(p []byte) {
 // ready reports whether everything seen is in DATA form.
 func (s *dataScan) ready() bool { return !s.bad && s.n >= 2 && s.last == '\n' }
 
+// IsDataReady reports whether r's content is in SMTP DATA form as
+// BodyReader.DataReady describes it (the same test Enqueue applies), for
+// bodies that did not come from the queue.
+func IsDataReady(r io.Reader) (bool, error) {
+	s := newDataScan()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		s.write(buf[:n])
+		if err == io.EOF {
+			return s.ready(), nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if s.bad {
+			return false, nil
+		}
+	}
+}
+
 func (s *dataScan) flags() byte {
 	if s.ready() {
 		return flagDataReady

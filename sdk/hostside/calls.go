@@ -253,7 +253,7 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	var token uint64
 	if byFile {
 		// Minor 5: the body as a sealed memory file; no chunks follow.
-		t, size, err := c.sendBodyFile(body)
+		t, size, err := c.sendBodyFile(ctxReader{ctx, body})
 		token = t
 		if err != nil {
 			cancel()
@@ -468,6 +468,20 @@ func (r *TransformResult) discardRest() {
 	for i := r.seen; i < r.outputs; i++ {
 		r.c.files.Discard(bodyfile.OutputToken(r.token, i))
 	}
+}
+
+// ctxReader stops reading once ctx is done (a body read before the call,
+// as in sendBodyFile, must not outlast the call's deadline).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // sendBodyFile copies body into a sealed memory file, within the plugin's

@@ -389,7 +389,7 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 			// The plugin passed a sealed memory file (protocol minor 5):
 			// it is the output, no copy needed.
 			memfiles = append(memfiles, f)
-			o.Body = sealedBody(f, size)
+			o.Body = SealedBody(f, size)
 		} else {
 			sp := &spill{dir: e.SpoolDir, buf: make([]byte, 0, min(memOutput, env.Size*3/2+4096))}
 			_, err = io.Copy(sp, out.Body)
@@ -428,13 +428,71 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 	plan.Outputs = append(plan.Outputs, produced...)
 }
 
-// sealedBody reads an output the plugin passed as a sealed memory file:
+// SealedBody reads an output the plugin passed as a sealed memory file:
 // its bytes cannot change, every reader starts at 0 (ReadAt; the offset
-// is shared with the plugin). Valid until the plan is closed.
-func sealedBody(f *os.File, size int64) Body {
+// is shared with the plugin). Valid until the plan is closed. Its readers
+// are remote.FileBody: an output in DATA form (base64 lines, as S/MIME
+// and OpenPGP make them) goes out with sendfile.
+func SealedBody(f *os.File, size int64) Body {
+	s := &sealed{f: f, size: size}
 	return func() (io.ReadCloser, error) {
-		return io.NopCloser(io.NewSectionReader(f, 0, size)), nil
+		return &sealedReader{SectionReader: io.NewSectionReader(f, 0, size), s: s}, nil
 	}
+}
+
+type sealed struct {
+	f     *os.File
+	size  int64
+	once  sync.Once
+	ready bool
+}
+
+// dataReady scans the output once (the plugin's word is not taken for it:
+// a dot at a line start would end the DATA early).
+func (s *sealed) dataReady() bool {
+	s.once.Do(func() {
+		s.ready, _ = queue.IsDataReady(io.NewSectionReader(s.f, 0, s.size))
+	})
+	return s.ready
+}
+
+type sealedReader struct {
+	*io.SectionReader
+	s *sealed
+}
+
+func (r *sealedReader) Close() error    { return nil }
+func (r *sealedReader) DataReady() bool { return r.s.dataReady() }
+
+// SendTo writes the rest of the output to w, handing w.ReadFrom a file
+// (sendfile for a TCP connection): a descriptor of its own, opened through
+// /proc, as the memory file's offset is shared with the plugin; without
+// /proc, through the reader.
+func (r *sealedReader) SendTo(w io.ReaderFrom) (int64, error) {
+	pos, err := r.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	want := r.Size() - pos
+	if want <= 0 {
+		return 0, nil
+	}
+	var n int64
+	if g, oerr := os.Open("/proc/self/fd/" + strconv.Itoa(int(r.s.f.Fd()))); oerr == nil {
+		if _, err = g.Seek(pos, io.SeekStart); err == nil {
+			n, err = w.ReadFrom(&io.LimitedReader{R: g, N: want})
+		}
+		g.Close()
+	} else {
+		n, err = w.ReadFrom(io.NewSectionReader(r.s.f, pos, want))
+	}
+	if _, serr := r.Seek(pos+n, io.SeekStart); err == nil {
+		err = serr
+	}
+	if err == nil && n < want {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // memOutput is the size up to which a transformed message stays in memory

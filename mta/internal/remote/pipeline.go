@@ -203,14 +203,29 @@ const sendfileMin = 64 << 10
 // spooledSends counts bodies sent by spooledData's path (for tests).
 var spooledSends atomic.Int64
 
-// spooledData returns the plain TCP connection and the spool reader when
-// the body can go to the server straight from the spool file (issue 19):
-// rc is the queue's own reader, unread, of a body the queue found in DATA
-// form already (so the dot-stuffing would change nothing; any stage that
-// changes the bytes — a signature, a plugin, the 7-bit conversion — hands
-// over another reader or sets convert), and the connection is not
-// encrypted (TLS must see every byte).
-func spooledData(c *conn, rc io.Reader, convert bool) (*net.TCPConn, *queue.BodyReader) {
+// FileBody is a body held in a file that knows whether its bytes are in
+// SMTP DATA form and can hand the file to a socket (sendfile):
+// *queue.BodyReader, and the encryption stage's outputs kept in the
+// plugin's sealed memory file.
+type FileBody interface {
+	io.Reader
+	io.Seeker
+	// DataReady as queue.BodyReader.DataReady.
+	DataReady() bool
+	Size() int64
+	// SendTo as queue.BodyReader.SendTo.
+	SendTo(w io.ReaderFrom) (int64, error)
+}
+
+var _ FileBody = (*queue.BodyReader)(nil)
+
+// spooledData returns the plain TCP connection and the body when the body
+// can go to the server straight from its file (issue 19): rc is a
+// FileBody, unread, whose bytes are in DATA form already (so the
+// dot-stuffing would change nothing; any stage that changes the bytes — a
+// signature, the 7-bit conversion — hands over another reader or sets
+// convert), and the connection is not encrypted (TLS must see every byte).
+func spooledData(c *conn, rc io.Reader, convert bool) (*net.TCPConn, FileBody) {
 	if convert || c.tls.used {
 		return nil, nil
 	}
@@ -222,8 +237,8 @@ func spooledData(c *conn, rc io.Reader, convert bool) (*net.TCPConn, *queue.Body
 	if !ok {
 		return nil, nil
 	}
-	br, ok := rc.(*queue.BodyReader)
-	if !ok || !br.DataReady() || br.Size() < sendfileMin {
+	br, ok := rc.(FileBody)
+	if !ok || br.Size() < sendfileMin || !br.DataReady() {
 		return nil, nil
 	}
 	if pos, err := br.Seek(0, io.SeekCurrent); err != nil || pos != 0 {

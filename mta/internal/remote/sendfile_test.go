@@ -22,6 +22,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/delivery"
 	"github.com/posthorn/posthorn/queue"
 	"github.com/posthorn/posthorn/testbed/ca"
+	"golang.org/x/sys/unix"
 )
 
 // rawMTA is a loopback SMTP server that records the DATA bytes exactly as
@@ -300,9 +301,25 @@ func TestSpooledBodies(t *testing.T) {
 	m := startRaw(t, rawOpts{eightBit: true})
 	tr := smarthost(t, n, m, "none")
 	q := openQueue(t, t.TempDir())
-	for i, c := range cases {
+	// Every case twice: from the queue, and as an encryption output kept
+	// in the plugin's memory file (delivery.SealedBody).
+	var all []struct {
+		name     string
+		body     []byte
+		bodyType string
+		sendfile bool
+	}
+	for _, c := range cases {
+		all = append(all, c)
+		c.name = "sealed output, " + c.name
+		all = append(all, c)
+	}
+	for i, c := range all {
 		before := spooledSends.Load()
 		env, body := spoolMsg(t, q, c.body, c.bodyType)
+		if strings.HasPrefix(c.name, "sealed output, ") {
+			body = sealedOutput(t, c.body)
+		}
 		if out := deliverSpooled(t, tr, env, body); out.State != queue.Delivered {
 			t.Fatalf("%s: %+v", c.name, out)
 		}
@@ -603,4 +620,24 @@ func processCPU() int64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// sealedOutput is body in a sealed memory file, as the daemon keeps an
+// output a plugin passed that way (its offset at the end, as the plugin
+// left it).
+func sealedOutput(t *testing.T, body []byte) delivery.Body {
+	t.Helper()
+	fd, err := unix.MemfdCreate("output", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "output")
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		t.Fatal(err)
+	}
+	return delivery.SealedBody(f, int64(len(body)))
 }
