@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 )
 
 // On-disk format of one message file; see the package documentation.
@@ -140,12 +141,16 @@ func (s *dataScan) write(p []byte) {
 // ready reports whether everything seen is in DATA form.
 func (s *dataScan) ready() bool { return !s.bad && s.n >= 2 && s.last == '\n' }
 
+var scanBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // IsDataReady reports whether r's content is in SMTP DATA form as
 // BodyReader.DataReady describes it (the same test Enqueue applies), for
 // bodies that did not come from the queue.
 func IsDataReady(r io.Reader) (bool, error) {
 	s := newDataScan()
-	buf := make([]byte, 32<<10)
+	bp := scanBufs.Get().(*[]byte)
+	defer scanBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := r.Read(buf)
 		s.write(buf[:n])
