@@ -630,19 +630,29 @@ func (b *BodyReader) DataReady() bool { return b.dataReady }
 // user space. The reader's offset advances by what was written. A body
 // that turns out shorter than its length gives io.ErrUnexpectedEOF.
 func (b *BodyReader) SendTo(w io.ReaderFrom) (int64, error) {
-	pos, err := b.Seek(0, io.SeekCurrent)
+	return SendRest(w, b.SectionReader, b.f, headerSize)
+}
+
+// SendRest writes the rest of sr — from its current offset to its end —
+// to w by handing w.ReadFrom the file f (positioned at base plus that
+// offset, limited to the rest), so that a *net.TCPConn uses sendfile(2).
+// f holds sr's bytes from base on, with an offset of its own. sr's offset
+// advances by what was written; a file that turns out shorter gives
+// io.ErrUnexpectedEOF.
+func SendRest(w io.ReaderFrom, sr *io.SectionReader, f *os.File, base int64) (int64, error) {
+	pos, err := sr.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return 0, err
 	}
-	want := b.Size() - pos
+	want := sr.Size() - pos
 	if want <= 0 {
 		return 0, nil
 	}
-	if _, err := b.f.Seek(headerSize+pos, io.SeekStart); err != nil {
+	if _, err := f.Seek(base+pos, io.SeekStart); err != nil {
 		return 0, err
 	}
-	n, err := w.ReadFrom(&io.LimitedReader{R: b.f, N: want})
-	if _, serr := b.Seek(pos+n, io.SeekStart); err == nil {
+	n, err := w.ReadFrom(&io.LimitedReader{R: f, N: want})
+	if _, serr := sr.Seek(pos+n, io.SeekStart); err == nil {
 		err = serr
 	}
 	if err == nil && n < want {

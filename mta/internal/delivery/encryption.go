@@ -469,30 +469,17 @@ func (r *sealedReader) DataReady() bool { return r.s.dataReady() }
 // /proc, as the memory file's offset is shared with the plugin; without
 // /proc, through the reader.
 func (r *sealedReader) SendTo(w io.ReaderFrom) (int64, error) {
-	pos, err := r.Seek(0, io.SeekCurrent)
+	g, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(r.s.f.Fd())))
 	if err != nil {
-		return 0, err
+		// No /proc: copied through the reader (ReadAt), never through
+		// the shared offset, which another delivery may be using.
+		pos, _ := r.Seek(0, io.SeekCurrent)
+		n, err := w.ReadFrom(io.NewSectionReader(r.s.f, pos, r.Size()-pos))
+		r.Seek(pos+n, io.SeekStart)
+		return n, err
 	}
-	want := r.Size() - pos
-	if want <= 0 {
-		return 0, nil
-	}
-	var n int64
-	if g, oerr := os.Open("/proc/self/fd/" + strconv.Itoa(int(r.s.f.Fd()))); oerr == nil {
-		if _, err = g.Seek(pos, io.SeekStart); err == nil {
-			n, err = w.ReadFrom(&io.LimitedReader{R: g, N: want})
-		}
-		g.Close()
-	} else {
-		n, err = w.ReadFrom(io.NewSectionReader(r.s.f, pos, want))
-	}
-	if _, serr := r.Seek(pos+n, io.SeekStart); err == nil {
-		err = serr
-	}
-	if err == nil && n < want {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
+	defer g.Close()
+	return queue.SendRest(w, r.SectionReader, g, 0)
 }
 
 // memOutput is the size up to which a transformed message stays in memory
