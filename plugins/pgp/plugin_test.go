@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/sdk/plugintest"
 	"github.com/posthorn/posthorn/testbed/ca"
+	"github.com/posthorn/posthorn/testbed/freeport"
 )
 
 var bin string
@@ -150,13 +150,8 @@ func TestCLI(t *testing.T) {
 }
 
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
+	t.Helper()
+	return freeport.Addr(t, "127.0.0.1")
 }
 
 func configure(t *testing.T, data string, cfg map[string]any) *pgp.Plugin {

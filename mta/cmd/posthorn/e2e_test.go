@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/testbed/freeport"
 )
 
 // These tests run the real binary: `posthorn serve` as a child process.
@@ -44,14 +46,11 @@ func posthornBinary(t *testing.T) string {
 	return binPath
 }
 
+// freePort returns a free address on 127.0.0.1, never one given out
+// before in this test binary (an instance takes several at once).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeport.Addr(t, "127.0.0.1")
 }
 
 // instance is one posthorn serve process with its own state directory.

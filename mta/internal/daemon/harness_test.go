@@ -30,6 +30,7 @@ import (
 	"github.com/posthorn/posthorn/mta/internal/smtpd"
 	"github.com/posthorn/posthorn/testbed/ca"
 	"github.com/posthorn/posthorn/testbed/dnsserver"
+	"github.com/posthorn/posthorn/testbed/freeport"
 )
 
 // testEnv is a running daemon on loopback with a test CA certificate, a
@@ -373,12 +374,8 @@ func startEnvWith(t *testing.T, edit func(string) string) *testEnv {
 // own listeners to 127.0.0.1:0 — the kernel gave one of them the very
 // port once (the metrics listener took the smime plugin's publish_listen).
 func freeLocalAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.9:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return freeport.Addr(t, "127.0.0.9")
 }
 
 // TestMain removes the plugin binaries built for the package's tests.

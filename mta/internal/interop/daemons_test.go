@@ -5,17 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/posthorn/posthorn/testbed/freeport"
 )
 
 // need skips the test when a program is missing.
@@ -42,22 +41,12 @@ func loopbackAddr() string {
 	return fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
 }
 
-// freePort returns a port free for TCP and UDP on addr.
+// freePort returns a port free for TCP and UDP on addr, never one given
+// out before (two daemons of one world once got the same port: nginx
+// failed to bind the port Knot had taken).
 func freePort(t *testing.T, addr string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	// The same port must be free for UDP too (DNS servers).
-	p := l.Addr().(*net.TCPAddr).Port
-	u, err := net.ListenPacket("udp", net.JoinHostPort(addr, strconv.Itoa(p)))
-	if err != nil {
-		return freePort(t, addr)
-	}
-	u.Close()
-	return p
+	return freeport.Port(t, addr, true)
 }
 
 // logBuf collects a daemon's output for failure messages.
