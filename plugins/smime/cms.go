@@ -238,6 +238,17 @@ type Identity struct {
 	Cert  *x509.Certificate
 	Key   crypto.Signer
 	Chain []*x509.Certificate // intermediates, leaf excluded
+	// Signer makes the identity's signatures when set (Key's, by OpenSSL:
+	// rsa_signer = "openssl"); Key still decrypts.
+	Signer crypto.Signer
+}
+
+// signer is what signs for the identity.
+func (id Identity) signer() crypto.Signer {
+	if id.Signer != nil {
+		return id.Signer
+	}
+	return id.Key
 }
 
 // Envelope describes a decrypted message.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 
+	"github.com/posthorn/posthorn/plugins/smime/internal/opensslrsa"
 	"github.com/posthorn/posthorn/sdk"
 	"github.com/posthorn/posthorn/sdk/sqldb"
 )
@@ -83,6 +85,13 @@ type Config struct {
 	// ApprovalPoll is how often approvals made with the CLI are picked up
 	// to tell the partner (event smime.cert_activated); default "30s".
 	ApprovalPoll string `json:"approval_poll"`
+	// RSASigner is what makes the RSA identities' PKCS #1 v1.5
+	// signatures: "go" (the default: Go's crypto/rsa) or "openssl" (the
+	// system's OpenSSL 3 libcrypto, about 0.45 ms less per RSA-2048
+	// signature; every signature is checked with Go before it is used;
+	// see internal/opensslrsa). "openssl" where the library cannot be
+	// loaded is a configuration error.
+	RSASigner string `json:"rsa_signer"`
 }
 
 // approvalSources maps the config's approval sources to record sources.
@@ -257,7 +266,12 @@ func (p *Plugin) Configure(ctx context.Context, c sdk.Config) error {
 	}
 	go p.expiryLoop(st)
 	go p.approvalLoop(st)
-	sdk.Logger().Info("configured", "identities", len(st.ids.all), "collection_address", cfg.CollectionAddress, "publish", cfg.PublishListen)
+	rsaSigner := "go"
+	if cfg.RSASigner == "openssl" {
+		v, _ := opensslrsa.Available()
+		rsaSigner = v
+	}
+	sdk.Logger().Info("configured", "identities", len(st.ids.all), "collection_address", cfg.CollectionAddress, "publish", cfg.PublishListen, "rsa_signer", rsaSigner)
 	return nil
 }
 
@@ -309,10 +323,20 @@ func newState(ctx context.Context, cfg Config, dir string, shared *sdk.Database)
 			return nil, &sdk.ConfigError{Key: fmt.Sprintf("publish_pgp_keys[%d]", i), Message: err.Error()}
 		}
 	}
+	switch cfg.RSASigner {
+	case "", "go", "openssl":
+	default:
+		return nil, &sdk.ConfigError{Key: "rsa_signer", Message: fmt.Sprintf("%q: want \"go\" or \"openssl\"", cfg.RSASigner)}
+	}
 	for i, ic := range cfg.Identities {
 		id, err := LoadIdentity(ic, dir)
 		if err != nil {
 			return nil, &sdk.ConfigError{Key: fmt.Sprintf("identity[%d]", i), Message: err.Error()}
+		}
+		if priv, ok := id.Key.(*rsa.PrivateKey); ok && cfg.RSASigner == "openssl" {
+			if id.Signer, err = opensslrsa.NewSigner(priv); err != nil {
+				return nil, &sdk.ConfigError{Key: "rsa_signer", Message: fmt.Sprintf("identity[%d]: %v", i, err)}
+			}
 		}
 		st.ids.all = append(st.ids.all, id)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posthorn/posthorn/plugins/smime/internal/opensslrsa"
 	"github.com/posthorn/posthorn/sdk"
 )
 
@@ -272,7 +273,8 @@ func TestConfigErrors(t *testing.T) {
 		`{"identity":[{"cert":"missing.pem"}]}`:   "identity[0]",
 		`{"trust_store":"missing.pem"}`:           "trust_store",
 		`{"collection_address":"not an address"}`: "collection_address",
-		`{"bogus":1}`: "bogus",
+		`{"bogus":1}`:                "bogus",
+		`{"rsa_signer":"boringssl"}`: "rsa_signer",
 	} {
 		err := (&Plugin{}).Configure(context.Background(), sdk.Config{JSON: []byte(js), DataDir: dir})
 		ce, ok := err.(*sdk.ConfigError)
@@ -374,5 +376,52 @@ func TestOutputClose(t *testing.T) {
 	}
 	if n, err := o.Read(make([]byte, 4)); n != 0 || err != io.EOF {
 		t.Fatalf("read after Close: %d %v", n, err)
+	}
+}
+
+// rsa_signer = "openssl": the RSA identity's signatures are OpenSSL's
+// (checked by Go, then by the openssl CLI), for signed+encrypted and
+// for signed-only mail; decryption still uses the Go key.
+func TestOpenSSLSigner(t *testing.T) {
+	needOpenSSL(t)
+	if _, err := opensslrsa.Available(); err != nil {
+		t.Skipf("%v", err)
+	}
+	f := newFixture(t, map[string]any{"rsa_signer": "openssl"})
+	if _, ok := f.p.st.ids.all[0].Signer.(*opensslrsa.Signer); !ok {
+		t.Fatalf("identity signer is %T", f.p.st.ids.all[0].Signer)
+	}
+	ctx := context.Background()
+	for _, r := range NewRecords(f.bob.Cert, Capabilities{}, "import", time.Now()) {
+		f.p.st.store.Put(ctx, r)
+	}
+	dir := t.TempDir()
+	ca := writeFile(t, dir, "ca.pem", certPEM(f.pki.ca.Cert))
+	env := &sdk.Envelope{ID: "Q1", MailFrom: "alice@org.test"}
+	rcpts := []sdk.Recipient{{Address: "bob@ext.test"}}
+	res, err := f.p.Transform(ctx, env, rcpts, strings.NewReader(testMsg))
+	if err != nil || res.Action != sdk.OutboundTransformed {
+		t.Fatalf("%v %+v", err, res)
+	}
+	out, _ := io.ReadAll(res.Outputs[0].Body)
+	dec := openssl(t, nil, "cms", "-decrypt", "-in", writeFile(t, dir, "out.eml", out), "-recip", writeFile(t, dir, "c.pem", certPEM(f.bob.Cert)), "-inkey", writeFile(t, dir, "k.pem", keyPEM(t, f.bob)))
+	if ver := openssl(t, nil, "cms", "-verify", "-in", writeFile(t, dir, "d.eml", dec), "-CAfile", ca); !bytes.Contains(ver, []byte("the numbers are fine")) {
+		t.Fatalf("%q", ver)
+	}
+	// The sender's own copy is opened with the Go key, as before.
+	if _, _, err := Decrypt(mustDER(t, out), []Identity{f.alice}); err != nil {
+		t.Fatalf("sender's copy: %v", err)
+	}
+	res, err = f.p.Transform(sdk.WithSignOnly(ctx), env, rcpts, strings.NewReader(testMsg))
+	if err != nil || res.Action != sdk.OutboundTransformed {
+		t.Fatalf("sign only: %v %+v", err, res)
+	}
+	signed, _ := io.ReadAll(res.Outputs[0].Body)
+	if ver := openssl(t, nil, "cms", "-verify", "-in", writeFile(t, dir, "s.eml", signed), "-CAfile", ca); !bytes.Contains(ver, []byte("the numbers are fine")) {
+		t.Fatalf("sign only: %q", ver)
+	}
+	o, err := Open(signed, nil, VerifyOptions{Roots: f.pki.roots, From: "alice@org.test"})
+	if err != nil || !o.Signed || o.SigErr != nil {
+		t.Fatalf("Open: %v %+v", err, o)
 	}
 }

@@ -128,7 +128,7 @@ func signDetached(content pieces, id Identity, now time.Time) ([]byte, error) {
 	// SignerInfo carries them with [0] IMPLICIT (RFC 5652 §5.4).
 	signed := tlv(nil, tagSet, attrs...)
 	sum := sha256.Sum256(signed)
-	sig, err := id.Key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	sig, err := id.signer().Sign(rand.Reader, sum[:], crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("smime: sign: %w", err)
 	}

@@ -31,20 +31,27 @@ type smimeSetup struct {
 	ca, senderCrt, sKey string
 	rcptCrts            []string
 	keyName             string // "RSA 2048" or "P-256"
+	rsaSigner           string // the plugin's rsa_signer: "go" or "openssl"
 }
 
 // newSMIME makes the PKI: keyType "rsa" (RSA 2048 identities: PKCS #1
 // v1.5 signatures, RSA key transport) or "ec" (P-256 identities: ECDSA
 // signatures, ECDH key agreement). The CA is RSA either way.
-func newSMIME(pluginBin string, rcpts int, keyType string) (*smimeSetup, error) {
+func newSMIME(pluginBin string, rcpts int, keyType, rsaSigner string) (*smimeSetup, error) {
 	if keyType != "rsa" && keyType != "ec" {
 		return nil, fmt.Errorf("-smime-key %q: want rsa or ec", keyType)
+	}
+	if rsaSigner != "go" && rsaSigner != "openssl" {
+		return nil, fmt.Errorf("-smime-rsa-signer %q: want go or openssl", rsaSigner)
 	}
 	dir, err := os.MkdirTemp("", "phsmime")
 	if err != nil {
 		return nil, err
 	}
-	s := &smimeSetup{dir: dir, plugin: pluginBin, keyName: map[string]string{"rsa": "RSA 2048", "ec": "P-256"}[keyType]}
+	s := &smimeSetup{dir: dir, plugin: pluginBin, keyName: map[string]string{"rsa": "RSA 2048", "ec": "P-256"}[keyType], rsaSigner: rsaSigner}
+	if keyType == "rsa" && rsaSigner == "openssl" {
+		s.keyName += ", signed by OpenSSL"
+	}
 	if s.plugin == "" {
 		s.plugin = filepath.Join(dir, "posthorn-smime")
 		out, err := exec.Command("go", "build", "-o", s.plugin, "./plugins/smime/cmd/posthorn-smime").CombinedOutput()
@@ -125,6 +132,7 @@ on_failure = "tempfail"
 data_dir = %q
 [plugin.config]
 trust_store = %q
+rsa_signer = %q
 [[plugin.config.identity]]
 cert = %q
 key = %q
@@ -134,7 +142,7 @@ recipients = ["sink.test"]
 encrypt = "opportunistic"
 methods = ["smime"]
 sign = true
-`, s.plugin, dataDir, s.ca, s.senderCrt, s.sKey)
+`, s.plugin, dataDir, s.ca, s.rsaSigner, s.senderCrt, s.sKey)
 }
 
 // prepare imports the recipients' certificates into a fresh plugin
