@@ -250,11 +250,21 @@ type outboundServer struct {
 
 func (o *outboundServer) CanHandle(ctx context.Context, req *pb.CanHandleRequest) (_ *pb.CanHandleResponse, err error) {
 	defer o.srv.recoverPanic("CanHandle", &err)
-	rcpts := recipientsFromPB(req.GetRecipients())
 	if req.GetPurpose() == pb.Purpose_PURPOSE_SIGN {
 		ctx = WithSignOnly(ctx)
 	}
-	answers, err := o.hook.CanHandle(ctx, envelopeFromPB(req.GetEnvelope()), rcpts)
+	answers, err := o.answer(ctx, envelopeFromPB(req.GetEnvelope()), recipientsFromPB(req.GetRecipients()))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CanHandleResponse{Answers: answers}, nil
+}
+
+// answer asks the hook's CanHandle: one answer per recipient, in order
+// (a recipient the hook left out: cannot); an answer for a recipient not
+// asked is an error.
+func (o *outboundServer) answer(ctx context.Context, env *Envelope, rcpts []Recipient) ([]*pb.RecipientAnswer, error) {
+	answers, err := o.hook.CanHandle(ctx, env, rcpts)
 	if err != nil {
 		return nil, toStatus("CanHandle", err)
 	}
@@ -262,19 +272,19 @@ func (o *outboundServer) CanHandle(ctx context.Context, req *pb.CanHandleRequest
 	for _, a := range answers {
 		byAddr[a.Recipient] = a
 	}
-	resp := &pb.CanHandleResponse{}
+	out := make([]*pb.RecipientAnswer, 0, len(rcpts))
 	for _, r := range rcpts {
 		a, ok := byAddr[r.Address]
 		if !ok {
 			a = Answer{Recipient: r.Address, Reason: "no answer from plugin"}
 		}
 		delete(byAddr, r.Address)
-		resp.Answers = append(resp.Answers, &pb.RecipientAnswer{Recipient: r.Address, CanHandle: a.CanHandle, Reason: a.Reason})
+		out = append(out, &pb.RecipientAnswer{Recipient: r.Address, CanHandle: a.CanHandle, Reason: a.Reason})
 	}
 	for addr := range byAddr {
 		return nil, status.Errorf(codes.Internal, "CanHandle answered for %q, which was not asked", addr)
 	}
-	return resp, nil
+	return out, nil
 }
 
 func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err error) {
@@ -319,7 +329,29 @@ func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err erro
 	if start.GetPurpose() == pb.Purpose_PURPOSE_SIGN {
 		tctx = WithSignOnly(tctx)
 	}
-	res, err := o.hook.Transform(tctx, envelopeFromPB(start.GetEnvelope()), group, body)
+	env := envelopeFromPB(start.GetEnvelope())
+	var answers []*pb.RecipientAnswer
+	if start.GetDecide() {
+		// Minor 6: CanHandle first, then Transform for those it can.
+		if answers, err = o.answer(tctx, env, group); err != nil {
+			return err
+		}
+		var can []Recipient
+		for i, a := range answers {
+			if a.GetCanHandle() {
+				can = append(can, group[i])
+			}
+		}
+		if len(can) == 0 {
+			return stream.Send(&pb.TransformResponse{Msg: &pb.TransformResponse_Result{Result: &pb.TransformResult{
+				Action:  pb.TransformResult_ACTION_DECLINED,
+				Reason:  "no recipient can be handled",
+				Answers: answers,
+			}}})
+		}
+		group = can
+	}
+	res, err := o.hook.Transform(tctx, env, group, body)
 	for _, out := range res.Outputs {
 		if c, ok := out.Body.(io.Closer); ok {
 			defer c.Close()
@@ -336,6 +368,7 @@ func (o *outboundServer) Transform(stream pb.Outbound_TransformServer) (err erro
 		Pending: res.Pending,
 		Reason:  res.Reason,
 		Outputs: uint32(len(res.Outputs)),
+		Answers: answers,
 	}}})
 	if err != nil {
 		return err

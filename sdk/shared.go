@@ -25,7 +25,7 @@ const (
 	// implements. It grows with every additive change to plugin.proto and is
 	// reported by Describe, so a host can tell which optional fields a
 	// plugin knows.
-	ProtocolMinor = 5
+	ProtocolMinor = 6
 
 	// MaxChunkSize is the largest piece of message data carried by one gRPC
 	// message. Both sides refuse bigger chunks.

@@ -47,6 +47,13 @@ func startSend(cancel context.CancelFunc, body io.Reader, limit int64, send func
 	return bc
 }
 
+// endedCall is a bodyCall that never sent anything.
+func endedCall() *bodyCall {
+	bc := &bodyCall{cancel: func() {}, sendDone: make(chan struct{})}
+	close(bc.sendDone)
+	return bc
+}
+
 // finish ends the call and waits for the sender. It returns the sender's
 // own failure, if any. Body readers must not block forever: finish waits
 // for the current Read to return.
@@ -201,6 +208,10 @@ type TransformResult struct {
 	Action  sdk.OutboundAction
 	Pending bool   // Diverted: keep the recipients pending until Confirm
 	Reason  string // Diverted, Declined: why
+	// Answers (TransformDecide only): the plugin's CanHandle answer for
+	// every recipient of the group, in order. Action, the outputs and a
+	// diversion are about the recipients answered CanHandle only.
+	Answers []sdk.Answer
 
 	c       *Client
 	ctx     context.Context
@@ -231,6 +242,46 @@ type TransformResult struct {
 // side checks that the outputs cover every recipient of the group exactly
 // once and fails with ErrProtocol otherwise.
 func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (*TransformResult, error) {
+	return c.transform(ctx, env, group, body, false)
+}
+
+// TransformDecide is CanHandle and Transform in one: the plugin decides
+// for every recipient of group (TransformResult.Answers) and transforms
+// for those it can handle; with none, the Action is Declined. A plugin of
+// protocol minor 6 or later does both in one call (TransformStart.decide);
+// an older one is asked CanHandle first, then Transform for those it can
+// handle. Before its answers arrive nothing is known about any recipient:
+// an error from TransformDecide says nothing about what the plugin could
+// handle.
+func (c *Client) TransformDecide(ctx context.Context, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (*TransformResult, error) {
+	c.mu.Lock()
+	decides := c.info != nil && c.info.ProtocolMinor >= 6 && !c.opts.NoDecide
+	c.mu.Unlock()
+	if decides {
+		return c.transform(ctx, env, group, body, true)
+	}
+	answers, err := c.CanHandle(ctx, env, group)
+	if err != nil {
+		return nil, err
+	}
+	var can []sdk.Recipient
+	for i, a := range answers {
+		if a.CanHandle {
+			can = append(can, group[i])
+		}
+	}
+	if len(can) == 0 {
+		return &TransformResult{Action: sdk.OutboundDeclined, Reason: "no recipient can be handled", Answers: answers, ended: true, bc: endedCall()}, nil
+	}
+	r, err := c.transform(ctx, env, can, body, false)
+	if err != nil {
+		return nil, err
+	}
+	r.Answers = answers
+	return r, nil
+}
+
+func (c *Client) transform(ctx context.Context, env *sdk.Envelope, group []sdk.Recipient, body io.Reader, decide bool) (*TransformResult, error) {
 	const method = "Transform"
 	if len(group) == 0 {
 		return nil, &Error{Plugin: c.name, Method: method, Err: errors.New("empty recipient group")}
@@ -248,6 +299,7 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		Envelope:   envelopeToPB(env),
 		Recipients: recipientsToPB(group),
 		Purpose:    purposeOf(ctx),
+		Decide:     decide,
 	}
 	byFile := c.bodyFiles.Load()
 	var token uint64
@@ -286,6 +338,30 @@ func (c *Client) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 		outputs: int(pr.GetOutputs()),
 		byFile:  byFile,
 		token:   token,
+	}
+	if decide {
+		// Minor 6: the answers, one per recipient in order; the rest of
+		// the result is about those answered yes.
+		pa := pr.GetAnswers()
+		if len(pa) != len(group) {
+			return nil, c.fail(ctx, method, bc, fmt.Errorf("%w: %d answers for %d recipients", ErrProtocol, len(pa), len(group)))
+		}
+		var can []sdk.Recipient
+		for i, a := range pa {
+			if a.GetRecipient() != group[i].Address {
+				return nil, c.fail(ctx, method, bc, fmt.Errorf("%w: answer %d is for %q, not %q", ErrProtocol, i, a.GetRecipient(), group[i].Address))
+			}
+			r.Answers = append(r.Answers, sdk.Answer{Recipient: a.GetRecipient(), CanHandle: a.GetCanHandle(), Reason: a.GetReason()})
+			if a.GetCanHandle() {
+				can = append(can, group[i])
+			}
+		}
+		if len(can) == 0 && r.Action != sdk.OutboundDeclined {
+			return nil, c.fail(ctx, method, bc, fmt.Errorf("%w: %v for a group it can handle none of", ErrProtocol, r.Action))
+		}
+		group = can
+	} else if len(pr.GetAnswers()) > 0 {
+		return nil, c.fail(ctx, method, bc, fmt.Errorf("%w: answers to a Transform that did not ask", ErrProtocol))
 	}
 	switch r.Action {
 	case sdk.OutboundDiverted, sdk.OutboundDeclined:

@@ -76,6 +76,10 @@ type Options struct {
 	// plugin could take them as sealed memory files (protocol minor 5,
 	// Linux). Off platforms without memfd this is always so.
 	NoBodyFiles bool
+	// NoDecide makes TransformDecide ask CanHandle and Transform in two
+	// calls even when the plugin could do both in one (protocol minor 6),
+	// as with an older plugin.
+	NoDecide bool
 }
 
 // Client is a running plugin. Its methods are safe for concurrent use.

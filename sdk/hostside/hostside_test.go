@@ -275,6 +275,93 @@ func testOutbound(t *testing.T, chunks bool) {
 	res.Close()
 }
 
+// TestTransformDecide: CanHandle and Transform in one call (protocol
+// minor 6) and, with NoDecide, in two as with an older plugin: the same
+// answers and outputs either way, bodies as files or in chunks.
+func TestTransformDecide(t *testing.T) {
+	t.Run("one-call", func(t *testing.T) {
+		bothWays(t, func(t *testing.T, chunks bool) { testTransformDecide(t, chunks, false) })
+	})
+	t.Run("two-calls", func(t *testing.T) {
+		bothWays(t, func(t *testing.T, chunks bool) { testTransformDecide(t, chunks, true) })
+	})
+}
+
+func testTransformDecide(t *testing.T, chunks, noDecide bool) {
+	f := start(t, hostside.Options{NoBodyFiles: chunks, NoDecide: noDecide})
+	ctx := context.Background()
+	answers := func(res *hostside.TransformResult) string {
+		var s []string
+		for _, a := range res.Answers {
+			s = append(s, fmt.Sprintf("%s=%v", a.Recipient, a.CanHandle))
+		}
+		return strings.Join(s, " ")
+	}
+	// The plugin transforms for the recipients it can handle only.
+	e := env("split", "a@example.test", "no@example.test", "b@example.test")
+	res, err := f.c.TransformDecide(ctx, e, e.Recipients, strings.NewReader("Subject: s\r\n\r\nbody\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := answers(res), "a@example.test=true no@example.test=false b@example.test=true"; got != want || res.Action != sdk.OutboundTransformed {
+		t.Fatalf("answers %q action %v, want %q transformed", got, res.Action, want)
+	}
+	var got []string
+	for {
+		out, err := res.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(out.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, strings.Join(out.Recipients, ",")+"|"+string(b))
+	}
+	res.Close()
+	want := []string{
+		"a@example.test|To: <a@example.test>\r\nSubject: s\r\n\r\nbody\r\n",
+		"b@example.test|To: <b@example.test>\r\nSubject: s\r\n\r\nbody\r\n",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("outputs\n%q\nwant\n%q", got, want)
+	}
+
+	// None it can handle: declined, with the answers.
+	e = env("split", "no@example.test")
+	res, err = f.c.TransformDecide(ctx, e, e.Recipients, strings.NewReader("x"))
+	if err != nil || res.Action != sdk.OutboundDeclined || answers(res) != "no@example.test=false" {
+		t.Fatalf("none: %+v %v", res, err)
+	}
+	if _, err := res.Next(); err != io.EOF {
+		t.Fatalf("Next after decline: %v", err)
+	}
+	res.Close()
+
+	// Declined after saying yes.
+	e = env("decline", "a@example.test", "no@example.test")
+	res, err = f.c.TransformDecide(ctx, e, e.Recipients, strings.NewReader("x"))
+	if err != nil || res.Action != sdk.OutboundDeclined || res.Reason != "asked to decline" || answers(res) != "a@example.test=true no@example.test=false" {
+		t.Fatalf("decline: %+v %v", res, err)
+	}
+	res.Close()
+
+	// A diversion takes the recipients it said yes to, and only those.
+	e = env("divert", "no@example.test", "b@example.test")
+	res, err = f.c.TransformDecide(ctx, e, e.Recipients, strings.NewReader("x"))
+	if err != nil || res.Action != sdk.OutboundDiverted || answers(res) != "no@example.test=false b@example.test=true" {
+		t.Fatalf("divert: %+v %v", res, err)
+	}
+	res.Close()
+	waitFor(t, func() bool { _, _, c := f.host.Snapshot(); return len(c) == 1 })
+	if _, _, c := f.host.Snapshot(); c[0].Recipient != "b@example.test" {
+		t.Fatalf("confirmation for %q", c[0].Recipient)
+	}
+}
+
 func TestDivertAndConfirm(t *testing.T) {
 	f := start(t, hostside.Options{})
 	e := env("divert", "a@example.test", "b@example.test")

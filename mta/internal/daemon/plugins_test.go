@@ -195,6 +195,63 @@ methods = ["tp"]
 	}
 }
 
+// TestOpportunisticOneCall: with one method the plugin decides and
+// transforms in one call (protocol minor 6). A recipient it cannot handle
+// goes out plain (opportunistic), one it can gets the transformed message
+// of the same call. A call that breaks before the plugin's answers arrive
+// (CanHandle fails, the plugin dies in Transform) defers the message:
+// never plaintext to a recipient the plugin might have encrypted for.
+func TestOpportunisticOneCall(t *testing.T) {
+	e, m := remoteEnv(t, remotemta.Config{}, pluginConf(t, `
+[[encryption.rule]]
+recipients = ["remote.test"]
+encrypt = "opportunistic"
+methods = ["tp"]
+`))
+	waitPlugin(t, e, "running")
+	c := e.dial(smtpd.MX)
+	if err := send(c, "split@example.test", []string{"a@remote.test", "no@remote.test"}, testMessage("one")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.WaitMessages(2, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range got {
+		if len(g.Rcpts) != 1 {
+			t.Fatalf("message for %d recipients", len(g.Rcpts))
+		}
+		transformed := strings.HasPrefix(string(g.Data), "To: <a@remote.test>")
+		if (g.Rcpts[0].Addr == "a@remote.test") != transformed {
+			t.Errorf("%s: transformed %v:\n%.200s", g.Rcpts[0].Addr, transformed, g.Data)
+		}
+	}
+	for _, from := range []string{"cherr", "tcrash"} {
+		if err := send(c, from+"@example.test", []string{"x@remote.test"}, testMessage(from)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var diag string
+			for _, env := range e.d.Queue.List() {
+				if env.From == from+"@example.test" && env.Recipients[0].Attempts > 0 {
+					diag = env.Recipients[0].Diagnostic
+				}
+			}
+			if strings.Contains(diag, "encryption method tp failed") {
+				break
+			}
+			if diag != "" || time.Now().After(deadline) {
+				t.Fatalf("%s: diagnostic %q, want a deferral for the failed method", from, diag)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if n := len(m.Messages()); n != 2 {
+		t.Fatalf("%d messages at the remote, want 2: a failed call must not send plaintext", n)
+	}
+}
+
 // TestNotifyThroughTheRealQueue: an event for the notify plugin becomes a
 // localized mail that goes through Host.Submit, our queue and local
 // delivery.

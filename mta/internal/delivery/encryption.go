@@ -29,7 +29,11 @@ import (
 // or takes it over (divert). When none can and encryption is required,
 // the recipient bounces with the reason; when a plugin that might have
 // could not be asked (down, failing), the recipient is deferred. Nothing
-// that needs encryption ever goes out without it.
+// that needs encryption ever goes out without it. With a single method
+// the plugin decides and transforms in one call (TransformDecide,
+// protocol minor 6); a call that fails before its answers arrive defers
+// every recipient that may use the method, opportunistic ones too (the
+// plugin may have been encrypting for them).
 type Encryption struct {
 	Chain   *policychain.Chain
 	Plugins *pluginhost.Host
@@ -181,13 +185,7 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 	}
 	senv := sdkEnvelope(env)
 	answers := map[int]map[string]bool{}
-	for _, m := range methods {
-		rcpts := sdkRecipients(env, wants[m])
-		ans, err := e.Plugins.CanHandle(ctx, m, senv, rcpts)
-		if err != nil {
-			e.Logger.Warn("encryption method could not be asked", "queue_id", env.ID, "method", m, "err", err)
-			continue // missing answers count as "cannot" (and as temporary for required mail)
-		}
+	answered := func(m string, ans []sdk.Answer) {
 		for k, a := range ans {
 			if k < len(wants[m]) {
 				i := wants[m][k]
@@ -198,9 +196,45 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 			}
 		}
 	}
+	// One method for every recipient that may be encrypted (the common
+	// case): the plugin decides and transforms in one call (protocol
+	// minor 6), not CanHandle first and Transform after.
+	var one *decided
+	if len(methods) == 1 {
+		m := methods[0]
+		d, err := e.decide(ctx, env, senv, m, wants[m], plan)
+		switch {
+		case err == nil:
+			one = d
+			answered(m, d.res.Answers)
+			methods = nil
+		case isNotCalled(err):
+			// Down before the call: as an unanswered CanHandle below.
+		default:
+			// The call broke before the plugin's answers arrived: it
+			// may have been encrypting. Never fall back to weaker
+			// than asked: retry later.
+			for _, i := range wants[m] {
+				plan.Outcomes[i] = Deferred("4.7.0", fmt.Sprintf("x-posthorn; encryption method %s failed: %s", m, errString(err)))
+			}
+			methods = nil
+		}
+	}
+	for _, m := range methods {
+		rcpts := sdkRecipients(env, wants[m])
+		ans, err := e.Plugins.CanHandle(ctx, m, senv, rcpts)
+		if err != nil {
+			e.Logger.Warn("encryption method could not be asked", "queue_id", env.ID, "method", m, "err", err)
+			continue // missing answers count as "cannot" (and as temporary for required mail)
+		}
+		answered(m, ans)
+	}
 	groups := map[string][]int{}
 	var order []string
 	for _, i := range idx {
+		if _, done := plan.Outcomes[i]; done {
+			continue
+		}
 		d := decisions[i]
 		c := policychain.ChooseDetail(d, answers[i])
 		policychain.Audit(ctx, e.Logger, env.ID, d, c)
@@ -219,10 +253,53 @@ func (e *Encryption) Apply(ctx context.Context, env *queue.Envelope, idx []int, 
 		}
 	}
 	for _, m := range order {
+		if one != nil && m == one.method {
+			e.useResult(env, m, groups[m], one.fl, one.res, plan)
+			continue
+		}
 		e.transform(ctx, env, senv, m, groups[m], plan)
+	}
+	if one != nil {
+		one.close()
 	}
 	e.signPlain(ctx, env, senv, decisions, plan)
 	return plan
+}
+
+// decided is a TransformDecide call whose answers have arrived; its
+// result is used once the policy chain has chosen (close it after).
+type decided struct {
+	method string
+	res    *pluginhost.TransformResult
+	fl     *inflight
+	close  func()
+}
+
+// decide asks method for the recipients ask in one call: which it can
+// handle, and the transformed messages for those.
+func (e *Encryption) decide(ctx context.Context, env *queue.Envelope, senv *sdk.Envelope, method string, ask []int, plan *Plan) (*decided, error) {
+	rc, err := plan.PlainBody()
+	if err != nil {
+		return nil, err
+	}
+	fl, done := e.begin(env.ID, method, env, ask)
+	res, err := e.Plugins.TransformDecide(ctx, method, senv, sdkRecipients(env, ask), rc)
+	if err != nil {
+		done()
+		rc.Close()
+		return nil, err
+	}
+	return &decided{method: method, res: res, fl: fl, close: func() {
+		res.Close()
+		done()
+		rc.Close()
+	}}, nil
+}
+
+// isNotCalled: the plugin was not called (not running, unknown).
+func isNotCalled(err error) bool {
+	var pe *pluginhost.Error
+	return errors.As(err, &pe) && pe.NotCalled
 }
 
 // signPlain offers recipients that go out unencrypted under a rule with
@@ -335,6 +412,16 @@ func (e *Encryption) transform(ctx context.Context, env *queue.Envelope, senv *s
 		return
 	}
 	defer res.Close()
+	e.useResult(env, method, group, fl, res, plan)
+}
+
+// useResult takes a Transform result for group into the plan.
+func (e *Encryption) useResult(env *queue.Envelope, method string, group []int, fl *inflight, res *pluginhost.TransformResult, plan *Plan) {
+	fail := func(o Outcome) {
+		for _, i := range group {
+			plan.Outcomes[i] = o
+		}
+	}
 	byAddr := map[string]int{}
 	for _, i := range group {
 		byAddr[strings.ToLower(env.Recipients[i].Addr)] = i

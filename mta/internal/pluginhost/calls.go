@@ -80,6 +80,8 @@ type TransformResult struct {
 	Action  sdk.OutboundAction
 	Pending bool
 	Reason  string
+	// Answers: TransformDecide's CanHandle answers, one per recipient.
+	Answers []sdk.Answer
 
 	r      *hostside.TransformResult
 	cancel context.CancelFunc
@@ -121,7 +123,20 @@ func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
 
 // Transform hands the named plugin's outbound hook a message for a group
 // of recipients it said it can handle.
-func (h *Host) Transform(ctx context.Context, name string, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (_ *TransformResult, err error) {
+func (h *Host) Transform(ctx context.Context, name string, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (*TransformResult, error) {
+	return h.transform(ctx, name, env, group, body, (*hostside.Client).Transform)
+}
+
+// TransformDecide asks the named plugin's outbound hook which recipients
+// of group it can handle and has it transform for those, in one call
+// where the plugin can (hostside.Client.TransformDecide); the answers are
+// in TransformResult.Answers. The plugin's timeout covers both.
+func (h *Host) TransformDecide(ctx context.Context, name string, env *sdk.Envelope, group []sdk.Recipient, body io.Reader) (*TransformResult, error) {
+	return h.transform(ctx, name, env, group, body, (*hostside.Client).TransformDecide)
+}
+
+func (h *Host) transform(ctx context.Context, name string, env *sdk.Envelope, group []sdk.Recipient, body io.Reader,
+	call func(*hostside.Client, context.Context, *sdk.Envelope, []sdk.Recipient, io.Reader) (*hostside.TransformResult, error)) (_ *TransformResult, err error) {
 	const hook = "Transform"
 	defer observe(name, hook, time.Now(), &err)
 	p, c, err := h.acquire(name, hook)
@@ -129,12 +144,12 @@ func (h *Host) Transform(ctx context.Context, name string, env *sdk.Envelope, gr
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout.D())
-	r, err := c.Transform(cctx, env, group, body)
+	r, err := call(c, cctx, env, group, body)
 	if err != nil {
 		cancel()
 		return nil, p.callErr(ctx, hook, c, err)
 	}
-	return &TransformResult{Action: r.Action, Pending: r.Pending, Reason: r.Reason, r: r, cancel: cancel, p: p, c: c, parent: ctx}, nil
+	return &TransformResult{Action: r.Action, Pending: r.Pending, Reason: r.Reason, Answers: r.Answers, r: r, cancel: cancel, p: p, c: c, parent: ctx}, nil
 }
 
 // DeliverEvent hands one event to the named plugin now, synchronously.

@@ -95,6 +95,9 @@ type Error struct {
 	Err error
 	// Detail is the message.
 	Detail string
+	// NotCalled: the plugin was not called at all (unknown, or not
+	// running when the call was to start), so it did nothing.
+	NotCalled bool
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("plugin %s: %s: %s", e.Plugin, e.Hook, e.Detail) }

@@ -364,7 +364,7 @@ func ping(c *hostside.Client, timeout time.Duration) error {
 func (h *Host) acquire(name, hook string) (*plugin, *hostside.Client, error) {
 	p := h.lookup(name)
 	if p == nil {
-		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrUnknownPlugin, Detail: "no such plugin"}
+		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrUnknownPlugin, Detail: "no such plugin", NotCalled: true}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -373,7 +373,7 @@ func (h *Host) acquire(name, hook string) (*plugin, *hostside.Client, error) {
 		if p.lastErr != "" {
 			d += ": " + p.lastErr
 		}
-		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrNotRunning, Detail: d + ")"}
+		return nil, nil, &Error{Plugin: name, Hook: hook, Kind: ErrNotRunning, Detail: d + ")", NotCalled: true}
 	}
 	return p, p.client, nil
 }

@@ -30,6 +30,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -147,7 +148,10 @@ func (p *plugin) Inspect(ctx context.Context, env *sdk.Envelope, body io.Reader)
 	return sdk.Accept(), nil
 }
 
-func (p *plugin) CanHandle(_ context.Context, _ *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
+func (p *plugin) CanHandle(_ context.Context, env *sdk.Envelope, rcpts []sdk.Recipient) ([]sdk.Answer, error) {
+	if mode(env) == "cherr" {
+		return nil, errors.New("testplugin: asked to fail CanHandle")
+	}
 	var out []sdk.Answer
 	for _, r := range rcpts {
 		no := strings.HasPrefix(r.Address, "no@")
@@ -160,6 +164,8 @@ func (p *plugin) Transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	switch mode(env) {
 	case "hang":
 		select {}
+	case "tcrash":
+		os.Exit(3)
 	case "split":
 		data, err := io.ReadAll(body)
 		if err != nil {

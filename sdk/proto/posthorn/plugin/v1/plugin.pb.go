@@ -1665,8 +1665,15 @@ type TransformStart struct {
 	// host half-closes the stream right after TransformStart. The host sends
 	// it only to a plugin that announced body_files. A plugin that received
 	// its body this way may answer with outputs passed the same way.
-	BodyFile      uint64 `protobuf:"fixed64,4,opt,name=body_file,json=bodyFile,proto3" json:"body_file,omitempty"`
-	BodySize      uint64 `protobuf:"varint,5,opt,name=body_size,json=bodySize,proto3" json:"body_size,omitempty"`
+	BodyFile uint64 `protobuf:"fixed64,4,opt,name=body_file,json=bodyFile,proto3" json:"body_file,omitempty"`
+	BodySize uint64 `protobuf:"varint,5,opt,name=body_size,json=bodySize,proto3" json:"body_size,omitempty"`
+	// Minor 6: the host has not asked CanHandle for these recipients. The
+	// plugin first decides for each of them as it would answer CanHandle
+	// (same purpose), then transforms for those it can handle only, in the
+	// same call; TransformResult.answers carries the decisions. One round
+	// trip per message instead of two. The host sends it only to a plugin of
+	// minor 6 or later (the SDK does both steps for the plugin's hook).
+	Decide        bool `protobuf:"varint,6,opt,name=decide,proto3" json:"decide,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1734,6 +1741,13 @@ func (x *TransformStart) GetBodySize() uint64 {
 		return x.BodySize
 	}
 	return 0
+}
+
+func (x *TransformStart) GetDecide() bool {
+	if x != nil {
+		return x.Decide
+	}
+	return false
 }
 
 type TransformResponse struct {
@@ -1842,7 +1856,12 @@ type TransformResult struct {
 	Pending bool   `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
 	Reason  string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// TRANSFORMED: how many outputs follow.
-	Outputs       uint32 `protobuf:"varint,4,opt,name=outputs,proto3" json:"outputs,omitempty"`
+	Outputs uint32 `protobuf:"varint,4,opt,name=outputs,proto3" json:"outputs,omitempty"`
+	// Minor 6, in answer to a TransformStart with decide: one answer per
+	// recipient of the start, in its order. The result is about the
+	// recipients answered can_handle only (the outputs cover exactly those;
+	// DIVERTED takes exactly those); with none, the action is DECLINED.
+	Answers       []*RecipientAnswer `protobuf:"bytes,5,rep,name=answers,proto3" json:"answers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1903,6 +1922,13 @@ func (x *TransformResult) GetOutputs() uint32 {
 		return x.Outputs
 	}
 	return 0
+}
+
+func (x *TransformResult) GetAnswers() []*RecipientAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
 }
 
 type OutputHeader struct {
@@ -2644,7 +2670,7 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x10TransformRequest\x12:\n" +
 	"\x05start\x18\x01 \x01(\v2\".posthorn.plugin.v1.TransformStartH\x00R\x05start\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xfa\x01\n" +
+	"\x03msg\"\x92\x02\n" +
 	"\x0eTransformStart\x128\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1c.posthorn.plugin.v1.EnvelopeR\benvelope\x12=\n" +
 	"\n" +
@@ -2652,17 +2678,19 @@ const file_posthorn_plugin_v1_plugin_proto_rawDesc = "" +
 	"recipients\x125\n" +
 	"\apurpose\x18\x03 \x01(\x0e2\x1b.posthorn.plugin.v1.PurposeR\apurpose\x12\x1b\n" +
 	"\tbody_file\x18\x04 \x01(\x06R\bbodyFile\x12\x1b\n" +
-	"\tbody_size\x18\x05 \x01(\x04R\bbodySize\"\xad\x01\n" +
+	"\tbody_size\x18\x05 \x01(\x04R\bbodySize\x12\x16\n" +
+	"\x06decide\x18\x06 \x01(\bR\x06decide\"\xad\x01\n" +
 	"\x11TransformResponse\x12=\n" +
 	"\x06result\x18\x01 \x01(\v2#.posthorn.plugin.v1.TransformResultH\x00R\x06result\x12:\n" +
 	"\x06output\x18\x02 \x01(\v2 .posthorn.plugin.v1.OutputHeaderH\x00R\x06output\x12\x16\n" +
 	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x85\x02\n" +
+	"\x03msg\"\xc4\x02\n" +
 	"\x0fTransformResult\x12B\n" +
 	"\x06action\x18\x01 \x01(\x0e2*.posthorn.plugin.v1.TransformResult.ActionR\x06action\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\aoutputs\x18\x04 \x01(\rR\aoutputs\"b\n" +
+	"\aoutputs\x18\x04 \x01(\rR\aoutputs\x12=\n" +
+	"\aanswers\x18\x05 \x03(\v2#.posthorn.plugin.v1.RecipientAnswerR\aanswers\"b\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ACTION_TRANSFORMED\x10\x01\x12\x13\n" +
@@ -2818,36 +2846,37 @@ var file_posthorn_plugin_v1_plugin_proto_depIdxs = []int32{
 	26, // 20: posthorn.plugin.v1.TransformResponse.result:type_name -> posthorn.plugin.v1.TransformResult
 	27, // 21: posthorn.plugin.v1.TransformResponse.output:type_name -> posthorn.plugin.v1.OutputHeader
 	3,  // 22: posthorn.plugin.v1.TransformResult.action:type_name -> posthorn.plugin.v1.TransformResult.Action
-	39, // 23: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
-	38, // 24: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
-	28, // 25: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
-	32, // 26: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
-	13, // 27: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
-	28, // 28: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
-	4,  // 29: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
-	5,  // 30: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
-	9,  // 31: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
-	17, // 32: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
-	20, // 33: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
-	23, // 34: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
-	29, // 35: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
-	31, // 36: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
-	34, // 37: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
-	36, // 38: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
-	6,  // 39: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
-	11, // 40: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
-	18, // 41: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
-	21, // 42: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
-	25, // 43: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
-	30, // 44: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
-	33, // 45: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
-	35, // 46: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
-	37, // 47: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	22, // 23: posthorn.plugin.v1.TransformResult.answers:type_name -> posthorn.plugin.v1.RecipientAnswer
+	39, // 24: posthorn.plugin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	38, // 25: posthorn.plugin.v1.Event.attributes:type_name -> posthorn.plugin.v1.Event.AttributesEntry
+	28, // 26: posthorn.plugin.v1.DeliverRequest.event:type_name -> posthorn.plugin.v1.Event
+	32, // 27: posthorn.plugin.v1.SubmitRequest.start:type_name -> posthorn.plugin.v1.SubmitStart
+	13, // 28: posthorn.plugin.v1.SubmitStart.envelope:type_name -> posthorn.plugin.v1.Envelope
+	28, // 29: posthorn.plugin.v1.EmitRequest.event:type_name -> posthorn.plugin.v1.Event
+	4,  // 30: posthorn.plugin.v1.ConfirmRequest.outcome:type_name -> posthorn.plugin.v1.ConfirmRequest.Outcome
+	5,  // 31: posthorn.plugin.v1.Plugin.Describe:input_type -> posthorn.plugin.v1.DescribeRequest
+	9,  // 32: posthorn.plugin.v1.Plugin.Configure:input_type -> posthorn.plugin.v1.ConfigureRequest
+	17, // 33: posthorn.plugin.v1.Inbound.Inspect:input_type -> posthorn.plugin.v1.InspectRequest
+	20, // 34: posthorn.plugin.v1.Outbound.CanHandle:input_type -> posthorn.plugin.v1.CanHandleRequest
+	23, // 35: posthorn.plugin.v1.Outbound.Transform:input_type -> posthorn.plugin.v1.TransformRequest
+	29, // 36: posthorn.plugin.v1.Events.Deliver:input_type -> posthorn.plugin.v1.DeliverRequest
+	31, // 37: posthorn.plugin.v1.Host.Submit:input_type -> posthorn.plugin.v1.SubmitRequest
+	34, // 38: posthorn.plugin.v1.Host.Emit:input_type -> posthorn.plugin.v1.EmitRequest
+	36, // 39: posthorn.plugin.v1.Host.Confirm:input_type -> posthorn.plugin.v1.ConfirmRequest
+	6,  // 40: posthorn.plugin.v1.Plugin.Describe:output_type -> posthorn.plugin.v1.DescribeResponse
+	11, // 41: posthorn.plugin.v1.Plugin.Configure:output_type -> posthorn.plugin.v1.ConfigureResponse
+	18, // 42: posthorn.plugin.v1.Inbound.Inspect:output_type -> posthorn.plugin.v1.InspectResponse
+	21, // 43: posthorn.plugin.v1.Outbound.CanHandle:output_type -> posthorn.plugin.v1.CanHandleResponse
+	25, // 44: posthorn.plugin.v1.Outbound.Transform:output_type -> posthorn.plugin.v1.TransformResponse
+	30, // 45: posthorn.plugin.v1.Events.Deliver:output_type -> posthorn.plugin.v1.DeliverResponse
+	33, // 46: posthorn.plugin.v1.Host.Submit:output_type -> posthorn.plugin.v1.SubmitResponse
+	35, // 47: posthorn.plugin.v1.Host.Emit:output_type -> posthorn.plugin.v1.EmitResponse
+	37, // 48: posthorn.plugin.v1.Host.Confirm:output_type -> posthorn.plugin.v1.ConfirmResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_posthorn_plugin_v1_plugin_proto_init() }
