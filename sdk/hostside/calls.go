@@ -305,7 +305,7 @@ func (c *Client) transform(ctx context.Context, env *sdk.Envelope, group []sdk.R
 	var token uint64
 	if byFile {
 		// Minor 5: the body as a sealed memory file; no chunks follow.
-		t, size, err := c.sendBodyFile(ctxReader{ctx, body})
+		t, size, err := c.sendBodyFile(ctx, body)
 		token = t
 		if err != nil {
 			cancel()
@@ -562,8 +562,17 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // sendBodyFile copies body into a sealed memory file, within the plugin's
 // limit, and passes it over the body channel.
-func (c *Client) sendBodyFile(body io.Reader) (uint64, int64, error) {
-	f, n, err := bodyfile.Create(body, c.limitIn(), sdk.ErrMessageTooLarge)
+func (c *Client) sendBodyFile(ctx context.Context, body io.Reader) (uint64, int64, error) {
+	var f *os.File
+	var n int64
+	var err error
+	if src, ok := body.(bodyfile.FileSource); ok {
+		// A queued message: copied by the kernel (finite, so the
+		// call's context need not interrupt it).
+		f, n, err = bodyfile.CreateFrom(src, c.limitIn(), sdk.ErrMessageTooLarge)
+	} else {
+		f, n, err = bodyfile.Create(ctxReader{ctx, body}, c.limitIn(), sdk.ErrMessageTooLarge)
+	}
 	if err != nil {
 		return 0, 0, err
 	}

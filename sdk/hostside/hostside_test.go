@@ -275,6 +275,55 @@ func testOutbound(t *testing.T, chunks bool) {
 	res.Close()
 }
 
+// fileBody is a body in a file after a header, as the host's queue
+// hands it (bodyfile.FileSource: SendTo gives the file itself).
+type fileBody struct {
+	*io.SectionReader
+	f   *os.File
+	off int64
+}
+
+func (b *fileBody) SendTo(w io.ReaderFrom) (int64, error) {
+	if _, err := b.f.Seek(b.off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return w.ReadFrom(&io.LimitedReader{R: b.f, N: b.Size()})
+}
+
+// TestFileSourceBody: a body that is a file (a queued message) reaches
+// the plugin byte for byte, copied by the kernel into the body file — or
+// read as a stream when bodies travel in chunks.
+func TestFileSourceBody(t *testing.T) { bothWays(t, testFileSourceBody) }
+
+func testFileSourceBody(t *testing.T, chunks bool) {
+	f := start(t, hostside.Options{NoBodyFiles: chunks})
+	body := []byte(strings.Repeat("Subject: s\r\n\r\n", 1) + strings.Repeat("0123456789abcdef\r\n", 20000))
+	file, err := os.CreateTemp(t.TempDir(), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	head := "QUEUE HEADER\n"
+	if _, err := file.WriteString(head + string(body) + "TRAILER"); err != nil {
+		t.Fatal(err)
+	}
+	src := &fileBody{SectionReader: io.NewSectionReader(file, int64(len(head)), int64(len(body))), f: file, off: int64(len(head))}
+	e := env("plain", "a@example.test")
+	res, err := f.c.Transform(context.Background(), e, e.Recipients, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	out, err := res.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(out.Body)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("the plugin's copy: %d bytes (want %d), %v", len(got), len(body), err)
+	}
+}
+
 // TestTransformDecide: CanHandle and Transform in one call (protocol
 // minor 6) and, with NoDecide, in two as with an older plugin: the same
 // answers and outputs either way, bodies as files or in chunks.

@@ -34,6 +34,14 @@ import (
 // plugin the number of its inherited body channel descriptor.
 const EnvFD = "POSTHORN_PLUGIN_BODY_FD"
 
+// FileSource is a body that can hand its bytes over as a file: SendTo
+// calls w.ReadFrom with an *io.LimitedReader of an *os.File positioned at
+// them (the host's queue.BodyReader does). Size is the whole body's.
+type FileSource interface {
+	SendTo(w io.ReaderFrom) (int64, error)
+	Size() int64
+}
+
 // ErrClosed is returned by Take and Send once the channel is closed or its
 // peer has gone away.
 var ErrClosed = errors.New("body channel closed")

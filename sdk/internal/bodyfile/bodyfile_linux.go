@@ -130,6 +130,83 @@ func Create(r io.Reader, limit int64, tooLarge error) (*os.File, int64, error) {
 	return f, n, nil
 }
 
+// CreateFrom is Create for a body that is a file already (a queued
+// message): its bytes go into the memory file inside the kernel
+// (sendfile(2)), not through a buffer in user space. A body over limit
+// (> 0) is refused before anything is copied.
+func CreateFrom(src FileSource, limit int64, tooLarge error) (*os.File, int64, error) {
+	if limit > 0 && src.Size() > limit {
+		return nil, 0, tooLarge
+	}
+	fd, err := unix.MemfdCreate("posthorn-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, 0, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "posthorn-body")
+	n, err := src.SendTo(sendfileTo{f})
+	switch {
+	case err != nil:
+	case limit > 0 && n > limit:
+		err = tooLarge
+	default:
+		_, err = unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals)
+		if err != nil {
+			err = fmt.Errorf("sealing the body file: %w", err)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+// sendfileTo writes into f; given a limited *os.File, with sendfile(2).
+type sendfileTo struct{ f *os.File }
+
+func (w sendfileTo) ReadFrom(r io.Reader) (int64, error) {
+	var done int64
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if src, ok := lr.R.(*os.File); ok {
+			n, err := sendfile(w.f, src, lr)
+			done = n
+			if err == nil || !errors.Is(err, errNoSendfile) {
+				return done, err
+			}
+			// Not possible between these two files: copy the rest.
+		}
+	}
+	n, err := io.Copy(struct{ io.Writer }{w.f}, r)
+	return done + n, err
+}
+
+var errNoSendfile = errors.New("sendfile not possible")
+
+// sendfile copies lr.N bytes from src's offset into dst; lr.N and src's
+// offset advance by what was copied. errNoSendfile (after nothing was
+// copied) when the kernel cannot do it for these files.
+func sendfile(dst, src *os.File, lr *io.LimitedReader) (int64, error) {
+	var total int64
+	for lr.N > 0 {
+		n, err := unix.Sendfile(int(dst.Fd()), int(src.Fd()), nil, int(min(lr.N, 1<<30)))
+		if n > 0 {
+			total += int64(n)
+			lr.N -= int64(n)
+		}
+		switch {
+		case err == unix.EINTR || err == unix.EAGAIN:
+			continue
+		case (err == unix.EINVAL || err == unix.ENOSYS) && total == 0:
+			return 0, errNoSendfile
+		case err != nil:
+			return total, fmt.Errorf("sendfile: %w", err)
+		case n == 0:
+			return total, nil // the source ended early
+		}
+	}
+	return total, nil
+}
+
 // Check verifies a received body file: a regular file carrying every seal,
 // of exactly size bytes, at most limit (limit <= 0: no limit; beyond it
 // tooLarge).

@@ -25,5 +25,8 @@ func Open(f *os.File) (*Channel, error) {
 // Create fails.
 func Create(io.Reader, int64, error) (*os.File, int64, error) { return nil, 0, errUnsupported }
 
+// CreateFrom fails.
+func CreateFrom(FileSource, int64, error) (*os.File, int64, error) { return nil, 0, errUnsupported }
+
 // Check fails.
 func Check(*os.File, int64, int64, error) error { return errUnsupported }

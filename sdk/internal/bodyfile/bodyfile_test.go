@@ -101,6 +101,75 @@ func TestCreateLimit(t *testing.T) {
 	}
 }
 
+// fileSource is a body in a file after a header of its own, as a queued
+// message is (FileSource).
+type fileSource struct {
+	f      *os.File
+	off, n int64
+	plain  bool // hand ReadFrom a plain reader, not the file
+}
+
+func (s *fileSource) Size() int64 { return s.n }
+
+func (s *fileSource) SendTo(w io.ReaderFrom) (int64, error) {
+	if s.plain {
+		return w.ReadFrom(io.NewSectionReader(s.f, s.off, s.n))
+	}
+	if _, err := s.f.Seek(s.off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return w.ReadFrom(&io.LimitedReader{R: s.f, N: s.n})
+}
+
+func newFileSource(t *testing.T, body []byte) *fileSource {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	head := []byte("QUEUE HEADER, not part of the body\n")
+	if _, err := f.Write(append(append(head, body...), "TRAILER"...)); err != nil {
+		t.Fatal(err)
+	}
+	return &fileSource{f: f, off: int64(len(head)), n: int64(len(body))}
+}
+
+// CreateFrom: a body that is a file goes into the memory file by
+// sendfile, exactly its bytes, sealed; or by copying when the source
+// hands over no file.
+func TestCreateFrom(t *testing.T) {
+	for _, plain := range []bool{false, true} {
+		for _, size := range []int{0, 1, 4095, 4096, 100 << 10, 3<<20 + 7} {
+			body := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+			src := newFileSource(t, body)
+			src.plain = plain
+			f, n, err := CreateFrom(src, 0, errBig)
+			if err != nil || n != int64(size) {
+				t.Fatalf("plain=%v %d: CreateFrom: %d, %v", plain, size, n, err)
+			}
+			if err := Check(f, n, 0, errBig); err != nil {
+				t.Fatalf("plain=%v %d: Check: %v", plain, size, err)
+			}
+			got, err := io.ReadAll(Reader(f, n))
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("plain=%v %d: read back %d bytes, %v", plain, size, len(got), err)
+			}
+			f.Close()
+		}
+	}
+	src := newFileSource(t, bytes.Repeat([]byte("x"), 1000))
+	if f, n, err := CreateFrom(src, 1000, errBig); err != nil || n != 1000 {
+		t.Fatalf("exactly the limit: %d, %v", n, err)
+	} else {
+		f.Close()
+	}
+	src = newFileSource(t, bytes.Repeat([]byte("x"), 1001))
+	if _, _, err := CreateFrom(src, 1000, errBig); err != errBig {
+		t.Fatalf("one byte over the limit: %v, want errBig", err)
+	}
+}
+
 type iotestErr struct{ err error }
 
 func (r iotestErr) Read([]byte) (int, error) { return 0, r.err }
