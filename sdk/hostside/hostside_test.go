@@ -29,7 +29,7 @@ const testPlugin = "github.com/posthorn/posthorn/sdk/internal/testplugin"
 // binPath is the test plugin, built once in TestMain.
 var binPath string
 
-func binary(*testing.T) string { return binPath }
+func binary(testing.TB) string { return binPath }
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ptb")
@@ -53,7 +53,7 @@ type fixture struct {
 	info *hostside.Info
 }
 
-func start(t *testing.T, opts hostside.Options) *fixture {
+func start(t testing.TB, opts hostside.Options) *fixture {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = plugintest.TestLogger(t, slog.LevelWarn)
