@@ -239,7 +239,7 @@ type Identity struct {
 	Key   crypto.Signer
 	Chain []*x509.Certificate // intermediates, leaf excluded
 	// Signer makes the identity's signatures when set (Key's, by OpenSSL:
-	// rsa_signer = "openssl"); Key still decrypts.
+	// rsa_signer "auto" or "openssl"); Key still decrypts.
 	Signer crypto.Signer
 }
 

@@ -425,3 +425,28 @@ func TestOpenSSLSigner(t *testing.T) {
 		t.Fatalf("Open: %v %+v", err, o)
 	}
 }
+
+// rsa_signer: "auto" (the default) signs with OpenSSL where it can be
+// loaded, "go" never does.
+func TestRSASignerModes(t *testing.T) {
+	_, avail := opensslrsa.Available()
+	for mode, wantOpenSSL := range map[string]bool{"": avail == nil, "auto": avail == nil, "go": false} {
+		extra := map[string]any{}
+		if mode != "" {
+			extra["rsa_signer"] = mode
+		}
+		f := newFixture(t, extra)
+		_, isOpenSSL := f.p.st.ids.all[0].Signer.(*opensslrsa.Signer)
+		if isOpenSSL != wantOpenSSL {
+			t.Errorf("rsa_signer %q: signer %T, want OpenSSL %v", mode, f.p.st.ids.all[0].Signer, wantOpenSSL)
+		}
+		out, err := Protect([]byte(testMsg), &f.p.st.ids.all[0].Identity, 0, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", mode, err)
+		}
+		o, err := Open(out, nil, VerifyOptions{Roots: f.pki.roots, From: "alice@org.test"})
+		if err != nil || !o.Signed || o.SigErr != nil {
+			t.Fatalf("%q: Open: %v %+v", mode, err, o)
+		}
+	}
+}

@@ -120,7 +120,7 @@ func main() {
 	flag.BoolVar(&smimeMode, "smime", false, "instead of Postfix, compare posthorn with posthorn signing and encrypting every message with the smime plugin (issue 19.4: CPU added per message)")
 	smimePlugin := flag.String("smime-plugin", "", "posthorn-smime binary for -smime (default: go build it)")
 	rateFlag := flag.String("rate", "", "pace the load: auto (default with -smime: a second, paced run of each workload at 0.6 × the lower unpaced end-to-end rate of the repetition), N (a second run paced at N msgs/s) or 0 (unpaced only; default without -smime)")
-	smimeRSASigner := flag.String("smime-rsa-signer", "go", "what makes the -smime RSA identities' signatures: go (crypto/rsa, the plugin's default) or openssl (the plugin's rsa_signer = \"openssl\")")
+	smimeRSASigner := flag.String("smime-rsa-signer", "auto", "the smime plugin's rsa_signer for the -smime RSA identities: auto (its default: OpenSSL where it can be loaded), go (crypto/rsa) or openssl")
 	smimeKey := flag.String("smime-key", "rsa", "key type of the -smime identities: rsa (RSA 2048: PKCS #1 v1.5 signatures, RSA key transport) or ec (P-256: ECDSA signatures, ECDH key agreement)")
 	flag.Parse()
 	if smimeMode && *only == "" {

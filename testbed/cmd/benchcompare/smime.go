@@ -31,7 +31,7 @@ type smimeSetup struct {
 	ca, senderCrt, sKey string
 	rcptCrts            []string
 	keyName             string // "RSA 2048" or "P-256"
-	rsaSigner           string // the plugin's rsa_signer: "go" or "openssl"
+	rsaSigner           string // the plugin's rsa_signer: "auto", "go" or "openssl"
 }
 
 // newSMIME makes the PKI: keyType "rsa" (RSA 2048 identities: PKCS #1
@@ -41,16 +41,16 @@ func newSMIME(pluginBin string, rcpts int, keyType, rsaSigner string) (*smimeSet
 	if keyType != "rsa" && keyType != "ec" {
 		return nil, fmt.Errorf("-smime-key %q: want rsa or ec", keyType)
 	}
-	if rsaSigner != "go" && rsaSigner != "openssl" {
-		return nil, fmt.Errorf("-smime-rsa-signer %q: want go or openssl", rsaSigner)
+	if rsaSigner != "auto" && rsaSigner != "go" && rsaSigner != "openssl" {
+		return nil, fmt.Errorf("-smime-rsa-signer %q: want auto, go or openssl", rsaSigner)
 	}
 	dir, err := os.MkdirTemp("", "phsmime")
 	if err != nil {
 		return nil, err
 	}
 	s := &smimeSetup{dir: dir, plugin: pluginBin, keyName: map[string]string{"rsa": "RSA 2048", "ec": "P-256"}[keyType], rsaSigner: rsaSigner}
-	if keyType == "rsa" && rsaSigner == "openssl" {
-		s.keyName += ", signed by OpenSSL"
+	if keyType == "rsa" {
+		s.keyName += ", rsa_signer " + rsaSigner
 	}
 	if s.plugin == "" {
 		s.plugin = filepath.Join(dir, "posthorn-smime")

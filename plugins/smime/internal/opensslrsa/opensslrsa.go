@@ -1,6 +1,8 @@
 // Package opensslrsa makes RSASSA-PKCS1-v1_5 signatures (RFC 8017 §8.2)
 // with the system's OpenSSL 3 libcrypto instead of Go's crypto/rsa: the
-// smime plugin's `rsa_signer = "openssl"`.
+// smime plugin's `rsa_signer` "auto" (its default: OpenSSL where it can be
+// loaded, Go where not or where OpenSSL fails, NewFallbackSigner) and
+// "openssl" (OpenSSL or a configuration error, NewSigner).
 //
 // Why: an RSA-2048 signature costs Go's constant-time crypto/rsa about
 // 1.15 ms on the machines we measure on, OpenSSL 3 about 0.7 ms (its
@@ -71,6 +73,22 @@ var nids = map[crypto.Hash]int{
 type Signer struct {
 	priv *rsa.PrivateKey
 	key  *key
+	// fallback, when set, is told why OpenSSL did not sign; Sign then
+	// signs with crypto/rsa instead of failing (NewFallbackSigner).
+	fallback func(error)
+}
+
+// NewFallbackSigner is NewSigner for a plugin that prefers OpenSSL but
+// can do without it: when OpenSSL fails to sign later (or signs wrongly),
+// Sign tells onFail why and signs with crypto/rsa. Where OpenSSL cannot
+// take the key at all it fails as NewSigner does (then use priv).
+func NewFallbackSigner(priv *rsa.PrivateKey, onFail func(error)) (*Signer, error) {
+	s, err := NewSigner(priv)
+	if err != nil {
+		return nil, err
+	}
+	s.fallback = onFail
+	return s, nil
 }
 
 // NewSigner hands priv to OpenSSL and checks, with one signature, that
@@ -124,11 +142,12 @@ func (s *Signer) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]
 		return nil, errors.New("opensslrsa: digest length does not match the hash")
 	}
 	sig, err := s.key.sign(nid, digest)
-	if err != nil {
-		return nil, err
+	if err == nil && rsa.VerifyPKCS1v15(&s.priv.PublicKey, h, digest, sig) != nil {
+		sig, err = nil, errors.New("opensslrsa: OpenSSL's signature does not verify with the public key; not used")
 	}
-	if err := rsa.VerifyPKCS1v15(&s.priv.PublicKey, h, digest, sig); err != nil {
-		return nil, errors.New("opensslrsa: OpenSSL's signature does not verify with the public key; not used")
+	if err != nil && s.fallback != nil {
+		s.fallback(err)
+		return s.priv.Sign(rand, digest, opts)
 	}
-	return sig, nil
+	return sig, err
 }

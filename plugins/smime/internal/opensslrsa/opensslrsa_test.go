@@ -151,6 +151,43 @@ func TestMismatchRefused(t *testing.T) {
 	}
 }
 
+// A fallback Signer whose OpenSSL signature is wrong says so and signs
+// with crypto/rsa instead: a valid signature, never the wrong one.
+func TestFallback(t *testing.T) {
+	need(t)
+	a := testKey(t, 2048)
+	b, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := newKey(x509.MarshalPKCS1PrivateKey(b), b.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var told []error
+	s := &Signer{priv: a, key: k, fallback: func(err error) { told = append(told, err) }}
+	d := sha256.Sum256([]byte("x"))
+	sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rsa.VerifyPKCS1v15(&a.PublicKey, crypto.SHA256, d[:], sig); err != nil {
+		t.Fatalf("fallback signature: %v", err)
+	}
+	if len(told) != 1 {
+		t.Fatalf("onFail called %d times", len(told))
+	}
+	// A working one never falls back.
+	told = nil
+	good, err := NewFallbackSigner(a, func(err error) { told = append(told, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := good.Sign(rand.Reader, d[:], crypto.SHA256); err != nil || len(told) != 0 {
+		t.Fatalf("%v, %d fallbacks", err, len(told))
+	}
+}
+
 func TestBadKeys(t *testing.T) {
 	need(t)
 	priv := testKey(t, 2048)
