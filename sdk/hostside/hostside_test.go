@@ -241,21 +241,7 @@ func testOutbound(t *testing.T, chunks bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for {
-		out, err := res.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(out.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, strings.Join(out.Recipients, ",")+"|"+string(b))
-	}
+	got := outputs(t, res)
 	res.Close()
 	want := []string{
 		"a@example.test|To: <a@example.test>\r\nSubject: s\r\n\r\nbody\r\n",
@@ -324,6 +310,26 @@ func testFileSourceBody(t *testing.T, chunks bool) {
 	}
 }
 
+// outputs reads every output of res as "rcpt,rcpt|body".
+func outputs(t *testing.T, res *hostside.TransformResult) []string {
+	t.Helper()
+	var got []string
+	for {
+		out, err := res.Next()
+		if err == io.EOF {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(out.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, strings.Join(out.Recipients, ",")+"|"+string(b))
+	}
+}
+
 // TestTransformDecide: CanHandle and Transform in one call (protocol
 // minor 6) and, with NoDecide, in two as with an older plugin: the same
 // answers and outputs either way, bodies as files or in chunks.
@@ -355,21 +361,7 @@ func testTransformDecide(t *testing.T, chunks, noDecide bool) {
 	if got, want := answers(res), "a@example.test=true no@example.test=false b@example.test=true"; got != want || res.Action != sdk.OutboundTransformed {
 		t.Fatalf("answers %q action %v, want %q transformed", got, res.Action, want)
 	}
-	var got []string
-	for {
-		out, err := res.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(out.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, strings.Join(out.Recipients, ",")+"|"+string(b))
-	}
+	got := outputs(t, res)
 	res.Close()
 	want := []string{
 		"a@example.test|To: <a@example.test>\r\nSubject: s\r\n\r\nbody\r\n",

@@ -103,31 +103,11 @@ func (u *unixConn) close() error { return u.c.Close() }
 // no limit; more fails with tooLarge), and seals it. It returns the file
 // and its size.
 func Create(r io.Reader, limit int64, tooLarge error) (*os.File, int64, error) {
-	fd, err := unix.MemfdCreate("posthorn-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, 0, fmt.Errorf("memfd_create: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "posthorn-body")
 	src := r
 	if limit > 0 {
 		src = io.LimitReader(r, limit+1)
 	}
-	n, err := io.Copy(f, src)
-	switch {
-	case err != nil:
-	case limit > 0 && n > limit:
-		err = tooLarge
-	default:
-		_, err = unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals)
-		if err != nil {
-			err = fmt.Errorf("sealing the body file: %w", err)
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	return f, n, nil
+	return create(func(f *os.File) (int64, error) { return io.Copy(f, src) }, limit, tooLarge)
 }
 
 // CreateFrom is Create for a body that is a file already (a queued
@@ -138,12 +118,17 @@ func CreateFrom(src FileSource, limit int64, tooLarge error) (*os.File, int64, e
 	if limit > 0 && src.Size() > limit {
 		return nil, 0, tooLarge
 	}
+	return create(func(f *os.File) (int64, error) { return src.SendTo(sendfileTo{f}) }, limit, tooLarge)
+}
+
+// create makes a memory file, fills it with fill and seals it.
+func create(fill func(*os.File) (int64, error), limit int64, tooLarge error) (*os.File, int64, error) {
 	fd, err := unix.MemfdCreate("posthorn-body", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, 0, fmt.Errorf("memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "posthorn-body")
-	n, err := src.SendTo(sendfileTo{f})
+	n, err := fill(f)
 	switch {
 	case err != nil:
 	case limit > 0 && n > limit:
