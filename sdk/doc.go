@@ -11,7 +11,9 @@
 //   - OutboundHook: for a queued message and a group of recipients, says
 //     which it can handle (CanHandle) and then transforms the message
 //     (Transformed: new messages per recipient subset), takes it (Diverted)
-//     or not (Declined).
+//     or not (Declined). The host usually asks both in one call (protocol
+//     minor 6); the SDK then calls CanHandle and Transform in turn, with the
+//     recipients CanHandle said yes to.
 //   - EventHook: receives delivery events and plugin-emitted events it
 //     subscribed to in Description.EventTypes.
 //
