@@ -249,28 +249,35 @@ func (c *Channel) receive() {
 		if f == nil {
 			continue // a datagram without exactly one file: ignored
 		}
-		c.mu.Lock()
-		s := c.pending[token]
-		if s == nil && len(c.pending) < maxPending {
-			s = &slot{ch: make(chan *os.File, 1), created: time.Now()}
-			c.pending[token] = s
-		}
-		dead := s != nil && s.dead
-		c.mu.Unlock()
-		if s == nil {
+		c.deliver(token, f)
+	}
+}
+
+// deliver puts f into token's slot, or closes it: no slot can be made (too
+// many pending), the slot was discarded, or it holds a file already. All
+// under the lock, so a Discard either finds the file there or marks the
+// slot before the file arrives.
+func (c *Channel) deliver(token uint64, f *os.File) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.pending[token]
+	if s == nil {
+		if len(c.pending) >= maxPending {
 			f.Close()
-			continue
+			return
 		}
-		if dead {
-			c.forget(token, s)
-			f.Close()
-			continue
-		}
-		select {
-		case s.ch <- f:
-		default:
-			f.Close() // a second file under the same token
-		}
+		s = &slot{ch: make(chan *os.File, 1), created: time.Now()}
+		c.pending[token] = s
+	}
+	if s.dead {
+		delete(c.pending, token)
+		f.Close()
+		return
+	}
+	select {
+	case s.ch <- f:
+	default:
+		f.Close() // a second file under the same token
 	}
 }
 
@@ -295,16 +302,15 @@ func (c *Channel) sweep(before time.Time) {
 		if !s.created.Before(before) {
 			continue
 		}
-		if s.dead {
-			delete(c.pending, t)
-			continue
-		}
 		select {
 		case f := <-s.ch:
 			f.Close()
 			delete(c.pending, t)
 		default:
-			// A taker waits (its own deadline ends it).
+			if s.dead {
+				delete(c.pending, t)
+			}
+			// Else a taker waits (its own deadline ends it).
 		}
 	}
 }

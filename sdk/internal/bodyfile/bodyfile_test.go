@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -402,5 +403,58 @@ func TestPeerGone(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Take still waits after the peer went away")
+	}
+}
+
+// TestDiscardRacesArrival: a call ended early discards its outputs while
+// the plugin is still sending them. Whichever comes first, the file is
+// closed at once and nothing is left pending (a file that arrived between
+// the receiver making its slot and the discard used to stay open until
+// the garbage collector found it).
+func TestDiscardRacesArrival(t *testing.T) {
+	a, b := pair(t)
+	before := openFDs(t)
+	const n = 3000
+	files := make([]*os.File, n)
+	for i := range files {
+		f, _, err := Create(strings.NewReader("an output nobody waits for"), 0, errBig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[i] = f
+	}
+	// Each discard as soon as the receiver has a slot for the file: it
+	// meets the file on its way into the slot or just after.
+	for i, f := range files {
+		token := uint64(i + 1)
+		if err := a.SendAs(token, f); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			b.mu.Lock()
+			s := b.pending[token]
+			b.mu.Unlock()
+			if s != nil {
+				break
+			}
+			runtime.Gosched()
+		}
+		b.Discard(token)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.mu.Lock()
+		left := len(b.pending)
+		b.mu.Unlock()
+		if left == 0 && openFDs(t) <= before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots pending, %d descriptors open (was %d)", left, openFDs(t), before)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
