@@ -303,6 +303,24 @@ func TestTakeWaitsAndGivesUp(t *testing.T) {
 	}
 }
 
+// waitPending waits until c has exactly n slots pending.
+func waitPending(t *testing.T, c *Channel, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		got := len(c.pending)
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots pending, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestUnclaimedFilesAreClosed: files nobody takes (a call that failed
 // after its body was sent) are closed by the sweep, not kept forever.
 func TestUnclaimedFilesAreClosed(t *testing.T) {
@@ -315,20 +333,7 @@ func TestUnclaimedFilesAreClosed(t *testing.T) {
 		}
 		f.Close()
 	}
-	// Wait until b holds all ten.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b.mu.Lock()
-		n := len(b.pending)
-		b.mu.Unlock()
-		if n == 10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 10 files arrived", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitPending(t, b, 10) // b holds all ten
 	b.sweep(time.Now().Add(time.Second))
 	waitFDs(t, before)
 }
@@ -444,17 +449,6 @@ func TestDiscardRacesArrival(t *testing.T) {
 	for _, f := range files {
 		f.Close()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b.mu.Lock()
-		left := len(b.pending)
-		b.mu.Unlock()
-		if left == 0 && openFDs(t) <= before {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d slots pending, %d descriptors open (was %d)", left, openFDs(t), before)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitPending(t, b, 0)
+	waitFDs(t, before)
 }
